@@ -1,0 +1,107 @@
+"""Checks across keys that the per-key parsers cannot see: clashes, duplicates, missing pieces."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from .lines import Path, dotted
+from .schema import Config
+from .values import Endpoint, PortRange, IPAddr
+
+Finding = tuple[Path, str]
+
+
+def _hosts_overlap(a: IPAddr, b: IPAddr) -> bool:
+    # An unspecified address binds every address of its family; "::" may also take IPv4 (dual-stack).
+    if a == b:
+        return True
+    if a.is_unspecified and (a.version == b.version or a.version == 6):
+        return True
+    return b.is_unspecified and (a.version == b.version or b.version == 6)
+
+
+def _sockets(config: Config) -> Iterator[tuple[str, Endpoint, Path]]:
+    yield "tcp", config.api.listen, ("api", "listen")
+    if config.sfu.enabled:
+        yield "udp", config.sfu.udp, ("sfu", "udp")
+        if config.sfu.tcp:
+            yield "tcp", config.sfu.tcp, ("sfu", "tcp")
+    if config.turn.enabled:
+        for i, listener in enumerate(config.turn.listen):
+            yield listener.protocol, listener.endpoint, ("turn", "listen", i)
+
+
+def _port_clashes(config: Config) -> Iterator[Finding]:
+    seen: list[tuple[str, Endpoint, Path]] = []
+    for proto, endpoint, path in _sockets(config):
+        for other_proto, other, other_path in seen:
+            if proto == other_proto and endpoint.port == other.port and _hosts_overlap(endpoint.host, other.host):
+                yield path, f"{proto} port {endpoint} clashes with {dotted(other_path)} ({other})"
+        seen.append((proto, endpoint, path))
+        relay = config.turn
+        if relay.enabled and endpoint.port in relay.relay_ports and _hosts_overlap(endpoint.host, relay.relay_address):
+            yield path, f"port {endpoint.port} lies inside turn.relay_ports ({relay.relay_ports}) on the relay address"
+
+
+def _relay_ranges(config: Config) -> Iterator[Finding]:
+    ranges: list[tuple[PortRange, Path]] = [(config.turn.relay_ports, ("turn", "relay_ports"))]
+    if config.backbone:
+        ranges += [(p.relay_ports, ("backbone", "peers", i, "relay_ports")) for i, p in enumerate(config.backbone.peers)]
+    for i, (a, path) in enumerate(ranges):
+        for b, other_path in ranges[:i]:
+            if a.overlaps(b):
+                yield path, f"relay port range {a} overlaps {dotted(other_path)} ({b})"
+
+
+def _duplicates(config: Config) -> Iterator[Finding]:
+    groups = [
+        ("apps", "id", [a.id for a in config.apps]),
+        (("turn", "keys"), "id", [k.id for k in config.turn.keys]),
+    ]
+    if config.bgp:
+        groups.append((("bgp", "neighbors"), "address", [str(n.address) for n in config.bgp.neighbors]))
+    if config.backbone:
+        groups.append((("backbone", "peers"), "node", [p.node for p in config.backbone.peers]))
+    for table, key, values in groups:
+        base = table if isinstance(table, tuple) else (table,)
+        for i, value in enumerate(values):
+            if value in values[:i]:
+                yield base + (i, key), f"duplicate {key} {value!r}"
+    if config.backbone:
+        for i, peer in enumerate(config.backbone.peers):
+            if peer.node == config.node.id:
+                yield ("backbone", "peers", i, "node"), f"a peer cannot be this node itself ({config.node.id!r})"
+
+
+def _turn(config: Config) -> Iterator[Finding]:
+    turn = config.turn
+    if not turn.enabled:
+        return
+    if any(listener.transport == "tls" for listener in turn.listen):
+        for key in ("tls_cert", "tls_key"):
+            value = getattr(turn, key)
+            if not value:
+                yield ("turn", key), "expected a file path because turn.listen has a tls:// listener, found nothing"
+            elif not os.access(value, os.R_OK):
+                yield ("turn", key), f"expected a readable file, found {value!r} (missing or unreadable)"
+    if turn.keys and not turn.secrets:
+        yield ("turn", "secrets"), "expected at least one secret to sign the credentials of turn.keys, found none"
+    for i, secret in enumerate(turn.secrets):
+        if not secret:
+            yield ("turn", "secrets", i), "expected a non-empty secret, found \"\""
+
+
+def _secrets(config: Config) -> Iterator[Finding]:
+    for i, app in enumerate(config.apps):
+        if not app.secret:
+            yield ("apps", i, "secret"), "expected a non-empty secret, found \"\""
+    for i, key in enumerate(config.turn.keys):
+        if not key.token:
+            yield ("turn", "keys", i, "token"), "expected a non-empty token, found \"\""
+
+
+def findings(config: Config) -> list[Finding]:
+    out: list[Finding] = []
+    for check in (_port_clashes, _relay_ranges, _duplicates, _turn, _secrets):
+        out.extend(check(config))
+    return out

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Edgecall's one entry point: setup | run | test | bench | image.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$PWD
+VENV=$ROOT/.venv
+
+# Debian packages the test lab uses (see ../shared/TESTING.md): real browser, TURN client, router, BGP, NATS, netns tools.
+DEB_PACKAGES=(chromium bird2 frr coturn nats-server iproute2 iputils-ping tcpdump nftables)
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "build.sh: $*"; exit 1; }
+
+usage() {
+    cat >&2 <<'USAGE'
+usage: ./build.sh COMMAND [ARGS...]
+  setup            create .venv/ with the project installed editable, and install the Debian packages the tests need
+  run [ARGS...]    setup if needed, then run the box in the foreground (ARGS go to `appliance run`, e.g. --config FILE)
+  test [--quick] [PYTEST ARGS...]
+                   setup if needed, then run the whole suite (--quick skips the slow group)
+  bench            setup if needed, then print the benchmark figures
+  image            build the firmware image (not built yet: issue 7)
+USAGE
+    exit 2
+}
+
+find_python() {
+    for py in python3.11 python3 python3.12 python3.13; do
+        if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            command -v "$py"; return 0
+        fi
+    done
+    return 1
+}
+
+setup_debian() {
+    local missing=()
+    for pkg in "${DEB_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        die "missing Debian packages: ${missing[*]} (install them as root: apt-get install ${missing[*]})"
+    fi
+    say "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null || die "apt-get update failed"
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+        || die "could not install Debian packages: ${missing[*]}"
+    # Packages may start their daemons on install; the lab starts its own.
+    for svc in bird frr coturn nats-server; do
+        command -v systemctl >/dev/null 2>&1 && systemctl is-active -q "$svc" 2>/dev/null && systemctl stop "$svc" || true
+    done
+}
+
+setup_venv() {
+    local stamp=$VENV/.edgecall-stamp want
+    want=$(cat pyproject.toml | sha256sum | cut -c1-16)
+    if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+        return 0
+    fi
+    local py
+    py=$(find_python) || die "Python 3.11 or newer with the venv module is needed (Debian: apt-get install python3 python3-venv)"
+    say "creating .venv with $py"
+    [ -x "$VENV/bin/python" ] || "$py" -m venv "$VENV" || die "could not create .venv (Debian: apt-get install python3-venv)"
+    "$VENV/bin/pip" install -q --upgrade pip >/dev/null || die "could not upgrade pip in .venv"
+    "$VENV/bin/pip" install -q -e ".[test,fast]" || die "could not install the project and its Python dependencies into .venv"
+    echo "$want" > "$stamp"
+}
+
+setup() {
+    setup_debian
+    setup_venv
+}
+
+cmd=${1:-}
+[ -n "$cmd" ] || usage
+shift
+case "$cmd" in
+    setup) setup ;;
+    run)
+        setup_venv
+        exec "$VENV/bin/appliance" run "$@"
+        ;;
+    test)
+        setup
+        args=()
+        if [ "${1:-}" = "--quick" ]; then shift; args+=(-m "not slow"); fi
+        exec "$VENV/bin/python" -m pytest "${args[@]}" "$@"
+        ;;
+    bench)
+        setup
+        exec "$VENV/bin/python" -m tests.bench "$@"
+        ;;
+    image)
+        die "image: the firmware image recipe is not built yet (issue 7); nothing was made"
+        ;;
+    *) usage ;;
+esac
