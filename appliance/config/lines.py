@@ -130,9 +130,13 @@ def dotted(path: Path) -> str:
 
 
 def line_of(lines: dict[Path, int], path: Path) -> int:
-    """The line of `path`, or of its nearest written ancestor (1 when none is written)."""
+    """The line of `path`, else of its nearest ancestor that is written (a table may appear only
+    through its sub-tables, like [turn] through [[turn.keys]]); 1 when none is."""
     while path:
         if path in lines:
             return lines[path]
+        inside = [line for key, line in lines.items() if key[: len(path)] == path]
+        if inside:
+            return min(inside)
         path = path[:-1]
     return 1

@@ -1,0 +1,105 @@
+"""The HTTP service: the Calls-compatible API, TURN credentials, health, metrics and the status page."""
+from __future__ import annotations
+
+import errno
+import time
+from importlib import resources
+
+from aiohttp import web
+from prometheus_client import Counter, Histogram
+
+from ..logs import get_logger
+from ..service import StartError
+from .auth import auth_middleware
+from .cors import cors_middleware
+from .errors import error_middleware
+from .health import BOX, healthz, metrics
+
+log = get_logger("api")
+
+STATIC = resources.files(__package__).joinpath("static")
+
+
+def _metrics_middleware(registry):
+    requests = Counter(
+        "edgecall_http_requests", "HTTP requests answered.", ["method", "route", "status"], registry=registry
+    )
+    latency = Histogram("edgecall_http_request_seconds", "Time to answer an HTTP request.", ["route"], registry=registry)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler) -> web.StreamResponse:
+        start = time.perf_counter()
+        response = await handler(request)
+        resource = request.match_info.route.resource
+        # The route's pattern, not the path: ids in paths would make unbounded label sets.
+        route = resource.canonical if resource is not None else "unmatched"
+        requests.labels(request.method, route, str(response.status)).inc()
+        latency.labels(route).observe(time.perf_counter() - start)
+        log.debug("request", method=request.method, path=request.path, status=response.status)
+        return response
+
+    return middleware
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC.joinpath("index.html"))
+
+
+def make_app(box) -> web.Application:
+    config = box.config
+    app = web.Application(
+        middlewares=[
+            _metrics_middleware(box.registry),
+            cors_middleware(config.api.cors_origins),
+            error_middleware,
+            auth_middleware(config),
+        ]
+    )
+    app[BOX] = box
+    app.router.add_get("/", index)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+class ApiService:
+    name = "api"
+
+    def __init__(self, box):
+        self.box = box
+        self.app = make_app(box)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        listen = self.box.config.api.listen
+        self._runner = web.AppRunner(
+            self.app, access_log=None, shutdown_timeout=self.box.config.api.shutdown_timeout, handle_signals=False
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, str(listen.host), listen.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as e:
+            await self._runner.cleanup()
+            self._runner = None
+            reason = "address already in use" if e.errno == errno.EADDRINUSE else e.strerror or str(e)
+            raise StartError(f"cannot listen on {listen} (api.listen): {reason}") from None
+        log.info("listening", url=self.base_url)
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def health(self) -> str | None:
+        return None if self._runner else "not listening"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.box.config.api.listen}"
+
+    def urls(self) -> list[str]:
+        lines = [f"API        {self.base_url}/  (health {self.base_url}/healthz, metrics {self.base_url}/metrics)"]
+        for app in self.box.config.apps:
+            lines.append(f"app        id {app.id}  secret {app.secret}")
+        return lines

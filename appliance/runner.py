@@ -1,0 +1,136 @@
+"""The service runner: one asyncio process hosting every service of the box.
+
+Start everything or nothing; tell systemd when ready and keep its watchdog fed;
+on SIGTERM or SIGINT stop in a bounded time.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Gauge, Info, PlatformCollector, ProcessCollector
+
+from . import __version__
+from .config import Config
+from .logs import get_logger
+from .sdnotify import Notifier
+from .service import Service, StartError
+
+log = get_logger("runner")
+
+# Past this, a stop that hangs is abandoned: the process must exit in bounded time.
+STOP_TIMEOUT = 1.5
+
+
+@dataclass
+class Box:
+    """The running box: its config, its services, its metrics."""
+
+    config: Config
+    registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
+    services: list[Service] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        Info("edgecall", "This box's build and identity.", registry=self.registry).info(
+            {"version": __version__, "node": self.config.node.id}
+        )
+        up = Gauge("edgecall_service_up", "1 when the service answers its own check.", ["service"], registry=self.registry)
+        self._up = up
+
+    def health(self) -> dict[str, str | None]:
+        report = {}
+        for service in self.services:
+            try:
+                report[service.name] = service.health()
+            except Exception as e:  # a broken check is a failing service, not a crashed endpoint
+                report[service.name] = f"health check raised {type(e).__name__}: {e}"
+            self._up.labels(service.name).set(0 if report[service.name] else 1)
+        return report
+
+
+async def _start_all(box: Box) -> bool:
+    started: list[Service] = []
+    for service in box.services:
+        try:
+            await service.start()
+        except StartError as e:
+            log.error("cannot start", service=service.name, reason=str(e))
+            await _stop_all(started)
+            return False
+        started.append(service)
+        log.info("started", service=service.name)
+    return True
+
+
+async def _stop_all(services: list[Service]) -> None:
+    for service in reversed(services):
+        try:
+            await asyncio.wait_for(service.stop(), STOP_TIMEOUT)
+        except asyncio.TimeoutError:
+            log.warning("stop timed out; abandoning", service=service.name)
+        except Exception:
+            log.exception("stop failed", service=service.name)
+
+
+def banner(box: Box) -> str:
+    lines = [f"Edgecall {__version__}, node {box.config.node.id}, is serving:"]
+    for service in box.services:
+        lines += [f"  {line}" for line in service.urls()]
+    lines.append("Stop with Ctrl-C.")
+    return "\n".join(lines)
+
+
+async def serve(box: Box, notifier: Notifier | None = None) -> int:
+    """Run the box until SIGTERM/SIGINT; the exit status to return."""
+    notifier = notifier or Notifier()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if not await _start_all(box):
+        return 1
+    print(banner(box), flush=True)
+    notifier.ready(f"serving as {box.config.node.id}")
+    log.info("ready", node=box.config.node.id)
+    watchdog = asyncio.create_task(_feed_watchdog(notifier)) if notifier.watchdog_interval else None
+    await stop.wait()
+    # A second signal during shutdown means "now": the default handlers end the process.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+    log.info("stopping")
+    notifier.stopping()
+    if watchdog:
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
+    await _stop_all(box.services)
+    log.info("stopped")
+    return 0
+
+
+async def _feed_watchdog(notifier: Notifier) -> None:
+    assert notifier.watchdog_interval
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(notifier.watchdog_interval)
+
+
+def run(box: Box) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(serve(box))
+    return uvloop.run(serve(box))
+
+
+def assemble(config: Config) -> Box:
+    """The box with every service its configuration enables, in start order."""
+    from .api.server import ApiService
+
+    box = Box(config)
+    box.services.append(ApiService(box))
+    return box

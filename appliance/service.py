@@ -1,0 +1,24 @@
+"""What the runner asks of every service the box hosts (HTTP API, TURN, SFU, ...)."""
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class StartError(Exception):
+    """A service could not start; the message names what failed and the config key behind it."""
+
+
+class Service(Protocol):
+    name: str
+
+    async def start(self) -> None:
+        """Bind sockets and begin serving; raise StartError when that cannot be done."""
+
+    async def stop(self) -> None:
+        """Stop serving and release every socket."""
+
+    def health(self) -> str | None:
+        """None when the service answers its own check, else why it does not."""
+
+    def urls(self) -> list[str]:
+        """What the service serves, one line each, for the start-up banner."""

@@ -1,0 +1,264 @@
+import ipaddress
+import textwrap
+
+import pytest
+from hypothesis import given, strategies as st
+
+from appliance.cli import main
+from appliance.config import ConfigError, Endpoint, PortRange, load_config, parse_config
+from appliance.config.values import Invalid, Listener
+
+GOOD = textwrap.dedent(
+    """
+    [node]
+    id = "ams-1"
+
+    [api]
+    listen = "[::1]:8080"
+
+    [[apps]]
+    id = "demo"
+    secret = "s"
+
+    [sfu]
+    udp = "0.0.0.0:3479"
+    tcp = "0.0.0.0:3479"
+    public_addresses = ["203.0.113.10", "2001:db8::10"]
+
+    [turn]
+    listen = [
+        "udp://0.0.0.0:3478",   # a comment, and a multi-line array
+        "tcp://0.0.0.0:3478",
+    ]
+    secrets = ["one", "two"]
+    relay_address = "203.0.113.10"
+    relay_ports = "49152-49999"
+
+    [[turn.keys]]
+    id = "k1"
+    token = "t1"
+
+    [anycast]
+    prefixes = ["203.0.113.10/32", "2001:db8::10/128"]
+
+    [bgp]
+    local_asn = 65010
+    router_id = "192.0.2.2"
+
+    [[bgp.neighbors]]
+    address = "192.0.2.1"
+    asn = 65000
+
+    [backbone]
+    underlay = "198.51.100.1"
+    overlay = "192.0.2.129/25"
+    [[backbone.peers]]
+    node = "fra-1"
+    underlay = "198.51.100.2"
+    overlay = "192.0.2.130"
+    relay_ports = "50000-50999"
+
+    [cluster]
+    nats = ["nats://192.0.2.130:4222"]
+    """
+)
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(textwrap.dedent(text), "box.toml")
+    return str(info.value).splitlines()
+
+
+def test_a_full_file_parses_into_typed_values():
+    config = parse_config(GOOD, "box.toml")
+    assert config.api.listen == Endpoint(ipaddress.ip_address("::1"), 8080)
+    assert str(config.api.listen) == "[::1]:8080"
+    assert [str(listener) for listener in config.turn.listen] == ["udp://0.0.0.0:3478", "tcp://0.0.0.0:3478"]
+    assert config.turn.relay_ports == PortRange(49152, 49999)
+    assert config.bgp.neighbors[0].bfd is True  # BFD on toward routers unless turned off
+    assert config.backbone.kind == "vxlan"
+    assert config.backbone.overlay == ipaddress.ip_interface("192.0.2.129/25")
+    assert config.anycast.prefixes[1] == ipaddress.ip_network("2001:db8::10/128")
+
+
+def test_embedded_default_is_a_loopback_box_with_a_fresh_demo_app():
+    first, second = load_config(None), load_config(None)
+    assert str(first.api.listen) == "127.0.0.1:8080"
+    assert str(first.sfu.udp) == "127.0.0.1:3479"
+    assert [str(listener) for listener in first.turn.listen] == ["udp://127.0.0.1:3478", "tcp://127.0.0.1:3478"]
+    assert [app.id for app in first.apps] == ["demo"]
+    assert first.apps[0].secret != second.apps[0].secret
+    assert first.bgp is None and first.backbone is None and first.cluster.nats == ()
+
+
+def test_an_empty_file_means_every_default():
+    config = parse_config("", "empty.toml")
+    assert config.apps == () and config.turn.enabled and config.sfu.enabled
+
+
+def test_three_mistakes_are_all_reported_with_their_lines():
+    lines = problems(
+        """\
+        [api]
+        listen = "localhost:8080"
+
+        [sfu]
+        udp = "127.0.0.1:3479"
+        upd = "127.0.0.1:3479"
+
+        [turn]
+        relay_ports = "50000-40000"
+        """
+    )
+    assert lines == [
+        'box.toml:2: api.listen: expected host:port with an IP address (IPv6 as [::1]:3478), found "localhost:8080"',
+        "box.toml:6: sfu.upd: unknown key; did you mean 'udp'?",
+        'box.toml:9: turn.relay_ports: expected a port range first-last within 1-65535 (like 49152-65535), found "50000-40000"',
+    ]
+
+
+def test_wrong_types_name_what_was_expected_and_found():
+    lines = problems(
+        """\
+        [sfu]
+        enabled = "yes"
+        [[apps]]
+        id = "a"
+        secret = 5
+        [[apps]]
+        id = "b"
+        [bgp]
+        local_asn = 65000
+        router_id = "2001:db8::1"
+        """
+    )
+    assert lines == [
+        'box.toml:2: sfu.enabled: expected true or false, found "yes"',
+        "box.toml:5: apps[0].secret: expected a string, found 5",
+        "box.toml:6: apps[1].secret: required key is missing",
+        'box.toml:10: bgp.router_id: expected an IPv4 address, found "2001:db8::1"',
+    ]
+
+
+def test_syntax_errors_carry_the_line():
+    (line,) = problems('[api]\nlisten = "127.0.0.1:80\n')
+    assert line.startswith("box.toml:2: (syntax): not valid TOML")
+
+
+def test_port_clashes_and_overlapping_relay_ranges():
+    lines = problems(
+        """\
+        [api]
+        listen = "0.0.0.0:3478"
+        [sfu]
+        udp = "127.0.0.1:3478"
+        [turn]
+        listen = ["udp://127.0.0.1:3478", "tcp://[::]:5000"]
+        relay_ports = "50000-50999"
+        [backbone]
+        underlay = "198.51.100.1"
+        overlay = "192.0.2.129/25"
+        [[backbone.peers]]
+        node = "b"
+        underlay = "198.51.100.2"
+        overlay = "192.0.2.130"
+        relay_ports = "50900-51999"
+        [[backbone.peers]]
+        node = "c"
+        underlay = "198.51.100.3"
+        overlay = "192.0.2.131"
+        relay_ports = "51500-52000"
+        """
+    )
+    assert lines == [
+        "box.toml:6: turn.listen[0]: udp port 127.0.0.1:3478 clashes with sfu.udp (127.0.0.1:3478)",
+        "box.toml:15: backbone.peers[0].relay_ports: relay port range 50900-51999 overlaps turn.relay_ports (50000-50999)",
+        "box.toml:20: backbone.peers[1].relay_ports: relay port range 51500-52000 overlaps backbone.peers[0].relay_ports (50900-51999)",
+    ]
+
+
+def test_a_listener_inside_the_relay_range_is_a_clash():
+    (line,) = problems('[sfu]\nudp = "127.0.0.1:50010"\n[turn]\nrelay_ports = "50000-50999"\n')
+    assert line == "box.toml:2: sfu.udp: port 50010 lies inside turn.relay_ports (50000-50999) on the relay address"
+
+
+def test_tls_listeners_need_readable_certificate_files(tmp_path):
+    lines = problems(
+        f"""\
+        [turn]
+        listen = ["tls://127.0.0.1:5349"]
+        tls_key = "{tmp_path}/missing.key"
+        """
+    )
+    assert lines == [
+        "box.toml:1: turn.tls_cert: expected a file path because turn.listen has a tls:// listener, found nothing",
+        f"box.toml:3: turn.tls_key: expected a readable file, found '{tmp_path}/missing.key' (missing or unreadable)",
+    ]
+
+
+def test_duplicates_and_keys_without_a_signing_secret():
+    lines = problems(
+        """\
+        [[apps]]
+        id = "a"
+        secret = "x"
+        [[apps]]
+        id = "a"
+        secret = "y"
+        [[turn.keys]]
+        id = "k"
+        token = "t"
+        """
+    )
+    assert lines == [
+        "box.toml:5: apps[1].id: duplicate id 'a'",
+        "box.toml:7: turn.secrets: expected at least one secret to sign the credentials of turn.keys, found none",
+    ]
+
+
+def test_an_unreadable_file_is_a_problem_not_a_crash(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(str(tmp_path / "nope.toml"))
+    assert "cannot read the file" in str(info.value)
+
+
+def test_check_config_exits_2_listing_problems(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[api]\nlisten = "nowhere"\n[sfu]\nudp = 5\n[bogus]\n')
+    assert main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2: api.listen:" in err
+    assert f"{bad}:4: sfu.udp:" in err
+    assert f"{bad}:5: bogus: unknown key" in err
+
+
+def test_check_config_exits_0_with_a_summary(tmp_path, capsys):
+    good = tmp_path / "good.toml"
+    good.write_text(GOOD)
+    assert main(["check-config", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "OK" in out and "node ams-1" in out and "bgp: AS65010" in out and "backbone: vxlan" in out
+
+
+@pytest.mark.parametrize(
+    "text, host, port",
+    [("127.0.0.1:80", "127.0.0.1", 80), ("[::1]:3478", "::1", 3478), ("[2001:db8::1]:1", "2001:db8::1", 1)],
+)
+def test_endpoints(text, host, port):
+    assert Endpoint.parse(text) == Endpoint(ipaddress.ip_address(host), port)
+
+
+@pytest.mark.parametrize("text", ["::1:3478", "[127.0.0.1]:80", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "h:1", ":80"])
+def test_bad_endpoints(text):
+    with pytest.raises(Invalid):
+        Endpoint.parse(text)
+
+
+@given(st.one_of(st.text(), st.integers(), st.none(), st.booleans(), st.lists(st.text())))
+def test_value_parsers_raise_only_invalid(raw):
+    for parse in (Endpoint.parse, Listener.parse, PortRange.parse):
+        try:
+            parse(raw)
+        except Invalid:
+            pass
