@@ -63,8 +63,11 @@ setup_venv() {
     py=$(find_python) || die "Python 3.11 or newer with the venv module is needed (Debian: apt-get install python3 python3-venv)"
     say "creating .venv with $py"
     [ -x "$VENV/bin/python" ] || "$py" -m venv "$VENV" || die "could not create .venv (Debian: apt-get install python3-venv)"
-    "$VENV/bin/pip" install -q --upgrade pip >/dev/null || die "could not upgrade pip in .venv"
-    "$VENV/bin/pip" install -q -e ".[test,fast]" || die "could not install the project and its Python dependencies into .venv"
+    local log=$VENV/setup.log
+    if ! { "$VENV/bin/pip" install -q --upgrade pip && "$VENV/bin/pip" install -q -e ".[test,fast]"; } >"$log" 2>&1; then
+        tail -n 20 "$log" >&2
+        die "could not install the project and its Python dependencies into .venv (full log: $log)"
+    fi
     echo "$want" > "$stamp"
 }
 

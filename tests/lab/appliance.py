@@ -65,7 +65,7 @@ udp = "127.0.0.1:{media}"
 [turn]
 listen = ["udp://127.0.0.1:{turn}", "tcp://127.0.0.1:{turn}"]
 secrets = ["test-rest-secret"]
-relay_ports = "40000-40999"
+relay_ports = "61000-61999"  # outside the kernel's ephemeral range, where free_port() picks
 allow_peers = ["127.0.0.0/8", "::1/128"]
 
 [[turn.keys]]
