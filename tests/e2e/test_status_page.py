@@ -1,14 +1,14 @@
 """Chromium loads the box's status page over its HTTP port and the page's script reads /healthz."""
-import pytest
+from tests.lab.browser import BROWSER_TEST
 
-pytestmark = pytest.mark.browser
+pytestmark = BROWSER_TEST
 
 
-def test_status_page_in_chromium(appliance, page):
+async def test_status_page_in_chromium(appliance, page):
     box = appliance()
-    page.goto(box.url("/"))
-    page.wait_for_function("document.getElementById('status').textContent === 'ok'", timeout=15000)
-    assert page.title() == "Edgecall"
-    assert page.inner_text("#node") == "test-box"
-    assert page.inner_text("#services") == "api\tok"
-    assert page.evaluate("window.isSecureContext")  # http://127.0.0.1 is a secure context: WebRTC APIs exist
+    await page.goto(box.url("/"))
+    await page.wait_for_function("document.getElementById('status').textContent === 'ok'", timeout=15000)
+    assert await page.title() == "Edgecall"
+    assert await page.inner_text("#node") == "test-box"
+    assert await page.inner_text("#services") == "api\tok"
+    assert await page.evaluate("window.isSecureContext")  # http://127.0.0.1 is a secure context: WebRTC APIs exist

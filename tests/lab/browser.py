@@ -5,6 +5,7 @@ import os
 import shutil
 
 import pytest
+import pytest_asyncio
 
 CHROMIUM = os.environ.get("EDGECALL_CHROMIUM", "/usr/bin/chromium")
 # ../shared/TESTING.md: fake media devices, and no background calls to Google's hosts (the network is closed).
@@ -21,22 +22,28 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def browser():
+# Playwright's async API, on the session's event loop: its sync API would hold a loop open on the
+# main thread and break every asyncio test that runs after it. Browser tests are async and carry
+# `pytest.mark.asyncio(loop_scope="session")` (see BROWSER_TEST below).
+BROWSER_TEST = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def browser():
     """A headless Chromium for the whole session; tests open their own contexts and pages."""
     if not shutil.which(CHROMIUM):
         pytest.skip(f"Chromium not found at {CHROMIUM} (./build.sh setup installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
+    from playwright.async_api import async_playwright
 
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield chromium
-        chromium.close()
+        await chromium.close()
 
 
-@pytest.fixture
-def page(browser):
+@pytest_asyncio.fixture(loop_scope="session")
+async def page(browser):
     """A fresh browser context (its own cookies and storage) with one page."""
-    context = browser.new_context()
-    yield context.new_page()
-    context.close()
+    context = await browser.new_context()
+    yield await context.new_page()
+    await context.close()

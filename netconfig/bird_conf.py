@@ -1,0 +1,107 @@
+"""BIRD 2's configuration, rendered from the appliance's: announce the anycast prefixes, learn nothing.
+
+The output must parse on BIRD 2.0.12 (Debian bookworm), so it sticks to syntax that version has.
+"""
+from __future__ import annotations
+
+import re
+
+from appliance.config import BgpNeighborConfig, Config
+
+STATIC_PROTOCOL = {4: "anycast4", 6: "anycast6"}
+CHANNEL = {4: "ipv4", 6: "ipv6"}
+
+# Linux's TCP_MD5SIG_MAXKEYLEN. BIRD parses a longer key but the session then fails when BIRD
+# sets the key on its socket, which is a worse place to find out.
+MAX_PASSWORD_BYTES = 80
+
+
+def render_bird_conf(config: Config) -> str:
+    """The whole bird.conf for `config`; raises ValueError when it cannot be written safely."""
+    bgp = config.bgp
+    if bgp is None:
+        raise ValueError("the configuration has no [bgp] table, so there is no BIRD configuration to render")
+    families = {prefix.version for prefix in config.anycast.prefixes}
+    out = [
+        f"# Rendered by Edgecall for node {config.node.id} from the appliance configuration;",
+        "# edits here are lost at the next render.",
+        "",
+        # Explicit: BIRD otherwise takes the lowest IPv4 address it sees, which may be an anycast one.
+        f"router id {bgp.router_id};",
+        "",
+        # Tracks interfaces, which BGP needs to reach its neighbors. There is no `protocol kernel`:
+        # the anycast addresses sit on `lo`, so the blackhole routes below must never reach the kernel.
+        "protocol device {",
+        "}",
+        "",
+    ]
+    if any(neighbor.bfd for neighbor in bgp.neighbors):
+        out += ["protocol bfd {", "}", ""]
+    for version in (4, 6):
+        out += [f"protocol static {STATIC_PROTOCOL[version]} {{", f"    {CHANNEL[version]};"]
+        out += [f"    route {p} blackhole;" for p in config.anycast.prefixes if p.version == version]
+        out += ["}", ""]
+    names: set[str] = set()
+    for index, neighbor in enumerate(bgp.neighbors):
+        name = protocol_name(neighbor)
+        if name in names:
+            raise ValueError(f"bgp.neighbors[{index}]: {neighbor.address} gives the BIRD protocol name {name}, already taken")
+        names.add(name)
+        out += _bgp_protocol(name, index, bgp.local_asn, neighbor, families)
+    return "\n".join(out)
+
+
+def protocol_name(neighbor: BgpNeighborConfig) -> str:
+    """The BIRD protocol name of the session to `neighbor`, as `show protocols` lists it."""
+    return "peer_" + re.sub(r"[^0-9A-Za-z]", "_", str(neighbor.address))
+
+
+def _bgp_protocol(name: str, index: int, local_asn: int, neighbor: BgpNeighborConfig, families: set[int]) -> list[str]:
+    address = neighbor.address
+    scope = getattr(address, "scope_id", None)
+    if address.version == 6 and address.is_link_local and not scope:
+        raise ValueError(
+            f"bgp.neighbors[{index}]: {address} is link-local; write it with its interface, like {address}%eth0"
+        )
+    out = [
+        f"protocol bgp {name} {{",
+        f"    local as {local_asn};",
+        # BIRD wants a scoped address's interface apart from the address.
+        f"    neighbor {str(address).split('%')[0]} as {neighbor.asn};",
+    ]
+    if scope:
+        out.append(f"    interface {_quoted(scope, f'bgp.neighbors[{index}].address')};")
+    if neighbor.password is not None:
+        out.append(f"    password {_password(neighbor.password, index)};")
+    if neighbor.bfd:
+        out.append("    bfd on;")
+    # A dead box must lose its routes at once, not after the peer holds them stale for 120 s.
+    out.append("    graceful restart off;")
+    # One session carries both families (multiprotocol BGP) when there are prefixes of the other
+    # family; BIRD takes that family's next hop from the interface toward the neighbor.
+    for version in sorted(families | {address.version}):
+        out += [
+            f"    {CHANNEL[version]} {{",
+            # eBGP in BIRD has no default policy (RFC 8212); the box learns nothing from its routers.
+            "        import none;",
+            f'        export where proto = "{STATIC_PROTOCOL[version]}";',
+            "    };",
+        ]
+    out += ["}", ""]
+    return out
+
+
+def _password(password: str, index: int) -> str:
+    key = f"bgp.neighbors[{index}].password"
+    if not password:
+        raise ValueError(f"{key}: expected a non-empty password (leave the key out for none)")
+    if len(password.encode()) > MAX_PASSWORD_BYTES:
+        raise ValueError(f"{key}: a TCP MD5 password has at most {MAX_PASSWORD_BYTES} bytes")
+    return _quoted(password, key)
+
+
+def _quoted(text: str, key: str) -> str:
+    # BIRD 2.0.12's strings have no escapes: a string ends at the next '"' and may not span lines.
+    if '"' in text or "\n" in text:
+        raise ValueError(f"{key}: BIRD cannot quote a '\"' or a line break in {text!r}")
+    return f'"{text}"'

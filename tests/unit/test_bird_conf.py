@@ -1,0 +1,185 @@
+"""render_bird_conf: what it writes, checked by reading it and by BIRD's own parser (`bird -p`)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from appliance.config import parse_config
+from netconfig.bird_conf import render_bird_conf
+
+BGP = """
+[node]
+id = "ams-1"
+
+[bgp]
+local_asn = 65010
+router_id = "192.0.2.2"
+"""
+
+IPV4_ONLY = BGP + """
+[anycast]
+prefixes = ["203.0.113.10/32", "203.0.113.11/32"]
+
+[[bgp.neighbors]]
+address = "192.0.2.1"
+asn = 65000
+bfd = false
+"""
+
+IPV6_PASSWORD_BFD = BGP + """
+[anycast]
+prefixes = ["2001:db8:ffff::10/128"]
+
+[[bgp.neighbors]]
+address = "2001:db8::1"
+asn = 65000
+password = "s3cret #1 /* not a comment */ \\\\ back'slash"
+bfd = true
+"""
+
+MIXED = BGP + """
+[anycast]
+prefixes = ["203.0.113.10/32", "2001:db8:ffff::10/128"]
+
+[[bgp.neighbors]]
+address = "192.0.2.1"
+asn = 65000
+bfd = true
+
+[[bgp.neighbors]]
+address = "2001:db8::1"
+asn = 65001
+password = "other"
+bfd = false
+
+[[bgp.neighbors]]
+address = "fe80::1%eth0"
+asn = 65002
+bfd = false
+"""
+
+SAMPLES = {"ipv4-only": IPV4_ONLY, "ipv6-password-bfd": IPV6_PASSWORD_BFD, "mixed": MIXED, "no-neighbors": BGP}
+
+
+def render(text: str) -> str:
+    return render_bird_conf(parse_config(text, "test.toml"))
+
+
+def block(conf: str, header: str) -> str:
+    """The text of the top-level block that starts with `header`, up to its closing brace."""
+    start = conf.index(header + " {\n")
+    return conf[start:conf.index("\n}\n", start) + 3]
+
+
+def with_neighbor(extra: str) -> str:
+    return BGP + '[[bgp.neighbors]]\naddress = "192.0.2.1"\nasn = 65000\n' + extra
+
+
+@pytest.mark.skipif(shutil.which("bird") is None, reason="BIRD 2 is not installed (Debian package bird2)")
+@pytest.mark.parametrize("sample", SAMPLES, ids=list(SAMPLES))
+def test_bird_parses_the_rendered_config(sample, tmp_path):
+    path = tmp_path / "bird.conf"
+    path.write_text(render(SAMPLES[sample]))
+    result = subprocess.run(["bird", "-p", "-c", str(path)], capture_output=True, text=True, timeout=10)
+    assert result.returncode == 0, f"{result.stderr}\n{path.read_text()}"
+
+
+def test_ipv4_only():
+    conf = render(IPV4_ONLY)
+    assert "router id 192.0.2.2;" in conf.splitlines()
+    assert "protocol device {" in conf
+    assert block(conf, "protocol static anycast4") == (
+        "protocol static anycast4 {\n"
+        "    ipv4;\n"
+        "    route 203.0.113.10/32 blackhole;\n"
+        "    route 203.0.113.11/32 blackhole;\n"
+        "}\n"
+    )
+    assert block(conf, "protocol static anycast6") == "protocol static anycast6 {\n    ipv6;\n}\n"
+    assert block(conf, "protocol bgp peer_192_0_2_1") == (
+        "protocol bgp peer_192_0_2_1 {\n"
+        "    local as 65010;\n"
+        "    neighbor 192.0.2.1 as 65000;\n"
+        "    graceful restart off;\n"
+        "    ipv4 {\n"
+        "        import none;\n"
+        '        export where proto = "anycast4";\n'
+        "    };\n"
+        "}\n"
+    )
+    assert "protocol bfd" not in conf
+    assert "kernel" not in conf
+
+
+def test_ipv6_neighbor_with_password_and_bfd():
+    conf = render(IPV6_PASSWORD_BFD)
+    assert "protocol bfd {\n}\n" in conf
+    assert "route 2001:db8:ffff::10/128 blackhole;" in block(conf, "protocol static anycast6")
+    assert block(conf, "protocol bgp peer_2001_db8__1") == (
+        "protocol bgp peer_2001_db8__1 {\n"
+        "    local as 65010;\n"
+        "    neighbor 2001:db8::1 as 65000;\n"
+        "    password \"s3cret #1 /* not a comment */ \\ back'slash\";\n"
+        "    bfd on;\n"
+        "    graceful restart off;\n"
+        "    ipv6 {\n"
+        "        import none;\n"
+        '        export where proto = "anycast6";\n'
+        "    };\n"
+        "}\n"
+    )
+
+
+def test_mixed_prefixes_give_every_session_both_channels():
+    conf = render(MIXED)
+    assert conf.count("protocol bfd {") == 1
+    for name in ("peer_192_0_2_1", "peer_2001_db8__1", "peer_fe80__1_eth0"):
+        session = block(conf, f"protocol bgp {name}")
+        assert '    ipv4 {\n        import none;\n        export where proto = "anycast4";\n    };\n' in session
+        assert '    ipv6 {\n        import none;\n        export where proto = "anycast6";\n    };\n' in session
+    assert "bfd on;" in block(conf, "protocol bgp peer_192_0_2_1")
+    assert "bfd on;" not in block(conf, "protocol bgp peer_2001_db8__1")
+    assert 'password "other";' in block(conf, "protocol bgp peer_2001_db8__1")
+
+
+def test_link_local_neighbor_names_its_interface_apart():
+    session = block(render(MIXED), "protocol bgp peer_fe80__1_eth0")
+    assert "    neighbor fe80::1 as 65002;\n    interface \"eth0\";\n" in session
+
+
+def test_bfd_is_on_by_default():
+    assert "bfd on;" in render(with_neighbor(""))
+
+
+def test_no_bgp_table_is_refused():
+    with pytest.raises(ValueError, match=r"no \[bgp\] table"):
+        render('[anycast]\nprefixes = ["203.0.113.10/32"]\n')
+
+
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        ('"say \\"hi\\""', "cannot quote"),
+        ('"line\\nbreak"', "cannot quote"),
+        ('""', "non-empty"),
+        ('"' + "x" * 81 + '"', "at most 80 bytes"),
+    ],
+    ids=["double-quote", "newline", "empty", "too-long"],
+)
+def test_passwords_bird_cannot_take_are_refused(password, message):
+    with pytest.raises(ValueError, match=rf"bgp\.neighbors\[0\]\.password: .*{message}"):
+        render(with_neighbor(f"password = {password}\n"))
+
+
+def test_link_local_neighbor_without_interface_is_refused():
+    text = BGP + '[[bgp.neighbors]]\naddress = "fe80::1"\nasn = 65000\n'
+    with pytest.raises(ValueError, match=r"bgp\.neighbors\[0\]: fe80::1 is link-local"):
+        render(text)
+
+
+def test_neighbors_that_would_share_a_protocol_name_are_refused():
+    text = BGP + "".join(f'[[bgp.neighbors]]\naddress = "fe80::1%{iface}"\nasn = 65000\n' for iface in ("eth.0", "eth_0"))
+    with pytest.raises(ValueError, match=r"bgp\.neighbors\[1\]: .* peer_fe80__1_eth_0, already taken"):
+        render(text)
