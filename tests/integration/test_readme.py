@@ -11,6 +11,8 @@ from tests.lab.appliance import REPO, request, start_process
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        # As the box binds: connections of an earlier run lingering in TIME-WAIT do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
