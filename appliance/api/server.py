@@ -10,6 +10,7 @@ from prometheus_client import Counter, Histogram
 
 from ..logs import get_logger
 from ..service import StartError
+from . import turn_credentials
 from .auth import auth_middleware
 from .cors import cors_middleware
 from .errors import error_middleware
@@ -59,6 +60,7 @@ def make_app(box) -> web.Application:
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    turn_credentials.add_routes(app.router)
     return app
 
 

@@ -63,7 +63,11 @@ def _coturn(port: int, workdir: Path) -> subprocess.Popen:
 
 def _box(port: int, workdir: Path) -> subprocess.Popen:
     config = workdir / "box.toml"
-    text = box_config(free_port("tcp"), free_port("udp"), port).replace('"test-rest-secret"', f'"{SECRET}"')
+    # coturn runs with no per-allocation limits and no user quota; so does the box here.
+    unlimited = "rate_limit_pps = 0\nrate_limit_bps = 0\nnew_peers_per_second = 0\nuser_quota = 1000"
+    text = box_config(free_port("tcp"), free_port("udp"), port).replace(
+        'secrets = ["test-rest-secret"]', f'secrets = ["{SECRET}"]\n{unlimited}'
+    )
     config.write_text(text.replace("[sfu]", "[sfu]\nenabled = false"))
     return subprocess.Popen(
         [sys.executable, "-m", "appliance", "run", "--config", str(config), "--log-level", "warning"],

@@ -1,0 +1,337 @@
+"""The asyncio shell of the TURN core: sockets in, bytes to the core, what it returns out.
+
+UDP (client listeners and relays) uses plain non-blocking sockets read from the event
+loop's reader callbacks: a datagram goes from `recvfrom` through one synchronous core call
+to `sendto`, with no transport object, task or await in between (ARCHITECTURE principle 4).
+TCP and TLS (clients, and RFC 6062 peer connections) use asyncio protocols: streams are
+not the hot path, and TLS needs asyncio's SSL layer.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from typing import Any
+
+from ..logs import get_logger
+from .server import TurnServer
+from .shell import CloseRelay, CloseStream, ConnectToPeer
+
+log = get_logger("turn")
+
+# Datagrams read per readiness callback before yielding to the loop (fairness between sockets).
+READ_BATCH = 64
+RECV_SIZE = 65536
+# <linux/in.h> and <linux/in6.h>; Python's socket module does not name them.
+IP_MTU_DISCOVER, IPV6_MTU_DISCOVER, PMTUDISC_DO = 10, 23, 2
+
+
+def udp_socket(host: str, port: int, reuse: bool = False) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            # One family per socket: IPv4 clients of "::" would show as ::ffff: mapped addresses.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setblocking(False)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class StreamSink:
+    """A TCP/TLS connection as the core sees it: `sendto(data, None)` writes, `close()` closes.
+
+    A reader that cannot keep up is cut off once MAX_BACKLOG bytes wait for it, so that a fast
+    sender on the other side of a relay can never grow the box's memory without bound.
+    """
+
+    __slots__ = ("transport",)
+    MAX_BACKLOG = 4 << 20
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > self.MAX_BACKLOG:
+            log.warning("stream reader too slow; closing", peer=str(transport.get_extra_info("peername")))
+            transport.abort()
+            return
+        transport.write(data)
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+class TurnIO:
+    """Owns every socket of the TURN service and runs the core's output."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.core: TurnServer | None = None
+        self._udp: dict[int, socket.socket] = {}  # fd -> socket, for reader removal
+        self._relay_udp: dict[int, socket.socket] = {}  # relay id -> socket
+        self._relay_tcp: dict[int, asyncio.AbstractServer | socket.socket] = {}
+        self._relay_addr: dict[int, tuple[str, int]] = {}
+        self._servers: list[asyncio.AbstractServer] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self.send_errors = 0
+
+    # --- RelayBinder: the core asks for relay sockets ---------------------------------------
+
+    def bind_udp(self, relay_id: int, address: str, port: int, dont_fragment: bool) -> object | None:
+        try:
+            sock = udp_socket(address, port)
+        except OSError:
+            return None
+        if dont_fragment:
+            # The DF bit on every datagram to peers (RFC 8656 DONT-FRAGMENT): path MTU discovery "do".
+            if sock.family == socket.AF_INET:
+                sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, PMTUDISC_DO)
+            else:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, PMTUDISC_DO)
+        self._relay_udp[relay_id] = sock
+        self._relay_addr[relay_id] = (address, port)
+        self._watch(sock, self._on_relay_readable, relay_id)
+        return sock
+
+    def listen_tcp(self, relay_id: int, address: str, port: int) -> bool:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            # The relayed address also connects out to peers (RFC 6062 5.2): both need reuse.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((address, port))
+            sock.listen(64)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            return False
+        self._relay_tcp[relay_id] = sock
+        self._relay_addr[relay_id] = (address, port)
+        self.loop.create_task(self._serve_relay_tcp(relay_id, sock))
+        return True
+
+    async def _serve_relay_tcp(self, relay_id: int, sock: socket.socket) -> None:
+        if self._relay_tcp.get(relay_id) is not sock:
+            return
+        server = await self.loop.create_server(lambda: _PeerStream(self, relay_id=relay_id), sock=sock)
+        if self._relay_tcp.get(relay_id) is sock:
+            self._relay_tcp[relay_id] = server
+        else:
+            server.close()
+
+    # --- client listeners ---------------------------------------------------------------------
+
+    def open_udp_listener(self, host: str, port: int) -> None:
+        sock = udp_socket(host, port, reuse=True)
+        listener = self.core.udp_listener(sock.getsockname()[:2], sock)
+        self._watch(sock, self._on_client_readable, listener)
+
+    async def open_stream_listener(self, transport: str, host: str, port: int, tls: ssl.SSLContext | None) -> None:
+        server = await self.loop.create_server(
+            lambda: _ClientStream(self, transport), host, port, ssl=tls, reuse_address=True,
+            family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+        )
+        self._servers.append(server)
+
+    def _watch(self, sock: socket.socket, callback, arg) -> None:
+        self._udp[sock.fileno()] = sock
+        self.loop.add_reader(sock.fileno(), callback, sock, arg)
+
+    def _unwatch(self, sock: socket.socket) -> None:
+        fd = sock.fileno()
+        if fd >= 0 and self._udp.pop(fd, None) is not None:
+            self.loop.remove_reader(fd)
+        sock.close()
+
+    # --- the hot paths ------------------------------------------------------------------------
+
+    def _on_client_readable(self, sock: socket.socket, listener) -> None:
+        core = self.core
+        from_client = core.from_client
+        now = time.time()
+        queued = False
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = sock.recvfrom(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # an ICMP error queued on the socket: nothing to read this time
+                continue
+            out = from_client(listener, data, addr, now)
+            if out is None:
+                queued = True
+                continue
+            try:
+                out[2].sendto(out[0], out[1])
+            except OSError:
+                self.send_errors += 1
+        if queued:
+            self.flush()
+
+    def _on_relay_readable(self, sock: socket.socket, relay_id: int) -> None:
+        from_peer = self.core.from_peer
+        now = time.time()
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = sock.recvfrom(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue
+            out = from_peer(relay_id, data, addr, now)
+            if out is None:
+                continue
+            try:
+                out[2].sendto(out[0], out[1])
+            except OSError:
+                self.send_errors += 1
+
+    # --- the core's queued output, events and timer -------------------------------------------
+
+    def flush(self) -> None:
+        core = self.core
+        for data, addr, sink in core.datagrams_to_send():
+            try:
+                sink.sendto(data, addr)
+            except OSError:
+                self.send_errors += 1
+        while (event := core.next_event()) is not None:
+            if isinstance(event, CloseRelay):
+                self._close_relay(event.relay_id)
+            elif isinstance(event, CloseStream):
+                event.sink.close()
+            elif isinstance(event, ConnectToPeer):
+                self.loop.create_task(self._connect_to_peer(event))
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        when = self.core.get_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if when is not None:
+            self._timer = self.loop.call_later(max(0.0, when - time.time()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.core.handle_timer(time.time())
+        self.flush()
+
+    def _close_relay(self, relay_id: int) -> None:
+        self._relay_addr.pop(relay_id, None)
+        sock = self._relay_udp.pop(relay_id, None)
+        if sock is not None:
+            self._unwatch(sock)
+        server = self._relay_tcp.pop(relay_id, None)
+        if server is not None:
+            server.close()
+
+    async def _connect_to_peer(self, event: ConnectToPeer) -> None:
+        local = self._relay_addr.get(event.relay_id)
+        sink = None
+        if local is not None:
+            sock = socket.socket(socket.AF_INET6 if ":" in local[0] else socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                # From the relayed transport address itself (RFC 6062 5.2), which the relay's listener also holds.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.bind(local)
+                sock.setblocking(False)
+                await asyncio.wait_for(self.loop.sock_connect(sock, event.peer), self.core.settings.connect_timeout)
+                _, protocol = await self.loop.create_connection(
+                    lambda: _PeerStream(self, connection_id=event.connection_id), sock=sock
+                )
+                sink = protocol.sink
+            except (OSError, asyncio.TimeoutError) as e:
+                log.debug("peer connect failed", peer=f"{event.peer[0]}:{event.peer[1]}", reason=str(e))
+                sock.close()
+        now = time.time()
+        if sink is None:
+            self.core.peer_connect_failed(event.connection_id, now)
+        elif not self.core.peer_connected(event.connection_id, sink, now):
+            sink.close()
+        self.flush()
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for server in self._servers:
+            server.close()
+        for relay_id in list(self._relay_addr):
+            self._close_relay(relay_id)
+        for sock in list(self._udp.values()):
+            self._unwatch(sock)
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+
+class _ClientStream(asyncio.Protocol):
+    """A client's TCP or TLS connection to a TURN listener."""
+
+    def __init__(self, io: TurnIO, transport_name: str) -> None:
+        self.io = io
+        self.transport_name = transport_name
+        self.stream = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        local = transport.get_extra_info("sockname")
+        remote = transport.get_extra_info("peername")
+        self.stream = self.io.core.stream_opened(self.transport_name, local[:2], remote, StreamSink(transport))
+
+    def data_received(self, data: bytes) -> None:
+        self.io.core.stream_received(self.stream, data, time.time())
+        self.io.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.stream is not None:
+            self.io.core.stream_closed(self.stream, time.time())
+            self.io.flush()
+
+
+class _PeerStream(asyncio.Protocol):
+    """A TCP connection between a relayed address and a peer (RFC 6062), either way round."""
+
+    def __init__(self, io: TurnIO, relay_id: int | None = None, connection_id: int | None = None) -> None:
+        self.io = io
+        self.relay_id = relay_id
+        self.connection_id = connection_id
+        self.sink: StreamSink | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.sink = StreamSink(transport)
+        if self.connection_id is None:
+            peer = transport.get_extra_info("peername")
+            self.connection_id = self.io.core.peer_accepted(self.relay_id, peer, self.sink, time.time())
+            if self.connection_id is None:
+                transport.close()
+            self.io.flush()
+
+    def data_received(self, data: bytes) -> None:
+        if self.connection_id is None:
+            return
+        out = self.io.core.peer_stream_received(self.connection_id, data, time.time())
+        if out is not None:
+            out[2].sendto(out[0], out[1])
+        self.io.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.connection_id is not None:
+            self.io.core.peer_closed(self.connection_id, time.time())
+            self.io.flush()

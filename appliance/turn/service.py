@@ -1,0 +1,145 @@
+"""The TURN/STUN service as the runner hosts it: listeners from `[turn] listen`, metrics, credentials."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ssl
+import time
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from ..logs import get_logger
+from ..service import StartError
+from .io import TurnIO
+from .server import TurnServer
+
+log = get_logger("turn")
+
+# Usage per customIdentifier (Cloudflare's TURN analytics dimension), from the core's usage book.
+USAGE_METRICS = {
+    "allocations": "Allocations made, by customIdentifier.",
+    "seconds": "Allocation time used, by customIdentifier.",
+    "bytes_from_client": "Bytes relayed from clients to peers (ingress), by customIdentifier.",
+    "bytes_to_client": "Bytes relayed from peers to clients (egress), by customIdentifier.",
+    "packets_from_client": "Packets relayed from clients to peers, by customIdentifier.",
+    "packets_to_client": "Packets relayed from peers to clients, by customIdentifier.",
+    "dropped": "Packets dropped (no permission, over a rate limit), by customIdentifier.",
+}
+
+# RFC 7443: the ALPN ids of TURN and STUN over TLS.
+ALPN = ["stun.turn", "stun.nat-discovery"]
+
+
+def _tls_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    context.set_alpn_protocols(ALPN)
+    return context
+
+
+class TurnService:
+    name = "turn"
+
+    def __init__(self, box) -> None:
+        self.box = box
+        self.config = box.config.turn
+        self.core: TurnServer | None = None
+        self.io: TurnIO | None = None
+        box.registry.register(_TurnCollector(self))
+
+    def _own_addresses(self) -> list:
+        config = self.box.config
+        own = [config.api.listen.host, config.sfu.udp.host, *config.sfu.public_addresses]
+        own += [p.network_address for p in config.anycast.prefixes if p.num_addresses == 1]
+        return own
+
+    async def start(self) -> None:
+        self.io = TurnIO(asyncio.get_running_loop())
+        self.core = TurnServer.from_config(self.config, self.io, own=self._own_addresses())
+        self.io.core = self.core
+        tls = None
+        for index, listener in enumerate(self.config.listen):
+            host, port = str(listener.endpoint.host), listener.endpoint.port
+            try:
+                if listener.transport == "udp":
+                    self.io.open_udp_listener(host, port)
+                else:
+                    if listener.transport == "tls" and tls is None:
+                        tls = _tls_context(self.config.tls_cert, self.config.tls_key)
+                    await self.io.open_stream_listener(listener.transport, host, port, tls if listener.transport == "tls" else None)
+            except (OSError, ssl.SSLError) as e:
+                await self.stop()
+                reason = e.strerror or str(e)
+                raise StartError(f"cannot listen on {listener} (turn.listen[{index}]): {reason}") from None
+            log.info("listening", url=str(listener))
+
+    async def stop(self) -> None:
+        if self.io is not None:
+            await self.io.close()
+            self.io = None
+
+    def health(self) -> str | None:
+        return None if self.io is not None else "not listening"
+
+    def urls(self) -> list[str]:
+        lines = [f"TURN       {', '.join(map(str, self.config.listen))}  (STUN binding on each)"]
+        api = f"http://{self.box.config.api.listen}"
+        for key in self.config.keys:
+            lines.append(
+                f"TURN key   id {key.id}  token {key.token}  "
+                f"(POST {api}/v1/turn/keys/{key.id}/credentials/generate-ice-servers)"
+            )
+        return lines
+
+    # --- what the credentials API asks ---------------------------------------------------------
+
+    def mint(self, ttl: int, identifier: str) -> tuple[str, str]:
+        return self.core.credentials.mint(time.time(), ttl, identifier)
+
+    def revoke(self, username: str) -> bool:
+        """Refuse `username` from now on and end its allocations; False when it is no
+        credential this box could have minted, or one that has expired anyway."""
+        now = time.time()
+        if not self.core.credentials.usable(username, now):
+            return False
+        ended = self.core.revoke(username, now)
+        self.io.flush()
+        log.info("credential revoked", username=username, allocations_ended=ended)
+        return True
+
+
+class _TurnCollector:
+    """Reads the core's counters at scrape time: the hot path only increments plain ints."""
+
+    def __init__(self, service: TurnService) -> None:
+        self.service = service
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        core = self.service.core
+        if core is None:
+            return
+        allocations = GaugeMetricFamily("edgecall_turn_allocations", "TURN allocations now.")
+        allocations.add_metric([], len(core.allocations))
+        yield allocations
+        dropped = CounterMetricFamily(
+            "edgecall_turn_dropped", "Packets dropped and requests refused, by reason.", labels=["reason"]
+        )
+        for field in dataclasses.fields(core.counters):
+            dropped.add_metric([field.name], getattr(core.counters, field.name))
+        yield dropped
+        families = {
+            name: CounterMetricFamily(f"edgecall_turn_{name}", help_text, labels=["identifier"])
+            for name, help_text in USAGE_METRICS.items()
+        }
+        for identifier, usage in core.usage_by_identifier(time.time()).items():
+            for name, family in families.items():
+                family.add_metric([identifier], getattr(usage, name))
+        yield from families.values()
+        if self.service.io is not None:
+            errors = CounterMetricFamily("edgecall_turn_send_errors", "Datagrams the kernel refused to send.")
+            errors.add_metric([], self.service.io.send_errors)
+            yield errors
