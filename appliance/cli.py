@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import sys
 
 from . import __version__, logs, runner
-from .config import EMBEDDED, ConfigError, default_path, load_config, summary
+from .config import EMBEDDED, ConfigError, DrainConfig, default_path, load_config, summary
+from .config.values import Invalid, parse_seconds
 
 EXIT_CONFIG = 2
 
@@ -16,6 +19,18 @@ def _add_config_option(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="the TOML configuration (default: /etc/appliance/appliance.toml when it exists, else the embedded default)",
     )
+
+
+def _add_log_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format on stderr")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+
+
+def _seconds(text: str) -> float:
+    try:
+        return parse_seconds(float(text))
+    except (ValueError, Invalid) as e:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, 0 or more, not {text!r}") from e
 
 
 def _load(path: str | None):
@@ -34,7 +49,64 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
+    if args.drain_time is not None:
+        config = dataclasses.replace(config, drain=DrainConfig(args.drain_time))
     return runner.run(runner.assemble(config))
+
+
+def cmd_net(args: argparse.Namespace) -> int:
+    from .netcli import bird_conf, net_apply, net_show
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    return {"apply": net_apply, "show": net_show, "bird-conf": bird_conf}[args.action](config)
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    from . import control
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    try:
+        answer = control.request(config, args.command)
+    except OSError as e:
+        print(f"appliance: no box answers on its control socket (api.listen {config.api.listen}): {e}", file=sys.stderr)
+        return 1
+    print("draining" if answer.get("draining") else "serving")
+    return 0 if answer.get("ok") else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import control, status
+    from netconfig.bgp_state import read_bgp
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    box, error = None, None
+    try:
+        box = control.request(config, "status")
+    except OSError as e:
+        error = f"control socket for api.listen {config.api.listen}: {e}"
+    print(status.render(box, error, read_bgp(config) if config.bgp else None))
+    return 0 if box is not None else 1
+
+
+def cmd_announce(args: argparse.Namespace) -> int:
+    from .announce import agent
+
+    logs.configure(args.log_format, args.log_level)
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    if config.bgp is None:
+        print("appliance: announce needs a [bgp] table in the configuration", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.withdraw:
+        return agent.withdraw(config)
+    return asyncio.run(agent.serve(config))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -58,9 +130,33 @@ def parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the box in the foreground")
     _add_config_option(run)
-    run.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format on stderr")
-    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    _add_log_options(run)
+    run.add_argument("--drain-time", type=_seconds, metavar="SECONDS",
+                     help="on SIGTERM, report draining and keep serving this long (overrides [drain] time)")
     run.set_defaults(func=cmd_run)
+
+    net = sub.add_parser("net", help="the host's network state and BIRD's configuration")
+    net.add_argument("action", choices=("apply", "show", "bird-conf"),
+                     help="apply: make the kernel match the config; show: wanted, actual and the difference; "
+                          "bird-conf: print bird.conf")
+    _add_config_option(net)
+    net.set_defaults(func=cmd_net)
+
+    for name, text in (("drain", "report draining (the agent withdraws the prefixes) and keep serving"),
+                       ("undrain", "stop draining")):
+        toggle = sub.add_parser(name, help=text)
+        _add_config_option(toggle)
+        toggle.set_defaults(func=cmd_drain)
+
+    show = sub.add_parser("status", help="BGP sessions, announced prefixes, service health and drain state")
+    _add_config_option(show)
+    show.set_defaults(func=cmd_status)
+
+    announce = sub.add_parser("announce", help="run the health agent that announces the prefixes while the box is healthy")
+    _add_config_option(announce)
+    announce.add_argument("--withdraw", action="store_true", help="withdraw the prefixes once and exit")
+    _add_log_options(announce)
+    announce.set_defaults(func=cmd_announce)
 
     check = sub.add_parser("check-config", help="validate a configuration file and summarize it")
     check.add_argument("file", metavar="FILE", nargs="?", help="the file (default: as for --config)")

@@ -8,12 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Gauge, Info, PlatformCollector, ProcessCollector
 
 from . import __version__
 from .config import Config
+from .announce.report import AgentReports
+from .control import ControlService
+from .drain import Drain
 from .logs import get_logger
 from .sdnotify import Notifier
 from .service import Service, StartError
@@ -40,6 +44,8 @@ class Box:
         )
         up = Gauge("edgecall_service_up", "1 when the service answers its own check.", ["service"], registry=self.registry)
         self._up = up
+        self.drain = Drain(self.registry)
+        self.agent = AgentReports(self.registry)
 
     def health(self) -> dict[str, str | None]:
         report = {}
@@ -98,9 +104,10 @@ async def serve(box: Box, notifier: Notifier | None = None) -> int:
     log.info("ready", node=box.config.node.id)
     watchdog = asyncio.create_task(_feed_watchdog(notifier)) if notifier.watchdog_interval else None
     await stop.wait()
-    # A second signal during shutdown means "now": the default handlers end the process.
+    # A second signal during the drain or shutdown means "now": the default handlers end the process.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
+    await _drain(box, notifier)
     log.info("stopping")
     notifier.stopping()
     if watchdog:
@@ -110,6 +117,19 @@ async def serve(box: Box, notifier: Notifier | None = None) -> int:
     await _stop_all(box.services)
     log.info("stopped")
     return 0
+
+
+async def _drain(box: Box, notifier: Notifier) -> None:
+    """Report draining and keep serving for the drain time, so the health agent withdraws the
+    prefixes and the routers move traffic away before any socket closes."""
+    drain_time = box.config.drain.time
+    if drain_time <= 0:
+        return
+    box.drain.start(time.monotonic(), "stopping")
+    remaining = box.drain.remaining(drain_time, time.monotonic())
+    notifier.notify(f"STATUS=draining for {remaining:.1f} s before stopping")
+    log.info("draining before stop", seconds=round(remaining, 3))
+    await asyncio.sleep(remaining)
 
 
 async def _feed_watchdog(notifier: Notifier) -> None:
@@ -130,7 +150,11 @@ def run(box: Box) -> int:
 def assemble(config: Config) -> Box:
     """The box with every service its configuration enables, in start order."""
     from .api.server import ApiService
+    from .turn.service import TurnService
 
     box = Box(config)
+    if config.turn.enabled:
+        box.services.append(TurnService(box))
     box.services.append(ApiService(box))
+    box.services.append(ControlService(box))
     return box

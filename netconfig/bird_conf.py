@@ -1,9 +1,15 @@
 """BIRD 2's configuration, rendered from the appliance's: announce the anycast prefixes, learn nothing.
 
-The output must parse on BIRD 2.0.12 (Debian bookworm), so it sticks to syntax that version has.
+The prefixes come from static protocols that bird.conf does not hold: it includes every file in
+`[announce] bird_dir`, where the health agent writes them (`render_announcement`) while the box is
+healthy and removes them to withdraw, then tells BIRD to `configure`. A BIRD that starts or
+reloads therefore announces exactly what the agent last decided, and nothing before it has
+decided. The output must parse on BIRD 2.0.12 (Debian bookworm), so it sticks to syntax that
+version has.
 """
 from __future__ import annotations
 
+import os
 import re
 
 from appliance.config import BgpNeighborConfig, Config
@@ -30,17 +36,15 @@ def render_bird_conf(config: Config) -> str:
         f"router id {bgp.router_id};",
         "",
         # Tracks interfaces, which BGP needs to reach its neighbors. There is no `protocol kernel`:
-        # the anycast addresses sit on `lo`, so the blackhole routes below must never reach the kernel.
+        # the anycast addresses sit on `lo`, so the announcement's blackhole routes must never reach the kernel.
         "protocol device {",
         "}",
         "",
     ]
     if any(neighbor.bfd for neighbor in bgp.neighbors):
         out += ["protocol bfd {", "}", ""]
-    for version in (4, 6):
-        out += [f"protocol static {STATIC_PROTOCOL[version]} {{", f"    {CHANNEL[version]};"]
-        out += [f"    route {p} blackhole;" for p in config.anycast.prefixes if p.version == version]
-        out += ["}", ""]
+    # A pattern, not a file name: BIRD accepts a pattern that matches nothing (withdrawn).
+    out += [f"include {_quoted(announcement_pattern(config), 'announce.bird_dir')};", ""]
     names: set[str] = set()
     for index, neighbor in enumerate(bgp.neighbors):
         name = protocol_name(neighbor)
@@ -48,6 +52,27 @@ def render_bird_conf(config: Config) -> str:
             raise ValueError(f"bgp.neighbors[{index}]: {neighbor.address} gives the BIRD protocol name {name}, already taken")
         names.add(name)
         out += _bgp_protocol(name, index, bgp.local_asn, neighbor, families)
+    return "\n".join(out)
+
+
+def announcement_path(config: Config) -> str:
+    """The file the health agent writes to announce and removes to withdraw."""
+    return os.path.join(config.announce.bird_dir, "announce.conf")
+
+
+def announcement_pattern(config: Config) -> str:
+    return os.path.join(config.announce.bird_dir, "*.conf")
+
+
+def render_announcement(config: Config) -> str:
+    """The static protocols that put the anycast prefixes into BIRD's tables, for BGP to export."""
+    out = ["# Written by `appliance announce` while every probe passes; removed to withdraw.", ""]
+    for version in (4, 6):
+        prefixes = [p for p in config.anycast.prefixes if p.version == version]
+        if prefixes:
+            out += [f"protocol static {STATIC_PROTOCOL[version]} {{", f"    {CHANNEL[version]};"]
+            out += [f"    route {p} blackhole;" for p in prefixes]
+            out += ["}", ""]
     return "\n".join(out)
 
 

@@ -7,6 +7,7 @@ headings, 8xxx run-time errors and 9xxx syntax errors. BIRD greets with 0001 on 
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 import time
@@ -17,6 +18,7 @@ RECONFIGURED = 3
 RECONFIGURING = 4
 RECONFIGURATION_QUEUED = 5
 PROTOCOL_ROW = 1002
+ROUTE_ROW = 1007
 VERSION_ROW = 1000
 STATUS_ROW = 1011
 RUNNING = "Daemon is up and running"
@@ -140,6 +142,19 @@ class BirdControl:
             info = fields[5].strip() if len(fields) > 5 else ""
             out[name] = ProtocolState(name, proto, table, state, since, info)
         return out
+
+    def exported(self, channel: str) -> list[str]:
+        """The prefixes BIRD exports through `channel` (a protocol and channel: peer_192_0_2_1.ipv4)."""
+        prefixes = []
+        for text in self.command(f"show route export {channel}").texts(ROUTE_ROW):
+            # A route's first line starts with its prefix; table headings, blank separators and
+            # further paths of the same prefix do not.
+            first = text.split(None, 1)[0] if text.strip() else ""
+            try:
+                prefixes.append(str(ipaddress.ip_network(first)))
+            except ValueError:
+                continue
+        return prefixes
 
     def status(self) -> Status:
         reply = self.command("show status")

@@ -5,21 +5,28 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
+from ..control import status
 
 BOX = web.AppKey("box", object)
 
 
 async def healthz(request: web.Request) -> web.Response:
     box = request.app[BOX]
-    report = box.health()
-    failing = {name: reason for name, reason in report.items() if reason}
+    state = status(box)
+    failing = any(reason != "ok" for reason in state["services"].values())
+    # Draining first: the box still serves, but a load balancer or the health agent must move
+    # traffic away, so it is not "ok" either.
+    word = "draining" if state["draining"] else "failing" if failing else "ok"
     body = {
-        "status": "failing" if failing else "ok",
+        "status": word,
         "node": box.config.node.id,
         "version": __version__,
-        "services": {name: reason or "ok" for name, reason in report.items()},
+        "services": state["services"],
+        "draining": state["draining"],
+        # The health agent's last report: its probes, the announcement, BGP sessions and prefixes.
+        "details": {"agent": state["agent"]},
     }
-    return web.json_response(body, status=503 if failing else 200)
+    return web.json_response(body, status=200 if word == "ok" else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ from . import checks
 from .lines import key_lines, line_of, dotted
 from .loader import Problem, load
 from .schema import (
+    AnnounceConfig,
     AnycastConfig,
     ApiConfig,
     AppConfig,
@@ -20,10 +21,14 @@ from .schema import (
     BgpNeighborConfig,
     ClusterConfig,
     Config,
+    DrainConfig,
+    NetConfig,
     NodeConfig,
+    RouteConfig,
     SfuConfig,
     TurnConfig,
     TurnKeyConfig,
+    UplinkConfig,
 )
 from .values import Endpoint, Listener, PortRange
 
@@ -31,6 +36,7 @@ SYSTEM_PATH = "/etc/appliance/appliance.toml"
 EMBEDDED = "<embedded default>"
 
 __all__ = [
+    "AnnounceConfig", "DrainConfig", "NetConfig", "RouteConfig", "UplinkConfig",
     "AnycastConfig", "ApiConfig", "AppConfig", "BackboneConfig", "BackbonePeerConfig", "BgpConfig",
     "BgpNeighborConfig", "ClusterConfig", "Config", "ConfigError", "Endpoint", "Listener", "NodeConfig",
     "PortRange", "Problem", "SfuConfig", "TurnConfig", "TurnKeyConfig", "default_path", "load_config",

@@ -84,6 +84,11 @@ def _turn(config: Config) -> Iterator[Finding]:
                 yield ("turn", key), "expected a file path because turn.listen has a tls:// listener, found nothing"
             elif not os.access(value, os.R_OK):
                 yield ("turn", key), f"expected a readable file, found {value!r} (missing or unreadable)"
+    v6 = turn.relay_address_v6
+    if v6 is not None and (v6.version != 6 or turn.relay_address.version != 4):
+        yield ("turn", "relay_address_v6"), (
+            f"expected an IPv6 address beside an IPv4 turn.relay_address, found {v6} beside {turn.relay_address}"
+        )
     if turn.keys and not turn.secrets:
         yield ("turn", "secrets"), "expected at least one secret to sign the credentials of turn.keys, found none"
     for i, secret in enumerate(turn.secrets):
@@ -100,8 +105,35 @@ def _secrets(config: Config) -> Iterator[Finding]:
             yield ("turn", "keys", i, "token"), "expected a non-empty token, found \"\""
 
 
+def _net(config: Config) -> Iterator[Finding]:
+    net = config.net
+    interfaces = [u.interface for u in net.uplinks]
+    for i, name in enumerate(interfaces):
+        if name in interfaces[:i]:
+            yield ("net", "uplinks", i, "interface"), f"duplicate interface {name!r}"
+    seen: list[tuple[object, object]] = []
+    for i, route in enumerate(net.routes):
+        path = ("net", "routes", i)
+        if route.via is None and route.interface is None:
+            yield path + ("via",), "expected a gateway (via) or an interface for the route, found neither"
+        if route.via is not None and route.via.version != route.to.version:
+            yield path + ("via",), f"expected an IPv{route.to.version} gateway for {route.to}, found {route.via}"
+        key = (route.to, route.metric)
+        if key in seen:
+            yield path + ("to",), f"duplicate route to {route.to}" + (f" with metric {route.metric}" if route.metric else "")
+        seen.append(key)
+
+
+def _announce(config: Config) -> Iterator[Finding]:
+    announce = config.announce
+    if announce.interval <= 0:
+        yield ("announce", "interval"), "expected more than 0 seconds between probe rounds"
+    if not 0 < announce.timeout < announce.interval:
+        yield ("announce", "timeout"), f"expected more than 0 and less than announce.interval ({announce.interval} s)"
+
+
 def findings(config: Config) -> list[Finding]:
     out: list[Finding] = []
-    for check in (_port_clashes, _relay_ranges, _duplicates, _turn, _secrets):
+    for check in (_port_clashes, _relay_ranges, _duplicates, _turn, _secrets, _net, _announce):
         out.extend(check(config))
     return out

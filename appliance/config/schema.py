@@ -9,7 +9,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .values import ASN, IP, Count, Endpoint, Interface, IPv4, Listener, Network, PortRange, Seconds
+from .values import ASN, IP, Count, Endpoint, Interface, InterfaceName, IPv4, Listener, Network, NonNegative, PortRange, Seconds
 
 LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
 
@@ -59,9 +59,29 @@ class TurnConfig:
     realm: str = "edgecall"
     secrets: tuple[str, ...] = ()
     relay_address: IP = LOOPBACK
+    # RFC 6156: the IPv6 address for relays of that family, when relay_address is IPv4.
+    relay_address_v6: IP | None = None
     relay_ports: PortRange = PortRange(49152, 65535)
     allow_peers: tuple[Network, ...] = ()
     credential_max_ttl: Count = 48 * 3600
+    # The host written into the URLs the credentials API returns (default: each listener's address).
+    public_host: str | None = None
+    max_lifetime: Count = 3600
+    # A NONCE this old gets 438 Stale Nonce (coturn: 600 s).
+    nonce_lifetime: Count = 600
+    # Allocations one username may hold at once (486 beyond).
+    user_quota: Count = 10
+    # Permissions plus RFC 6062 peer connections per allocation (508 beyond).
+    max_peers: Count = 100
+    # Per-allocation relay budget, both directions together (Cloudflare's TURN documents about
+    # 5-10 kpps and 50-100 Mbps); over it packets are dropped and counted. 0: no limit.
+    rate_limit_pps: NonNegative = 10_000
+    rate_limit_bps: NonNegative = 100_000_000
+    # New peer addresses per allocation per second (Cloudflare: about 5), with a burst for ICE's start. 0: no limit.
+    new_peers_per_second: NonNegative = 5
+    new_peer_burst: Count = 10
+    # How long a customIdentifier's usage totals are kept after its last allocation ends.
+    usage_retention: Count = 3600
     keys: tuple[TurnKeyConfig, ...] = ()
 
 
@@ -84,6 +104,54 @@ class BgpConfig:
     router_id: IPv4
     control_socket: str = "/run/bird/bird.ctl"
     neighbors: tuple[BgpNeighborConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class UplinkConfig:
+    interface: InterfaceName
+    addresses: tuple[Interface, ...] = ()
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    to: Network
+    via: IP | None = None
+    interface: InterfaceName | None = None
+    # None: the kernel's default (0 for IPv4, 1024 for IPv6).
+    metric: Count | None = None
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """The host's network state that `appliance net apply` makes the kernel hold."""
+
+    # Where the anycast prefixes go as addresses: lo works on every kernel (this one has no dummy).
+    anycast_interface: InterfaceName = "lo"
+    # What `net apply` created, so that it never removes anything else; /run goes with the kernel state at reboot.
+    state_file: str = "/run/appliance/netconfig.json"
+    uplinks: tuple[UplinkConfig, ...] = ()
+    routes: tuple[RouteConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class AnnounceConfig:
+    """The health agent (`appliance announce`): probe the services, announce the prefixes while they pass."""
+
+    interval: Seconds = 0.5
+    timeout: Seconds = 0.4
+    rise: Count = 3
+    fall: Count = 2
+    # After a withdraw, the prefixes stay withdrawn at least this long: no flapping.
+    hold_down: Seconds = 10.0
+    # The agent writes the announcing static protocols here; bird.conf includes <bird_dir>/*.conf.
+    bird_dir: str = "/run/appliance/bird"
+
+
+@dataclass(frozen=True)
+class DrainConfig:
+    # On SIGTERM the box reports draining and keeps serving this long before closing its sockets.
+    # 0 suits a box nobody routes to (the loopback demo); the image's unit passes --drain-time.
+    time: Seconds = 0.0
 
 
 @dataclass(frozen=True)
@@ -118,3 +186,6 @@ class Config:
     bgp: BgpConfig | None = None
     backbone: BackboneConfig | None = None
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    net: NetConfig = field(default_factory=NetConfig)
+    announce: AnnounceConfig = field(default_factory=AnnounceConfig)
+    drain: DrainConfig = field(default_factory=DrainConfig)

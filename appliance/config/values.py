@@ -60,6 +60,15 @@ def parse_interface(raw: object) -> IPIface:
         raise Invalid(expected) from None
 
 
+def parse_interface_name(raw: object) -> str:
+    # Linux's IFNAMSIZ is 16 with the terminating NUL; '/' and blanks cannot appear in a name.
+    expected = "a network interface name (1 to 15 characters, no '/' or blanks, like eth0)"
+    text = _text(raw, expected)
+    if not 0 < len(text) <= 15 or text in (".", "..") or any(c == "/" or c.isspace() for c in text):
+        raise Invalid(expected)
+    return text
+
+
 def parse_port(raw: object) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= 65535:
         raise Invalid("a port from 1 to 65535")
@@ -78,6 +87,12 @@ def parse_positive(raw: object) -> int:
     return raw
 
 
+def parse_non_negative(raw: object) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+        raise Invalid("an integer, 0 or more")
+    return raw
+
+
 def parse_seconds(raw: object) -> float:
     if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw < 0:
         raise Invalid("a number of seconds, 0 or more")
@@ -88,9 +103,11 @@ IP = Annotated[IPAddr, parse_ip]
 IPv4 = Annotated[ipaddress.IPv4Address, parse_ipv4]
 Network = Annotated[IPNet, parse_network]
 Interface = Annotated[IPIface, parse_interface]
+InterfaceName = Annotated[str, parse_interface_name]
 Port = Annotated[int, parse_port]
 ASN = Annotated[int, parse_asn]
 Count = Annotated[int, parse_positive]
+NonNegative = Annotated[int, parse_non_negative]
 Seconds = Annotated[float, parse_seconds]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from appliance.config import Config, parse_config
-from netconfig.bird_conf import protocol_name, render_bird_conf
+from netconfig.bird_conf import announcement_path, protocol_name, render_announcement, render_bird_conf
 from netconfig.bird_control import BirdControl
 from tests.lab.appliance import REPO
 from tests.lab.frr import Frr, FrrNeighbor, frr_unavailable
@@ -109,6 +109,9 @@ local_asn = {EDGE_ASN}
 router_id = "{EDGE[4]}"
 control_socket = "{control_socket}"
 
+[announce]
+bird_dir = "{os.path.dirname(control_socket)}/bird"
+
 [[bgp.neighbors]]
 address = "{neighbor}"
 asn = {ROUTER_ASN}
@@ -117,9 +120,13 @@ bfd = {str(bfd).lower()}
 """, "edge.toml")
 
 
-def start_bird(host: Host, config: Config) -> subprocess.Popen:
+def start_bird(host: Host, config: Config, announce: bool = True) -> subprocess.Popen:
+    """BIRD in `host`, announcing from the start unless `announce` is False (the health agent's job)."""
     conf = host.dir / "bird.conf"
     conf.write_text(render_bird_conf(config))
+    if announce:
+        os.makedirs(config.announce.bird_dir, exist_ok=True)
+        Path(announcement_path(config)).write_text(render_announcement(config))
     ctl = config.bgp.control_socket
     process = host.popen(["bird", "-f", "-c", conf, "-s", ctl, "-P", host.dir / "bird.pid"])
     wait_for(lambda: os.path.exists(ctl), f"BIRD's control socket in {host}", detail=lambda: host.log_path("bird").read_text())

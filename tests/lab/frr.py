@@ -16,6 +16,8 @@ FRR_DAEMONS = Path("/usr/lib/frr")
 # FRR refuses `-u root` (root is not in its vty group, frrvty), so the daemons drop to `frr`,
 # which must own their directory.
 FRR_USER = "frr"
+# FRR's BFD defaults: 300 ms both ways, multiplier 3.
+BFD_PROFILE = "lab"
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,15 @@ def daemon_conf(hostname: str) -> str:
     return f"hostname {hostname}\nlog stdout\n"
 
 
-def bgpd_conf(hostname: str, asn: int, router_id: str, neighbors: list[FrrNeighbor]) -> str:
-    """bgpd's config: one eBGP session per neighbor, IPv4 and IPv6 unicast on each, accepting everything."""
+def bfdd_conf(hostname: str, interval_ms: int) -> str:
+    """bfdd's config: the profile every BFD neighbor uses, at `interval_ms` both ways, 3 missed = down."""
+    return (daemon_conf(hostname) + f"bfd\n profile {BFD_PROFILE}\n  receive-interval {interval_ms}\n"
+            f"  transmit-interval {interval_ms}\n  detect-multiplier 3\n exit\nexit\n")
+
+
+def bgpd_conf(hostname: str, asn: int, router_id: str, neighbors: list[FrrNeighbor], maximum_paths: int = 1) -> str:
+    """bgpd's config: one eBGP session per neighbor, IPv4 and IPv6 unicast on each, accepting everything;
+    with `maximum_paths` above 1, equal paths from several neighbors are installed together (ECMP)."""
     lines = [
         daemon_conf(hostname).rstrip("\n"),
         f"router bgp {asn}",
@@ -56,10 +65,12 @@ def bgpd_conf(hostname: str, asn: int, router_id: str, neighbors: list[FrrNeighb
         if n.password:
             lines.append(f" neighbor {n.address} password {n.password}")
         if n.bfd:
-            lines.append(f" neighbor {n.address} bfd")
+            lines.append(f" neighbor {n.address} bfd profile {BFD_PROFILE}")
     for family in ("ipv4", "ipv6"):
         lines.append(f" address-family {family} unicast")
         lines += [f"  neighbor {n.address} activate" for n in neighbors]
+        if maximum_paths > 1:
+            lines.append(f"  maximum-paths {maximum_paths}")
         lines.append(" exit-address-family")
     return "\n".join(lines) + "\n"
 
@@ -67,14 +78,17 @@ def bgpd_conf(hostname: str, asn: int, router_id: str, neighbors: list[FrrNeighb
 class Frr:
     """FRR daemons in `host`; `start()` runs them, `vtysh()` and `json()` ask them."""
 
-    def __init__(self, host: Host, asn: int, router_id: str, neighbors: list[FrrNeighbor]):
+    def __init__(self, host: Host, asn: int, router_id: str, neighbors: list[FrrNeighbor], maximum_paths: int = 1,
+                 bfd_interval_ms: int = 300):
         self.host = host
         self.dir = host.dir / "frr"
         self.vty = self.dir / "vty"
         self.zserv = self.dir / "zserv.api"
         self.daemons = ["zebra", "bgpd"] + (["bfdd"] if any(n.bfd for n in neighbors) else [])
         self.configs = {d: daemon_conf(host.name) for d in self.daemons}
-        self.configs["bgpd"] = bgpd_conf(host.name, asn, router_id, neighbors)
+        self.configs["bgpd"] = bgpd_conf(host.name, asn, router_id, neighbors, maximum_paths)
+        if "bfdd" in self.configs:
+            self.configs["bfdd"] = bfdd_conf(host.name, bfd_interval_ms)
 
     def start(self, timeout: float = 10.0) -> None:
         self.vty.mkdir(parents=True)

@@ -1,13 +1,15 @@
 """render_bird_conf: what it writes, checked by reading it and by BIRD's own parser (`bird -p`)."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from appliance.config import parse_config
-from netconfig.bird_conf import render_bird_conf
+from netconfig.bird_conf import render_announcement, render_bird_conf
 
 BGP = """
 [node]
@@ -80,24 +82,30 @@ def with_neighbor(extra: str) -> str:
 @pytest.mark.skipif(shutil.which("bird") is None, reason="BIRD 2 is not installed (Debian package bird2)")
 @pytest.mark.parametrize("sample", SAMPLES, ids=list(SAMPLES))
 def test_bird_parses_the_rendered_config(sample, tmp_path):
-    path = tmp_path / "bird.conf"
-    path.write_text(render(SAMPLES[sample]))
+    # With the announcement in the included directory, as the health agent writes it.
+    config = parse_config(SAMPLES[sample] + f'\n[announce]\nbird_dir = "{tmp_path}"\n', "test.toml")
+    (tmp_path / "announce.conf").write_text(render_announcement(config))
+    path = tmp_path / "bird.conf.main"
+    path.write_text(render_bird_conf(config))
     result = subprocess.run(["bird", "-p", "-c", str(path)], capture_output=True, text=True, timeout=10)
     assert result.returncode == 0, f"{result.stderr}\n{path.read_text()}"
 
 
 def test_ipv4_only():
     conf = render(IPV4_ONLY)
+    announcement = render_announcement(parse_config(IPV4_ONLY, "test.toml"))
     assert "router id 192.0.2.2;" in conf.splitlines()
     assert "protocol device {" in conf
-    assert block(conf, "protocol static anycast4") == (
+    assert 'include "/run/appliance/bird/*.conf";' in conf.splitlines()
+    assert "protocol static" not in conf
+    assert block(announcement, "protocol static anycast4") == (
         "protocol static anycast4 {\n"
         "    ipv4;\n"
         "    route 203.0.113.10/32 blackhole;\n"
         "    route 203.0.113.11/32 blackhole;\n"
         "}\n"
     )
-    assert block(conf, "protocol static anycast6") == "protocol static anycast6 {\n    ipv6;\n}\n"
+    assert "anycast6" not in announcement
     assert block(conf, "protocol bgp peer_192_0_2_1") == (
         "protocol bgp peer_192_0_2_1 {\n"
         "    local as 65010;\n"
@@ -116,7 +124,8 @@ def test_ipv4_only():
 def test_ipv6_neighbor_with_password_and_bfd():
     conf = render(IPV6_PASSWORD_BFD)
     assert "protocol bfd {\n}\n" in conf
-    assert "route 2001:db8:ffff::10/128 blackhole;" in block(conf, "protocol static anycast6")
+    announcement = render_announcement(parse_config(IPV6_PASSWORD_BFD, "test.toml"))
+    assert "route 2001:db8:ffff::10/128 blackhole;" in block(announcement, "protocol static anycast6")
     assert block(conf, "protocol bgp peer_2001_db8__1") == (
         "protocol bgp peer_2001_db8__1 {\n"
         "    local as 65010;\n"
@@ -183,3 +192,29 @@ def test_neighbors_that_would_share_a_protocol_name_are_refused():
     text = BGP + "".join(f'[[bgp.neighbors]]\naddress = "fe80::1%{iface}"\nasn = 65000\n' for iface in ("eth.0", "eth_0"))
     with pytest.raises(ValueError, match=r"bgp\.neighbors\[1\]: .* peer_fe80__1_eth_0, already taken"):
         render(text)
+
+
+# --- golden files: the whole output for each sample, reviewed once and kept --------------------
+# Regenerate after an intended change with EDGECALL_UPDATE_GOLDEN=1 and read the diff.
+GOLDEN = Path(__file__).parent / "golden" / "bird"
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=list(SAMPLES))
+def test_rendered_files_match_the_golden_files(sample):
+    config = parse_config(SAMPLES[sample], "test.toml")
+    rendered = {f"{sample}.conf": render_bird_conf(config), f"{sample}.announce.conf": render_announcement(config)}
+    for name, text in rendered.items():
+        if os.environ.get("EDGECALL_UPDATE_GOLDEN"):
+            (GOLDEN / name).write_text(text)
+        assert text == (GOLDEN / name).read_text(), name
+
+
+@pytest.mark.skipif(shutil.which("bird") is None, reason="BIRD 2 is not installed (Debian package bird2)")
+@pytest.mark.parametrize("sample", SAMPLES, ids=list(SAMPLES))
+def test_bird_parses_the_golden_files(sample, tmp_path):
+    # The golden bird.conf includes /run/appliance/bird/*.conf; a copy pointing at tmp_path reads the announcement.
+    main = (GOLDEN / f"{sample}.conf").read_text().replace("/run/appliance/bird/", f"{tmp_path}/")
+    (tmp_path / "announce.conf").write_text((GOLDEN / f"{sample}.announce.conf").read_text())
+    (tmp_path / "bird.conf.main").write_text(main)
+    result = subprocess.run(["bird", "-p", "-c", str(tmp_path / "bird.conf.main")], capture_output=True, text=True, timeout=10)
+    assert result.returncode == 0, result.stderr

@@ -334,3 +334,28 @@ def test_real_bird_keeps_running_config_when_file_is_bad(real_bird):
         assert "Invalid prefix length 33" in caught.value.message
         assert bird.protocols()["anycast4"].state == "up"
         assert bird.status().running
+
+
+# Recorded from BIRD 2.0.12 over an Established session to FRR (the lab's topology).
+SHOW_ROUTE_EXPORT = "1007-Table master4:\n 203.0.113.10/32      blackhole [anycast4 12:51:34.671] * (200)\n0000 \n"
+SHOW_ROUTE_EXPORT_NONE = "0000 \n"
+SHOW_ROUTE_EXPORT_TWO_PATHS = (
+    "1007-Table master6:\n"
+    " 2001:db8:ffff::10/128 blackhole [anycast6 12:51:34.671] * (200)\n"
+    "                     blackhole [other6 12:51:34.671] (200)\n"
+    " 2001:db8:ffff::11/128 blackhole [anycast6 12:51:34.671] * (200)\n"
+    "0000 \n"
+)
+
+
+def test_exported_lists_the_prefixes_of_a_channel(fake_bird, tmp_path):
+    fake = fake_bird({
+        "show route export peer_192_0_2_1.ipv4": [SHOW_ROUTE_EXPORT],
+        "show route export peer_192_0_2_1.ipv6": [SHOW_ROUTE_EXPORT_TWO_PATHS],
+        "show route export peer_2001_db8__1.ipv4": [SHOW_ROUTE_EXPORT_NONE],
+    })
+    with connect(tmp_path) as bird:
+        assert bird.exported("peer_192_0_2_1.ipv4") == ["203.0.113.10/32"]
+        assert bird.exported("peer_192_0_2_1.ipv6") == ["2001:db8:ffff::10/128", "2001:db8:ffff::11/128"]
+        assert bird.exported("peer_2001_db8__1.ipv4") == []
+    assert fake.commands[0] == "show route export peer_192_0_2_1.ipv4"

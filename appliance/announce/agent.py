@@ -1,0 +1,108 @@
+"""The health agent's loop: probe, decide, switch the announcement, report; withdraw on the way out.
+
+Its own process beside the service (the anycast-healthchecker pattern), so a crashed or hung
+service is noticed by something that is neither. It starts withdrawn, and on SIGTERM or
+SIGINT withdraws before it exits; if it dies instead, the unit's ExecStopPost withdraws.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+
+from appliance import control
+from appliance.config import Config
+from appliance.logs import get_logger
+from netconfig.announcement import Announcement
+from netconfig.bgp_state import read_bgp
+
+from .hysteresis import Hysteresis, Verdict
+from .probes import ProbeResult, http_session, probes_for
+
+log = get_logger("announce")
+
+
+def verdict(results: list[ProbeResult]) -> Verdict:
+    if any(r.draining for r in results):
+        return Verdict.DRAINING
+    return Verdict.PASS if all(r.ok for r in results) else Verdict.FAIL
+
+
+class Agent:
+    def __init__(self, config: Config):
+        self.config = config
+        settings = config.announce
+        self.probes = probes_for(config)
+        self.hysteresis = Hysteresis(settings.rise, settings.fall, settings.hold_down)
+        self.announcement = Announcement(config)
+        # What BIRD was last successfully told; None: not known, tell it again.
+        self.told: bool | None = None
+
+    async def switch(self, announced: bool, why: str) -> None:
+        if self.told == announced and self.announcement.written() == announced:
+            return
+        try:
+            await asyncio.to_thread(self.announcement.set, announced)
+        except Exception as e:  # BIRD down or refusing: try again next round
+            self.told = None
+            log.error("cannot tell BIRD", announce=announced, reason=f"{type(e).__name__}: {e}")
+            return
+        if self.told != announced:
+            log.info("announced" if announced else "withdrawn", why=why)
+        self.told = announced
+
+    async def round(self, session) -> list[ProbeResult]:
+        timeout = self.config.announce.timeout
+        results = list(await asyncio.gather(*(p.check(session, timeout) for p in self.probes)))
+        now = time.monotonic()
+        wanted = self.hysteresis.observe(verdict(results), now)
+        failing = "; ".join(f"{r.name}: {r.detail}" for r in results if not r.ok)
+        await self.switch(wanted, failing or "every probe passes")
+        await asyncio.to_thread(self.report, results, now)
+        return results
+
+    def report(self, results: list[ProbeResult], now: float) -> None:
+        payload = {
+            "announced": self.told is True,
+            "state": self.hysteresis.describe(now),
+            "probes": {r.name: {"ok": r.ok, "detail": r.detail} for r in results},
+            "bgp": read_bgp(self.config, timeout=self.config.announce.timeout).to_dict(),
+        }
+        with contextlib.suppress(OSError, ValueError):
+            control.request(self.config, "report", timeout=self.config.announce.timeout, report=payload)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.switch(False, "starting")
+        interval = self.config.announce.interval
+        names = ", ".join(p.name for p in self.probes)
+        log.info("probing", probes=names, interval=interval, rise=self.hysteresis.rise, fall=self.hysteresis.fall)
+        async with http_session() as session:
+            while not stop.is_set():
+                started = time.monotonic()
+                await self.round(session)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), max(0.0, started + interval - time.monotonic()))
+        self.told = None  # whatever happened before, withdraw for certain
+        await self.switch(False, "the agent is stopping")
+
+
+async def serve(config: Config) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    agent = Agent(config)
+    await agent.run(stop)
+    return 0 if agent.told is False else 1
+
+
+def withdraw(config: Config) -> int:
+    """Withdraw once and exit: the unit's ExecStopPost, for an agent that died without doing it."""
+    try:
+        Announcement(config).set(False)
+    except Exception as e:
+        log.error("cannot withdraw", reason=f"{type(e).__name__}: {e}")
+        return 1
+    log.info("withdrawn", why="appliance announce --withdraw")
+    return 0
