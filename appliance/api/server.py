@@ -10,7 +10,7 @@ from prometheus_client import Counter, Histogram
 
 from ..logs import get_logger
 from ..service import StartError
-from . import turn_credentials
+from . import calls, turn_credentials
 from .auth import auth_middleware
 from .cors import cors_middleware
 from .errors import error_middleware
@@ -61,6 +61,7 @@ def make_app(box) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     turn_credentials.add_routes(app.router)
+    calls.add_routes(app.router)
     return app
 
 

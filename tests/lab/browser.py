@@ -19,6 +19,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-quic",
     "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",
 ]
 
 

@@ -1,0 +1,150 @@
+"""The Calls-compatible SFU API (CALLS_API.md section 1), under /v1/apps/{appId}/ and /apps/{appId}/.
+
+The bearer token was checked by the auth middleware; handlers only reach the app's own sessions.
+Batches answer 200 with per-item errors; whole-request failures carry errorCode and errorDescription.
+"""
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..sfu.errors import SfuError
+from .auth import APP
+from .body import read_json
+from .errors import ApiError
+from .health import BOX
+
+# CALLS_API.md 4: at most 64 tracks per API call.
+MAX_TRACKS = 64
+
+
+def _sfu(request: web.Request):
+    for service in request.app[BOX].services:
+        if service.name == "sfu":
+            return service.sfu
+    raise ApiError(503, "temporarily_unavailable_error", "the SFU is not enabled on this box")
+
+
+def _session(request: web.Request):
+    sfu = _sfu(request)
+    try:
+        return sfu, sfu.session(request[APP], request.match_info["sessionId"])
+    except SfuError as e:
+        raise ApiError(e.status, e.code, e.description) from None
+
+
+def _description(body: dict, required_type: str | None = None):
+    description = body.get("sessionDescription")
+    if description is None:
+        return None
+    if not isinstance(description, dict) or not isinstance(description.get("sdp"), str):
+        raise ApiError(400, "decoding_error", "sessionDescription: expected {\"type\", \"sdp\"}")
+    if required_type and description.get("type") != required_type:
+        raise ApiError(400, "invalid_session_description",
+                       f"sessionDescription.type: expected {required_type!r}, found {description.get('type')!r}")
+    return description
+
+
+def _items(body: dict, key: str) -> list:
+    items = body.get(key, [])
+    if not isinstance(items, list):
+        raise ApiError(400, "decoding_error", f"{key}: expected an array")
+    if len(items) > MAX_TRACKS:
+        raise ApiError(400, "invalid_params", f"{key}: at most {MAX_TRACKS} per call")
+    return items
+
+
+def _call(operation, *args):
+    try:
+        return operation(*args)
+    except SfuError as e:
+        raise ApiError(e.status, e.code, e.description) from None
+
+
+async def new_session(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    sfu = _sfu(request)
+    now = sfu.clock()
+    session = sfu.new_session(request[APP], now)
+    answer = {"sessionId": session.id}
+    offer = _description(body, "offer")
+    if offer is not None:
+        try:
+            description, _ = _call(sfu.push, session, offer["sdp"], [], False, now)
+        except ApiError:
+            sfu.close_session(session)
+            raise
+        answer["sessionDescription"] = description
+    return web.json_response(answer, status=201)
+
+
+async def new_tracks(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    sfu, session = _session(request)
+    items = _items(body, "tracks")
+    description = _description(body)
+    now = sfu.clock()
+    local = [t for t in items if isinstance(t, dict) and t.get("location") == "local"]
+    remote = [t for t in items if not (isinstance(t, dict) and t.get("location") == "local")]
+    if description is not None:
+        if description.get("type") != "offer":
+            raise ApiError(400, "invalid_session_description", "tracks/new takes an offer; answers go to renegotiate")
+        if remote:
+            raise ApiError(400, "invalid_params", "pulling remote tracks with a client offer is not supported yet; "
+                                                  "pull without an offer and answer the SFU's offer")
+        answer, results = _call(sfu.push, session, description["sdp"], local, bool(body.get("autoDiscover")), now)
+        return web.json_response({"requiresImmediateRenegotiation": False, "tracks": results,
+                                  "sessionDescription": answer})
+    if local:
+        raise ApiError(400, "invalid_params", "pushing local tracks without an offer is not supported yet; "
+                                              "send the client's offer in sessionDescription")
+    if not remote:
+        raise ApiError(400, "invalid_params", "tracks: expected at least one track")
+    offer, results = _call(sfu.pull, session, remote, now)
+    response = {"requiresImmediateRenegotiation": offer is not None, "tracks": results}
+    if offer is not None:
+        response["sessionDescription"] = offer
+    return web.json_response(response)
+
+
+async def renegotiate(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    sfu, session = _session(request)
+    description = _description(body, "answer")
+    if description is None:
+        raise ApiError(400, "invalid_session_description", "sessionDescription: expected the client's answer")
+    _call(sfu.renegotiate, session, description["sdp"], sfu.clock())
+    return web.json_response({})
+
+
+async def close_tracks(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    sfu, session = _session(request)
+    items = _items(body, "tracks")
+    if not items:
+        raise ApiError(400, "invalid_params", "tracks: expected at least one {\"mid\"}")
+    force = bool(body.get("force", False))
+    description = _description(body, "offer")
+    if not force and description is None:
+        raise ApiError(400, "invalid_session_description", "a close without force needs the client's offer")
+    mids = [item.get("mid") if isinstance(item, dict) else None for item in items]
+    answer, results = _call(sfu.close_tracks, session, mids, None if description is None else description["sdp"],
+                            force, sfu.clock())
+    response = {"requiresImmediateRenegotiation": False, "tracks": results}
+    if answer is not None:
+        response["sessionDescription"] = answer
+    return web.json_response(response)
+
+
+async def get_session(request: web.Request) -> web.Response:
+    sfu, session = _session(request)
+    return web.json_response(sfu.describe_session(session))
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    # Cloudflare's own clients also call /apps/... without /v1 (CALLS_API.md 1.1).
+    for base in ("/v1/apps/{appId}", "/apps/{appId}"):
+        router.add_post(f"{base}/sessions/new", new_session)
+        router.add_post(f"{base}/sessions/{{sessionId}}/tracks/new", new_tracks)
+        router.add_put(f"{base}/sessions/{{sessionId}}/renegotiate", renegotiate)
+        router.add_put(f"{base}/sessions/{{sessionId}}/tracks/close", close_tracks)
+        router.add_get(f"{base}/sessions/{{sessionId}}", get_session)

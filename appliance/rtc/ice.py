@@ -1,0 +1,234 @@
+"""The ICE-lite responder: RFC 8445 lite implementation, RFC 7675 consent freshness.
+
+The media port never sends a connectivity check; it answers them. Every session has
+its own local ufrag/pwd (in the SDP the SFU writes) and, once the remote description
+is known, the remote ufrag. A check's USERNAME "<local ufrag>:<remote ufrag>" finds the
+session, MESSAGE-INTEGRITY keyed with the local pwd proves the sender read our SDP, and
+the check's 5-tuple becomes the session's *selected path*: where its DTLS and SRTP
+come from and go to.
+
+Selection follows what browsers need from a lite peer. The first valid check selects
+its path at once, so that the DTLS client, which starts as soon as it has any working
+pair, is not dropped while the controlling side nominates. A check with USE-CANDIDATE
+selects its path even when another one is selected: that is how the controlling side
+moves a session after a network change (regular nomination repeated on the new pair).
+Other checks are answered (the remote needs the answer to validate the pair) but move
+nothing. Valid checks on the selected path refresh consent; a selected path without
+one for `consent_timeout` seconds is dropped and reported (RFC 7675 gives 30 s).
+
+A Binding request with neither USERNAME nor MESSAGE-INTEGRITY is plain STUN (the
+health agent's probe, NAT discovery) and gets XOR-MAPPED-ADDRESS alone.
+
+Sans-I/O: `receive()` takes the bytes, the local transport they came in on (any object
+the caller chooses) and the remote address, and returns the answer to send back there.
+"""
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc.rtcicetransport import RTCIceCandidate
+
+from ..stun import Attr, Class, Message, Method, StunError, short_term_key
+from ..turn.deadlines import Deadlines
+
+# RFC 7675 section 5.1: consent is lost after 30 s without a response; a lite agent sees
+# the remote's consent checks, so it lets a path go 30 s after the last one.
+CONSENT_TIMEOUT = 30.0
+
+Address = tuple[str, int]
+
+# RFC 8445 5.1.2.1: type preference 126 for host candidates, component 1 (rtcp-mux).
+_HOST = 126 << 24
+_COMPONENT = 256 - 1
+# RFC 6544 4.2: a TCP local preference is 2^13 * direction preference (passive: 4 for host
+# candidates) + an order; below every UDP one, so UDP wins wherever it works.
+_TCP_PASSIVE = 4 << 13
+
+
+def new_credentials() -> tuple[str, str]:
+    """A fresh (ufrag, pwd) with 48 and 144 random bits (RFC 8445 5.3 asks for 24 and 128),
+    in ice-chars: URL-safe base64 with "-" and "_" spelled "+" and "/"."""
+    def ice_chars(nbytes: int) -> str:
+        return secrets.token_urlsafe(nbytes).replace("-", "+").replace("_", "/")
+
+    return ice_chars(6), ice_chars(18)
+
+
+def host_candidates(udp: Sequence[Address], tcp: Sequence[Address] = ()) -> tuple[RTCIceCandidate, ...]:
+    """Our candidates for the SDP: host candidates on the media port's addresses, UDP
+    before ICE-TCP passive, each list in its order of preference."""
+    candidates = []
+    for order, (ip, port) in enumerate(udp):
+        priority = _HOST | (0xFFFF - order) << 8 | _COMPONENT
+        candidates.append(RTCIceCandidate(1, f"udp{order}", ip, port, priority, "udp", "host"))
+    for order, (ip, port) in enumerate(tcp):
+        priority = _HOST | (_TCP_PASSIVE | (0x1FFF - order)) << 8 | _COMPONENT
+        candidates.append(RTCIceCandidate(1, f"tcp{order}", ip, port, priority, "tcp", "host", tcpType="passive"))
+    return tuple(candidates)
+
+
+@dataclass(frozen=True, slots=True)
+class PathSelected:
+    """`owner`'s selected path is now (`local`, `addr`): its first, or a move."""
+
+    owner: Any
+    local: Any
+    addr: Address
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentExpired:
+    """No valid check on `owner`'s selected path for the consent timeout; the path is dropped."""
+
+    owner: Any
+    local: Any
+    addr: Address
+
+
+Event = PathSelected | ConsentExpired
+
+
+@dataclass(slots=True)
+class IceCounters:
+    malformed: int = 0
+    unknown_ufrag: int = 0
+    wrong_remote_ufrag: int = 0
+    bad_integrity: int = 0
+    role_conflicts: int = 0
+    probes: int = 0
+
+
+class _Agent:
+    """One session's responder state."""
+
+    __slots__ = ("owner", "ufrag", "key", "remote_ufrag", "local", "addr", "consent_until", "scheduled")
+
+    def __init__(self, owner: Any, ufrag: str, pwd: str, remote_ufrag: str | None) -> None:
+        self.owner = owner
+        self.ufrag = ufrag
+        self.key = short_term_key(pwd)
+        self.remote_ufrag = remote_ufrag
+        self.local: Any = None
+        self.addr: Address | None = None
+        self.consent_until = 0.0
+        self.scheduled = False
+
+
+class IceLite:
+    def __init__(self, consent_timeout: float = CONSENT_TIMEOUT) -> None:
+        self.consent_timeout = consent_timeout
+        self.counters = IceCounters()
+        self._by_ufrag: dict[str, _Agent] = {}
+        self._by_owner: dict[Any, _Agent] = {}
+        self._deadlines: Deadlines[_Agent] = Deadlines()
+        self._events: deque[Event] = deque()
+
+    # --- sessions ------------------------------------------------------------------------
+
+    def add(self, owner: Any, ufrag: str, pwd: str, remote_ufrag: str | None = None) -> None:
+        """Answer checks for `owner` from now on. `remote_ufrag` may come later (`set_remote`):
+        when the SFU made the offer, the browser starts checking before its answer arrives."""
+        if ufrag in self._by_ufrag or owner in self._by_owner:
+            raise ValueError(f"ICE ufrag {ufrag!r} or its owner is registered already")
+        agent = _Agent(owner, ufrag, pwd, remote_ufrag)
+        self._by_ufrag[ufrag] = agent
+        self._by_owner[owner] = agent
+
+    def set_remote(self, owner: Any, remote_ufrag: str) -> None:
+        self._by_owner[owner].remote_ufrag = remote_ufrag
+
+    def remove(self, owner: Any) -> None:
+        agent = self._by_owner.pop(owner, None)
+        if agent is not None:
+            del self._by_ufrag[agent.ufrag]
+
+    def forget_path(self, owner: Any) -> None:
+        """The selected path's transport is gone (an ICE-TCP connection closed): the next
+        valid check selects again."""
+        agent = self._by_owner.get(owner)
+        if agent is not None:
+            agent.local = agent.addr = None
+
+    def selected(self, owner: Any) -> tuple[Any, Address] | None:
+        agent = self._by_owner[owner]
+        return None if agent.addr is None else (agent.local, agent.addr)
+
+    # --- checks --------------------------------------------------------------------------
+
+    def receive(self, data: bytes, local: Any, addr: Address, now: float) -> bytes | None:
+        """A STUN message from `addr` on `local`: the answer to send back, or None."""
+        try:
+            request = Message.parse(data)
+        except StunError:
+            self.counters.malformed += 1
+            return None
+        if request.method != Method.BINDING or request.message_class != Class.REQUEST:
+            return None  # indications are keepalives; responses answer nothing we sent
+        username = request.get(Attr.USERNAME)
+        if username is None:
+            if request.has_integrity:
+                return request.error(400).encode(fingerprint=True)
+            self.counters.probes += 1
+            if request.unknown:
+                return request.error(420, (Attr.UNKNOWN_ATTRIBUTES, request.unknown)).encode(fingerprint=True)
+            return request.success((Attr.XOR_MAPPED_ADDRESS, addr)).encode(fingerprint=True)
+        ufrag, colon, remote_ufrag = username.partition(":")
+        agent = self._by_ufrag.get(ufrag)
+        if agent is None or not colon:
+            # No answer: on an anycast address, unknown ufrags are scans or another box's sessions.
+            self.counters.unknown_ufrag += 1
+            return None
+        if not request.has_integrity:
+            return request.error(400).encode(fingerprint=True)  # RFC 8489 9.1.3
+        if not request.check_integrity(agent.key):
+            self.counters.bad_integrity += 1
+            return request.error(401).encode(fingerprint=True)
+        if agent.remote_ufrag is not None and remote_ufrag != agent.remote_ufrag:
+            self.counters.wrong_remote_ufrag += 1
+            return None
+        sha256 = request.uses_sha256
+        if request.unknown:
+            answer = request.error(420, (Attr.UNKNOWN_ATTRIBUTES, request.unknown))
+        elif Attr.ICE_CONTROLLED in request:
+            # A lite agent is always controlled (RFC 8445 6.1.1); 487 tells the other side to control.
+            self.counters.role_conflicts += 1
+            answer = request.error(487)
+        else:
+            self._checked(agent, local, addr, Attr.USE_CANDIDATE in request, now)
+            answer = request.success((Attr.XOR_MAPPED_ADDRESS, addr))
+        return answer.encode(agent.key, sha256=sha256, fingerprint=True)
+
+    def _checked(self, agent: _Agent, local: Any, addr: Address, nominated: bool, now: float) -> None:
+        if agent.local is local and agent.addr == addr:
+            agent.consent_until = now + self.consent_timeout
+        elif agent.addr is None or nominated:
+            agent.local, agent.addr = local, addr
+            agent.consent_until = now + self.consent_timeout
+            self._events.append(PathSelected(agent.owner, local, addr))
+            if not agent.scheduled:
+                agent.scheduled = True
+                self._deadlines.push(agent.consent_until, agent)
+
+    # --- time and events -----------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        return self._deadlines.next()
+
+    def handle_timer(self, now: float) -> None:
+        for agent in list(self._deadlines.due(now)):
+            agent.scheduled = False
+            if self._by_owner.get(agent.owner) is not agent or agent.addr is None:
+                continue
+            if agent.consent_until > now:
+                agent.scheduled = True
+                self._deadlines.push(agent.consent_until, agent)
+                continue
+            self._events.append(ConsentExpired(agent.owner, agent.local, agent.addr))
+            agent.local = agent.addr = None
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None

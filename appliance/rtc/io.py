@@ -1,0 +1,146 @@
+"""The asyncio shell of the media port: sockets in, datagrams to the port, its timer armed.
+
+UDP follows the TURN shell (appliance/turn/io.py): a plain non-blocking socket per
+configured address, read from the event loop's reader callback, each datagram going
+through one synchronous `MediaPort.datagram_received` call that also does the sendto
+of whatever it forwards. ICE-TCP (RFC 6544 passive candidates) uses asyncio protocols:
+a connection is one more `Listener` whose packets are RFC 4571 frames.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from ..turn.io import READ_BATCH, RECV_SIZE, udp_socket
+from .framing import Rfc4571Framer, frame
+from .port import Listener, MediaPort
+
+# An ICE-TCP connection that carries no session's selected path for this long is closed:
+# a connection that never sent a valid check, or whose session went away.
+TCP_IDLE = 10.0
+
+
+class FramedSink:
+    """An ICE-TCP connection as the port sees it: `sendto` writes one framed packet."""
+
+    __slots__ = ("transport",)
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(frame(data))
+
+
+class MediaIO:
+    """Owns the media port's sockets and its timer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, port: MediaPort) -> None:
+        self.loop = loop
+        self.port = port
+        port.wake = self._wake
+        self._sockets: list[socket.socket] = []
+        self._servers: list[asyncio.AbstractServer] = []
+        self._streams: set[_IceTcpStream] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def open_udp(self, host: str, port: int) -> tuple[str, int]:
+        """Bind and serve a UDP address; returns it as bound (port 0 picks one)."""
+        sock = udp_socket(host, port)
+        self._sockets.append(sock)
+        self.loop.add_reader(sock.fileno(), self._on_readable, sock, Listener(sock))
+        return sock.getsockname()[:2]
+
+    async def open_tcp(self, host: str, port: int) -> tuple[str, int]:
+        """Listen for ICE-TCP (active clients connect to our passive candidate)."""
+        server = await self.loop.create_server(
+            lambda: _IceTcpStream(self), host, port, reuse_address=True,
+            family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+        )
+        self._servers.append(server)
+        return server.sockets[0].getsockname()[:2]
+
+    def _on_readable(self, sock: socket.socket, listener: Listener) -> None:
+        received = self.port.datagram_received
+        now = self.loop.time()
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = sock.recvfrom(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # an ICMP error queued on the socket: nothing to read this time
+                continue
+            received(listener, data, addr, now)
+
+    def _wake(self, when: float) -> None:
+        if self._timer is None or when < self._timer.when():
+            self._arm(when)
+
+    def _arm(self, when: float | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if when is not None:
+            self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.port.handle_timer(self.loop.time())
+        self._arm(self.port.get_timer())
+
+    async def close(self) -> None:
+        self._arm(None)
+        for sock in self._sockets:
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
+        self._sockets.clear()
+        for stream in list(self._streams):
+            stream.transport.close()
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+
+class _IceTcpStream(asyncio.Protocol):
+    """One accepted ICE-TCP connection."""
+
+    def __init__(self, io: MediaIO) -> None:
+        self.io = io
+        self.framer = Rfc4571Framer()
+        self.transport: asyncio.Transport | None = None
+        self.listener: Listener | None = None
+        self.peer: Any = None
+        self.idle: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.peer = transport.get_extra_info("peername")
+        self.listener = Listener(FramedSink(transport))
+        self.io._streams.add(self)
+        self.idle = self.io.loop.call_later(TCP_IDLE, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        received = self.io.port.datagram_received
+        now = self.io.loop.time()
+        for packet in self.framer.feed(data):
+            received(self.listener, packet, self.peer, now)
+
+    def _check_idle(self) -> None:
+        if self.listener.sessions:
+            self.idle = self.io.loop.call_later(TCP_IDLE, self._check_idle)
+        else:
+            self.idle = None
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        self.io._streams.discard(self)
+        self.io.port.listener_closed(self.listener)

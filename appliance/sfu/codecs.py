@@ -1,0 +1,93 @@
+"""The codecs and RTP header extensions the SFU forwards, and how offers are narrowed to them.
+
+The SFU never decodes (ARCHITECTURE principle 2), so any codec both sides agree on works; these
+are the ones Cloudflare Calls documents. Retransmission and FEC formats (rtx, red, ulpfec) are
+left out until the SFU answers NACKs itself (issue 5).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+SUPPORTED = {"audio": {"opus", "pcmu", "pcma"}, "video": {"vp8", "vp9", "h264", "av1"}}
+# Feedback the SFU answers to: keyframe requests it turns into PLI toward the publisher.
+FEEDBACK = {"nack pli", "ccm fir"}
+# Extensions the SFU reads on pushed media; it writes none on what it sends.
+EXTENSIONS = {
+    "urn:ietf:params:rtp-hdrext:sdes:mid",
+    "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+}
+
+
+@dataclass
+class Codec:
+    pt: int
+    name: str  # as written in a=rtpmap, e.g. "VP8"
+    clock: int
+    channels: int | None = None
+    fmtp: str = ""
+    feedback: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_parameters(cls, p: RTCRtpCodecParameters) -> Codec:
+        subtype = p.mimeType.split("/", 1)[1]
+        fmtp = ";".join(k if v is None else f"{k}={v}" for k, v in p.parameters.items())
+        feedback = [f.type + (f" {f.parameter}" if f.parameter else "") for f in p.rtcpFeedback]
+        return cls(p.payloadType, subtype, p.clockRate, p.channels, fmtp, feedback)
+
+    @property
+    def key(self) -> tuple:
+        """What makes two codec lines the same codec: a subscriber's payload type is chosen per key."""
+        return (self.name.lower(), self.clock, self.channels or 1, self.fmtp)
+
+    def with_pt(self, pt: int) -> Codec:
+        return Codec(pt, self.name, self.clock, self.channels, self.fmtp, list(self.feedback))
+
+    def sdp_lines(self) -> list[str]:
+        rtpmap = f"{self.name}/{self.clock}" + (f"/{self.channels}" if self.channels and self.channels > 1 else "")
+        lines = [f"a=rtpmap:{self.pt} {rtpmap}"]
+        lines += [f"a=rtcp-fb:{self.pt} {fb}" for fb in self.feedback]
+        if self.fmtp:
+            lines.append(f"a=fmtp:{self.pt} {self.fmtp}")
+        return lines
+
+
+def accept(kind: str, offered: list[Codec]) -> list[Codec]:
+    """The offered codecs the SFU takes for a pushed track, in the offer's order, with only
+    the feedback it answers."""
+    names = SUPPORTED.get(kind, set())
+    return [
+        Codec(c.pt, c.name, c.clock, c.channels, c.fmtp, [fb for fb in c.feedback if fb in FEEDBACK])
+        for c in offered
+        if c.name.lower() in names
+    ]
+
+
+def accept_extensions(offered: dict[str, int]) -> dict[str, int]:
+    return {uri: ext_id for uri, ext_id in offered.items() if uri in EXTENSIONS}
+
+
+class PayloadTypes:
+    """A session's payload-type numbers for what the SFU sends: one per codec key, the same
+    across all of the session's m-sections (BUNDLE shares the number space)."""
+
+    FIRST, LAST = 96, 127
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple, int] = {}
+
+    def reserve(self, codecs: list[Codec]) -> None:
+        """Numbers the client already uses in its own sections stay theirs."""
+        for codec in codecs:
+            self._by_key.setdefault(codec.key, codec.pt)
+
+    def assign(self, codec: Codec) -> Codec:
+        pt = self._by_key.get(codec.key)
+        if pt is None:
+            used = set(self._by_key.values())
+            pt = next((n for n in range(self.FIRST, self.LAST + 1) if n not in used), None)
+            if pt is None:
+                raise ValueError("no free payload type left in this session")
+            self._by_key[codec.key] = pt
+        return codec.with_pt(pt)

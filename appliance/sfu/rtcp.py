@@ -1,0 +1,53 @@
+"""The RTCP the SFU writes and reads: keyframe requests, sender reports. It terminates RTCP per
+leg rather than passing a subscriber's reports to the publisher."""
+from __future__ import annotations
+
+import struct
+import time
+
+NTP_EPOCH = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
+
+PT_SR, PT_RR, PT_BYE, PT_RTPFB, PT_PSFB = 200, 201, 203, 205, 206
+FMT_PLI, FMT_FIR = 1, 4
+
+
+def pli(sender_ssrc: int, media_ssrc: int) -> bytes:
+    """A Picture Loss Indication (RFC 4585 6.3.1): the publisher sends a keyframe."""
+    return struct.pack(">BBHII", 0x80 | FMT_PLI, PT_PSFB, 2, sender_ssrc, media_ssrc)
+
+
+def bye(ssrc: int) -> bytes:
+    """An RTCP BYE (RFC 3550 6.6): the stream this SSRC carried has ended."""
+    return struct.pack(">BBHI", 0x81, PT_BYE, 1, ssrc)
+
+
+def sender_report(ssrc: int, rtp_timestamp: int, packets: int, octets: int, now: float | None = None) -> bytes:
+    """An SR with no report blocks (RFC 3550 6.4.1), so the subscriber can map RTP time to wall
+    time (lip sync) and compute round-trip times from its receiver reports."""
+    now = time.time() if now is None else now
+    ntp = now + NTP_EPOCH
+    seconds = int(ntp)
+    fraction = int((ntp - seconds) * (1 << 32)) & 0xFFFFFFFF
+    return struct.pack(">BBHIIIIII", 0x80, PT_SR, 6, ssrc, seconds & 0xFFFFFFFF, fraction, rtp_timestamp,
+                       packets & 0xFFFFFFFF, octets & 0xFFFFFFFF)
+
+
+def keyframe_requests(packet: bytes) -> list[int]:
+    """The media SSRCs a compound RTCP packet asks keyframes for (PLI, FIR). Malformed parts end the scan."""
+    out: list[int] = []
+    offset, size = 0, len(packet)
+    while offset + 4 <= size:
+        first, pt, length = packet[offset], packet[offset + 1], packet[offset + 2] << 8 | packet[offset + 3]
+        end = offset + 4 * (length + 1)
+        if first >> 6 != 2 or end > size:
+            break
+        if pt == PT_PSFB and end >= offset + 12:
+            fmt = first & 0x1F
+            if fmt == FMT_PLI:
+                out.append(int.from_bytes(packet[offset + 8:offset + 12], "big"))
+            elif fmt == FMT_FIR:
+                # FCI entries of 8 bytes, each starting with the SSRC of the stream asked for.
+                for fci in range(offset + 12, end - 7, 8):
+                    out.append(int.from_bytes(packet[fci:fci + 4], "big"))
+        offset = end
+    return out

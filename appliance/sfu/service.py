@@ -1,0 +1,53 @@
+"""The SFU as the runner hosts it (service "sfu"): the media port, the session model, and the
+timers of both (RTCP sender reports, the sweep of idle sessions and tracks)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from ..rtc.service import MediaService
+from .sfu import Sfu
+
+REPORT_INTERVAL = 1.0
+SWEEP_INTERVAL = 5.0
+
+
+class SfuService:
+    name = "sfu"
+
+    def __init__(self, box) -> None:
+        self.box = box
+        self.media = MediaService(box)
+        self.sfu = Sfu(self.media)
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        await self.media.start()
+        self.sfu.clock = asyncio.get_running_loop().time
+        self._tasks = [
+            asyncio.create_task(self._every(REPORT_INTERVAL, self.sfu.send_reports)),
+            asyncio.create_task(self._every(SWEEP_INTERVAL, self.sfu.sweep)),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for session in list(self.sfu.sessions.values()):
+            self.sfu.close_session(session)
+        await self.media.stop()
+
+    @staticmethod
+    async def _every(interval: float, job) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            job(asyncio.get_running_loop().time())
+
+    def health(self) -> str | None:
+        return self.media.health()
+
+    def urls(self) -> list[str]:
+        api = f"http://{self.box.config.api.listen}"
+        return [*self.media.urls(), f"Calls API  {api}/v1/apps/<appId>  (Sessions and Tracks)"]

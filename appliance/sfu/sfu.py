@@ -1,0 +1,338 @@
+"""The SFU's session model behind the Calls API: sessions, pushed and pulled tracks, offers and
+answers. Synchronous; the API layer calls it, the media port calls the sessions it registers."""
+from __future__ import annotations
+
+import random
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..logs import get_logger
+from ..rtc.dtls import Closed, Connected, Failed
+from ..rtc.ice import ConsentExpired
+from . import rtcp, sdp
+from .codecs import accept, accept_extensions
+from .errors import ItemError, SfuError
+from .forward import Leg
+from .session import CallSession, Transceiver
+from .tracks import KEYFRAME_INTERVAL, PublishedTrack
+
+log = get_logger("sfu")
+
+# CALLS_API.md 4: a session that never connects, or a track with no media, goes after 30 s.
+IDLE_TIMEOUT = 30.0
+
+
+@dataclass
+class SfuCounters:
+    unknown_ssrc: int = 0
+    malformed: int = 0
+    data_dropped: int = 0
+
+
+class Sfu:
+    def __init__(self, media) -> None:
+        self.media = media  # appliance.rtc.service.MediaService: its port, certificate, candidates
+        self.fingerprint = next(f for f in media.certificate.getFingerprints() if f.algorithm == "sha-256")
+        self.sessions: dict[str, CallSession] = {}
+        self.legs_by_ssrc: dict[int, Leg] = {}
+        self.counters = SfuCounters()
+        # The media port's clock (the event loop's): every `now` the SFU keeps or passes on is on it.
+        self.clock = time.monotonic
+
+    # --- sessions -------------------------------------------------------------------------------
+
+    def new_session(self, app: str, now: float) -> CallSession:
+        session = CallSession(secrets.token_hex(16), app, now, self)
+        self.sessions[session.id] = session
+        return session
+
+    def session(self, app: str, session_id: str) -> CallSession:
+        session = self.sessions.get(session_id)
+        # Another app's session is reported exactly like a missing one.
+        if session is None or session.app != app or session.closed:
+            raise SfuError(410, "session_error", f"session {session_id!r} does not exist, has expired or was closed")
+        return session
+
+    def close_session(self, session: CallSession) -> None:
+        session.closed = True
+        for transceiver in session.transceivers:
+            self._stop(session, transceiver)
+        if session.port_session is not None:
+            self.media.port.remove_session(session.port_session)
+        self.sessions.pop(session.id, None)
+
+    def session_event(self, session: CallSession, event: Any) -> None:
+        if isinstance(event, Connected):
+            now = self.clock()
+            session.connected_at = now
+            log.info("session connected", session=session.id, after=round(now - session.created, 3))
+            for transceiver in session.transceivers:
+                if transceiver.role == "pull" and transceiver.source is not None and not transceiver.closed:
+                    self.request_keyframe(transceiver.source, now, force=True)
+        elif isinstance(event, (Failed, Closed, ConsentExpired)):
+            log.info("session ended", session=session.id, reason=type(event).__name__)
+            self.close_session(session)
+
+    # --- pushing: the client offers ---------------------------------------------------------------
+
+    def push(self, session: CallSession, offer_text: Any, items: list[dict], auto_discover: bool, now: float):
+        """Apply a client offer carrying local tracks; (answer, per-item results)."""
+        self._check_not_negotiating(session)
+        offer = self._parse(offer_text, "offer")
+        wanted = {item.get("mid"): item for item in items if isinstance(item, dict)}
+        results: list[dict] = []
+        for section in offer.sections:
+            transceiver = session.transceiver(section.mid)
+            if transceiver is not None:
+                if section.rejected and not transceiver.closed:
+                    self._stop(session, transceiver)
+                continue
+            item = wanted.pop(section.mid, None)
+            sending = section.direction in ("sendonly", "sendrecv") and not section.rejected
+            if section.kind in ("audio", "video") and sending and (item is not None or auto_discover):
+                name = (item or {}).get("trackName") or secrets.token_hex(16)
+                results.append(self._publish(session, section, name))
+            else:
+                session.transceivers.append(Transceiver(
+                    sdp.LocalSection(section.mid, section.kind, "inactive", rejected=True), "idle"))
+        for mid, item in wanted.items():
+            results.append(_item_error(item, "invalid_params", f"the offer has no sending m-section with mid {mid!r}"))
+        self._set_remote(session, offer, now)
+        return self._describe(session, "answer", offer), results
+
+    def _publish(self, session: CallSession, section: sdp.RemoteSection, name: str) -> dict:
+        codecs = accept(section.kind, section.codecs)
+        local = sdp.LocalSection(section.mid, section.kind, "recvonly", codecs, accept_extensions(section.extensions))
+        if not codecs or name in session.tracks:
+            local.rejected = True
+            session.transceivers.append(Transceiver(local, "idle"))
+            if name in session.tracks:
+                return {"trackName": name, "mid": "", "errorCode": "repeated_local_track_error",
+                        "errorDescription": f"this session already publishes a track named {name!r}"}
+            return {"trackName": name, "mid": "", "errorCode": "invalid_session_description",
+                    "errorDescription": f"no codec the SFU forwards is offered for mid {section.mid}"}
+        session.payload_types.reserve(codecs)
+        track = PublishedTrack(session, name, section.mid, section.kind, codecs, section.ssrcs)
+        session.tracks[name] = track
+        for ssrc in section.ssrcs:
+            session.by_ssrc[ssrc] = track
+        session.transceivers.append(Transceiver(local, "push", track=track))
+        return {"trackName": name, "mid": section.mid}
+
+    # --- pulling: the SFU offers --------------------------------------------------------------------
+
+    def pull(self, session: CallSession, items: list[dict], now: float):
+        """Add remote tracks; (offer, per-item results). The offer waits for `renegotiate`."""
+        self._check_not_negotiating(session)
+        results = []
+        for item in items:
+            try:
+                results.append(self._subscribe(session, item))
+            except ItemError as e:
+                results.append(_item_error(item, e.code, e.description))
+        if not any(t.pending for t in session.transceivers):
+            return None, results
+        session.pending_offer = True
+        if session.port_session is None:
+            session.port_session = self.media.port.add_session(session, session.ufrag, session.pwd)
+        return self._describe(session, "offer"), results
+
+    def _subscribe(self, session: CallSession, item: dict) -> dict:
+        if not isinstance(item, dict) or item.get("location") != "remote":
+            raise ItemError("invalid_params", "expected location \"remote\" with sessionId and trackName")
+        source_session = self.sessions.get(item.get("sessionId") or "")
+        name = item.get("trackName")
+        track = None
+        if source_session is not None and source_session.app == session.app and not source_session.closed:
+            track = source_session.tracks.get(name)
+        if track is None or track.closed:
+            raise ItemError("not_found_track_error", "Track not found on remote peer. Make sure the publisher peer "
+                                                     "is connected and sending packets for this track")
+        codecs = [session.payload_types.assign(codec) for codec in track.codecs]
+        pt_map = {original.pt: mine.pt for original, mine in zip(track.codecs, codecs)}
+        mid = session.next_mid()
+        ssrc = self._new_ssrc()
+        msid = f"{track.session.id} {track.name}"
+        local = sdp.LocalSection(mid, track.kind, "sendonly", codecs, {}, ssrc, session.cname, msid)
+        leg = Leg(self.media.port.send_rtp, None, ssrc, pt_map, mid, session)
+        leg.source = track
+        self.legs_by_ssrc[ssrc] = leg
+        session.transceivers.append(Transceiver(local, "pull", source=track, leg=leg, pending=True))
+        return {"sessionId": track.session.id, "trackName": track.name, "mid": mid}
+
+    def renegotiate(self, session: CallSession, answer_text: Any, now: float) -> None:
+        if not session.pending_offer:
+            raise SfuError(400, "invalid_session_description", "there is no offer of the SFU waiting for an answer")
+        answer = self._parse(answer_text, "answer")
+        for transceiver in session.transceivers:
+            if not transceiver.pending:
+                continue
+            transceiver.pending = False
+            section = answer.section(transceiver.mid)
+            if section is None or section.rejected:
+                self._stop(session, transceiver)
+                continue
+            if transceiver.role == "pull":
+                leg = transceiver.leg
+                leg.port_session = session.port_session
+                transceiver.source.legs.append(leg)
+                self.request_keyframe(transceiver.source, now, force=True)
+        session.pending_offer = False
+        self._set_remote(session, answer, now)
+
+    # --- closing ----------------------------------------------------------------------------------
+
+    def close_tracks(self, session: CallSession, mids: list[str], offer_text: Any, force: bool, now: float):
+        """(answer or None, per-item results)."""
+        if not force:
+            self._check_not_negotiating(session)
+        offer = None if force or offer_text is None else self._parse(offer_text, "offer")
+        results = []
+        for mid in mids:
+            transceiver = session.transceiver(mid) if isinstance(mid, str) else None
+            if transceiver is None or transceiver.closed or transceiver.role == "idle":
+                results.append({"mid": mid, "errorCode": "close_track_error",
+                                "errorDescription": "Track doesn't exist or was already closed"})
+                continue
+            self._stop(session, transceiver)
+            results.append({"mid": mid})
+        if offer is None:
+            return None, results
+        self._set_remote(session, offer, now)
+        return self._describe(session, "answer", offer), results
+
+    def _stop(self, session: CallSession, transceiver: Transceiver) -> None:
+        transceiver.closed = True
+        transceiver.pending = False
+        transceiver.section.direction = "inactive"
+        if transceiver.role == "push" and transceiver.track is not None:
+            track = transceiver.track
+            track.closed = True
+            session.tracks.pop(track.name, None)
+            for ssrc in track.ssrcs:
+                session.by_ssrc.pop(ssrc, None)
+            # Its subscribers' legs end too: a BYE tells each subscriber, GET shows them inactive.
+            for leg in track.legs:
+                if leg.port_session is not None:
+                    self.media.port.send_rtcp(leg.port_session, rtcp.bye(leg.ssrc))
+            track.legs.clear()
+        elif transceiver.role == "pull" and transceiver.leg is not None:
+            leg = transceiver.leg
+            if leg in transceiver.source.legs:
+                transceiver.source.legs.remove(leg)
+            self.legs_by_ssrc.pop(leg.ssrc, None)
+
+    # --- what the API reads -----------------------------------------------------------------------
+
+    def describe_session(self, session: CallSession) -> dict:
+        tracks = []
+        for t in session.transceivers:
+            if t.role == "push":
+                tracks.append({"location": "local", "mid": t.mid, "trackName": t.track.name,
+                               "status": "inactive" if t.closed else "active"})
+            elif t.role == "pull":
+                ended = t.closed or t.source.closed
+                tracks.append({"location": "remote", "mid": t.mid, "sessionId": t.source.session.id,
+                               "trackName": t.source.name, "status": "inactive" if ended else "active"})
+        return {"tracks": tracks, "dataChannels": []}
+
+    # --- RTCP the SFU writes ------------------------------------------------------------------------
+
+    def request_keyframe(self, track: PublishedTrack, now: float, force: bool = False) -> None:
+        """Ask the publisher for a keyframe, at most once per KEYFRAME_INTERVAL unless `force`."""
+        if track.kind != "video" or track.media_ssrc is None:
+            return
+        if not force and now - track.last_keyframe_request < KEYFRAME_INTERVAL:
+            return
+        track.last_keyframe_request = now
+        publisher = track.session
+        if publisher.port_session is not None:
+            self.media.port.send_rtcp(publisher.port_session, rtcp.pli(publisher.rtcp_ssrc, track.media_ssrc))
+
+    def send_reports(self, now: float) -> None:
+        """A sender report on every leg that carries media (called about once a second)."""
+        send_rtcp = self.media.port.send_rtcp
+        for leg in self.legs_by_ssrc.values():
+            if leg.packets and leg.port_session is not None:
+                # Wall-clock NTP time, not `now`: the subscriber maps RTP time to real time with it.
+                send_rtcp(leg.port_session, rtcp.sender_report(leg.ssrc, leg.last_ts, leg.packets, leg.octets))
+
+    def sweep(self, now: float) -> None:
+        """End sessions that never connected, and tracks with no media, after IDLE_TIMEOUT."""
+        for session in list(self.sessions.values()):
+            if session.connected_at is None and now - session.created > IDLE_TIMEOUT:
+                log.info("session never connected; closed", session=session.id)
+                self.close_session(session)
+                continue
+            for transceiver in session.transceivers:
+                track = transceiver.track
+                if transceiver.role == "push" and not transceiver.closed and session.connected_at is not None:
+                    last = track.last_packet if track.last_packet is not None else session.connected_at
+                    if now - last > IDLE_TIMEOUT:
+                        log.info("track without media; closed", session=session.id, track=track.name)
+                        self._stop(session, transceiver)
+
+    # --- helpers ------------------------------------------------------------------------------------
+
+    def _new_ssrc(self) -> int:
+        while True:
+            ssrc = random.getrandbits(32)
+            if ssrc and ssrc not in self.legs_by_ssrc:
+                return ssrc
+
+    @staticmethod
+    def _check_not_negotiating(session: CallSession) -> None:
+        if session.pending_offer:
+            raise SfuError(406, "invalid_session_description",
+                           "an offer of the SFU is waiting for its answer (PUT renegotiate) before another change")
+
+    @staticmethod
+    def _parse(text: Any, kind: str) -> sdp.RemoteDescription:
+        try:
+            return sdp.parse(text, kind)
+        except sdp.SdpError as e:
+            raise SfuError(400, "invalid_session_description", str(e)) from None
+
+    def _set_remote(self, session: CallSession, remote: sdp.RemoteDescription, now: float) -> None:
+        first = session.remote is None
+        session.remote = remote
+        # We are the DTLS server unless the client insists on being it (a=setup:passive).
+        server = remote.setup != "passive"
+        port = self.media.port
+        if session.port_session is None:
+            session.port_session = port.add_session(session, session.ufrag, session.pwd, remote_ufrag=remote.ufrag,
+                                                    remote_fingerprints=remote.fingerprints, server=server)
+        elif first:
+            port.set_remote(session.port_session, remote.ufrag, remote.fingerprints, server, now)
+        for transceiver in session.transceivers:
+            if transceiver.leg is not None:
+                transceiver.leg.port_session = session.port_session
+
+    def _describe(self, session: CallSession, kind: str, offer: sdp.RemoteDescription | None = None) -> dict:
+        session.sdp_version += 1
+        if offer is None:
+            setup = "actpass"
+        else:
+            setup = "active" if offer.setup == "passive" else "passive"
+        params = sdp.LocalParameters(
+            session.ufrag, session.pwd, self.fingerprint, setup,
+            [(c.ip, c.port, c.protocol) for c in self.media.candidates()],
+            session.sdp_id, session.sdp_version,
+        )
+        if offer is None:
+            sections = [t.section for t in session.transceivers]
+        else:
+            # An answer has the offer's m-sections, in the offer's order; what the offer rejects
+            # (a stopped transceiver) stays rejected: Unified Plan never reuses its mid.
+            by_mid = {t.mid: t.section for t in session.transceivers}
+            sections = [by_mid[s.mid] for s in offer.sections]
+            for section, offered in zip(sections, offer.sections):
+                section.rejected = section.rejected or offered.rejected
+        return sdp.write(kind, params, sections)
+
+
+def _item_error(item: Any, code: str, description: str) -> dict:
+    base = {k: item[k] for k in ("sessionId", "trackName") if isinstance(item, dict) and k in item}
+    return {**base, "mid": "", "errorCode": code, "errorDescription": description}

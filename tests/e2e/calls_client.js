@@ -1,0 +1,78 @@
+// A Calls API client as browser apps write it (CALLS_API.md section 2): sessions/new, push with an
+// offer, pull without one and answer the SFU's offer through renegotiate. Loaded into test pages.
+window.Calls = class Calls {
+  constructor(base, appId, secret) {
+    this.api = `${base}/v1/apps/${appId}`;
+    this.headers = {Authorization: `Bearer ${secret}`};
+  }
+  async call(method, path, body) {
+    const res = await fetch(this.api + path, {method, headers: this.headers, body: body && JSON.stringify(body)});
+    const json = await res.json();
+    if (!res.ok || json.errorCode) throw new Error(`${method} ${path}: HTTP ${res.status} ${JSON.stringify(json)}`);
+    return json;
+  }
+  async open() {
+    this.sessionId = (await this.call("POST", "/sessions/new")).sessionId;
+    this.pc = new RTCPeerConnection({bundlePolicy: "max-bundle"});
+    this.received = {};  // mid -> remote track
+    this.pc.addEventListener("track", (e) => {
+      this.received[e.transceiver.mid] = e.track;
+      // Chrome plays out (and counts totalSamplesReceived for) remote audio only when something renders it.
+      if (e.track.kind === "audio") {
+        const audio = new Audio();
+        audio.srcObject = new MediaStream([e.track]);
+        audio.play().catch(() => {});
+      }
+    });
+    this.connected = new Promise((resolve, reject) => {
+      this.pc.addEventListener("connectionstatechange", () => {
+        if (this.pc.connectionState === "connected") resolve();
+        if (this.pc.connectionState === "failed") reject(new Error("PeerConnection failed"));
+      });
+    });
+    return this.sessionId;
+  }
+  async push(tracks) {  // [[track, name], ...]
+    const transceivers = tracks.map(([track]) => this.pc.addTransceiver(track, {direction: "sendonly"}));
+    await this.pc.setLocalDescription(await this.pc.createOffer());
+    const answer = await this.call("POST", `/sessions/${this.sessionId}/tracks/new`, {
+      sessionDescription: {type: "offer", sdp: this.pc.localDescription.sdp},
+      tracks: transceivers.map((t, i) => ({location: "local", mid: t.mid, trackName: tracks[i][1]})),
+    });
+    await this.pc.setRemoteDescription(answer.sessionDescription);
+    return answer.tracks;
+  }
+  async pull(items) {  // [{sessionId, trackName}, ...]
+    const result = await this.call("POST", `/sessions/${this.sessionId}/tracks/new`, {
+      tracks: items.map(i => ({location: "remote", ...i})),
+    });
+    if (result.requiresImmediateRenegotiation) {
+      await this.pc.setRemoteDescription(result.sessionDescription);
+      await this.pc.setLocalDescription(await this.pc.createAnswer());
+      await this.call("PUT", `/sessions/${this.sessionId}/renegotiate`, {
+        sessionDescription: {type: "answer", sdp: this.pc.localDescription.sdp},
+      });
+    }
+    return result.tracks;
+  }
+  async close(mids) {  // a negotiated close: stop the transceivers, offer, apply the SFU's answer
+    for (const t of this.pc.getTransceivers()) if (mids.includes(t.mid)) t.stop();
+    await this.pc.setLocalDescription(await this.pc.createOffer());
+    const result = await this.call("PUT", `/sessions/${this.sessionId}/tracks/close`, {
+      tracks: mids.map(mid => ({mid})), force: false,
+      sessionDescription: {type: "offer", sdp: this.pc.localDescription.sdp},
+    });
+    await this.pc.setRemoteDescription(result.sessionDescription);
+    return result.tracks;
+  }
+  async session() {
+    return this.call("GET", `/sessions/${this.sessionId}`);
+  }
+  async inbound() {  // mid -> {kind, frames decoded or audio samples received}
+    const out = {};
+    for (const s of (await this.pc.getStats()).values())
+      if (s.type === "inbound-rtp")
+        out[s.mid] = {kind: s.kind, count: (s.kind === "video" ? s.framesDecoded : s.totalSamplesReceived) || 0};
+    return out;
+  }
+};

@@ -1,0 +1,124 @@
+"""The Calls flow in Chromium against the box's SFU (CALLS_API.md section 2): pages served by the
+box push camera and microphone, other pages pull them by (sessionId, trackName)."""
+import asyncio
+from pathlib import Path
+
+from tests.lab.browser import BROWSER_TEST
+
+pytestmark = BROWSER_TEST
+
+CLIENT = (Path(__file__).parent / "calls_client.js").read_text()
+
+PUBLISH = """
+async ([names, audio]) => {
+  if (!calls.sessionId) await calls.open();
+  const stream = await navigator.mediaDevices.getUserMedia({audio, video: true});
+  const tracks = [...stream.getAudioTracks(), ...stream.getVideoTracks()];
+  const pushed = await calls.push(tracks.map((t, i) => [t, names[i]]));
+  await calls.connected;
+  return {id: calls.sessionId, tracks: pushed};
+}
+"""
+PULL = """
+async (items) => {
+  if (!calls.sessionId) await calls.open();
+  const tracks = await calls.pull(items);
+  await calls.connected;
+  return tracks;
+}
+"""
+INBOUND = "() => calls.inbound()"
+# Enough to show media flows: video frames decoded, and 0.1 s of audio at 48 kHz.
+ENOUGH = {"video": 10, "audio": 4800}
+
+
+async def page_for(browser, box, contexts):
+    context = await browser.new_context()
+    contexts.append(context)
+    page = await context.new_page()
+    await page.goto(box.url("/"))
+    await page.add_script_tag(content=CLIENT)
+    await page.evaluate("([api]) => { window.calls = new Calls(api, 'test-app', 'test-app-secret'); }", [box.api])
+    return page
+
+
+async def until(page, script, condition, arg=None, tries=150):
+    """Evaluate `script` every 0.2 s until `condition` holds for its value (bounded); the value."""
+    value = None
+    for _ in range(tries):
+        value = await page.evaluate(script, arg)
+        if condition(value):
+            return value
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"condition never held; last value {value!r}")
+
+
+def flowing(mids):
+    """A condition: each mid's media has gone past ENOUGH."""
+    return lambda stats: all(m in stats and stats[m]["count"] > ENOUGH[stats[m]["kind"]] for m in mids)
+
+
+async def test_push_pull_close_and_pull_again(appliance, browser):
+    box = appliance()
+    contexts = []
+    try:
+        publisher, subscriber = await page_for(browser, box, contexts), await page_for(browser, box, contexts)
+        published = await publisher.evaluate(PUBLISH, [["mic", "cam"], True])
+        pub_id = published["id"]
+        assert [t["trackName"] for t in published["tracks"]] == ["mic", "cam"]
+        pulled = await subscriber.evaluate(PULL, [{"sessionId": pub_id, "trackName": n} for n in ("mic", "cam")])
+        assert [(t["trackName"], t["sessionId"]) for t in pulled] == [("mic", pub_id), ("cam", pub_id)]
+        mic, cam = (t["mid"] for t in pulled)
+        await until(subscriber, INBOUND, flowing([mic, cam]))
+
+        # The publisher closes its video with a negotiated close; the subscriber's copy ends.
+        cam_mid = published["tracks"][1]["mid"]
+        assert await publisher.evaluate("(mid) => calls.close([mid])", cam_mid) == [{"mid": cam_mid}]
+        state = await until(subscriber, "() => calls.session()",
+                            lambda s: [t["status"] for t in s["tracks"]] == ["active", "inactive"])
+        assert [t["trackName"] for t in state["tracks"]] == ["mic", "cam"]
+        # No more frames arrive for it; the subscriber app, told by GET, closes its copy and the track ends.
+        frames = (await subscriber.evaluate(INBOUND))[cam]["count"]
+        await asyncio.sleep(1.0)
+        assert (await subscriber.evaluate(INBOUND))[cam]["count"] - frames <= 2
+        assert await subscriber.evaluate("(mid) => calls.close([mid])", cam) == [{"mid": cam}]
+        assert await subscriber.evaluate("(mid) => calls.received[mid].readyState", cam) == "ended"
+
+        # A new video track under the same name, pulled again into the same PeerConnection.
+        await publisher.evaluate(PUBLISH, [["cam"], False])
+        (again,) = await subscriber.evaluate(PULL, [{"sessionId": pub_id, "trackName": "cam"}])
+        assert again["mid"] not in (mic, cam)
+        await until(subscriber, INBOUND, flowing([again["mid"]]))
+    finally:
+        for context in contexts:
+            await context.close()
+
+
+async def test_five_subscribers_pull_one_publisher(appliance, browser):
+    box = appliance()
+    contexts = []
+    try:
+        publisher = await page_for(browser, box, contexts)
+        pub_id = (await publisher.evaluate(PUBLISH, [["mic", "cam"], True]))["id"]
+        subscribers = [await page_for(browser, box, contexts) for _ in range(5)]
+        items = [{"sessionId": pub_id, "trackName": n} for n in ("mic", "cam")]
+        pulls = await asyncio.gather(*(s.evaluate(PULL, items) for s in subscribers))
+        await asyncio.gather(*(until(s, INBOUND, flowing([t["mid"] for t in p])) for s, p in zip(subscribers, pulls)))
+    finally:
+        for context in contexts:
+            await context.close()
+
+
+async def test_one_subscriber_pulls_three_publishers(appliance, browser):
+    box = appliance()
+    contexts = []
+    try:
+        publishers = [await page_for(browser, box, contexts) for _ in range(3)]
+        ids = [(await p.evaluate(PUBLISH, [["cam"], False]))["id"] for p in publishers]
+        subscriber = await page_for(browser, box, contexts)
+        pulled = await subscriber.evaluate(PULL, [{"sessionId": i, "trackName": "cam"} for i in ids])
+        assert [t["sessionId"] for t in pulled] == ids
+        await until(subscriber, INBOUND, flowing([t["mid"] for t in pulled]))
+    finally:
+        for context in contexts:
+            await context.close()

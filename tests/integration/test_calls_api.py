@@ -1,0 +1,113 @@
+"""The Calls-compatible SFU API over a real box: status codes, error codes, and the push/pull flow
+driven by aiortc (a second WebRTC stack beside Chromium)."""
+import asyncio
+import json
+import re
+
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+
+from tests.lab.appliance import request
+
+
+class Api:
+    def __init__(self, box, app="test-app", secret="test-app-secret"):
+        self.base = box.url(f"/v1/apps/{app}")
+        self.headers = {"Authorization": f"Bearer {secret}"}
+
+    def __call__(self, method, path, body=None):
+        status, raw = request(method, self.base + path, None if body is None else json.dumps(body).encode(),
+                              self.headers)
+        return status, json.loads(raw) if raw else None
+
+
+@pytest.fixture
+def api(appliance):
+    box = appliance()
+    return Api(box), box
+
+
+def test_session_status_and_error_codes(api):
+    api, box = api
+    status, created = api("POST", "/sessions/new")
+    assert status == 201 and re.fullmatch(r"[0-9a-f]{32}", created["sessionId"])
+    sid = created["sessionId"]
+    assert api("GET", f"/sessions/{sid}") == (200, {"tracks": [], "dataChannels": []})
+    status, error = api("GET", "/sessions/0123456789abcdef0123456789abcdef")
+    assert status == 410 and error["errorCode"] == "session_error"
+    other = Api(box, "other-app", "other-app-secret")
+    assert other("GET", f"/sessions/{sid}")[0] == 410  # another app never reaches this session
+    status, result = api("POST", f"/sessions/{sid}/tracks/new",
+                         {"tracks": [{"location": "remote", "sessionId": "nope", "trackName": "cam"}]})
+    assert status == 200 and result["requiresImmediateRenegotiation"] is False
+    (item,) = result["tracks"]
+    assert item["mid"] == "" and item["errorCode"] == "not_found_track_error"
+    status, error = api("PUT", f"/sessions/{sid}/renegotiate", {"sessionDescription": {"type": "answer", "sdp": "v=0"}})
+    assert status == 400 and error["errorCode"] == "invalid_session_description"
+    status, error = api("POST", f"/sessions/{sid}/tracks/new",
+                        {"sessionDescription": {"type": "offer", "sdp": "v=0\r\nnonsense"}, "tracks": []})
+    assert status == 400 and error["errorCode"] == "invalid_session_description"
+    status, error = api("POST", f"/sessions/{sid}/tracks/new", {"tracks": "all"})
+    assert status == 400 and error["errorCode"] == "decoding_error"
+    status, error = api("PUT", f"/sessions/{sid}/tracks/close", {"tracks": [{"mid": "5"}], "force": True})
+    assert status == 200 and error["tracks"][0]["errorCode"] == "close_track_error"
+
+
+async def _connected(pc, timeout=20.0):
+    for _ in range(int(timeout / 0.05)):
+        if pc.connectionState == "connected":
+            return
+        if pc.connectionState == "failed":
+            raise AssertionError("PeerConnection failed")
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not connected: {pc.connectionState}")
+
+
+async def test_aiortc_pushes_and_pulls_through_the_sfu(api):
+    api, _ = api
+    loop = asyncio.get_running_loop()
+    call = lambda *args: loop.run_in_executor(None, api, *args)  # noqa: E731  (urllib blocks)
+
+    publisher = RTCPeerConnection()
+    subscriber = RTCPeerConnection()
+    try:
+        _, created = await call("POST", "/sessions/new")
+        pub_id = created["sessionId"]
+        audio = publisher.addTransceiver(AudioStreamTrack(), direction="sendonly")
+        video = publisher.addTransceiver(VideoStreamTrack(), direction="sendonly")
+        await publisher.setLocalDescription(await publisher.createOffer())
+        status, pushed = await call("POST", f"/sessions/{pub_id}/tracks/new", {
+            "sessionDescription": {"type": "offer", "sdp": publisher.localDescription.sdp},
+            "tracks": [{"location": "local", "mid": audio.mid, "trackName": "a"},
+                       {"location": "local", "mid": video.mid, "trackName": "v"}],
+        })
+        assert status == 200, pushed
+        await publisher.setRemoteDescription(RTCSessionDescription(**pushed["sessionDescription"]))
+        await _connected(publisher)
+
+        received = {}
+        subscriber.on("track", lambda track: received.setdefault(track.kind, track))
+        _, created = await call("POST", "/sessions/new")
+        sub_id = created["sessionId"]
+        status, pulled = await call("POST", f"/sessions/{sub_id}/tracks/new", {"tracks": [
+            {"location": "remote", "sessionId": pub_id, "trackName": "a"},
+            {"location": "remote", "sessionId": pub_id, "trackName": "v"}]})
+        assert status == 200 and pulled["requiresImmediateRenegotiation"]
+        status, error = await call("POST", f"/sessions/{sub_id}/tracks/new",
+                                   {"tracks": [{"location": "remote", "sessionId": pub_id, "trackName": "a"}]})
+        assert status == 406  # the SFU's offer is still waiting for its answer
+        await subscriber.setRemoteDescription(RTCSessionDescription(**pulled["sessionDescription"]))
+        await subscriber.setLocalDescription(await subscriber.createAnswer())
+        status, _ = await call("PUT", f"/sessions/{sub_id}/renegotiate",
+                               {"sessionDescription": {"type": "answer", "sdp": subscriber.localDescription.sdp}})
+        assert status == 200
+        await _connected(subscriber)
+        frames = {kind: await asyncio.wait_for(track.recv(), 10) for kind, track in received.items()}
+        assert set(frames) == {"audio", "video"}
+        status, state = await call("GET", f"/sessions/{sub_id}")
+        assert [(t["location"], t["trackName"], t["status"]) for t in state["tracks"]] == [
+            ("remote", "a", "active"), ("remote", "v", "active")]
+    finally:
+        await publisher.close()
+        await subscriber.close()

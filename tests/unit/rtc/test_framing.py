@@ -1,0 +1,36 @@
+"""RFC 4571 framing for ICE-TCP."""
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from appliance.rtc.framing import Rfc4571Framer, frame
+
+
+def test_frames_split_across_and_within_chunks():
+    stream = frame(b"stun") + frame(b"") + frame(b"\x80" * 300)
+    framer = Rfc4571Framer()
+    assert framer.feed(stream[:1]) == []
+    assert framer.feed(stream[1:7]) == [b"stun"]
+    assert framer.feed(stream[7:]) == [b"", b"\x80" * 300]
+
+
+def test_a_packet_too_long_for_the_length_field_is_refused():
+    with pytest.raises(ValueError):
+        frame(bytes(0x10000))
+
+
+@given(st.lists(st.binary(max_size=700), max_size=8), st.lists(st.integers(1, 400), max_size=20))
+def test_any_chunking_gives_the_packets_back(packets, cuts):
+    stream = b"".join(frame(p) for p in packets)
+    framer = Rfc4571Framer()
+    out, pos = [], 0
+    for cut in cuts:
+        out += framer.feed(stream[pos : pos + cut])
+        pos += cut
+    out += framer.feed(stream[pos:])
+    assert out == packets
+
+
+@given(st.binary(max_size=2000))
+def test_arbitrary_streams_never_raise(data):
+    Rfc4571Framer().feed(data)

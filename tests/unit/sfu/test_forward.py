@@ -1,0 +1,78 @@
+import struct
+
+from hypothesis import given, strategies as st
+
+from appliance.sfu.forward import Leg, payload_offset
+from appliance.sfu.rtcp import bye, keyframe_requests, pli, sender_report
+
+
+def rtp(seq, ts, ssrc=1111, pt=111, marker=False, payload=b"payload", extension=b"", csrcs=()):
+    first = 0x80 | (0x10 if extension else 0) | len(csrcs)
+    header = struct.pack(">BBHII", first, (0x80 if marker else 0) | pt, seq, ts, ssrc)
+    header += b"".join(struct.pack(">I", c) for c in csrcs)
+    if extension:
+        header += struct.pack(">HH", 0xBEDE, len(extension) // 4) + extension
+    return header + payload
+
+
+class Sent(list):
+    def __call__(self, session, packet):
+        self.append(packet)
+
+
+def forward(leg, packet):
+    leg.forward(packet, payload_offset(packet), packet[2] << 8 | packet[3], int.from_bytes(packet[4:8], "big"))
+
+
+def test_a_leg_rewrites_ssrc_payload_type_and_drops_extensions_and_csrcs():
+    sent = Sent()
+    leg = Leg(sent, "session", 0xABCDEF01, {111: 96}, "0", None)
+    forward(leg, rtp(100, 5000, marker=True, extension=b"\x10\xff\x00\x00", csrcs=(7, 8)))
+    (out,) = sent
+    first, second, seq, ts, ssrc = struct.unpack(">BBHII", out[:12])
+    assert first == 0x80 and second == 0x80 | 96 and ssrc == 0xABCDEF01
+    assert out[12:] == b"payload"
+    assert leg.packets == 1 and leg.octets == len(b"payload")
+
+
+def test_unknown_payload_types_are_not_forwarded():
+    sent = Sent()
+    forward(Leg(sent, "s", 1, {111: 96}, "0", None), rtp(1, 1, pt=100))
+    assert sent == []
+
+
+def test_sequence_and_timestamp_stay_continuous_across_a_source_change_and_wrap():
+    sent = Sent()
+    leg = Leg(sent, "s", 1, {111: 96}, "0", None)
+    for i in range(3):
+        forward(leg, rtp(65534 + i & 0xFFFF, 4294967000 + 960 * i & 0xFFFFFFFF))
+    leg.rebase = True  # another publisher now feeds this leg
+    for i in range(2):
+        forward(leg, rtp(500 + i, 123 + 960 * i, ssrc=2222))
+    seqs = [struct.unpack(">H", p[2:4])[0] for p in sent]
+    stamps = [struct.unpack(">I", p[4:8])[0] for p in sent]
+    assert [(b - a) & 0xFFFF for a, b in zip(seqs, seqs[1:])] == [1, 1, 1, 1]
+    steps = [(b - a) & 0xFFFFFFFF for a, b in zip(stamps, stamps[1:])]
+    assert steps[0] == steps[1] == steps[3] == 960 and 0 < steps[2] < 90000
+
+
+def test_payload_offset_refuses_a_header_longer_than_the_packet():
+    assert payload_offset(rtp(1, 1, extension=b"\x10\xff\x00\x00")) == 12 + 4 + 4
+    assert payload_offset(rtp(1, 1)[:12] + b"") == 12
+    truncated = bytearray(rtp(1, 1, extension=b"\x10\xff\x00\x00", payload=b""))
+    truncated[15] = 200  # the extension claims 800 bytes
+    assert payload_offset(bytes(truncated)) == -1
+
+
+def test_keyframe_requests_in_compound_rtcp():
+    fir = struct.pack(">BBHII", 0x84, 206, 4, 9, 0) + struct.pack(">IBxxx", 0xCAFE, 1)
+    compound = sender_report(5, 1, 2, 3, now=0.0) + pli(9, 0xBEEF) + fir + bye(5)
+    assert keyframe_requests(compound) == [0xBEEF, 0xCAFE]
+
+
+@given(st.binary(max_size=200))
+def test_rtcp_and_rtp_readers_take_any_bytes(data):
+    keyframe_requests(data)
+    if len(data) >= 12:
+        offset = payload_offset(data)
+        assert offset == -1 or 12 <= offset <= len(data)
