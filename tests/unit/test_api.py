@@ -76,7 +76,7 @@ async def test_metrics_is_prometheus_text(client):
 
 @pytest.mark.parametrize("prefix", ["/v1/apps", "/apps"])
 async def test_app_paths_need_the_apps_own_bearer_secret(client, prefix):
-    path = f"{prefix}/app-a/sessions/new"
+    path = f"{prefix}/app-a/no-such-endpoint"
     cases = [
         ({}, 401, "unauthorized"),
         ({"Authorization": "Bearer wrong"}, 401, "unauthorized"),
