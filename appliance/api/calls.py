@@ -135,6 +135,16 @@ async def close_tracks(request: web.Request) -> web.Response:
     return web.json_response(response)
 
 
+async def update_tracks(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    sfu, session = _session(request)
+    items = _items(body, "tracks")
+    if not items:
+        raise ApiError(400, "invalid_params", "tracks: expected at least one track")
+    results = _call(sfu.update, session, items, sfu.clock())
+    return web.json_response({"requiresImmediateRenegotiation": False, "tracks": results})
+
+
 async def get_session(request: web.Request) -> web.Response:
     sfu, session = _session(request)
     return web.json_response(sfu.describe_session(session))
@@ -147,4 +157,5 @@ def add_routes(router: web.UrlDispatcher) -> None:
         router.add_post(f"{base}/sessions/{{sessionId}}/tracks/new", new_tracks)
         router.add_put(f"{base}/sessions/{{sessionId}}/renegotiate", renegotiate)
         router.add_put(f"{base}/sessions/{{sessionId}}/tracks/close", close_tracks)
+        router.add_put(f"{base}/sessions/{{sessionId}}/tracks/update", update_tracks)
         router.add_get(f"{base}/sessions/{{sessionId}}", get_session)

@@ -29,6 +29,7 @@ class Transceiver:
     leg: Leg | None = None  # pull: the copy it receives
     closed: bool = False
     pending: bool = False  # in an SFU offer not answered yet
+    simulcast: dict | None = None  # pull: the subscriber's layer preferences (tracks/update)
 
     @property
     def mid(self) -> str:

@@ -142,14 +142,7 @@ class Sfu:
     def _subscribe(self, session: CallSession, item: dict) -> dict:
         if not isinstance(item, dict) or item.get("location") != "remote":
             raise ItemError("invalid_params", "expected location \"remote\" with sessionId and trackName")
-        source_session = self.sessions.get(item.get("sessionId") or "")
-        name = item.get("trackName")
-        track = None
-        if source_session is not None and source_session.app == session.app and not source_session.closed:
-            track = source_session.tracks.get(name)
-        if track is None or track.closed:
-            raise ItemError("not_found_track_error", "Track not found on remote peer. Make sure the publisher peer "
-                                                     "is connected and sending packets for this track")
+        track = self._find_track(session, item)
         codecs = [session.payload_types.assign(codec) for codec in track.codecs]
         pt_map = {original.pt: mine.pt for original, mine in zip(track.codecs, codecs)}
         mid = session.next_mid()
@@ -181,6 +174,56 @@ class Sfu:
                 self.request_keyframe(transceiver.source, now, force=True)
         session.pending_offer = False
         self._set_remote(session, answer, now)
+
+    def update(self, session: CallSession, items: list[dict], now: float) -> list[dict]:
+        """Point pulled transceivers at other tracks (and store simulcast preferences), with no
+        renegotiation: the leg keeps its SSRC and continues its sequence numbers."""
+        results = []
+        for item in items:
+            try:
+                results.append(self._repoint(session, item, now))
+            except ItemError as e:
+                results.append(_item_error(item, e.code, e.description))
+        return results
+
+    def _repoint(self, session: CallSession, item: Any, now: float) -> dict:
+        if not isinstance(item, dict) or item.get("location") != "remote":
+            raise ItemError("invalid_params", "expected location \"remote\" with mid, sessionId and trackName")
+        transceiver = session.transceiver(item.get("mid") or "")
+        if transceiver is None or transceiver.role != "pull" or transceiver.closed or transceiver.pending:
+            raise ItemError("update_track_error", f"no negotiated remote track with mid {item.get('mid')!r}")
+        preferences = item.get("simulcast")
+        if preferences is not None and not isinstance(preferences, dict):
+            raise ItemError("invalid_params", "simulcast: expected an object")
+        track = self._find_track(session, item)
+        leg = transceiver.leg
+        if track is not transceiver.source:
+            if track.kind != transceiver.section.kind:
+                raise ItemError("update_track_error", f"a {track.kind} track cannot go to a {transceiver.section.kind} m-section")
+            offered = {codec.key: codec.pt for codec in transceiver.section.codecs}
+            pt_map = {codec.pt: offered[codec.key] for codec in track.codecs if codec.key in offered}
+            if not pt_map:
+                raise ItemError("update_track_error", "the new track's codecs were not negotiated on this m-section")
+            if leg in transceiver.source.legs:
+                transceiver.source.legs.remove(leg)
+            leg.pt_map, leg.rebase, leg.source = pt_map, True, track
+            transceiver.source = track
+            transceiver.section.msid = f"{track.session.id} {track.name}"
+            track.legs.append(leg)
+            self.request_keyframe(track, now, force=True)
+        if preferences is not None:
+            transceiver.simulcast = preferences
+        return {"mid": transceiver.mid, "sessionId": track.session.id, "trackName": track.name}
+
+    def _find_track(self, session: CallSession, item: dict) -> PublishedTrack:
+        source_session = self.sessions.get(item.get("sessionId") or "")
+        track = None
+        if source_session is not None and source_session.app == session.app and not source_session.closed:
+            track = source_session.tracks.get(item.get("trackName"))
+        if track is None or track.closed:
+            raise ItemError("not_found_track_error", "Track not found on remote peer. Make sure the publisher peer "
+                                                     "is connected and sending packets for this track")
+        return track
 
     # --- closing ----------------------------------------------------------------------------------
 

@@ -122,3 +122,28 @@ async def test_one_subscriber_pulls_three_publishers(appliance, browser):
     finally:
         for context in contexts:
             await context.close()
+
+
+async def test_update_points_a_pulled_transceiver_at_another_publisher(appliance, browser):
+    box = appliance()
+    contexts = []
+    try:
+        first, second = [await page_for(browser, box, contexts) for _ in range(2)]
+        ids = [(await p.evaluate(PUBLISH, [["cam"], False]))["id"] for p in (first, second)]
+        subscriber = await page_for(browser, box, contexts)
+        (pulled,) = await subscriber.evaluate(PULL, [{"sessionId": ids[0], "trackName": "cam"}])
+        mid = pulled["mid"]
+        before = await until(subscriber, INBOUND, flowing([mid]))
+        update = {"tracks": [{"location": "remote", "mid": mid, "sessionId": ids[1], "trackName": "cam",
+                              "simulcast": {"preferredRid": "h", "priorityOrdering": "asciibetical"}}]}
+        result = await subscriber.evaluate(
+            "(body) => calls.call('PUT', `/sessions/${calls.sessionId}/tracks/update`, body)", update)
+        assert result == {"requiresImmediateRenegotiation": False,
+                          "tracks": [{"mid": mid, "sessionId": ids[1], "trackName": "cam"}]}
+        # The same transceiver keeps decoding, now the second publisher's video.
+        await until(subscriber, INBOUND, lambda s: s[mid]["count"] > before[mid]["count"] + 30)
+        state = await subscriber.evaluate("() => calls.session()")
+        assert state["tracks"][0]["sessionId"] == ids[1]
+    finally:
+        for context in contexts:
+            await context.close()
