@@ -1,0 +1,101 @@
+"""Time to a connected PeerConnection: `sessions/new` to ICE+DTLS connected through the box, against
+the anchor of two aiortc PeerConnections connecting to each other directly on loopback in the same run.
+
+The client is aiortc in both cases, so the client's own cost cancels out of the ratio; the goal is
+under 100 ms through the box.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack
+
+from tests.lab.appliance import REPO, box_config, free_port
+
+RUNS = 10
+
+
+async def _until_connected(*pcs: RTCPeerConnection) -> None:
+    while any(pc.connectionState != "connected" for pc in pcs):
+        if any(pc.connectionState == "failed" for pc in pcs):
+            raise RuntimeError("PeerConnection failed")
+        await asyncio.sleep(0.001)
+
+
+def _post(url: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="POST", headers={"Authorization": "Bearer test-app-secret"})
+    with urllib.request.urlopen(req, timeout=10) as res:
+        return json.loads(res.read())
+
+
+async def _through_box(api: str) -> float:
+    loop = asyncio.get_running_loop()
+    pc = RTCPeerConnection()
+    try:
+        start = time.perf_counter()
+        session = (await loop.run_in_executor(None, _post, f"{api}/sessions/new"))["sessionId"]
+        transceiver = pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        answer = await loop.run_in_executor(None, _post, f"{api}/sessions/{session}/tracks/new", {
+            "sessionDescription": {"type": "offer", "sdp": pc.localDescription.sdp},
+            "tracks": [{"location": "local", "mid": transceiver.mid, "trackName": "a"}]})
+        await pc.setRemoteDescription(RTCSessionDescription(**answer["sessionDescription"]))
+        await asyncio.wait_for(_until_connected(pc), 20)
+        return time.perf_counter() - start
+    finally:
+        await pc.close()
+
+
+async def _direct() -> float:
+    a, b = RTCPeerConnection(), RTCPeerConnection()
+    try:
+        start = time.perf_counter()
+        a.addTransceiver(AudioStreamTrack(), direction="sendonly")
+        await a.setLocalDescription(await a.createOffer())
+        await b.setRemoteDescription(a.localDescription)
+        await b.setLocalDescription(await b.createAnswer())
+        await a.setRemoteDescription(b.localDescription)
+        await asyncio.wait_for(_until_connected(a, b), 20)
+        return time.perf_counter() - start
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def _measure(api: str) -> tuple[list[float], list[float]]:
+    box, direct = [], []
+    for _ in range(RUNS):
+        box.append(await _through_box(api))
+        direct.append(await _direct())
+    return box, direct
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="edgecall-bench-") as tmp:
+        config = Path(tmp) / "box.toml"
+        api_port = free_port("tcp")
+        config.write_text(box_config(api_port, free_port("udp"), free_port("udp", "tcp")))
+        proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--config", str(config), "--log-level",
+                                 "warning"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            for line in proc.stdout:
+                if line.startswith("Stop with Ctrl-C"):
+                    break
+            box, direct = asyncio.run(_measure(f"http://127.0.0.1:{api_port}/v1/apps/test-app"))
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    b, d = statistics.median(box) * 1000, statistics.median(direct) * 1000
+    print(f"median of {RUNS}, aiortc client on loopback:")
+    print(f"  sessions/new -> connected through the box  {b:7.1f} ms  {b / d:5.2f} x anchor")
+    print(f"  aiortc <-> aiortc directly (anchor)        {d:7.1f} ms  1.00 x")
