@@ -10,11 +10,16 @@ come from and go to.
 Selection follows what browsers need from a lite peer. The first valid check selects
 its path at once, so that the DTLS client, which starts as soon as it has any working
 pair, is not dropped while the controlling side nominates. A check with USE-CANDIDATE
-selects its path even when another one is selected: that is how the controlling side
-moves a session after a network change (regular nomination repeated on the new pair).
-Other checks are answered (the remote needs the answer to validate the pair) but move
-nothing. Valid checks on the selected path refresh consent; a selected path without
-one for `consent_timeout` seconds is dropped and reported (RFC 7675 gives 30 s).
+selects its path even when another one is selected: that is how Chrome moves a session
+after a network change (it nominates only its selected pair toward a lite peer). Other
+checks are answered (the remote needs the answer to validate the pair) but move nothing.
+Every path with a valid check in the last `consent_timeout` seconds is *validated*:
+DTLS or authenticated SRTP arriving on one selects it (`select`), because Firefox
+nominates aggressively toward lite peers (every check carries USE-CANDIDATE, Mozilla
+bug 1034964) and then sends on the pair it chose, which need not be the last one
+nominated; "use the pair the traffic comes from" is Mozilla's own advice to lite
+servers (pion/ice#739). Valid checks on the selected path refresh consent; a selected
+path without one for `consent_timeout` seconds is dropped and reported (RFC 7675: 30 s).
 
 A Binding request with neither USERNAME nor MESSAGE-INTEGRITY is plain STUN (the
 health agent's probe, NAT discovery) and gets XOR-MAPPED-ADDRESS alone.
@@ -38,6 +43,9 @@ from ..turn.deadlines import Deadlines
 # RFC 7675 section 5.1: consent is lost after 30 s without a response; a lite agent sees
 # the remote's consent checks, so it lets a path go 30 s after the last one.
 CONSENT_TIMEOUT = 30.0
+# Validated paths kept per session (the oldest checked goes first): a browser has a few
+# candidates per family, so a few pairs reach our one port.
+MAX_PATHS = 8
 
 Address = tuple[str, int]
 
@@ -105,7 +113,7 @@ class IceCounters:
 class _Agent:
     """One session's responder state."""
 
-    __slots__ = ("owner", "ufrag", "key", "remote_ufrag", "local", "addr", "consent_until", "scheduled")
+    __slots__ = ("owner", "ufrag", "key", "remote_ufrag", "local", "addr", "consent_until", "due", "paths")
 
     def __init__(self, owner: Any, ufrag: str, pwd: str, remote_ufrag: str | None) -> None:
         self.owner = owner
@@ -115,7 +123,8 @@ class _Agent:
         self.local: Any = None
         self.addr: Address | None = None
         self.consent_until = 0.0
-        self.scheduled = False
+        self.due: float | None = None  # the earliest deadline queued for this agent
+        self.paths: dict[tuple[Any, Address], float] = {}  # validated path -> time of its last valid check
 
 
 class IceLite:
@@ -124,6 +133,7 @@ class IceLite:
         self.counters = IceCounters()
         self._by_ufrag: dict[str, _Agent] = {}
         self._by_owner: dict[Any, _Agent] = {}
+        self._by_path: dict[tuple[Any, Address], _Agent] = {}
         self._deadlines: Deadlines[_Agent] = Deadlines()
         self._events: deque[Event] = deque()
 
@@ -145,13 +155,32 @@ class IceLite:
         agent = self._by_owner.pop(owner, None)
         if agent is not None:
             del self._by_ufrag[agent.ufrag]
+            for path in agent.paths:
+                self._drop_path(agent, path)
 
     def forget_path(self, owner: Any) -> None:
         """The selected path's transport is gone (an ICE-TCP connection closed): the next
         valid check selects again."""
         agent = self._by_owner.get(owner)
-        if agent is not None:
+        if agent is not None and agent.addr is not None:
+            path = (agent.local, agent.addr)
+            agent.paths.pop(path, None)
+            self._drop_path(agent, path)
             agent.local = agent.addr = None
+
+    def owner_at(self, local: Any, addr: Address, now: float) -> Any:
+        """The owner of a path validated in the last consent timeout, or None: who traffic
+        arriving off every selected path may belong to."""
+        path = (local, addr)
+        agent = self._by_path.get(path)
+        if agent is None or now - agent.paths[path] > self.consent_timeout:
+            return None
+        return agent.owner
+
+    def select(self, owner: Any, local: Any, addr: Address) -> None:
+        """Authenticated traffic came on a validated path (`owner_at`): the peer uses it, so we
+        do. Its consent runs from its last check."""
+        self._select(self._by_owner[owner], local, addr)
 
     def selected(self, owner: Any) -> tuple[Any, Address] | None:
         agent = self._by_owner[owner]
@@ -203,15 +232,35 @@ class IceLite:
         return answer.encode(agent.key, sha256=sha256, fingerprint=True)
 
     def _checked(self, agent: _Agent, local: Any, addr: Address, nominated: bool, now: float) -> None:
+        path = (local, addr)
+        paths = agent.paths
+        if path not in paths and len(paths) >= MAX_PATHS:
+            oldest = min(paths, key=paths.__getitem__)
+            del paths[oldest]
+            self._drop_path(agent, oldest)
+        paths[path] = now
+        self._by_path[path] = agent
         if agent.local is local and agent.addr == addr:
             agent.consent_until = now + self.consent_timeout
         elif agent.addr is None or nominated:
-            agent.local, agent.addr = local, addr
-            agent.consent_until = now + self.consent_timeout
-            self._events.append(PathSelected(agent.owner, local, addr))
-            if not agent.scheduled:
-                agent.scheduled = True
-                self._deadlines.push(agent.consent_until, agent)
+            self._select(agent, local, addr)
+
+    def _select(self, agent: _Agent, local: Any, addr: Address) -> None:
+        agent.local, agent.addr = local, addr
+        agent.consent_until = agent.paths[(local, addr)] + self.consent_timeout
+        self._events.append(PathSelected(agent.owner, local, addr))
+        self._schedule(agent)
+
+    def _schedule(self, agent: _Agent) -> None:
+        # Refreshing consent moves no deadline: the due one re-checks and queues the next.
+        # Only a move to a path checked earlier can bring the expiry forward.
+        if agent.due is None or agent.consent_until < agent.due:
+            agent.due = agent.consent_until
+            self._deadlines.push(agent.due, agent)
+
+    def _drop_path(self, agent: _Agent, path: tuple[Any, Address]) -> None:
+        if self._by_path.get(path) is agent:
+            del self._by_path[path]
 
     # --- time and events -----------------------------------------------------------------
 
@@ -220,12 +269,13 @@ class IceLite:
 
     def handle_timer(self, now: float) -> None:
         for agent in list(self._deadlines.due(now)):
-            agent.scheduled = False
+            if agent.due is None or agent.due > now:
+                continue  # superseded by an earlier deadline, already handled
+            agent.due = None
             if self._by_owner.get(agent.owner) is not agent or agent.addr is None:
                 continue
             if agent.consent_until > now:
-                agent.scheduled = True
-                self._deadlines.push(agent.consent_until, agent)
+                self._schedule(agent)
                 continue
             self._events.append(ConsentExpired(agent.owner, agent.local, agent.addr))
             agent.local = agent.addr = None

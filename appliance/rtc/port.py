@@ -4,7 +4,8 @@ principle 3), and on ICE-TCP connections when configured.
 Per datagram, the first byte says what it is (RFC 7983): STUN goes to the ICE-lite
 responder, which finds the session by USERNAME and selects the 5-tuple it came from;
 DTLS and SRTP/SRTCP find their session by that 5-tuple, one dict lookup in the
-receiving listener's `sessions`. SRTP is unprotected and handed to the session's
+receiving listener's `sessions` (a miss asks the responder whether the 5-tuple is
+another validated path of a session, which then moves there). SRTP is unprotected and handed to the session's
 handler in the same call; the handler (the SFU router) forwards with `send_rtp`, which
 protects and sends at once: one synchronous path from recvfrom to sendto (principle 4).
 
@@ -196,7 +197,10 @@ class MediaPort:
         first = data[0]
         if 127 < first < 192:
             session = listener.sessions.get(addr)
-            srtp = None if session is None else session.srtp_rx
+            if session is None:
+                self._srtp_off_path(listener, data, addr, now)
+                return
+            srtp = session.srtp_rx
             if srtp is None:
                 self.counters.unmatched += 1
                 return
@@ -219,14 +223,18 @@ class MediaPort:
                 except OSError:
                     self.counters.send_errors += 1
             self._ice_events(now)
-            when = self.ice.get_timer()
-            if when is not None and self.wake is not None:
-                self.wake(when)
         elif 19 < first < 64:
             session = listener.sessions.get(addr)
             if session is None:
-                self.counters.unmatched += 1
-                return
+                # DTLS on a validated path the session has not selected: during the handshake the
+                # peer chose that pair. Later only authenticated SRTP moves a session (a forged
+                # source address must not), so anything else there is dropped.
+                session = self.ice.owner_at(listener, addr, now)
+                if session is None or (session.dtls is not None and session.dtls.state is not State.HANDSHAKE):
+                    self.counters.unmatched += 1
+                    return
+                self.ice.select(session, listener, addr)
+                self._ice_events(now)
             if session.dtls is None:
                 # A ClientHello before the answer to our actpass offer: the peer is the client.
                 session.server = True
@@ -259,7 +267,33 @@ class MediaPort:
 
     # --- inside ------------------------------------------------------------------------------
 
+    def _srtp_off_path(self, listener: Listener, data: bytes, addr: Address, now: float) -> None:
+        """SRTP from a 5-tuple no session has selected: if it is a validated path of a connected
+        session and the packet authenticates with that session's keys, the peer has moved its
+        media there (see `ice`), and so does the session; else it is dropped."""
+        session = self.ice.owner_at(listener, addr, now)
+        dtls = None if session is None else session.dtls
+        if dtls is None or dtls.state is not State.CONNECTED:
+            self.counters.unmatched += 1
+            return
+        rtcp = 191 < data[1] < 224
+        try:
+            packet = dtls.srtp_rx.unprotect_rtcp(data) if rtcp else dtls.srtp_rx.unprotect(data)
+        except (pylibsrtp.Error, ValueError):
+            self.counters.unmatched += 1
+            return
+        self.ice.select(session, listener, addr)
+        self._ice_events(now)
+        if rtcp:
+            session.handler.rtcp(packet, now)
+        else:
+            session.handler.rtp(packet, now)
+
     def _ice_events(self, now: float) -> None:
+        """Carry out what the responder decided, after anything that may have changed it."""
+        when = self.ice.get_timer()
+        if when is not None and self.wake is not None:
+            self.wake(when)
         while (event := self.ice.next_event()) is not None:
             session = event.owner
             if isinstance(event, PathSelected):

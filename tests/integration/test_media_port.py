@@ -24,6 +24,7 @@ from aiortc.rtcdtlstransport import RTCDtlsParameters
 from aiortc.rtcicetransport import RTCIceParameters
 from aiortc.sdp import GroupDescription, MediaDescription, SessionDescription
 
+import appliance.rtc.io
 from appliance.announce.probes import StunProbe, binding_request, bound
 from appliance.config import Config
 from appliance.config.schema import SfuConfig
@@ -213,3 +214,11 @@ async def test_ice_tcp_carries_checks_dtls_and_srtp(media):
             break
         await asyncio.sleep(0.01)
     assert isinstance(echo.events[-1], PathClosed) and not media.port.send_rtp(echo.session, rtp(0))
+
+
+async def test_an_ice_tcp_connection_without_a_session_is_closed(media, monkeypatch):
+    monkeypatch.setattr(appliance.rtc.io, "TCP_IDLE", 0.05)
+    candidate = next(c for c in media.candidates() if c.protocol == "tcp")
+    reader, writer = await asyncio.open_connection(candidate.ip, candidate.port)
+    assert await asyncio.wait_for(reader.read(), 2) == b""
+    writer.close()

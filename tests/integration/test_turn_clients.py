@@ -10,7 +10,7 @@ import time
 import pytest
 
 from appliance.stun import Attr
-from tests.lab.appliance import box_config, free_port, request
+from tests.lab.appliance import box_config, free_port, has_ipv6_loopback, request
 from tests.lab.tls import self_signed
 from tests.lab.turn_client import EchoPeer, TurnUdpClient, run_uclient, uclient
 
@@ -18,15 +18,6 @@ pytestmark = pytest.mark.skipif(not shutil.which("turnutils_uclient"), reason="c
 
 SECRET = "test-rest-secret"
 MESSAGES = ["-n", "40", "-l", "120", "-z", "5", "-m", "2"]
-
-
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +28,7 @@ def turn_box(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("turn")
     cert, key = self_signed(tmp)
     plain, tls, api = free_port("udp", "tcp"), free_port("tcp"), free_port("tcp")
-    v6 = _has_ipv6_loopback()
+    v6 = has_ipv6_loopback()
     listen = [f"udp://127.0.0.1:{plain}", f"tcp://127.0.0.1:{plain}", f"tls://127.0.0.1:{tls}"]
     if v6:
         listen.append(f"udp://[::1]:{plain}")

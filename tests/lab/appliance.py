@@ -42,6 +42,16 @@ def free_port(*protocols: str) -> int:
     raise RuntimeError("no free port found")
 
 
+def has_ipv6_loopback() -> bool:
+    """Whether ::1 can be bound here (containers may run without IPv6)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 def box_config(api: int, media: int, turn: int, extra: str = "") -> str:
     """A loopback box's TOML with the given ports; `extra` is appended as more TOML."""
     return f"""

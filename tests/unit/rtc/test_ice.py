@@ -233,3 +233,41 @@ def test_host_candidates_prefer_udp_then_order():
     assert candidates[0].priority > candidates[1].priority > candidates[2].priority
     assert candidates[0].priority == (126 << 24) | (0xFFFF << 8) | 255
     assert candidates[2].tcpType == "passive" and candidates[2].priority >> 24 == 126
+
+
+def test_validated_paths_are_known_for_the_consent_timeout_and_can_be_selected():
+    ice = responder()
+    ice.receive(browser_check(use_candidate=True), UDP, A, 0.0)
+    ice.receive(browser_check(use_candidate=True), UDP, B, 5.0)
+    assert events(ice) == [PathSelected("session", UDP, A), PathSelected("session", UDP, B)]
+    assert ice.owner_at(UDP, A, 30.0) == "session" and ice.owner_at(UDP, A, 30.1) is None
+    assert ice.owner_at(TCP, A, 1.0) is None
+    ice.select("session", UDP, A)
+    assert events(ice) == [PathSelected("session", UDP, A)]
+    ice.handle_timer(30.0)  # consent runs from A's last check, not from the move
+    assert events(ice) == [ConsentExpired("session", UDP, A)]
+    ice.remove("session")
+    assert ice.owner_at(UDP, B, 6.0) is None
+
+
+def test_a_session_keeps_a_bounded_number_of_validated_paths():
+    ice = responder()
+    for port in range(20):
+        ice.receive(browser_check(), UDP, ("192.0.2.10", 40000 + port), float(port))
+    kept = [port for port in range(20) if ice.owner_at(UDP, ("192.0.2.10", 40000 + port), 20.0)]
+    assert kept == list(range(12, 20))
+
+
+def test_moving_to_a_path_checked_earlier_brings_the_expiry_forward():
+    ice = responder()
+    ice.receive(browser_check(), UDP, A, 0.0)
+    ice.receive(browser_check(), UDP, A, 15.0)
+    ice.receive(browser_check(use_candidate=True), UDP, B, 20.0)
+    ice.handle_timer(30.0)
+    ice.select("session", UDP, A)
+    events(ice)
+    assert ice.get_timer() == 45.0
+    ice.handle_timer(45.0)
+    assert events(ice) == [ConsentExpired("session", UDP, A)]
+    ice.handle_timer(50.0)  # B's old deadline: nothing selected any more
+    assert events(ice) == [] and ice.get_timer() is None

@@ -35,6 +35,11 @@ def connect(server=True, **kwargs):
     return port, handler, listener, peer
 
 
+# For the property tests: one connected session, with a second validated path (ADDR2).
+CONNECTED = connect(echo=False)
+Peer(CONNECTED[0], CONNECTED[2], ADDR2).check(use_candidate=False)
+
+
 def test_a_session_from_first_check_to_srtp_echo():
     port, handler, listener, peer = setup()
     peer.check()
@@ -99,10 +104,42 @@ def test_a_nominated_check_from_a_new_address_moves_media_there():
     moved.check(use_candidate=True)
     assert handler.events[-1] == PathSelected(handler.session, listener, ADDR2)
     listener.sink.take()
-    peer.send(peer.dtls.srtp_tx.protect(rtp(1)))
-    assert handler.rtp_packets == [] and port.counters.unmatched == 1
     moved.send(peer.dtls.srtp_tx.protect(rtp(2)))
     assert handler.rtp_packets == [rtp(2)] and [addr for _, addr in listener.sink.take()] == [ADDR2]
+
+
+def test_authenticated_media_on_another_validated_path_moves_the_session_there():
+    # Firefox toward a lite peer: USE-CANDIDATE on every pair, then media on the pair it chose.
+    port, handler, listener, peer = connect()
+    other = Peer(port, listener, ADDR2)
+    other.dtls = peer.dtls
+    other.check(now=1.0)
+    assert handler.events[-1] == PathSelected(handler.session, listener, ADDR2)
+    listener.sink.take()
+    peer.send(b"\x80\x6f" + bytes(40), 2.0)  # does not authenticate: no move
+    assert port.counters.unmatched == 1 and listener.sink.take() == []
+    peer.send(peer.dtls.srtp_tx.protect(rtp(1)), 2.0)
+    assert handler.events[-1] == PathSelected(handler.session, listener, ADDR)
+    assert handler.rtp_packets == [rtp(1)] and [addr for _, addr in listener.sink.take()] == [ADDR]
+    # A path whose last check is older than the consent timeout is not taken back.
+    other.send(peer.dtls.srtp_tx.protect(rtp(2)), 31.5)
+    assert handler.rtp_packets == [rtp(1)] and port.counters.unmatched == 2
+
+
+def test_a_client_hello_on_another_validated_path_moves_the_session_there():
+    port, handler, listener, peer = setup()
+    peer.check()
+    second = Peer(port, listener, ADDR2)
+    second.dtls = peer.dtls
+    second.check()
+    assert handler.events[-1] == PathSelected(handler.session, listener, ADDR2)
+    peer.dtls.start()
+    peer.deliver()
+    assert handler.events[-2:] == [PathSelected(handler.session, listener, ADDR), Connected("SRTP_AEAD_AES_128_GCM")]
+    second.check(use_candidate=True)
+    assert handler.events[-1] == PathSelected(handler.session, listener, ADDR2)
+    peer.send(b"\x17\xfe\xfd" + bytes(20))  # once connected, DTLS on another path moves nothing
+    assert handler.events[-1] == PathSelected(handler.session, listener, ADDR2) and port.counters.unmatched == 1
 
 
 def test_consent_expiry_stops_media_until_the_next_check():
@@ -169,7 +206,7 @@ def test_unmatched_and_malformed_datagrams_are_counted_and_dropped():
     port, handler, listener, peer = connect()
     listener.sink.take()
     stranger = Peer(port, listener, ("198.51.100.1", 9))
-    stranger.send(peer.dtls.srtp_tx.protect(rtp(1)))  # SRTP from a 5-tuple nobody selected
+    stranger.send(peer.dtls.srtp_tx.protect(rtp(1)))  # SRTP from a 5-tuple nobody validated
     stranger.send(b"\x16\xfe\xfd" + bytes(20))  # DTLS from it
     stranger.send(b"\x40" + bytes(20))  # a ChannelData first byte: not for this port
     stranger.send(b"\x80")  # too short for anything
@@ -188,11 +225,11 @@ def test_the_health_probe_is_answered_with_no_session():
 
 
 @settings(max_examples=2000, deadline=None)
-@given(st.binary(max_size=300), st.booleans())
-def test_arbitrary_datagrams_never_raise(data, from_the_session):
+@given(st.binary(max_size=300), st.sampled_from([ADDR, ADDR2, ("198.51.100.1", 9)]))
+def test_arbitrary_datagrams_never_raise(data, source):
+    # From the selected path, from a validated one, from a stranger.
     port, handler, listener, peer = CONNECTED
-    peer_addr = ADDR if from_the_session else ADDR2
-    port.datagram_received(listener, data, peer_addr, 1.0)
+    port.datagram_received(listener, data, source, 1.0)
     listener.sink.take()
 
 
@@ -205,4 +242,10 @@ def test_arbitrary_payloads_behind_each_first_byte_never_raise(body):
     listener.sink.take()
 
 
-CONNECTED = connect(echo=False)
+def test_the_shell_is_woken_for_each_new_deadline():
+    port, handler, listener, peer = setup(server=False)
+    woken = []
+    port.wake = woken.append
+    peer.check(now=100.0)
+    assert 130.0 in woken  # consent
+    assert any(100.0 < when <= 101.0 for when in woken)  # our ClientHello's retransmission
