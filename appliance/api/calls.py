@@ -88,18 +88,23 @@ async def new_tracks(request: web.Request) -> web.Response:
     if description is not None:
         if description.get("type") != "offer":
             raise ApiError(400, "invalid_session_description", "tracks/new takes an offer; answers go to renegotiate")
+        if remote and local:
+            raise ApiError(400, "invalid_params", "one call with an offer pushes local tracks or pulls remote ones, "
+                                                  "not both")
         if remote:
-            raise ApiError(400, "invalid_params", "pulling remote tracks with a client offer is not supported yet; "
-                                                  "pull without an offer and answer the SFU's offer")
+            answer, results = _call(sfu.pull_with_offer, session, description["sdp"], remote, now)
+            return web.json_response({"requiresImmediateRenegotiation": False, "tracks": results,
+                                      "sessionDescription": answer})
         answer, results = _call(sfu.push, session, description["sdp"], local, bool(body.get("autoDiscover")), now)
         return web.json_response({"requiresImmediateRenegotiation": False, "tracks": results,
                                   "sessionDescription": answer})
-    if local:
-        raise ApiError(400, "invalid_params", "pushing local tracks without an offer is not supported yet; "
-                                              "send the client's offer in sessionDescription")
-    if not remote:
+    if local and remote:
+        raise ApiError(400, "invalid_params", "one call without an offer pushes local tracks or pulls remote ones, "
+                                              "not both")
+    if not items:
         raise ApiError(400, "invalid_params", "tracks: expected at least one track")
-    offer, results = _call(sfu.pull, session, remote, now)
+    operation = sfu.offer_push if local else sfu.pull
+    offer, results = _call(operation, session, local or remote, now)
     response = {"requiresImmediateRenegotiation": offer is not None, "tracks": results}
     if offer is not None:
         response["sessionDescription"] = offer

@@ -53,6 +53,34 @@ class Codec:
         return lines
 
 
+# What the SFU offers when it asks a client to send (a push without an offer): libwebrtc's usual lines.
+OFFERED = {
+    "audio": [Codec(111, "opus", 48000, 2, "minptime=10;useinbandfec=1", []), Codec(0, "PCMU", 8000),
+              Codec(8, "PCMA", 8000)],
+    "video": [Codec(96, "VP8", 90000, None, "", ["nack pli", "ccm fir"]),
+              Codec(98, "VP9", 90000, None, "profile-id=0", ["nack pli", "ccm fir"]),
+              Codec(102, "H264", 90000, None, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+                    ["nack pli", "ccm fir"]),
+              Codec(45, "AV1", 90000, None, "", ["nack pli", "ccm fir"])],
+}
+
+
+def _fmtp(codec: Codec) -> dict[str, str]:
+    return dict(part.partition("=")[::2] for part in codec.fmtp.split(";") if part)
+
+
+def same_codec(a: Codec, b: Codec) -> bool:
+    """Whether a receiver that negotiated `b` can decode what a sender of `a` sends: same codec,
+    and for H.264 the same packetization mode and profile (the level may differ)."""
+    if (a.name.lower(), a.clock, a.channels or 1) != (b.name.lower(), b.clock, b.channels or 1):
+        return False
+    if a.name.lower() != "h264":
+        return True
+    fa, fb = _fmtp(a), _fmtp(b)
+    return (fa.get("packetization-mode", "0") == fb.get("packetization-mode", "0")
+            and fa.get("profile-level-id", "42001f")[:4].lower() == fb.get("profile-level-id", "42001f")[:4].lower())
+
+
 def accept(kind: str, offered: list[Codec]) -> list[Codec]:
     """The offered codecs the SFU takes for a pushed track, in the offer's order, with only
     the feedback it answers."""

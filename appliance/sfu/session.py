@@ -30,6 +30,7 @@ class Transceiver:
     closed: bool = False
     pending: bool = False  # in an SFU offer not answered yet
     simulcast: dict | None = None  # pull: the subscriber's layer preferences (tracks/update)
+    pending_name: str | None = None  # push offered by the SFU: the track name, published on the answer
 
     @property
     def mid(self) -> str:

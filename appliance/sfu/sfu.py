@@ -12,7 +12,7 @@ from ..logs import get_logger
 from ..rtc.dtls import Closed, Connected, Failed
 from ..rtc.ice import ConsentExpired
 from . import rtcp, sdp
-from .codecs import accept, accept_extensions
+from .codecs import OFFERED, accept, accept_extensions, same_codec
 from .errors import ItemError, SfuError
 from .forward import Leg
 from .session import CallSession, Transceiver
@@ -121,6 +121,80 @@ class Sfu:
         session.transceivers.append(Transceiver(local, "push", track=track))
         return {"trackName": name, "mid": section.mid}
 
+    def offer_push(self, session: CallSession, items: list[dict], now: float):
+        """Local tracks without a client offer: the SFU offers to receive them (`kind` is required);
+        (offer, per-item results). The tracks are published when the answer comes to `renegotiate`."""
+        self._check_not_negotiating(session)
+        results = []
+        for item in items:
+            name, kind = item.get("trackName"), item.get("kind")
+            if kind not in ("audio", "video"):
+                results.append(_item_error(item, "invalid_params", "kind: \"audio\" or \"video\" is required "
+                                                                   "when the SFU generates the offer"))
+                continue
+            taken = {t.pending_name for t in session.transceivers if t.pending} | set(session.tracks)
+            if not isinstance(name, str) or not name or name in taken:
+                results.append(_item_error(item, "repeated_local_track_error",
+                                           f"trackName: expected a name this session does not publish yet, found {name!r}"))
+                continue
+            mid = session.next_mid()
+            codecs = [session.payload_types.assign(codec) for codec in OFFERED[kind]]
+            # A bidirectional stream also carries what a pull with mid "#<trackName>" sends back.
+            direction = "sendrecv" if item.get("bidirectionalMediaStream") else "recvonly"
+            local = sdp.LocalSection(mid, kind, direction, codecs, {})
+            session.transceivers.append(Transceiver(local, "push", pending=True, pending_name=name))
+            results.append({"trackName": name, "mid": mid})
+        if not any(t.pending for t in session.transceivers):
+            return None, results
+        session.pending_offer = True
+        if session.port_session is None:
+            session.port_session = self.media.port.add_session(session, session.ufrag, session.pwd)
+        return self._describe(session, "offer"), results
+
+    def pull_with_offer(self, session: CallSession, offer_text: Any, items: list[dict], now: float):
+        """Remote tracks into the receiving m-sections of a client offer (as a WHEP player sends);
+        (answer, per-item results). Each track takes the next new section of its kind, and the
+        client's own payload type numbers."""
+        self._check_not_negotiating(session)
+        offer = self._parse(offer_text, "offer")
+        free = [s for s in offer.sections if session.transceiver(s.mid) is None and not s.rejected
+                and s.direction in ("recvonly", "sendrecv")]
+        results = []
+        for item in items:
+            try:
+                track = self._find_track(session, item if isinstance(item, dict) else {})
+                section = next((s for s in free if s.kind == track.kind), None)
+                if section is None:
+                    raise ItemError("invalid_session_description", f"the offer has no free receiving {track.kind} section")
+                pairs = [(mine, theirs) for mine in track.codecs for theirs in section.codecs if same_codec(mine, theirs)]
+                if not pairs:
+                    raise ItemError("invalid_session_description", f"the offer takes none of the track's codecs")
+            except ItemError as e:
+                results.append(_item_error(item, e.code, e.description))
+                continue
+            free.remove(section)
+            pt_map = {mine.pt: theirs.pt for mine, theirs in pairs}
+            codecs = list({theirs.pt: theirs.with_pt(theirs.pt) for _, theirs in pairs}.values())
+            leg = self._leg(session, track, section.mid, codecs, pt_map)
+            leg.source.legs.append(leg)
+            results.append({"sessionId": track.session.id, "trackName": track.name, "mid": section.mid})
+        for section in offer.sections:
+            if session.transceiver(section.mid) is None:
+                session.transceivers.append(Transceiver(
+                    sdp.LocalSection(section.mid, section.kind, "inactive", rejected=True), "idle"))
+        self._set_remote(session, offer, now)
+        return self._describe(session, "answer", offer), results
+
+    def _leg(self, session: CallSession, track: PublishedTrack, mid: str, codecs: list, pt_map: dict) -> Leg:
+        ssrc = self._new_ssrc()
+        msid = f"{track.session.id} {track.name}"
+        local = sdp.LocalSection(mid, track.kind, "sendonly", codecs, {}, ssrc, session.cname, msid)
+        leg = Leg(self.media.port.send_rtp, session.port_session, ssrc, pt_map, mid, session)
+        leg.source = track
+        self.legs_by_ssrc[ssrc] = leg
+        session.transceivers.append(Transceiver(local, "pull", source=track, leg=leg))
+        return leg
+
     # --- pulling: the SFU offers --------------------------------------------------------------------
 
     def pull(self, session: CallSession, items: list[dict], now: float):
@@ -146,13 +220,8 @@ class Sfu:
         codecs = [session.payload_types.assign(codec) for codec in track.codecs]
         pt_map = {original.pt: mine.pt for original, mine in zip(track.codecs, codecs)}
         mid = session.next_mid()
-        ssrc = self._new_ssrc()
-        msid = f"{track.session.id} {track.name}"
-        local = sdp.LocalSection(mid, track.kind, "sendonly", codecs, {}, ssrc, session.cname, msid)
-        leg = Leg(self.media.port.send_rtp, None, ssrc, pt_map, mid, session)
-        leg.source = track
-        self.legs_by_ssrc[ssrc] = leg
-        session.transceivers.append(Transceiver(local, "pull", source=track, leg=leg, pending=True))
+        self._leg(session, track, mid, codecs, pt_map)
+        session.transceivers[-1].pending = True
         return {"sessionId": track.session.id, "trackName": track.name, "mid": mid}
 
     def renegotiate(self, session: CallSession, answer_text: Any, now: float) -> None:
@@ -172,6 +241,8 @@ class Sfu:
                 leg.port_session = session.port_session
                 transceiver.source.legs.append(leg)
                 self.request_keyframe(transceiver.source, now, force=True)
+            elif transceiver.role == "push":
+                self._publish_answered(session, transceiver, section)
         session.pending_offer = False
         self._set_remote(session, answer, now)
 
@@ -224,6 +295,21 @@ class Sfu:
             raise ItemError("not_found_track_error", "Track not found on remote peer. Make sure the publisher peer "
                                                      "is connected and sending packets for this track")
         return track
+
+    def _publish_answered(self, session: CallSession, transceiver: Transceiver, section: sdp.RemoteSection) -> None:
+        """The client answered an SFU offer to receive a track: publish it with what it will send."""
+        offered = {codec.pt for codec in transceiver.section.codecs}
+        codecs = [c for c in accept(section.kind, section.codecs) if c.pt in offered]
+        name = transceiver.pending_name
+        if not codecs or section.direction not in ("sendonly", "sendrecv") or name in session.tracks:
+            self._stop(session, transceiver)
+            return
+        transceiver.section.codecs = [c for c in transceiver.section.codecs if c.pt in {x.pt for x in codecs}]
+        track = PublishedTrack(session, name, section.mid, section.kind, codecs, section.ssrcs)
+        session.tracks[name] = track
+        for ssrc in section.ssrcs:
+            session.by_ssrc[ssrc] = track
+        transceiver.track = track
 
     # --- closing ----------------------------------------------------------------------------------
 

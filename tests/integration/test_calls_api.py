@@ -111,3 +111,46 @@ async def test_aiortc_pushes_and_pulls_through_the_sfu(api):
     finally:
         await publisher.close()
         await subscriber.close()
+
+
+async def test_push_without_an_offer_then_pull_with_a_client_offer(api):
+    """The third-party flow's push (the SFU offers, `kind` given) and a WHEP player's pull (the client offers)."""
+    api, _ = api
+    loop = asyncio.get_running_loop()
+    call = lambda *args: loop.run_in_executor(None, api, *args)  # noqa: E731
+
+    publisher, player = RTCPeerConnection(), RTCPeerConnection()
+    try:
+        _, created = await call("POST", "/sessions/new")
+        pub_id = created["sessionId"]
+        status, offered = await call("POST", f"/sessions/{pub_id}/tracks/new",
+                                     {"tracks": [{"location": "local", "trackName": "gen", "kind": "audio"}]})
+        assert status == 200 and offered["requiresImmediateRenegotiation"]
+        assert offered["tracks"] == [{"trackName": "gen", "mid": "0"}]
+        await publisher.setRemoteDescription(RTCSessionDescription(**offered["sessionDescription"]))
+        (transceiver,) = publisher.getTransceivers()
+        transceiver.direction = "sendonly"
+        transceiver.sender.replaceTrack(AudioStreamTrack())
+        await publisher.setLocalDescription(await publisher.createAnswer())
+        status, _ = await call("PUT", f"/sessions/{pub_id}/renegotiate",
+                               {"sessionDescription": {"type": "answer", "sdp": publisher.localDescription.sdp}})
+        assert status == 200
+        await _connected(publisher)
+
+        received = []
+        player.on("track", received.append)
+        player.addTransceiver("audio", direction="recvonly")
+        await player.setLocalDescription(await player.createOffer())
+        _, created = await call("POST", "/sessions/new")
+        status, answered = await call("POST", f"/sessions/{created['sessionId']}/tracks/new", {
+            "sessionDescription": {"type": "offer", "sdp": player.localDescription.sdp},
+            "tracks": [{"location": "remote", "sessionId": pub_id, "trackName": "gen"}]})
+        assert status == 200 and answered["requiresImmediateRenegotiation"] is False
+        assert answered["tracks"] == [{"sessionId": pub_id, "trackName": "gen", "mid": "0"}]
+        await player.setRemoteDescription(RTCSessionDescription(**answered["sessionDescription"]))
+        await _connected(player)
+        frame = await asyncio.wait_for(received[0].recv(), 10)
+        assert frame.sample_rate == 48000
+    finally:
+        await publisher.close()
+        await player.close()
