@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 
 from ..rtc.service import MediaService
+from .metrics import SfuCollector
 from .sfu import Sfu
 
 REPORT_INTERVAL = 1.0
@@ -19,6 +20,7 @@ class SfuService:
         self.box = box
         self.media = MediaService(box)
         self.sfu = Sfu(self.media)
+        box.registry.register(SfuCollector(self.sfu))
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:

@@ -38,6 +38,8 @@ class Sfu:
         self.sessions: dict[str, CallSession] = {}
         self.legs_by_ssrc: dict[int, Leg] = {}
         self.counters = SfuCounters()
+        # Packets of legs that have ended, so the forwarded total never goes down.
+        self._ended_leg_packets = 0
         # The media port's clock (the event loop's): every `now` the SFU keeps or passes on is on it.
         self.clock = time.monotonic
 
@@ -351,7 +353,8 @@ class Sfu:
             leg = transceiver.leg
             if leg in transceiver.source.legs:
                 transceiver.source.legs.remove(leg)
-            self.legs_by_ssrc.pop(leg.ssrc, None)
+            if self.legs_by_ssrc.pop(leg.ssrc, None) is not None:
+                self._ended_leg_packets += leg.packets
 
     # --- what the API reads -----------------------------------------------------------------------
 
@@ -366,6 +369,9 @@ class Sfu:
                 tracks.append({"location": "remote", "mid": t.mid, "sessionId": t.source.session.id,
                                "trackName": t.source.name, "status": "inactive" if ended else "active"})
         return {"tracks": tracks, "dataChannels": []}
+
+    def forwarded_packets(self) -> int:
+        return self._ended_leg_packets + sum(leg.packets for leg in self.legs_by_ssrc.values())
 
     # --- RTCP the SFU writes ------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ import json
 import re
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
@@ -65,7 +66,7 @@ async def _connected(pc, timeout=20.0):
 
 
 async def test_aiortc_pushes_and_pulls_through_the_sfu(api):
-    api, _ = api
+    api, box = api
     loop = asyncio.get_running_loop()
     call = lambda *args: loop.run_in_executor(None, api, *args)  # noqa: E731  (urllib blocks)
 
@@ -108,6 +109,9 @@ async def test_aiortc_pushes_and_pulls_through_the_sfu(api):
         status, state = await call("GET", f"/sessions/{sub_id}")
         assert [(t["location"], t["trackName"], t["status"]) for t in state["tracks"]] == [
             ("remote", "a", "active"), ("remote", "v", "active")]
+        metrics = {f.name: f for f in text_string_to_metric_families(box.get("/metrics")[1].decode())}
+        assert metrics["edgecall_sfu_forwarded_packets"].samples[0].value > 0
+        assert metrics["edgecall_sfu_legs"].samples[0].value == 2
     finally:
         await publisher.close()
         await subscriber.close()

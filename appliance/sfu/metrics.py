@@ -1,0 +1,39 @@
+"""The SFU's Prometheus metrics, read at scrape time: the hot path only bumps plain ints."""
+from __future__ import annotations
+
+import dataclasses
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+
+class SfuCollector:
+    def __init__(self, sfu) -> None:
+        self.sfu = sfu
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        sfu = self.sfu
+        sessions = list(sfu.sessions.values())
+        gauges = {
+            "edgecall_sfu_sessions": ("Calls sessions now.", len(sessions)),
+            "edgecall_sfu_connected_sessions": ("Sessions whose DTLS is connected.",
+                                                sum(s.connected_at is not None for s in sessions)),
+            "edgecall_sfu_published_tracks": ("Tracks published now.", sum(len(s.tracks) for s in sessions)),
+            "edgecall_sfu_legs": ("Subscriber copies of tracks being forwarded now.", len(sfu.legs_by_ssrc)),
+        }
+        for name, (text, value) in gauges.items():
+            family = GaugeMetricFamily(name, text)
+            family.add_metric([], value)
+            yield family
+        forwarded = CounterMetricFamily("edgecall_sfu_forwarded_packets", "RTP packets sent on subscriber legs.")
+        forwarded.add_metric([], sfu.forwarded_packets())
+        yield forwarded
+        dropped = CounterMetricFamily("edgecall_sfu_dropped", "Media-port datagrams dropped, by reason.",
+                                      labels=["reason"])
+        for layer, counters in (("sfu", sfu.counters), ("port", sfu.media.port.counters),
+                                ("ice", sfu.media.port.ice.counters)):
+            for field in dataclasses.fields(counters):
+                dropped.add_metric([f"{layer}_{field.name}"], getattr(counters, field.name))
+        yield dropped
