@@ -1,9 +1,15 @@
 // A Calls API client as browser apps write it (CALLS_API.md section 2): sessions/new, push with an
 // offer, pull without one and answer the SFU's offer through renegotiate. Loaded into test pages.
 window.Calls = class Calls {
-  constructor(base, appId, secret) {
+  constructor(base, appId, secret, {tcpOnly = false} = {}) {
     this.api = `${base}/v1/apps/${appId}`;
     this.headers = {Authorization: `Bearer ${secret}`};
+    this.tcpOnly = tcpOnly;  // as on a network that blocks UDP: the SFU's UDP candidates never work
+  }
+  remote(description) {
+    if (!this.tcpOnly) return description;
+    const sdp = description.sdp.split("\r\n").filter(l => !/^a=candidate:\S+ \d+ udp /i.test(l)).join("\r\n");
+    return {type: description.type, sdp};
   }
   async call(method, path, body) {
     const res = await fetch(this.api + path, {method, headers: this.headers, body: body && JSON.stringify(body)});
@@ -39,7 +45,7 @@ window.Calls = class Calls {
       sessionDescription: {type: "offer", sdp: this.pc.localDescription.sdp},
       tracks: transceivers.map((t, i) => ({location: "local", mid: t.mid, trackName: tracks[i][1]})),
     });
-    await this.pc.setRemoteDescription(answer.sessionDescription);
+    await this.pc.setRemoteDescription(this.remote(answer.sessionDescription));
     return answer.tracks;
   }
   async pull(items) {  // [{sessionId, trackName}, ...]
@@ -47,7 +53,7 @@ window.Calls = class Calls {
       tracks: items.map(i => ({location: "remote", ...i})),
     });
     if (result.requiresImmediateRenegotiation) {
-      await this.pc.setRemoteDescription(result.sessionDescription);
+      await this.pc.setRemoteDescription(this.remote(result.sessionDescription));
       await this.pc.setLocalDescription(await this.pc.createAnswer());
       await this.call("PUT", `/sessions/${this.sessionId}/renegotiate`, {
         sessionDescription: {type: "answer", sdp: this.pc.localDescription.sdp},
@@ -62,7 +68,7 @@ window.Calls = class Calls {
       tracks: mids.map(mid => ({mid})), force: false,
       sessionDescription: {type: "offer", sdp: this.pc.localDescription.sdp},
     });
-    await this.pc.setRemoteDescription(result.sessionDescription);
+    await this.pc.setRemoteDescription(this.remote(result.sessionDescription));
     return result.tracks;
   }
   async session() {

@@ -147,3 +147,31 @@ async def test_update_points_a_pulled_transceiver_at_another_publisher(appliance
     finally:
         for context in contexts:
             await context.close()
+
+
+async def test_push_and_pull_over_ice_tcp_only(appliance, browser):
+    """ICE-TCP (RFC 6544 passive candidates on [sfu] tcp) when UDP cannot reach the box."""
+    from tests.lab.appliance import box_config, free_port
+
+    tcp = free_port("tcp")
+    box = appliance(box_config(free_port("tcp"), free_port("udp"), free_port("udp", "tcp"))
+                    .replace("[sfu]\n", f'[sfu]\ntcp = "127.0.0.1:{tcp}"\n'))
+    contexts = []
+    try:
+        publisher, subscriber = await page_for(browser, box, contexts), await page_for(browser, box, contexts)
+        for page in (publisher, subscriber):
+            await page.evaluate("([api]) => { window.calls = new Calls(api, 'test-app', 'test-app-secret', "
+                                "{tcpOnly: true}); }", [box.api])
+        pub_id = (await publisher.evaluate(PUBLISH, [["mic", "cam"], True]))["id"]
+        pulled = await subscriber.evaluate(PULL, [{"sessionId": pub_id, "trackName": n} for n in ("mic", "cam")])
+        await until(subscriber, INBOUND, flowing([t["mid"] for t in pulled]))
+        pair = await subscriber.evaluate("""async () => {
+          const stats = await calls.pc.getStats();
+          for (const s of stats.values())
+            if (s.type === "transport" && s.selectedCandidatePairId)
+              return stats.get(stats.get(s.selectedCandidatePairId).remoteCandidateId).protocol;
+        }""")
+        assert pair == "tcp"
+    finally:
+        for context in contexts:
+            await context.close()
