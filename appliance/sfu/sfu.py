@@ -121,7 +121,8 @@ class Sfu:
         for ssrc in section.ssrcs:
             session.by_ssrc[ssrc] = track
         session.transceivers.append(Transceiver(local, "push", track=track))
-        return {"trackName": name, "mid": section.mid}
+        # autoDiscover clients read the kind of each track the SFU named (CALLS_API.md 1.3).
+        return {"trackName": name, "mid": section.mid, "kind": section.kind}
 
     def offer_push(self, session: CallSession, items: list[dict], now: float):
         """Local tracks without a client offer: the SFU offers to receive them (`kind` is required);

@@ -1,0 +1,43 @@
+"""Keyframe requests toward a publisher are aggregated: at most one PLI per source per 300 ms."""
+from types import SimpleNamespace
+
+from aiortc.rtcdtlstransport import RTCCertificate
+
+from appliance.sfu.rtcp import keyframe_requests
+from appliance.sfu.sfu import Sfu
+from appliance.sfu.tracks import KEYFRAME_INTERVAL, PublishedTrack
+
+
+class Port:
+    """Stands in for the media port: records the RTCP the SFU sends."""
+
+    def __init__(self):
+        self.rtcp = []
+
+    def send_rtcp(self, session, packet):
+        self.rtcp.append((session, packet))
+        return True
+
+
+def _sfu():
+    return Sfu(SimpleNamespace(port=Port(), certificate=RTCCertificate.generateCertificate(), candidates=lambda: []))
+
+
+def test_requests_within_the_interval_become_one_pli():
+    sfu = _sfu()
+    publisher = SimpleNamespace(port_session="publisher", rtcp_ssrc=7)
+    track = PublishedTrack(publisher, "cam", "1", "video", [], [0xBEEF])
+    for offset in (0.0, 0.05, 0.1, KEYFRAME_INTERVAL - 0.01):
+        sfu.request_keyframe(track, 100.0 + offset)
+    sfu.request_keyframe(track, 100.0 + KEYFRAME_INTERVAL + 0.01)
+    sfu.request_keyframe(track, 100.0 + KEYFRAME_INTERVAL + 0.02, force=True)  # a new subscriber cannot wait
+    sent = sfu.media.port.rtcp
+    assert [session for session, _ in sent] == ["publisher"] * 3
+    assert all(keyframe_requests(packet) == [0xBEEF] for _, packet in sent)
+
+
+def test_audio_tracks_get_no_keyframe_requests():
+    sfu = _sfu()
+    track = PublishedTrack(SimpleNamespace(port_session="p", rtcp_ssrc=1), "mic", "0", "audio", [], [5])
+    sfu.request_keyframe(track, 1.0, force=True)
+    assert sfu.media.port.rtcp == []
