@@ -47,6 +47,9 @@ class Box:
         self.drain = Drain(self.registry)
         self.agent = AgentReports(self.registry)
 
+    def service(self, name: str) -> Service | None:
+        return next((s for s in self.services if s.name == name), None)
+
     def health(self) -> dict[str, str | None]:
         report = {}
         for service in self.services:

@@ -18,10 +18,10 @@ MAX_TRACKS = 64
 
 
 def _sfu(request: web.Request):
-    for service in request.app[BOX].services:
-        if service.name == "sfu":
-            return service.sfu
-    raise ApiError(503, "temporarily_unavailable_error", "the SFU is not enabled on this box")
+    service = request.app[BOX].service("sfu")
+    if service is None:
+        raise ApiError(503, "temporarily_unavailable_error", "the SFU is not enabled on this box")
+    return service.sfu
 
 
 def _session(request: web.Request):

@@ -19,10 +19,10 @@ MAX_IDENTIFIER = 256
 
 
 def _turn(request: web.Request):
-    for service in request.app[BOX].services:
-        if service.name == "turn":
-            return service
-    raise ApiError(503, "temporarily_unavailable_error", "the TURN service is not enabled on this box")
+    service = request.app[BOX].service("turn")
+    if service is None:
+        raise ApiError(503, "temporarily_unavailable_error", "the TURN service is not enabled on this box")
+    return service
 
 
 def _ttl(body: dict) -> int:
