@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..sfu.datachannels import SERVER_EVENTS
 from ..sfu.errors import SfuError
 from .auth import APP
 from .body import read_json
@@ -51,6 +52,13 @@ def _items(body: dict, key: str) -> list:
     if len(items) > MAX_TRACKS:
         raise ApiError(400, "invalid_params", f"{key}: at most {MAX_TRACKS} per call")
     return items
+
+
+def _negotiated(response: dict, description: dict | None) -> web.Response:
+    """A response that carries the SFU's offer or answer when there is one."""
+    if description is not None:
+        response["sessionDescription"] = description
+    return web.json_response(response)
 
 
 def _call(operation, *args):
@@ -105,10 +113,7 @@ async def new_tracks(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_params", "tracks: expected at least one track")
     operation = sfu.offer_push if local else sfu.pull
     offer, results = _call(operation, session, local or remote, now)
-    response = {"requiresImmediateRenegotiation": offer is not None, "tracks": results}
-    if offer is not None:
-        response["sessionDescription"] = offer
-    return web.json_response(response)
+    return _negotiated({"requiresImmediateRenegotiation": offer is not None, "tracks": results}, offer)
 
 
 async def renegotiate(request: web.Request) -> web.Response:
@@ -134,10 +139,7 @@ async def close_tracks(request: web.Request) -> web.Response:
     mids = [item.get("mid") if isinstance(item, dict) else None for item in items]
     answer, results = _call(sfu.close_tracks, session, mids, None if description is None else description["sdp"],
                             force, sfu.clock())
-    response = {"requiresImmediateRenegotiation": False, "tracks": results}
-    if answer is not None:
-        response["sessionDescription"] = answer
-    return web.json_response(response)
+    return _negotiated({"requiresImmediateRenegotiation": False, "tracks": results}, answer)
 
 
 async def update_tracks(request: web.Request) -> web.Response:
@@ -155,6 +157,29 @@ async def get_session(request: web.Request) -> web.Response:
     return web.json_response(sfu.describe_session(session))
 
 
+async def establish_datachannel(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    sfu, session = _session(request)
+    channel = body.get("dataChannel") if isinstance(body.get("dataChannel"), dict) else {}
+    if (channel.get("location"), channel.get("dataChannelName")) != ("remote", SERVER_EVENTS):
+        raise ApiError(400, "invalid_params", f"dataChannel: only {{\"location\": \"remote\", "
+                                              f"\"dataChannelName\": \"{SERVER_EVENTS}\"}} can be established")
+    offer = _description(body, "offer")
+    description, established = _call(sfu.establish, session, None if offer is None else offer["sdp"], sfu.clock())
+    return _negotiated({"requiresImmediateRenegotiation": description is not None and description["type"] == "offer",
+                        "dataChannel": established}, description)
+
+
+def _datachannels(operation: str):
+    """The handler of `datachannels/new`, `close` or `update`: a batch in, per-item results out."""
+    async def handler(request: web.Request) -> web.Response:
+        body = await read_json(request)
+        sfu, session = _session(request)
+        results = _call(getattr(sfu.channels, operation), session, _items(body, "dataChannels"))
+        return web.json_response({"dataChannels": results})
+    return handler
+
+
 def add_routes(router: web.UrlDispatcher) -> None:
     # Cloudflare's own clients also call /apps/... without /v1 (CALLS_API.md 1.1).
     for base in ("/v1/apps/{appId}", "/apps/{appId}"):
@@ -164,3 +189,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
         router.add_put(f"{base}/sessions/{{sessionId}}/tracks/close", close_tracks)
         router.add_put(f"{base}/sessions/{{sessionId}}/tracks/update", update_tracks)
         router.add_get(f"{base}/sessions/{{sessionId}}", get_session)
+        router.add_post(f"{base}/sessions/{{sessionId}}/datachannels/establish", establish_datachannel)
+        router.add_post(f"{base}/sessions/{{sessionId}}/datachannels/new", _datachannels("new"))
+        router.add_put(f"{base}/sessions/{{sessionId}}/datachannels/close", _datachannels("close"))
+        router.add_put(f"{base}/sessions/{{sessionId}}/datachannels/update", _datachannels("update"))

@@ -41,7 +41,7 @@ class Leg:
         self.packets = 0
         self.octets = 0
 
-    def forward(self, packet: bytes, payload_at: int, seq: int, ts: int) -> None:
+    def forward(self, packet: bytes, payload: bytes, seq: int, ts: int) -> None:
         pt = self.pt_map.get(packet[1] & 0x7F)
         if pt is None:
             return
@@ -53,7 +53,6 @@ class Leg:
         out_seq = (seq + self.seq_delta) & 0xFFFF
         out_ts = (ts + self.ts_delta) & 0xFFFFFFFF
         self.last_seq, self.last_ts = out_seq, out_ts
-        payload = packet[payload_at:]
         self.packets += 1
         self.octets += len(payload)
         self.send(self.port_session, _pack_header(0x80 | (packet[0] & 0x20), (packet[1] & 0x80) | pt, out_seq, out_ts,

@@ -29,6 +29,7 @@ class RemoteSection:
     ssrcs: list[int]  # media SSRCs first; RTX SSRCs are not listed here
     msid: str | None
     sctp_port: int | None
+    max_message_size: int | None = None  # m=application: a=max-message-size, None when absent
 
 
 @dataclass
@@ -74,6 +75,7 @@ def parse(text: object, expected_type: str) -> RemoteDescription:
             ssrcs=list(dict.fromkeys(s.ssrc for s in media.ssrc if s.ssrc not in fid)),
             msid=media.msid,
             sctp_port=media.sctp_port,
+            max_message_size=media.sctpCapabilities.maxMessageSize if media.sctpCapabilities else None,
         ))
     if not sections:
         raise SdpError("the SDP has no m-section")

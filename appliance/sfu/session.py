@@ -13,6 +13,7 @@ from typing import Any
 from ..rtc.ice import new_credentials
 from . import rtcp
 from .codecs import PayloadTypes
+from .datachannels import SessionChannels
 from .forward import Leg, payload_offset
 from .sdp import LocalSection, RemoteDescription
 from .tracks import PublishedTrack
@@ -23,7 +24,7 @@ class Transceiver:
     """One m-section of the session, as the SFU negotiated it."""
 
     section: LocalSection
-    role: str  # "push" (client -> SFU), "pull" (SFU -> client), "idle"
+    role: str  # "push" (client -> SFU), "pull" (SFU -> client), "data" (the m=application), "idle"
     track: PublishedTrack | None = None  # push: what it publishes
     source: PublishedTrack | None = None  # pull: what it receives
     leg: Leg | None = None  # pull: the copy it receives
@@ -58,6 +59,7 @@ class CallSession:
     closed: bool = False
     rtcp_ssrc: int = field(default_factory=lambda: random.getrandbits(32))
     cname: str = field(default_factory=lambda: secrets.token_hex(8))
+    datachannels: SessionChannels = field(default_factory=SessionChannels)
 
     def __post_init__(self) -> None:
         self.ufrag, self.pwd = new_credentials()
@@ -89,8 +91,9 @@ class CallSession:
             return
         seq = packet[2] << 8 | packet[3]
         ts = int.from_bytes(packet[4:8], "big")
+        payload = packet[offset:]  # once per packet, shared by every leg
         for leg in legs:
-            leg.forward(packet, offset, seq, ts)
+            leg.forward(packet, payload, seq, ts)
 
     def rtcp(self, packet: bytes, now: float) -> None:
         for ssrc in rtcp.keyframe_requests(packet):
@@ -99,7 +102,7 @@ class CallSession:
                 self.sfu.request_keyframe(leg.source, now)
 
     def data(self, data: bytes) -> None:
-        self.sfu.counters.data_dropped += 1  # data channels arrive with the SCTP work of issue 4
+        self.sfu.channels.receive(self, data)
 
     def event(self, event: Any) -> None:
         self.sfu.session_event(self, event)

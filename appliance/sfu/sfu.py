@@ -12,6 +12,7 @@ from ..logs import get_logger
 from ..rtc.dtls import Closed, Connected, Failed
 from ..rtc.ice import ConsentExpired
 from . import rtcp, sdp
+from .channel_router import ChannelRouter
 from .codecs import OFFERED, accept, accept_extensions, same_codec
 from .errors import ItemError, SfuError
 from .forward import Leg
@@ -38,6 +39,7 @@ class Sfu:
         self.sessions: dict[str, CallSession] = {}
         self.legs_by_ssrc: dict[int, Leg] = {}
         self.counters = SfuCounters()
+        self.channels = ChannelRouter(self)  # the data channels and each session's SCTP association
         # Packets of legs that have ended, so the forwarded total never goes down.
         self._ended_leg_packets = 0
         # The media port's clock (the event loop's): every `now` the SFU keeps or passes on is on it.
@@ -61,6 +63,7 @@ class Sfu:
         session.closed = True
         for transceiver in session.transceivers:
             self._stop(session, transceiver)
+        self.channels.close_session(session)
         if session.port_session is not None:
             self.media.port.remove_session(session.port_session)
         self.sessions.pop(session.id, None)
@@ -73,6 +76,7 @@ class Sfu:
             for transceiver in session.transceivers:
                 if transceiver.role == "pull" and transceiver.source is not None and not transceiver.closed:
                     self.request_keyframe(transceiver.source, now, force=True)
+            self.channels.sync(session)
         elif isinstance(event, (Failed, Closed, ConsentExpired)):
             log.info("session ended", session=session.id, reason=type(event).__name__)
             self.close_session(session)
@@ -97,8 +101,7 @@ class Sfu:
                 name = (item or {}).get("trackName") or secrets.token_hex(16)
                 results.append(self._publish(session, section, name))
             else:
-                session.transceivers.append(Transceiver(
-                    sdp.LocalSection(section.mid, section.kind, "inactive", rejected=True), "idle"))
+                session.transceivers.append(self._answer_unused(session, section))
         for mid, item in wanted.items():
             results.append(_item_error(item, "invalid_params", f"the offer has no sending m-section with mid {mid!r}"))
         self._set_remote(session, offer, now)
@@ -149,10 +152,7 @@ class Sfu:
             results.append({"trackName": name, "mid": mid})
         if not any(t.pending for t in session.transceivers):
             return None, results
-        session.pending_offer = True
-        if session.port_session is None:
-            session.port_session = self.media.port.add_session(session, session.ufrag, session.pwd)
-        return self._describe(session, "offer"), results
+        return self._offer(session), results
 
     def pull_with_offer(self, session: CallSession, offer_text: Any, items: list[dict], now: float):
         """Remote tracks into the receiving m-sections of a client offer (as a WHEP player sends);
@@ -183,8 +183,7 @@ class Sfu:
             results.append({"sessionId": track.session.id, "trackName": track.name, "mid": section.mid})
         for section in offer.sections:
             if session.transceiver(section.mid) is None:
-                session.transceivers.append(Transceiver(
-                    sdp.LocalSection(section.mid, section.kind, "inactive", rejected=True), "idle"))
+                session.transceivers.append(self._answer_unused(session, section))
         self._set_remote(session, offer, now)
         return self._describe(session, "answer", offer), results
 
@@ -211,10 +210,7 @@ class Sfu:
                 results.append(_item_error(item, e.code, e.description))
         if not any(t.pending for t in session.transceivers):
             return None, results
-        session.pending_offer = True
-        if session.port_session is None:
-            session.port_session = self.media.port.add_session(session, session.ufrag, session.pwd)
-        return self._describe(session, "offer"), results
+        return self._offer(session), results
 
     def _subscribe(self, session: CallSession, item: dict) -> dict:
         if not isinstance(item, dict) or item.get("location") != "remote":
@@ -314,6 +310,24 @@ class Sfu:
             session.by_ssrc[ssrc] = track
         transceiver.track = track
 
+    # --- data channels: the m=application ------------------------------------------------------------
+
+    def establish(self, session: CallSession, offer_text: Any, now: float):
+        """`datachannels/establish`: the `server-events` channel on the session's m=application, which
+        a client offer carries or else the SFU offers (unless the session has one already);
+        (answer, offer or None; the channel)."""
+        self.channels.check_establish(session)
+        self._check_not_negotiating(session)
+        if offer_text is not None and all(s.kind != "application" for s in self._parse(offer_text, "offer").sections):
+            raise SfuError(400, "invalid_session_description", "the offer has no m=application for the data channels")
+        channel = self.channels.establish(session)
+        if offer_text is not None:
+            return self.push(session, offer_text, [], False, now)[0], channel
+        if self.channels.section(session) is not None:
+            return None, channel
+        session.transceivers.append(self.channels.offer_section(session))
+        return self._offer(session), channel
+
     # --- closing ----------------------------------------------------------------------------------
 
     def close_tracks(self, session: CallSession, mids: list[str], offer_text: Any, force: bool, now: float):
@@ -369,7 +383,7 @@ class Sfu:
                 ended = t.closed or t.source.closed
                 tracks.append({"location": "remote", "mid": t.mid, "sessionId": t.source.session.id,
                                "trackName": t.source.name, "status": "inactive" if ended else "active"})
-        return {"tracks": tracks, "dataChannels": []}
+        return {"tracks": tracks, "dataChannels": self.channels.describe(session)}
 
     def forwarded_packets(self) -> int:
         return self._ended_leg_packets + sum(leg.packets for leg in self.legs_by_ssrc.values())
@@ -445,6 +459,21 @@ class Sfu:
         for transceiver in session.transceivers:
             if transceiver.leg is not None:
                 transceiver.leg.port_session = session.port_session
+        self.channels.sync(session)
+
+    def _offer(self, session: CallSession) -> dict:
+        """An SFU offer of the session's sections; changes wait for its answer (`renegotiate`)."""
+        session.pending_offer = True
+        if session.port_session is None:
+            session.port_session = self.media.port.add_session(session, session.ufrag, session.pwd)
+        return self._describe(session, "offer")
+
+    def _answer_unused(self, session: CallSession, section: sdp.RemoteSection) -> Transceiver:
+        """A new offered m-section that carries no track of the request: an m=application is
+        answered for the data channels, anything else rejected."""
+        if section.kind == "application":
+            return self.channels.answer_section(session, section)
+        return Transceiver(sdp.LocalSection(section.mid, section.kind, "inactive", rejected=True), "idle")
 
     def _describe(self, session: CallSession, kind: str, offer: sdp.RemoteDescription | None = None) -> dict:
         session.sdp_version += 1

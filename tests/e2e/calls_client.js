@@ -17,8 +17,7 @@ window.Calls = class Calls {
     if (!res.ok || json.errorCode) throw new Error(`${method} ${path}: HTTP ${res.status} ${JSON.stringify(json)}`);
     return json;
   }
-  async open() {
-    this.sessionId = (await this.call("POST", "/sessions/new")).sessionId;
+  async open({dataOffer = false} = {}) {
     this.pc = new RTCPeerConnection({bundlePolicy: "max-bundle"});
     this.received = {};  // mid -> remote track
     this.pc.addEventListener("track", (e) => {
@@ -36,6 +35,19 @@ window.Calls = class Calls {
         if (this.pc.connectionState === "failed") reject(new Error("PeerConnection failed"));
       });
     });
+    if (!dataOffer) {
+      this.sessionId = (await this.call("POST", "/sessions/new")).sessionId;
+      return this.sessionId;
+    }
+    // The older flow (CALLS_API.md 2, step 6): the first offer goes to sessions/new, holding only an
+    // in-band data channel (what makes the browser offer an m=application).
+    this.pc.createDataChannel("bootstrap");
+    await this.pc.setLocalDescription(await this.pc.createOffer());
+    const created = await this.call("POST", "/sessions/new", {
+      sessionDescription: {type: "offer", sdp: this.pc.localDescription.sdp},
+    });
+    this.sessionId = created.sessionId;
+    await this.pc.setRemoteDescription(this.remote(created.sessionDescription));
     return this.sessionId;
   }
   async push(tracks) {  // [[track, name], ...]
@@ -52,14 +64,38 @@ window.Calls = class Calls {
     const result = await this.call("POST", `/sessions/${this.sessionId}/tracks/new`, {
       tracks: items.map(i => ({location: "remote", ...i})),
     });
-    if (result.requiresImmediateRenegotiation) {
-      await this.pc.setRemoteDescription(this.remote(result.sessionDescription));
-      await this.pc.setLocalDescription(await this.pc.createAnswer());
-      await this.call("PUT", `/sessions/${this.sessionId}/renegotiate`, {
-        sessionDescription: {type: "answer", sdp: this.pc.localDescription.sdp},
-      });
-    }
+    if (result.requiresImmediateRenegotiation) await this.answer(result.sessionDescription);
     return result.tracks;
+  }
+  async answer(offer) {  // apply an SFU offer and give it the answer through renegotiate
+    await this.pc.setRemoteDescription(this.remote(offer));
+    await this.pc.setLocalDescription(await this.pc.createAnswer());
+    await this.call("PUT", `/sessions/${this.sessionId}/renegotiate`, {
+      sessionDescription: {type: "answer", sdp: this.pc.localDescription.sdp},
+    });
+  }
+  async establish() {  // datachannels/establish without an offer: the SFU offers the m=application
+    const result = await this.call("POST", `/sessions/${this.sessionId}/datachannels/establish`, {
+      dataChannel: {location: "remote", dataChannelName: "server-events"},
+    });
+    if (result.requiresImmediateRenegotiation) await this.answer(result.sessionDescription);
+    return this.negotiated(result.dataChannel);
+  }
+  async dataChannels(items) {  // datachannels/new, then each channel on the id the SFU gave it
+    const result = await this.call("POST", `/sessions/${this.sessionId}/datachannels/new`, {dataChannels: items});
+    for (const c of result.dataChannels) if (!c.errorCode) this.negotiated(c);
+    return result.dataChannels;
+  }
+  negotiated({dataChannelName, id}) {  // channels by name; their messages as JSON-able values, in order
+    const channel = this.pc.createDataChannel(dataChannelName, {negotiated: true, id});
+    channel.binaryType = "arraybuffer";
+    this.channels = this.channels || {};
+    this.messages = this.messages || {};
+    this.channels[dataChannelName] = channel;
+    this.messages[dataChannelName] = [];
+    channel.addEventListener("message", (e) => this.messages[dataChannelName].push(
+      typeof e.data === "string" ? e.data : Array.from(new Uint8Array(e.data))));
+    return channel;
   }
   async close(mids) {  // a negotiated close: stop the transceivers, offer, apply the SFU's answer
     for (const t of this.pc.getTransceivers()) if (mids.includes(t.mid)) t.stop();

@@ -21,7 +21,7 @@ class Sent(list):
 
 
 def forward(leg, packet):
-    leg.forward(packet, payload_offset(packet), packet[2] << 8 | packet[3], int.from_bytes(packet[4:8], "big"))
+    leg.forward(packet, packet[payload_offset(packet):], packet[2] << 8 | packet[3], int.from_bytes(packet[4:8], "big"))
 
 
 def test_a_leg_rewrites_ssrc_payload_type_and_drops_extensions_and_csrcs():

@@ -1,0 +1,233 @@
+"""The SFU's data channels: the `datachannels/*` operations, each session's SCTP association, and
+the forwarding of messages from a publisher's local channel to its subscribers' remote channels.
+
+A session's association starts once its m=application is negotiated and its DTLS is connected,
+whichever comes last (`sync`), and it opens every channel the session has. Messages are relayed
+as they arrive, one by one and in arrival order, so an ordered channel stays ordered end to end.
+"""
+from __future__ import annotations
+
+from . import sdp
+from .datachannels import (
+    SERVER_EVENTS, SERVER_EVENTS_ID, ChannelRequest, DataChannel, batch_location, describe, item_error, parse_request,
+)
+from .errors import ItemError, SfuError
+from .sctp import DEFAULT_SCTP_PORT, Association, Message
+from .session import CallSession, Transceiver
+
+
+class ChannelRouter:
+    def __init__(self, sfu) -> None:
+        self.sfu = sfu
+        self.associations: dict[CallSession, Association] = {}
+
+    # --- the m=application section --------------------------------------------------------------
+
+    @staticmethod
+    def section(session: CallSession) -> Transceiver | None:
+        """The session's m=application, if it has one that is not closed."""
+        return next((t for t in session.transceivers if t.role == "data" and not t.closed), None)
+
+    def answer_section(self, session: CallSession, offered: sdp.RemoteSection) -> Transceiver:
+        """What the SFU answers to an offered m=application: its own, unless the offer rejects it or
+        the session has one already (BUNDLE carries one SCTP association)."""
+        if offered.rejected or self.section(session) is not None:
+            return Transceiver(sdp.LocalSection(offered.mid, "application", "inactive", rejected=True), "idle")
+        return Transceiver(_application(offered.mid), "data")
+
+    @staticmethod
+    def offer_section(session: CallSession) -> Transceiver:
+        """An m=application in an SFU offer, waiting for the client's answer."""
+        return Transceiver(_application(session.next_mid()), "data", pending=True)
+
+    # --- the association ------------------------------------------------------------------------
+
+    def sync(self, session: CallSession) -> None:
+        """After DTLS connects and after every description: start the association when the
+        m=application is agreed on a connected session; stop it when the section is gone."""
+        transceiver = self.section(session)
+        association = self.associations.get(session)
+        if transceiver is None:
+            if association is not None:
+                del self.associations[session]
+                association.stop()
+            return
+        if association is not None or transceiver.pending or session.connected_at is None or session.closed:
+            return
+        remote = session.remote.section(transceiver.mid) if session.remote is not None else None
+        if remote is None or remote.rejected:
+            return
+        association = Association(self.sfu.media.port, session.port_session, self.sfu.clock, remote.sctp_port,
+                                  remote.max_message_size, self._message)
+        self.associations[session] = association
+        for channel in session.datachannels:
+            if not channel.ended:
+                association.open(channel)
+
+    def receive(self, session: CallSession, data: bytes) -> None:
+        """An SCTP packet from the session's DTLS."""
+        association = self.associations.get(session)
+        if association is None or not association.receive(data):
+            self.sfu.counters.data_dropped += 1
+
+    def close_session(self, session: CallSession) -> None:
+        association = self.associations.pop(session, None)
+        for channel in session.datachannels:
+            if not channel.closed:
+                self._end(channel)
+        if association is not None:
+            association.stop()
+
+    # --- the API ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def check_establish(session: CallSession) -> None:
+        """`server-events` is established once per session; a repeat is refused before anything else."""
+        if session.datachannels.server_events:
+            raise SfuError(400, "decoding_error", f"{SERVER_EVENTS} is already established on this session")
+
+    def establish(self, session: CallSession) -> dict:
+        """The reserved `server-events` channel (stream 0)."""
+        channels = session.datachannels
+        channels.server_events = True
+        self._open(channels.add(DataChannel(session, SERVER_EVENTS_ID, SERVER_EVENTS, "remote")))
+        return {"dataChannelName": SERVER_EVENTS, "id": SERVER_EVENTS_ID}
+
+    def new(self, session: CallSession, items: list) -> list[dict]:
+        """`datachannels/new`: per-item results, each with the id the client negotiates."""
+        batch_location(items)
+        # Our DTLS role as `Sfu._set_remote` settles it; before any description, the SFU will offer
+        # actpass and browsers answer active, which makes it the server.
+        dtls_server = session.remote is None or session.remote.setup != "passive"
+        results = []
+        for item in items:
+            try:
+                request = parse_request(item)
+            except ItemError as e:
+                echo = {k: item[k] for k in ("dataChannelName", "location", "sessionId") if k in item}
+                results.append(item_error(echo, e))
+                continue
+            try:
+                results.append(request.result(self._add(session, request, dtls_server).id))
+            except ItemError as e:
+                results.append(item_error(request.result(), e))
+        return results
+
+    def close(self, session: CallSession, items: list) -> list[dict]:
+        """`datachannels/close`: results matched by id; no SDP changes."""
+        results = []
+        for item in items:
+            channel_id = item.get("id") if isinstance(item, dict) else None
+            channel = session.datachannels.get(channel_id)
+            if channel is None or channel.closed:
+                results.append(item_error({"id": channel_id}, ItemError(
+                    "close_track_error", "DataChannel doesn't exist or was already closed")))
+                continue
+            self._end(channel)
+            results.append({"id": channel_id})
+        return results
+
+    def update(self, session: CallSession, items: list) -> list[dict]:
+        """`datachannels/update`: `canReply` on remote channels, matched by id. Granting it to one
+        subscriber takes it from the publisher channel's previous replier."""
+        results = []
+        for item in items:
+            channel_id = item.get("id") if isinstance(item, dict) else None
+            try:
+                channel = session.datachannels.get(channel_id)
+                if channel is None or channel.ended or channel.source is None:
+                    raise ItemError("update_track_error", "no open remote DataChannel with this id")
+                can_reply = item.get("canReply")
+                if not isinstance(can_reply, bool):
+                    raise ItemError("decoding_error", "canReply: expected a boolean")
+                self._set_reply(channel, can_reply)
+                results.append({"id": channel_id, "dataChannelName": channel.name, "location": "remote",
+                                "sessionId": channel.source.session.id, "canReply": can_reply})
+            except ItemError as e:
+                results.append(item_error({"id": channel_id}, e))
+        return results
+
+    def describe(self, session: CallSession) -> list[dict]:
+        return [describe(channel, self._status(channel)) for channel in session.datachannels]
+
+    # --- inside -----------------------------------------------------------------------------------
+
+    def _add(self, session: CallSession, request: ChannelRequest, dtls_server: bool) -> DataChannel:
+        channels = session.datachannels
+        source = None
+        if request.location == "local":
+            if channels.local(request.name) is not None:
+                raise ItemError("repeated_local_track_error",
+                                f"this session already publishes a DataChannel named {request.name!r}")
+        else:
+            source = self._published(session, request)
+        channel = channels.add(DataChannel(
+            session, channels.allocate(dtls_server), request.name, request.location, request.ordered,
+            request.max_retransmits, request.max_packet_life_time, source))
+        if source is not None:
+            source.subscribers.append(channel)
+            self._set_reply(channel, request.can_reply)
+        self._open(channel)
+        return channel
+
+    def _published(self, session: CallSession, request: ChannelRequest) -> DataChannel:
+        publisher = self.sfu.sessions.get(request.session_id)
+        channel = None
+        if publisher is not None and publisher.app == session.app and not publisher.closed:
+            channel = publisher.datachannels.local(request.name)
+        if channel is None:
+            raise ItemError("not_found_track_error", "DataChannel not found on remote peer. Make sure the publisher "
+                                                     "created a local DataChannel of this name")
+        return channel
+
+    @staticmethod
+    def _set_reply(channel: DataChannel, can_reply: bool) -> None:
+        # CALLS_API.md 4: at most one subscriber per publisher channel may reply.
+        if can_reply:
+            for other in channel.source.subscribers:
+                other.can_reply = False
+        channel.can_reply = can_reply
+
+    def _open(self, channel: DataChannel) -> None:
+        association = self.associations.get(channel.session)
+        if association is not None:
+            association.open(channel)
+
+    def _end(self, channel: DataChannel) -> None:
+        """Close a channel: its stream is reset, and a publisher's channel ends its subscribers'."""
+        channel.closed = True
+        ended = [channel, *channel.subscribers]
+        channel.subscribers.clear()
+        if channel.source is not None and channel in channel.source.subscribers:
+            channel.source.subscribers.remove(channel)
+        for each in ended:
+            association = self.associations.get(each.session)
+            if association is not None:
+                association.close(each.id)
+
+    def _status(self, channel: DataChannel) -> str:
+        association = self.associations.get(channel.session)
+        state = None if association is None else association.state(channel.id)
+        if channel.ended or state in ("closing", "closed"):
+            return "inactive"
+        return "active" if state == "open" else "initializing"
+
+    def _message(self, channel: DataChannel, message: Message) -> None:
+        """A message the client sent on `channel`: a publisher's goes to every subscriber, the
+        replying subscriber's to the publisher; anything else is one-way and dropped."""
+        if channel.location == "local":
+            targets = channel.subscribers
+        elif channel.can_reply and not channel.ended:
+            targets = [channel.source]
+        else:
+            self.sfu.counters.data_dropped += 1
+            return
+        for target in targets:
+            association = self.associations.get(target.session)
+            if association is None or not association.send(target.id, message):
+                self.sfu.counters.data_dropped += 1
+
+
+def _application(mid: str) -> sdp.LocalSection:
+    """The SFU's m=application: its SCTP association listens on the default port."""
+    return sdp.LocalSection(mid, "application", "sendrecv", sctp_port=DEFAULT_SCTP_PORT)
