@@ -32,6 +32,28 @@ def sender_report(ssrc: int, rtp_timestamp: int, packets: int, octets: int, now:
                        packets & 0xFFFFFFFF, octets & 0xFFFFFFFF)
 
 
+def receiver_report(ssrc: int, blocks: list[bytes]) -> bytes:
+    """An RR (RFC 3550 6.4.2) carrying up to 31 report blocks of 24 bytes each."""
+    blocks = blocks[:31]
+    return struct.pack(">BBHI", 0x80 | len(blocks), PT_RR, 1 + 6 * len(blocks), ssrc) + b"".join(blocks)
+
+
+def sender_reports(packet: bytes) -> list[tuple[int, int]]:
+    """(sender SSRC, middle 32 bits of the NTP time) of each SR in a compound RTCP packet."""
+    out = []
+    offset, size = 0, len(packet)
+    while offset + 4 <= size:
+        first, pt, length = packet[offset], packet[offset + 1], packet[offset + 2] << 8 | packet[offset + 3]
+        end = offset + 4 * (length + 1)
+        if first >> 6 != 2 or end > size:
+            break
+        if pt == PT_SR and end >= offset + 20:
+            ssrc, seconds, fraction = struct.unpack_from(">III", packet, offset + 4)
+            out.append((ssrc, (seconds & 0xFFFF) << 16 | fraction >> 16))
+        offset = end
+    return out
+
+
 def keyframe_requests(packet: bytes) -> list[int]:
     """The media SSRCs a compound RTCP packet asks keyframes for (PLI, FIR). Malformed parts end the scan."""
     out: list[int] = []

@@ -82,6 +82,9 @@ class CallSession:
             self.sfu.counters.unknown_ssrc += 1
             return
         track.last_packet = now
+        seq = packet[2] << 8 | packet[3]
+        ts = int.from_bytes(packet[4:8], "big")
+        track.stats.update(seq, ts, now)
         legs = track.legs
         if not legs:
             return
@@ -89,13 +92,15 @@ class CallSession:
         if offset < 0:
             self.sfu.counters.malformed += 1
             return
-        seq = packet[2] << 8 | packet[3]
-        ts = int.from_bytes(packet[4:8], "big")
         payload = packet[offset:]  # once per packet, shared by every leg
         for leg in legs:
             leg.forward(packet, payload, seq, ts)
 
     def rtcp(self, packet: bytes, now: float) -> None:
+        for ssrc, ntp_middle in rtcp.sender_reports(packet):
+            track = self.by_ssrc.get(ssrc)
+            if track is not None:
+                track.stats.sr_ntp_middle, track.stats.sr_at = ntp_middle, now
         for ssrc in rtcp.keyframe_requests(packet):
             leg = self.sfu.legs_by_ssrc.get(ssrc)
             if leg is not None and leg.subscriber is self and leg.source is not None:

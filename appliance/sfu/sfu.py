@@ -402,8 +402,14 @@ class Sfu:
             self.media.port.send_rtcp(publisher.port_session, rtcp.pli(publisher.rtcp_ssrc, track.media_ssrc))
 
     def send_reports(self, now: float) -> None:
-        """A sender report on every leg that carries media (called about once a second)."""
+        """About once a second: a sender report on every leg that carries media, and a receiver
+        report to every publisher on the streams it sends (the SFU terminates RTCP per leg)."""
         send_rtcp = self.media.port.send_rtcp
+        for session in self.sessions.values():
+            blocks = [t.stats.report_block(t.media_ssrc, now) for t in session.tracks.values()
+                      if t.stats.received and t.media_ssrc is not None]
+            if blocks and session.port_session is not None:
+                send_rtcp(session.port_session, rtcp.receiver_report(session.rtcp_ssrc, blocks))
         for leg in self.legs_by_ssrc.values():
             if leg.packets and leg.port_session is not None:
                 # Wall-clock NTP time, not `now`: the subscriber maps RTP time to real time with it.

@@ -6,6 +6,7 @@ from typing import Any
 
 from .codecs import Codec
 from .forward import Leg
+from .stats import ReceiveStats
 
 # At most one keyframe request per source in this many seconds (issue 4: aggregated PLI).
 KEYFRAME_INTERVAL = 0.3
@@ -20,9 +21,13 @@ class PublishedTrack:
     codecs: list[Codec]
     ssrcs: list[int]
     legs: list[Leg] = field(default_factory=list)
+    stats: ReceiveStats | None = None  # of the media SSRC, for the SFU's receiver reports
     last_keyframe_request: float = float("-inf")
     last_packet: float | None = None
     closed: bool = False
+
+    def __post_init__(self) -> None:
+        self.stats = ReceiveStats(self.codecs[0].clock if self.codecs else 90000)
 
     @property
     def media_ssrc(self) -> int | None:

@@ -28,6 +28,14 @@ async (items) => {
 }
 """
 INBOUND = "() => calls.inbound()"
+REMOTE_INBOUND = """
+async () => {
+  const out = {};
+  for (const s of (await calls.pc.getStats()).values())
+    if (s.type === "remote-inbound-rtp") out[s.kind] = {packetsLost: s.packetsLost, roundTripTime: s.roundTripTime};
+  return out;
+}
+"""
 # Enough to show media flows: video frames decoded, and 0.1 s of audio at 48 kHz.
 ENOUGH = {"video": 10, "audio": 4800}
 
@@ -70,6 +78,9 @@ async def test_push_pull_close_and_pull_again(appliance, browser):
         assert [(t["trackName"], t["sessionId"]) for t in pulled] == [("mic", pub_id), ("cam", pub_id)]
         mic, cam = (t["mid"] for t in pulled)
         await until(subscriber, INBOUND, flowing([mic, cam]))
+        # The SFU's receiver reports reach the publisher: its stats show loss and a round-trip time.
+        remote = await until(publisher, REMOTE_INBOUND, lambda r: r.get("video", {}).get("roundTripTime"))
+        assert remote["video"]["packetsLost"] == 0 and remote["video"]["roundTripTime"] < 1.0
 
         # The publisher closes its video with a negotiated close; the subscriber's copy ends.
         cam_mid = published["tracks"][1]["mid"]
