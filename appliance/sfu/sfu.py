@@ -216,12 +216,37 @@ class Sfu:
         if not isinstance(item, dict) or item.get("location") != "remote":
             raise ItemError("invalid_params", "expected location \"remote\" with sessionId and trackName")
         track = self._find_track(session, item)
+        mid = item.get("mid")
+        if isinstance(mid, str) and mid.startswith("#"):
+            return self._subscribe_back(session, track, mid[1:])
         codecs = [session.payload_types.assign(codec) for codec in track.codecs]
         pt_map = {original.pt: mine.pt for original, mine in zip(track.codecs, codecs)}
         mid = session.next_mid()
         self._leg(session, track, mid, codecs, pt_map)
         session.transceivers[-1].pending = True
         return {"sessionId": track.session.id, "trackName": track.name, "mid": mid}
+
+    def _subscribe_back(self, session: CallSession, track: PublishedTrack, name: str) -> dict:
+        """A pull with mid "#<trackName>": the track goes out on the m-section of this session's own
+        bidirectional local track (bidirectionalMediaStream), as a third-party relay needs."""
+        transceiver = next((t for t in session.transceivers if t.role == "push" and not t.closed
+                            and name in (t.pending_name, t.track.name if t.track else None)), None)
+        if transceiver is None or transceiver.section.direction != "sendrecv":
+            raise ItemError("invalid_params", f"mid: this session has no bidirectional local track named {name!r}")
+        if transceiver.leg is not None:
+            raise ItemError("invalid_params", f"mid: the m-section of {name!r} already carries a remote track")
+        if track.kind != transceiver.section.kind:
+            raise ItemError("invalid_params", f"a {track.kind} track cannot go out on a {transceiver.section.kind} m-section")
+        pairs = [(c.pt, mine.pt) for c in track.codecs for mine in transceiver.section.codecs if same_codec(c, mine)]
+        if not pairs:
+            raise ItemError("invalid_session_description", "the m-section negotiated none of the track's codecs")
+        section = transceiver.section
+        section.ssrc, section.cname, section.msid = self._new_ssrc(), session.cname, f"{track.session.id} {track.name}"
+        leg = Leg(self.media.port.send_rtp, session.port_session, section.ssrc, dict(pairs), section.mid, session)
+        leg.source = track
+        self.legs_by_ssrc[leg.ssrc] = leg
+        transceiver.leg, transceiver.source, transceiver.pending = leg, track, True
+        return {"sessionId": track.session.id, "trackName": track.name, "mid": section.mid}
 
     def renegotiate(self, session: CallSession, answer_text: Any, now: float) -> None:
         if not session.pending_offer:
@@ -235,13 +260,13 @@ class Sfu:
             if section is None or section.rejected:
                 self._stop(session, transceiver)
                 continue
-            if transceiver.role == "pull":
-                leg = transceiver.leg
+            if transceiver.role == "push" and transceiver.track is None:
+                self._publish_answered(session, transceiver, section)
+            leg = transceiver.leg
+            if leg is not None and leg not in transceiver.source.legs:
                 leg.port_session = session.port_session
                 transceiver.source.legs.append(leg)
                 self.request_keyframe(transceiver.source, now, force=True)
-            elif transceiver.role == "push":
-                self._publish_answered(session, transceiver, section)
         session.pending_offer = False
         self._set_remote(session, answer, now)
 
@@ -364,7 +389,7 @@ class Sfu:
                 if leg.port_session is not None:
                     self.media.port.send_rtcp(leg.port_session, rtcp.bye(leg.ssrc))
             track.legs.clear()
-        elif transceiver.role == "pull" and transceiver.leg is not None:
+        if transceiver.leg is not None:  # a pull, or what a bidirectional push carried back
             leg = transceiver.leg
             if leg in transceiver.source.legs:
                 transceiver.source.legs.remove(leg)
@@ -377,8 +402,10 @@ class Sfu:
         tracks = []
         for t in session.transceivers:
             if t.role == "push":
-                tracks.append({"location": "local", "mid": t.mid, "trackName": t.track.name,
-                               "status": "inactive" if t.closed else "active"})
+                # A push the SFU offered is named before its answer publishes it.
+                name = t.track.name if t.track is not None else t.pending_name
+                tracks.append({"location": "local", "mid": t.mid, "trackName": name,
+                               "status": "inactive" if t.closed or t.track is None else "active"})
             elif t.role == "pull":
                 ended = t.closed or t.source.closed
                 tracks.append({"location": "remote", "mid": t.mid, "sessionId": t.source.session.id,

@@ -131,6 +131,9 @@ async def test_push_without_an_offer_then_pull_with_a_client_offer(api):
                                      {"tracks": [{"location": "local", "trackName": "gen", "kind": "audio"}]})
         assert status == 200 and offered["requiresImmediateRenegotiation"]
         assert offered["tracks"] == [{"trackName": "gen", "mid": "0"}]
+        status, state = await call("GET", f"/sessions/{pub_id}")  # named, not yet published
+        assert status == 200 and state["tracks"] == [
+            {"location": "local", "mid": "0", "trackName": "gen", "status": "inactive"}]
         await publisher.setRemoteDescription(RTCSessionDescription(**offered["sessionDescription"]))
         (transceiver,) = publisher.getTransceivers()
         transceiver.direction = "sendonly"
@@ -158,3 +161,52 @@ async def test_push_without_an_offer_then_pull_with_a_client_offer(api):
     finally:
         await publisher.close()
         await player.close()
+
+
+async def test_bidirectional_stream_carries_a_pulled_track_back(api):
+    """The third-party relay's shape: a local track pushed without an offer with bidirectionalMediaStream,
+    then a pull with mid "#<that track>" that comes back on the same m-section."""
+    api, _ = api
+    loop = asyncio.get_running_loop()
+    call = lambda *args: loop.run_in_executor(None, api, *args)  # noqa: E731
+
+    source, relay = RTCPeerConnection(), RTCPeerConnection()
+    try:
+        _, created = await call("POST", "/sessions/new")
+        source_id = created["sessionId"]
+        source.addTransceiver(AudioStreamTrack(), direction="sendonly")
+        await source.setLocalDescription(await source.createOffer())
+        _, pushed = await call("POST", f"/sessions/{source_id}/tracks/new", {
+            "sessionDescription": {"type": "offer", "sdp": source.localDescription.sdp},
+            "tracks": [{"location": "local", "mid": "0", "trackName": "voice"}]})
+        await source.setRemoteDescription(RTCSessionDescription(**pushed["sessionDescription"]))
+
+        _, created = await call("POST", "/sessions/new")
+        relay_id = created["sessionId"]
+        _, offered = await call("POST", f"/sessions/{relay_id}/tracks/new", {"tracks": [
+            {"location": "local", "trackName": "mic-1", "kind": "audio", "bidirectionalMediaStream": True}]})
+        assert "a=sendrecv" in offered["sessionDescription"]["sdp"]
+        received = []
+        relay.on("track", received.append)
+        await relay.setRemoteDescription(RTCSessionDescription(**offered["sessionDescription"]))
+        (transceiver,) = relay.getTransceivers()
+        transceiver.direction = "sendrecv"
+        transceiver.sender.replaceTrack(AudioStreamTrack())
+        await relay.setLocalDescription(await relay.createAnswer())
+        await call("PUT", f"/sessions/{relay_id}/renegotiate",
+                   {"sessionDescription": {"type": "answer", "sdp": relay.localDescription.sdp}})
+        status, back = await call("POST", f"/sessions/{relay_id}/tracks/new", {"tracks": [
+            {"location": "remote", "mid": "#mic-1", "sessionId": source_id, "trackName": "voice", "kind": "audio"}]})
+        assert status == 200 and back["tracks"] == [{"sessionId": source_id, "trackName": "voice", "mid": "0"}]
+        await relay.setRemoteDescription(RTCSessionDescription(**back["sessionDescription"]))
+        await relay.setLocalDescription(await relay.createAnswer())
+        await call("PUT", f"/sessions/{relay_id}/renegotiate",
+                   {"sessionDescription": {"type": "answer", "sdp": relay.localDescription.sdp}})
+        await _connected(relay)
+        frame = await asyncio.wait_for(received[0].recv(), 10)
+        assert frame.sample_rate == 48000
+        _, state = await call("GET", f"/sessions/{relay_id}")
+        assert state["tracks"][0]["trackName"] == "mic-1"
+    finally:
+        await source.close()
+        await relay.close()
