@@ -74,7 +74,7 @@ class Sfu:
             session.connected_at = now
             log.info("session connected", session=session.id, after=round(now - session.created, 3))
             for transceiver in session.transceivers:
-                if transceiver.role == "pull" and transceiver.source is not None and not transceiver.closed:
+                if transceiver.leg is not None and not transceiver.closed:
                     self.request_keyframe(transceiver.source, now, force=True)
             self.channels.sync(session)
         elif isinstance(event, (Failed, Closed, ConsentExpired)):
@@ -119,13 +119,18 @@ class Sfu:
             return {"trackName": name, "mid": "", "errorCode": "invalid_session_description",
                     "errorDescription": f"no codec the SFU forwards is offered for mid {section.mid}"}
         session.payload_types.reserve(codecs)
-        track = PublishedTrack(session, name, section.mid, section.kind, codecs, section.ssrcs)
-        session.tracks[name] = track
-        for ssrc in section.ssrcs:
-            session.by_ssrc[ssrc] = track
+        track = self._register(session, PublishedTrack(session, name, section.mid, section.kind, codecs, section.ssrcs))
         session.transceivers.append(Transceiver(local, "push", track=track))
         # autoDiscover clients read the kind of each track the SFU named (CALLS_API.md 1.3).
         return {"trackName": name, "mid": section.mid, "kind": section.kind}
+
+    @staticmethod
+    def _register(session: CallSession, track: PublishedTrack) -> PublishedTrack:
+        """Make `track` findable by name (pulls) and by SSRC (the hot path)."""
+        session.tracks[track.name] = track
+        for ssrc in track.ssrcs:
+            session.by_ssrc[ssrc] = track
+        return track
 
     def offer_push(self, session: CallSession, items: list[dict], now: float):
         """Local tracks without a client offer: the SFU offers to receive them (`kind` is required);
@@ -329,11 +334,8 @@ class Sfu:
             self._stop(session, transceiver)
             return
         transceiver.section.codecs = [c for c in transceiver.section.codecs if c.pt in {x.pt for x in codecs}]
-        track = PublishedTrack(session, name, section.mid, section.kind, codecs, section.ssrcs)
-        session.tracks[name] = track
-        for ssrc in section.ssrcs:
-            session.by_ssrc[ssrc] = track
-        transceiver.track = track
+        transceiver.track = self._register(session, PublishedTrack(session, name, section.mid, section.kind, codecs,
+                                                                   section.ssrcs))
 
     # --- data channels: the m=application ------------------------------------------------------------
 
