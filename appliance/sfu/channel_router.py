@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from . import sdp
 from .datachannels import (
-    SERVER_EVENTS, SERVER_EVENTS_ID, ChannelRequest, DataChannel, batch_location, describe, item_error, parse_request,
+    ACK_TIMEOUT, SERVER_EVENTS, SERVER_EVENTS_ID, ChannelRequest, DataChannel, batch_location, describe, item_error,
+    parse_request,
 )
 from .errors import ItemError, SfuError
 from .sctp import DEFAULT_SCTP_PORT, Association, Message
@@ -167,6 +168,8 @@ class ChannelRouter:
         if source is not None:
             source.subscribers.append(channel)
             self._set_reply(channel, request.can_reply)
+            if request.wait_for_ack:
+                channel.ack_deadline = self.sfu.clock() + ACK_TIMEOUT
         self._open(channel)
         return channel
 
@@ -205,6 +208,12 @@ class ChannelRouter:
             if association is not None:
                 association.close(each.id)
 
+    def sweep(self, session: CallSession, now: float) -> None:
+        """End the session's waitForAck channels whose acknowledgement did not come in time."""
+        for channel in list(session.datachannels):
+            if channel.ack_deadline is not None and now > channel.ack_deadline and not channel.closed:
+                self._end(channel)
+
     def _status(self, channel: DataChannel) -> str:
         association = self.associations.get(channel.session)
         state = None if association is None else association.state(channel.id)
@@ -216,7 +225,10 @@ class ChannelRouter:
         """A message the client sent on `channel`: a publisher's goes to every subscriber, the
         replying subscriber's to the publisher; anything else is one-way and dropped."""
         if channel.location == "local":
-            targets = channel.subscribers
+            targets = [c for c in channel.subscribers if c.ack_deadline is None]
+        elif channel.ack_deadline is not None:
+            channel.ack_deadline = None  # the acknowledgement: consumed, and delivery starts
+            return
         elif channel.can_reply and not channel.ended:
             targets = [channel.source]
         else:

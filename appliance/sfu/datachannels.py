@@ -17,6 +17,8 @@ from .errors import ItemError, SfuError
 # The channel `datachannels/establish` opens, always on stream 0 (CALLS_API.md 1.3).
 SERVER_EVENTS = "server-events"
 SERVER_EVENTS_ID = 0
+# CALLS_API.md 4: a waitForAck subscriber's first message must arrive within this many seconds.
+ACK_TIMEOUT = 30.0
 # RFC 8831 6.5: stream ids run 0..65534 (65535 is reserved).
 MAX_ID = 65534
 # The reliability parameters are 16-bit on the wire of DCEP (RFC 8832 5.1) and in browsers.
@@ -34,6 +36,9 @@ class DataChannel:
     max_packet_life_time: int | None = None
     source: DataChannel | None = None  # remote: the publisher's local channel
     can_reply: bool = False  # remote: the client's messages go to the publisher
+    # remote with waitForAck: nothing is delivered until the client's first message (consumed), which
+    # must come before this time on the SFU's clock, else the channel ends (CALLS_API.md 4).
+    ack_deadline: float | None = None
     subscribers: list[DataChannel] = field(default_factory=list)  # local: the remote channels it feeds
     closed: bool = False
 
@@ -53,6 +58,7 @@ class ChannelRequest:
     max_retransmits: int | None = None
     max_packet_life_time: int | None = None
     can_reply: bool = False
+    wait_for_ack: bool = False
 
     def result(self, channel_id: int | None = None) -> dict:
         """The item as the API echoes it: the id on success, else the caller adds the error."""
@@ -125,14 +131,15 @@ def parse_request(item: dict) -> ChannelRequest:
         raise ItemError("decoding_error", "ordered and canReply: expected booleans")
     if location == "local" and (can_reply or item.get("waitForAck")):
         raise ItemError("invalid_params", "canReply and waitForAck apply to remote data channels only")
-    if item.get("waitForAck"):
-        raise ItemError("invalid_params", "waitForAck is not supported by this SFU")
+    wait_for_ack = item.get("waitForAck", False)
+    if not isinstance(wait_for_ack, bool):
+        raise ItemError("decoding_error", "waitForAck: expected a boolean")
     max_retransmits = _reliability(item, "maxRetransmits")
     max_packet_life_time = _reliability(item, "maxPacketLifeTime")
     if max_retransmits is not None and max_packet_life_time is not None:
         raise ItemError("invalid_params", "maxRetransmits and maxPacketLifeTime exclude each other")
     return ChannelRequest(name, location, session_id if location == "remote" else None, ordered,
-                          max_retransmits, max_packet_life_time, can_reply)
+                          max_retransmits, max_packet_life_time, can_reply, wait_for_ack)
 
 
 def _reliability(item: dict, key: str) -> int | None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from ..logs import get_logger
 from ..rtc.service import MediaService
 from .metrics import SfuCollector
 from .sfu import Sfu
+
+log = get_logger("sfu")
 
 REPORT_INTERVAL = 1.0
 SWEEP_INTERVAL = 5.0
@@ -45,7 +48,10 @@ class SfuService:
     async def _every(interval: float, job) -> None:
         while True:
             await asyncio.sleep(interval)
-            job(asyncio.get_running_loop().time())
+            try:
+                job(asyncio.get_running_loop().time())
+            except Exception:  # one failed round must not end the timer for the box's lifetime
+                log.exception("periodic job failed", job=job.__name__)
 
     def health(self) -> str | None:
         return self.media.health()

@@ -451,9 +451,10 @@ class Sfu:
                 log.info("session never connected; closed", session=session.id)
                 self.close_session(session)
                 continue
+            self.channels.sweep(session, now)
             for transceiver in session.transceivers:
                 track = transceiver.track
-                if transceiver.role == "push" and not transceiver.closed and session.connected_at is not None:
+                if track is not None and not transceiver.closed and session.connected_at is not None:
                     last = track.last_packet if track.last_packet is not None else session.connected_at
                     if now - last > IDLE_TIMEOUT:
                         log.info("track without media; closed", session=session.id, track=track.name)

@@ -95,6 +95,23 @@ async def test_a_published_message_reaches_a_subscriber(api):
         await _until(lambda: replies)
         assert replies == ["reply"]
 
+        # waitForAck: nothing reaches the channel until the subscriber's first message, which is consumed.
+        status, result = await call("POST", f"/sessions/{sub_id}/datachannels/new", {"dataChannels": [
+            {"location": "remote", "sessionId": pub_id, "dataChannelName": "chat", "waitForAck": True}]})
+        (acked,) = result["dataChannels"]
+        waiting = subscriber.createDataChannel("chat-acked", negotiated=True, id=acked["id"])
+        held = []
+        waiting.on("message", held.append)
+        await _until(lambda: waiting.readyState == "open")
+        sending.send("before the ack")
+        await _until(lambda: received[-1] == "before the ack")
+        assert held == []
+        waiting.send("ack")
+        await asyncio.sleep(0.3)
+        sending.send("after the ack")
+        await _until(lambda: held)
+        assert held == ["after the ack"] and replies == ["reply"]  # the ack itself went nowhere
+
         # Closing the publisher's channel ends the subscriber's.
         status, result = await call("PUT", f"/sessions/{pub_id}/datachannels/close",
                                     {"dataChannels": [{"id": 1}, {"id": 9}]})

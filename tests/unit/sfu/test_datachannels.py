@@ -71,7 +71,8 @@ def test_parse_request_defaults_and_options():
     ({"location": "local", "dataChannelName": "a", "maxRetransmits": -1}, "invalid_params"),
     ({"location": "local", "dataChannelName": "a", "maxRetransmits": True}, "invalid_params"),
     ({"location": "local", "dataChannelName": "a", "maxPacketLifeTime": 70000}, "invalid_params"),
-    ({"location": "remote", "dataChannelName": "a", "sessionId": "s", "waitForAck": True}, "invalid_params"),
+    ({"location": "remote", "dataChannelName": "a", "sessionId": "s", "waitForAck": "yes"}, "decoding_error"),
+    ({"location": "local", "dataChannelName": "a", "waitForAck": True}, "invalid_params"),
 ])
 def test_parse_request_errors(item, code):
     with pytest.raises(ItemError) as error:
