@@ -27,15 +27,21 @@ def net_apply(config: Config) -> int:
 
 def net_show(config: Config) -> int:
     """Each wanted item and whether the kernel holds it, what netconfig made, and what apply would do."""
-    with IPRoute() as ipr:
-        outcome = survey(config, Kernel(ipr))
+    try:
+        with IPRoute() as ipr:
+            outcome = survey(config, Kernel(ipr))
+    except ApplyError as e:
+        print(f"appliance: net show: {e}", file=sys.stderr)
+        return 1
     p = outcome.plan
-    adding = {c.item for c in p.changes if c.action == "add"}
+    adding = {c.item.key for c in p.changes if c.action == "add"}
     print(f"wanted, from the configuration (netconfig's record: {config.net.state_file}):")
     for item in sorted(outcome.wanted, key=lambda i: (i.rank, str(i))):
         state = ("present, made by netconfig" if item in p.present else "present, made by someone else"
-                 if item in p.foreign else "missing" if item in adding else "in the way")
+                 if item in p.foreign else "missing" if item.key in adding else "in the way")
         print(f"  {item}: {state}")
+    if outcome.down:
+        print(f"backbone peers down (their slices dropped, as the health agent set): {', '.join(sorted(outcome.down))}")
     print("net apply would:" if p.changes or p.problems else "net apply would change nothing")
     for change in p.changes:
         print(f"  {change}")

@@ -22,6 +22,7 @@ def render(box: dict[str, Any] | None, box_error: str | None, bgp: BgpState | No
             probes = {name: p["detail"] for name, p in agent.get("probes", {}).items()}
             lines.append(f"health agent ({agent['age_seconds']:.1f} s ago): {agent['state']}")
             lines.append("probes: " + _pairs(probes))
+            lines += [_peer(node, state) for node, state in agent.get("backbone", {}).items()]
     if bgp is not None:
         if bgp.error:
             lines.append(f"BGP: {bgp.error}")
@@ -30,6 +31,17 @@ def render(box: dict[str, Any] | None, box_error: str | None, bgp: BgpState | No
             lines.append(f"BGP {s.name}: {s.neighbor} AS{s.asn} {s.info or s.state} since {s.since}; exports {exported}")
         lines.append("announced: " + (", ".join(bgp.announced) or "nothing"))
     return "\n".join(lines)
+
+
+def _peer(node: str, state: dict[str, Any]) -> str:
+    """One backbone peer: its health, where its slice goes, and the kernel's counts."""
+    route = {True: "its slice forwarded", False: "its slice dropped here", None: "its slice not routed"}
+    line = f"backbone {node} ({state['interface']}): {state['state']}, {route[state.get('forwarding')]}"
+    if not state["up"]:
+        line += f" ({state['probe']})"
+    counts = [f"{key.replace('_', ' ')} {state[key]}" for key in ("forwarded", "dropped", "tunnel_tx_packets")
+              if state.get(key) is not None]
+    return line + ("; packets " + ", ".join(counts) if counts else "")
 
 
 def _pairs(mapping: dict[str, str]) -> str:

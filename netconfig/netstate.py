@@ -1,89 +1,29 @@
 """The host network state as plain values: what the config wants, and what the kernel holds.
 
-Each kind of item is a frozen dataclass with a `key`: two items with the same key occupy the same
-place in the kernel (one address on an interface, one route per table, prefix and metric), so an
-item that differs from the kernel's under the same key is a change, not an addition. The kinds
-are ordered by dependency: a link is up before its addresses, an address before the routes
-through it. Policy rules (issue 8) become one more kind here, with its reader and writer in
-`kernel.py`.
+The kinds of item are in items.py (links, addresses, routes) and in the backbone's modules
+(tunnel.py, sysctl.py, nft.py, steering.py); the kernel's readers and writers are in kernel.py.
 """
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from dataclasses import dataclass
 from typing import Any
 
 from appliance.config import Config
 
-MAIN_TABLE = 254
-# The metric the kernel gives a route added without one (IPv6: IP6_RT_PRIO_USER).
-DEFAULT_METRIC = {4: 0, 6: 1024}
+from .backbone import wanted_backbone
+from .items import DEFAULT_METRIC, MAIN_TABLE, Address, LinkUp, Route
+from .nft import NftRule, NftTable
+from .steering import LocalRuleMoved, Rule
+from .sysctl import Sysctl
+from .tunnel import Tunnel
 
+__all__ = ["DEFAULT_METRIC", "KINDS", "MAIN_TABLE", "Address", "Item", "LinkUp", "LocalRuleMoved", "NftRule", "NftTable",
+           "Route", "Rule", "Sysctl", "Tunnel", "from_record", "same", "satisfies", "to_record", "wanted"]
 
-@dataclass(frozen=True, order=True)
-class LinkUp:
-    interface: str
-
-    kind = "link"
-    rank = 0
-    resolved = ()
-
-    @property
-    def key(self) -> tuple:
-        return (self.kind, self.interface)
-
-    def __str__(self) -> str:
-        return f"link {self.interface} up"
-
-
-@dataclass(frozen=True, order=True)
-class Address:
-    interface: str
-    address: str  # with its prefix length, as ipaddress spells it: 203.0.113.10/32
-
-    kind = "address"
-    rank = 1
-    resolved = ()
-
-    @property
-    def key(self) -> tuple:
-        return (self.kind, self.interface, self.address)
-
-    def __str__(self) -> str:
-        return f"address {self.address} on {self.interface}"
-
-
-@dataclass(frozen=True, order=True)
-class Route:
-    to: str  # a network: 0.0.0.0/0
-    metric: int
-    via: str | None = None
-    interface: str | None = None  # None: wherever the kernel resolves `via`
-    table: int = MAIN_TABLE
-
-    kind = "route"
-    rank = 2
-    resolved = ("interface",)
-
-    @property
-    def key(self) -> tuple:
-        return (self.kind, self.table, self.to, self.metric)
-
-    def __str__(self) -> str:
-        parts = [f"route {self.to}"]
-        if self.via:
-            parts.append(f"via {self.via}")
-        if self.interface:
-            parts.append(f"dev {self.interface}")
-        parts.append(f"metric {self.metric}")
-        if self.table != MAIN_TABLE:
-            parts.append(f"table {self.table}")
-        return " ".join(parts)
-
-
-Item = LinkUp | Address | Route
-KINDS: dict[str, type] = {cls.kind: cls for cls in (LinkUp, Address, Route)}
+Item = Tunnel | LinkUp | Sysctl | Address | Route | NftTable | NftRule | Rule | LocalRuleMoved
+KINDS: dict[str, type] = {cls.kind: cls for cls in (Tunnel, LinkUp, Sysctl, Address, Route, NftTable, NftRule, Rule,
+                                                     LocalRuleMoved)}
 
 
 def satisfies(have: Item, want: Item) -> bool:
@@ -92,18 +32,21 @@ def satisfies(have: Item, want: Item) -> bool:
     if type(have) is not type(want):
         return False
     return all(
-        (getattr(want, f.name) is None and f.name in want.resolved) or getattr(want, f.name) == getattr(have, f.name)
+        f.name in want.memo
+        or (getattr(want, f.name) is None and f.name in want.resolved)
+        or getattr(want, f.name) == getattr(have, f.name)
         for f in dataclasses.fields(want)
     )
 
 
-def interfaces_of(item: Item) -> set[str]:
-    name = getattr(item, "interface", None)
-    return {name} if name else set()
+def same(a: Item, b: Item | None) -> bool:
+    """Whether `a` and `b` ask the same of the kernel (what netconfig remembers aside)."""
+    return b is not None and type(a) is type(b) and all(
+        f.name in a.memo or getattr(a, f.name) == getattr(b, f.name) for f in dataclasses.fields(a))
 
 
-def wanted(config: Config) -> set[Item]:
-    """Everything the config asks the kernel to hold."""
+def wanted(config: Config, down: frozenset[str] = frozenset()) -> set[Item]:
+    """Everything the config asks the kernel to hold; backbone peers in `down` drop their slices."""
     net = config.net
     items: set[Item] = set()
     if config.anycast.prefixes:
@@ -117,7 +60,7 @@ def wanted(config: Config) -> set[Item]:
         metric = route.metric if route.metric is not None else DEFAULT_METRIC[route.to.version]
         via = str(route.via) if route.via is not None else None
         items.add(Route(str(route.to), metric, via, route.interface))
-    return items
+    return items | wanted_backbone(config, down)
 
 
 def to_record(item: Item) -> dict[str, Any]:

@@ -2,14 +2,15 @@
 
 Ownership decides what may be removed: only items netconfig recorded as its own (and that the
 kernel still holds as recorded) are ever removed or replaced. Something in the way that it did
-not make is a problem, reported before anything is changed.
+not make is a problem, reported before anything is changed; settings (sysctls) are the one kind
+it takes over, keeping the value it found to put back.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .netstate import Item, interfaces_of, satisfies
+from .netstate import Item, same, satisfies
 
 
 @dataclass(frozen=True)
@@ -42,19 +43,23 @@ def plan(wanted: Iterable[Item], actual: Iterable[Item], owned: Iterable[Item], 
     # An owned item the kernel no longer holds as recorded was removed or changed by someone else:
     # it is not ours any more.
     still_owned = {item for item in owned if item.key in by_key and satisfies(by_key[item.key], item)}
+    owned_by_key = {item.key: item for item in still_owned}
     wanted_by_key = {item.key: item for item in wanted}
-    removals = [item for item in still_owned if wanted_by_key.get(item.key) != item]
+    removals = [item for item in still_owned if not same(item, wanted_by_key.get(item.key))]
     additions = []
-    known = set(interfaces)
+    # Interfaces that the changes themselves make (tunnels) count as there.
+    known = set(interfaces) | {item.creates for item in wanted if item.creates}
     for item in sorted(wanted, key=_order):
-        missing = interfaces_of(item) - known
+        missing = item.needs - known
         if missing:
             out.problems.append(f"{item}: no interface {', '.join(sorted(missing))} in this network namespace")
             continue
         have = by_key.get(item.key)
         if have is not None and satisfies(have, item):
-            (out.present if item in still_owned else out.foreign).add(item)
-        elif have is not None and have not in still_owned:
+            (out.present if item.key in owned_by_key else out.foreign).add(item)
+        elif item.takes_over:
+            additions.append(item.over(have, owned_by_key.get(item.key)))
+        elif have is not None and item.key not in owned_by_key:
             out.problems.append(f"{item}: the kernel holds {have}, which netconfig did not make and will not replace")
         else:
             additions.append(item)

@@ -17,6 +17,7 @@ from appliance.logs import get_logger
 from netconfig.announcement import Announcement
 from netconfig.bgp_state import read_bgp
 
+from .backbone import BackboneWatch
 from .hysteresis import Hysteresis, Verdict
 from .probes import ProbeResult, http_session, probes_for
 
@@ -38,6 +39,7 @@ class Agent:
         self.announcement = Announcement(config)
         # What BIRD was last successfully told; None: not known, tell it again.
         self.told: bool | None = None
+        self.backbone = BackboneWatch(config) if config.backbone and config.backbone.peers else None
 
     async def switch(self, announced: bool, why: str) -> None:
         if self.told == announced and self.announcement.written() == announced:
@@ -54,21 +56,26 @@ class Agent:
 
     async def round(self, session) -> list[ProbeResult]:
         timeout = self.config.announce.timeout
-        results = list(await asyncio.gather(*(p.check(session, timeout) for p in self.probes)))
+        probing = asyncio.gather(*(p.check(session, timeout) for p in self.probes))
+        # The backbone's peers are probed alongside, and switched on their own.
+        backbone = self.backbone.round(time.monotonic()) if self.backbone else asyncio.sleep(0)
+        results, peers = await asyncio.gather(probing, backbone)
         now = time.monotonic()
         wanted = self.hysteresis.observe(verdict(results), now)
         failing = "; ".join(f"{r.name}: {r.detail}" for r in results if not r.ok)
         await self.switch(wanted, failing or "every probe passes")
-        await asyncio.to_thread(self.report, results, now)
+        await asyncio.to_thread(self.report, results, now, peers)
         return results
 
-    def report(self, results: list[ProbeResult], now: float) -> None:
+    def report(self, results: list[ProbeResult], now: float, peers: dict | None = None) -> None:
         payload = {
             "announced": self.told is True,
             "state": self.hysteresis.describe(now),
             "probes": {r.name: {"ok": r.ok, "detail": r.detail} for r in results},
             "bgp": read_bgp(self.config, timeout=self.config.announce.timeout).to_dict(),
         }
+        if peers is not None:
+            payload["backbone"] = peers
         with contextlib.suppress(OSError, ValueError):
             control.request(self.config, "report", timeout=self.config.announce.timeout, report=payload)
 

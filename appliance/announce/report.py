@@ -25,6 +25,12 @@ class AgentReports:
                               ["session", "neighbor"], registry=registry)
         self._probe = Gauge("edgecall_probe_ok", "1 when the health agent's last probe of the service passed.",
                             ["probe"], registry=registry)
+        self._peer_up = Gauge("edgecall_backbone_peer_up", "1 while the backbone peer answers through its tunnel.",
+                              ["peer"], registry=registry)
+        # The kernel's counters as the agent last read them (nftables' per-slice rule counters).
+        self._peer_packets = Gauge("edgecall_backbone_slice_packets",
+                                   "Packets of the peer's relay slice that landed here: forwarded to it, or dropped.",
+                                   ["peer", "outcome"], registry=registry)
         age = Gauge("edgecall_announce_report_age_seconds", "Seconds since the health agent last reported (-1: never).",
                     registry=registry)
         age.set_function(lambda: self.age(time.monotonic()))
@@ -32,8 +38,13 @@ class AgentReports:
     def update(self, report: dict[str, Any], now: float) -> None:
         self.last, self.at = report, now
         self._announced.set(1 if report.get("announced") else 0)
-        for gauge in (self._prefix, self._session, self._probe):
+        for gauge in (self._prefix, self._session, self._probe, self._peer_up, self._peer_packets):
             gauge.clear()
+        for peer, state in report.get("backbone", {}).items():
+            self._peer_up.labels(peer).set(1 if state.get("up") else 0)
+            for outcome in ("forwarded", "dropped"):
+                if state.get(outcome) is not None:
+                    self._peer_packets.labels(peer, outcome).set(state[outcome])
         bgp = BgpState.from_dict(report.get("bgp", {}))
         for prefix in bgp.announced:
             self._prefix.labels(prefix).set(1)

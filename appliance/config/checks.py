@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+from .backbone_checks import backbone_findings
 from .lines import Path, dotted
 from .schema import Config
 from .values import Endpoint, PortRange, IPAddr
@@ -134,6 +135,6 @@ def _announce(config: Config) -> Iterator[Finding]:
 
 def findings(config: Config) -> list[Finding]:
     out: list[Finding] = []
-    for check in (_port_clashes, _relay_ranges, _duplicates, _turn, _secrets, _net, _announce):
+    for check in (_port_clashes, _relay_ranges, _duplicates, _turn, _secrets, _net, _announce, backbone_findings):
         out.extend(check(config))
     return out

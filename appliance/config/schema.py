@@ -9,7 +9,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .values import ASN, IP, Count, Endpoint, Interface, InterfaceName, IPv4, Listener, Network, NonNegative, PortRange, Seconds
+from .values import (ASN, IP, Count, Endpoint, Interface, InterfaceName, IPAddr, IPIface, IPv4, Listener, Network,
+                     NonNegative, Port, PortRange, Seconds)
 
 LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
 
@@ -83,6 +84,11 @@ class TurnConfig:
     # How long a customIdentifier's usage totals are kept after its last allocation ends.
     usage_retention: Count = 3600
     keys: tuple[TurnKeyConfig, ...] = ()
+
+    @property
+    def relay_addresses(self) -> tuple[IPAddr, ...]:
+        """The addresses relays are allocated on: relay_address, then relay_address_v6 if set."""
+        return (self.relay_address,) + ((self.relay_address_v6,) if self.relay_address_v6 else ())
 
 
 @dataclass(frozen=True)
@@ -160,14 +166,46 @@ class BackbonePeerConfig:
     underlay: IP
     overlay: IP
     relay_ports: PortRange
+    # The peer's IPv6 address inside the backbone: the gateway for IPv6 relay packets to it.
+    overlay_v6: IP | None = None
+    # kind = "wireguard": the peer's public key (base64).
+    public_key: str | None = None
+
+    @property
+    def overlays(self) -> dict[int, IPAddr]:
+        """The peer's overlay addresses by IP version."""
+        return {self.overlay.version: self.overlay, **({6: self.overlay_v6} if self.overlay_v6 else {})}
 
 
 @dataclass(frozen=True)
 class BackboneConfig:
+    """The tunnels to the other boxes, and the policy routing that forwards each peer's relay
+    port slice to it (netconfig/backbone.py says how every number below is used)."""
+
     underlay: IP
+    # This box's address inside the backbone; the prefix is the backbone's subnet, which holds every
+    # peer's overlay address. An address's index in it numbers the peer's table and VXLAN VNI.
     overlay: Interface
     kind: Literal["vxlan", "wireguard", "gre"] = "vxlan"
     peers: tuple[BackbonePeerConfig, ...] = ()
+    overlay_v6: Interface | None = None
+    # The MTU of the path between the boxes; each tunnel's MTU is this minus its encapsulation.
+    underlay_mtu: Count = 1500
+    vxlan_port: Port = 4789
+    # kind = "wireguard": this box's private key (base64), and the first of the listen ports.
+    private_key: str | None = None
+    wireguard_port: Port = 51820
+    # A peer's routing table is table_base plus its overlay address's index.
+    table_base: Count = 1000
+    # The first of the four rule priorities used (from the tunnels, their catch-all, steering, local).
+    rule_priority: Count = 100
+    # Exempt relay ports from conntrack and count each slice's packets, with nftables.
+    notrack: bool = True
+
+    @property
+    def overlays(self) -> dict[int, IPIface]:
+        """This box's overlay addresses by IP version."""
+        return {self.overlay.version: self.overlay, **({6: self.overlay_v6} if self.overlay_v6 else {})}
 
 
 @dataclass(frozen=True)

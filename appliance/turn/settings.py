@@ -50,10 +50,9 @@ class TurnSettings:
 
     @classmethod
     def from_config(cls, turn: TurnConfig) -> TurnSettings:
-        addresses = [turn.relay_address, *([turn.relay_address_v6] if turn.relay_address_v6 else [])]
         return cls(
             realm=turn.realm,
-            relay_addresses=tuple(map(str, addresses)),
+            relay_addresses=tuple(map(str, turn.relay_addresses)),
             relay_ports=(turn.relay_ports.first, turn.relay_ports.last),
             max_lifetime=turn.max_lifetime,
             nonce_lifetime=turn.nonce_lifetime,

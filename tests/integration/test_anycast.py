@@ -11,11 +11,8 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -23,16 +20,12 @@ from appliance.config import parse_config
 from appliance.runner import assemble
 from netconfig.bgp_state import read_bgp
 from tests.lab.appliance import REPO
+from tests.lab.boxes import ANY4, ANYCAST4, ANYCAST6, BOX_ASN, PYTHON, ROUTER_ASN, TURN_PORT, Box, box_toml
 from tests.lab.frr import Frr, FrrNeighbor, frr_unavailable
 from tests.lab.netns import Host, Lab, wait_for
 
 pytestmark = pytest.mark.lab
 
-PYTHON = sys.executable
-ROUTER_ASN, BOX_ASN = 65000, 65010
-ANYCAST4, ANYCAST6 = "203.0.113.10/32", "2001:db8:ffff::10/128"
-ANY4 = ANYCAST4.split("/")[0]
-TURN_PORT = 3478
 CLIENT4, CLIENT_GW4 = "198.51.100.2", "198.51.100.1"
 # A hang bound only: nothing below asserts how fast anything happened.
 HANG = 15.0
@@ -46,84 +39,6 @@ def turn_assembled() -> bool:
 
 TURN = turn_assembled()
 NEEDS_TURN = "the TURN listener is not in appliance.runner.assemble() yet; nothing on the anycast address answers STUN"
-
-
-@dataclass
-class Box:
-    host: Host
-    router_side: str  # the router's interface toward the box
-    config: Path
-    service: subprocess.Popen | None = None
-    agent: subprocess.Popen | None = None
-
-    def appliance(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return self.host.run([PYTHON, "-m", "appliance", *args, "--config", self.config], check=check, cwd=REPO)
-
-    def start_service(self) -> None:
-        self.service = self.host.popen([PYTHON, "-m", "appliance", "run", "--config", self.config],
-                                       log="appliance", cwd=REPO)
-
-    def start_agent(self) -> None:
-        self.agent = self.host.popen([PYTHON, "-m", "appliance", "announce", "--config", self.config],
-                                     log="announce", cwd=REPO)
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {self.host.name} {name}\n{self.host.log_path(name).read_text()}"
-                         for name in ("bird", "appliance", "announce") if self.host.log_path(name).exists())
-
-
-def box_toml(box_dir: Path, name: str, uplink4: str, uplink6: str, gw4: str, gw6: str, drain: float) -> str:
-    return f"""
-[node]
-id = "{name}"
-
-[api]
-listen = "127.0.0.1:8080"
-
-[sfu]
-enabled = false
-
-[turn]
-enabled = {str(TURN).lower()}
-listen = ["udp://{ANY4}:{TURN_PORT}"]
-secrets = ["lab-secret"]
-relay_address = "{ANY4}"
-relay_ports = "61000-61999"
-
-[anycast]
-prefixes = ["{ANYCAST4}", "{ANYCAST6}"]
-
-[bgp]
-local_asn = {BOX_ASN}
-router_id = "{uplink4.split('/')[0]}"
-control_socket = "{box_dir}/bird.ctl"
-
-[[bgp.neighbors]]
-address = "{gw4}"
-asn = {ROUTER_ASN}
-bfd = true
-
-[net]
-state_file = "{box_dir}/net.json"
-
-[[net.uplinks]]
-interface = "eth0"
-addresses = ["{uplink4}", "{uplink6}"]
-
-[[net.routes]]
-to = "0.0.0.0/0"
-via = "{gw4}"
-
-[[net.routes]]
-to = "::/0"
-via = "{gw6}"
-
-[announce]
-bird_dir = "{box_dir}/bird"
-
-[drain]
-time = {drain}
-"""
 
 
 @dataclass
@@ -195,7 +110,8 @@ def build(lab: Lab, drain: float = 0.0) -> Anycast:
         # Only the router's end is addressed here: the box's end is `appliance net apply`'s job.
         router_side, _ = lab.link(rtr, host, a_addrs=[f"{gw4}/29", f"{gw6}/64"])
         config = host.dir / "appliance.toml"
-        config.write_text(box_toml(host.dir, name, f"{up4}/29", f"{up6}/64", gw4, gw6, drain))
+        config.write_text(box_toml(host.dir, name, f"{up4}/29", f"{up6}/64", gw4, gw6, turn=f"enabled = {str(TURN).lower()}",
+                                   extra=f"[drain]\ntime = {drain}\n"))
         boxes[name] = Box(host, router_side, config)
     frr = Frr(rtr, ROUTER_ASN, "192.0.2.1",
               [FrrNeighbor(up4, BOX_ASN, bfd=True) for _, up4, _, _ in links.values()],
@@ -203,12 +119,7 @@ def build(lab: Lab, drain: float = 0.0) -> Anycast:
     frr.start()
     anycast = Anycast(lab, rtr, client, frr, boxes, client_side)
     for box in boxes.values():
-        box.appliance("net", "apply")
-        (box.host.dir / "bird.conf").write_text(box.appliance("net", "bird-conf").stdout)
-        box.host.popen(["bird", "-f", "-c", box.host.dir / "bird.conf", "-s", box.host.dir / "bird.ctl",
-                        "-P", box.host.dir / "bird.pid"])
-        box.start_service()
-        box.start_agent()
+        box.boot()
     both = {b.router_side for b in boxes.values()}
     wait_for(lambda: anycast.next_hops(ANYCAST4) == both, "the router's two ECMP next hops for the anycast /32",
              timeout=60, detail=anycast.logs)

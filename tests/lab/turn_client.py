@@ -20,16 +20,18 @@ class UclientResult:
     output: str
 
 
-def run_uclient(server: str, port: int, *flags: str, timeout: float = 120.0) -> tuple[int, str]:
-    """Run turnutils_uclient to completion (bounded by -n and by `timeout`); (exit status, output)."""
-    result = subprocess.run(["turnutils_uclient", *flags, "-p", str(port), server], capture_output=True, text=True,
-                            timeout=timeout)
+def run_uclient(server: str, port: int, *flags: str, timeout: float = 120.0, netns: str | None = None) -> tuple[int, str]:
+    """Run turnutils_uclient to completion (bounded by -n and by `timeout`), in the lab namespace
+    `netns` if given; (exit status, output)."""
+    inside = ["ip", "netns", "exec", netns] if netns else []
+    result = subprocess.run([*inside, "turnutils_uclient", *flags, "-p", str(port), server], capture_output=True,
+                            text=True, timeout=timeout)
     return result.returncode, result.stdout + result.stderr
 
 
-def uclient(server: str, port: int, *flags: str, timeout: float = 120.0) -> UclientResult:
+def uclient(server: str, port: int, *flags: str, timeout: float = 120.0, netns: str | None = None) -> UclientResult:
     """Run turnutils_uclient; its totals."""
-    status, output = run_uclient(server, port, *flags, timeout=timeout)
+    status, output = run_uclient(server, port, *flags, timeout=timeout, netns=netns)
     totals = re.findall(r"tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\n", output)
     lost = re.findall(r"Total lost packets (\d+)", output)
     if not totals or not lost:
