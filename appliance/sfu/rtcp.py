@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Iterator
 
 NTP_EPOCH = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
 
@@ -38,38 +39,40 @@ def receiver_report(ssrc: int, blocks: list[bytes]) -> bytes:
     return struct.pack(">BBHI", 0x80 | len(blocks), PT_RR, 1 + 6 * len(blocks), ssrc) + b"".join(blocks)
 
 
-def sender_reports(packet: bytes) -> list[tuple[int, int]]:
-    """(sender SSRC, middle 32 bits of the NTP time) of each SR in a compound RTCP packet."""
-    out = []
+def _parts(packet: bytes) -> Iterator[tuple[int, int, int, int]]:
+    """(first byte, packet type, start, end) of each part of a compound RTCP packet; a malformed
+    part ends the walk."""
     offset, size = 0, len(packet)
     while offset + 4 <= size:
         first, pt, length = packet[offset], packet[offset + 1], packet[offset + 2] << 8 | packet[offset + 3]
         end = offset + 4 * (length + 1)
         if first >> 6 != 2 or end > size:
-            break
+            return
+        yield first, pt, offset, end
+        offset = end
+
+
+def sender_reports(packet: bytes) -> list[tuple[int, int]]:
+    """(sender SSRC, middle 32 bits of the NTP time) of each SR in a compound RTCP packet."""
+    out = []
+    for _, pt, offset, end in _parts(packet):
         if pt == PT_SR and end >= offset + 20:
             ssrc, seconds, fraction = struct.unpack_from(">III", packet, offset + 4)
             out.append((ssrc, (seconds & 0xFFFF) << 16 | fraction >> 16))
-        offset = end
     return out
 
 
 def keyframe_requests(packet: bytes) -> list[int]:
-    """The media SSRCs a compound RTCP packet asks keyframes for (PLI, FIR). Malformed parts end the scan."""
+    """The media SSRCs a compound RTCP packet asks keyframes for (PLI, FIR)."""
     out: list[int] = []
-    offset, size = 0, len(packet)
-    while offset + 4 <= size:
-        first, pt, length = packet[offset], packet[offset + 1], packet[offset + 2] << 8 | packet[offset + 3]
-        end = offset + 4 * (length + 1)
-        if first >> 6 != 2 or end > size:
-            break
-        if pt == PT_PSFB and end >= offset + 12:
-            fmt = first & 0x1F
-            if fmt == FMT_PLI:
-                out.append(int.from_bytes(packet[offset + 8:offset + 12], "big"))
-            elif fmt == FMT_FIR:
-                # FCI entries of 8 bytes, each starting with the SSRC of the stream asked for.
-                for fci in range(offset + 12, end - 7, 8):
-                    out.append(int.from_bytes(packet[fci:fci + 4], "big"))
-        offset = end
+    for first, pt, offset, end in _parts(packet):
+        if pt != PT_PSFB or end < offset + 12:
+            continue
+        fmt = first & 0x1F
+        if fmt == FMT_PLI:
+            out.append(int.from_bytes(packet[offset + 8:offset + 12], "big"))
+        elif fmt == FMT_FIR:
+            # FCI entries of 8 bytes, each starting with the SSRC of the stream asked for.
+            for fci in range(offset + 12, end - 7, 8):
+                out.append(int.from_bytes(packet[fci:fci + 4], "big"))
     return out
