@@ -137,7 +137,7 @@ def probes_for(config: Config) -> list:
         probes += [StunProbe(f"turn {listener}", listener.endpoint, allocate_request, challenged)
                    for listener in config.turn.listen if listener.transport == "udp"]
     if config.sfu.enabled:
-        probes.append(StunProbe("sfu", config.sfu.udp, binding_request, bound))
+        probes += [StunProbe(f"sfu {endpoint}", endpoint, binding_request, bound) for endpoint in config.sfu.udp]
     return probes
 
 

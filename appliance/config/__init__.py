@@ -109,8 +109,8 @@ def summary(config: Config) -> list[str]:
     out = [f"node {config.node.id}", f"api: http://{config.api.listen}"]
     out.append(f"apps: {', '.join(a.id for a in config.apps) or 'none'}")
     if config.sfu.enabled:
-        tcp = f", tcp {config.sfu.tcp}" if config.sfu.tcp else ""
-        out.append(f"sfu: udp {config.sfu.udp}{tcp}")
+        tcp = f", tcp {', '.join(map(str, config.sfu.tcp))}" if config.sfu.tcp else ""
+        out.append(f"sfu: udp {', '.join(map(str, config.sfu.udp))}{tcp}")
     if config.turn.enabled:
         t = config.turn
         out.append(

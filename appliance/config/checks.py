@@ -24,9 +24,11 @@ def _hosts_overlap(a: IPAddr, b: IPAddr) -> bool:
 def _sockets(config: Config) -> Iterator[tuple[str, Endpoint, Path]]:
     yield "tcp", config.api.listen, ("api", "listen")
     if config.sfu.enabled:
-        yield "udp", config.sfu.udp, ("sfu", "udp")
-        if config.sfu.tcp:
-            yield "tcp", config.sfu.tcp, ("sfu", "tcp")
+        for proto in ("udp", "tcp"):
+            endpoints = getattr(config.sfu, proto)
+            for i, endpoint in enumerate(endpoints):
+                # A single address is usually written as a plain string: name it without an index.
+                yield proto, endpoint, ("sfu", proto) + ((i,) if len(endpoints) > 1 else ())
     if config.turn.enabled:
         for i, listener in enumerate(config.turn.listen):
             yield listener.protocol, listener.endpoint, ("turn", "listen", i)

@@ -9,8 +9,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .values import (ASN, IP, Count, Endpoint, Interface, InterfaceName, IPAddr, IPIface, IPv4, Listener, Network,
-                     NonNegative, Port, PortRange, Seconds)
+from .values import (ASN, IP, Count, Endpoint, Endpoints, Interface, InterfaceName, IPAddr, IPIface, IPv4, Listener,
+                     Network, NonNegative, Port, PortRange, Seconds)
 
 LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
 
@@ -37,8 +37,10 @@ class AppConfig:
 @dataclass(frozen=True)
 class SfuConfig:
     enabled: bool = True
-    udp: Endpoint = Endpoint(LOOPBACK, 3479)
-    tcp: Endpoint | None = None
+    # The media port: one address or several (one socket each, say IPv4 and IPv6), same port advised.
+    udp: Endpoints = (Endpoint(LOOPBACK, 3479),)
+    # ICE-TCP passive candidates (RFC 6544); empty: none.
+    tcp: Endpoints = ()
     public_addresses: tuple[IP, ...] = ()
 
 

@@ -143,6 +143,21 @@ class Endpoint:
         return f"{self.host}:{self.port}"
 
 
+def parse_endpoints(raw: object) -> tuple[Endpoint, ...]:
+    """One `host:port` or an array of them: one socket each (IPv4 and IPv6 side by side)."""
+    expected = "host:port, or a non-empty array of them (IPv6 as [::1]:3479)"
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items:
+        raise Invalid(expected)
+    try:
+        return tuple(Endpoint.parse(item) for item in items)
+    except Invalid:
+        raise Invalid(expected) from None
+
+
+Endpoints = Annotated[tuple[Endpoint, ...], parse_endpoints]
+
+
 @dataclass(frozen=True)
 class Listener:
     """A TURN/STUN listener: `udp://`, `tcp://` or `tls://` and an endpoint."""

@@ -31,16 +31,18 @@ class MediaService:
 
     async def start(self) -> None:
         self.io = MediaIO(asyncio.get_running_loop(), self.port)
-        key, endpoint = "sfu.udp", self.config.udp
+        key, endpoint = "sfu.udp", None
         try:
-            self.udp.append(self.io.open_udp(str(endpoint.host), endpoint.port))
-            if self.config.tcp is not None:
-                key, endpoint = "sfu.tcp", self.config.tcp
+            for i, endpoint in enumerate(self.config.udp):
+                key = f"sfu.udp[{i}]"
+                self.udp.append(self.io.open_udp(str(endpoint.host), endpoint.port))
+            for i, endpoint in enumerate(self.config.tcp):
+                key = f"sfu.tcp[{i}]"
                 self.tcp.append(await self.io.open_tcp(str(endpoint.host), endpoint.port))
         except OSError as e:
             await self.stop()
             raise StartError(f"cannot listen on {endpoint} ({key}): {e.strerror or e}") from None
-        log.info("listening", udp=str(self.config.udp), tcp=str(self.config.tcp))
+        log.info("listening", udp=_listed(self.config.udp), tcp=_listed(self.config.tcp))
 
     async def stop(self) -> None:
         if self.io is not None:
@@ -53,14 +55,18 @@ class MediaService:
         return None if self.udp else "not listening"
 
     def urls(self) -> list[str]:
-        tcp = f", ICE-TCP {self.config.tcp}" if self.config.tcp is not None else ""
-        return [f"SFU media  udp {self.config.udp}{tcp}  (ICE-lite, DTLS-SRTP, one port for every session)"]
+        tcp = f", ICE-TCP {_listed(self.config.tcp)}" if self.config.tcp else ""
+        return [f"SFU media  udp {_listed(self.config.udp)}{tcp}  (ICE-lite, DTLS-SRTP, one port for every session)"]
 
     def candidates(self) -> tuple[RTCIceCandidate, ...]:
         """The host candidates for our SDP: the public addresses when configured (anycast),
         else the bound ones, each with the bound port."""
         public = [str(address) for address in self.config.public_addresses]
         return host_candidates(_advertised(self.udp, public), _advertised(self.tcp, public))
+
+
+def _listed(endpoints) -> str:
+    return ", ".join(map(str, endpoints)) or "none"
 
 
 def _advertised(bound: list[tuple[str, int]], public: list[str]) -> list[tuple[str, int]]:

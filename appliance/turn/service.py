@@ -50,7 +50,7 @@ class TurnService:
 
     def _own_addresses(self) -> list:
         config = self.box.config
-        own = [config.api.listen.host, config.sfu.udp.host, *config.sfu.public_addresses]
+        own = [config.api.listen.host, *(e.host for e in config.sfu.udp), *config.sfu.public_addresses]
         own += [p.network_address for p in config.anycast.prefixes if p.num_addresses == 1]
         return own
 

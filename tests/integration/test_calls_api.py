@@ -210,3 +210,30 @@ async def test_bidirectional_stream_carries_a_pulled_track_back(api):
     finally:
         await source.close()
         await relay.close()
+
+
+def test_the_media_port_on_ipv4_and_ipv6(appliance):
+    """`[sfu] udp` with two addresses: both answer STUN, and the SFU's SDP offers both candidates."""
+    import socket
+
+    from appliance.stun import Attr as StunAttr, Class, Message, Method
+    from tests.lab.appliance import box_config, free_port, has_ipv6_loopback
+
+    if not has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback on this machine")
+    media = free_port("udp")
+    box = appliance(box_config(free_port("tcp"), media, free_port("udp", "tcp")).replace(
+        f'udp = "127.0.0.1:{media}"', f'udp = ["127.0.0.1:{media}", "[::1]:{media}"]'))
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            request = Message(Method.BINDING, Class.REQUEST)
+            sock.sendto(request.encode(), (host, media))
+            answer = Message.parse(sock.recv(2048))
+            assert answer.transaction_id == request.transaction_id and StunAttr.XOR_MAPPED_ADDRESS in answer
+    api = Api(box)
+    _, created = api("POST", "/sessions/new")
+    _, offered = api("POST", f"/sessions/{created['sessionId']}/tracks/new",
+                     {"tracks": [{"location": "local", "trackName": "t", "kind": "audio"}]})
+    sdp = offered["sessionDescription"]["sdp"]
+    assert f"127.0.0.1 {media} typ host" in sdp and f"::1 {media} typ host" in sdp

@@ -120,7 +120,7 @@ def test_probes_follow_the_enabled_services():
     config = parse_config('[api]\nlisten = "0.0.0.0:8080"\n[sfu]\nenabled = true\nudp = "[::]:3479"\n'
                           '[turn]\nlisten = ["udp://203.0.113.10:3478", "tcp://203.0.113.10:3478"]\n', "t.toml")
     probes = probes_for(config)
-    assert [p.name for p in probes] == ["api", "turn udp://203.0.113.10:3478", "sfu"]
+    assert [p.name for p in probes] == ["api", "turn udp://203.0.113.10:3478", "sfu [::]:3479"]
     assert probes[0].url == "http://127.0.0.1:8080/healthz"  # a wildcard listener is probed on loopback
     assert probes[2].address == ("::1", 3479)
     off = parse_config("[sfu]\nenabled = false\n[turn]\nenabled = false\n", "t.toml")

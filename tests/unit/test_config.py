@@ -85,7 +85,7 @@ def test_a_full_file_parses_into_typed_values():
 def test_embedded_default_is_a_loopback_box_with_a_fresh_demo_app():
     first, second = load_config(None), load_config(None)
     assert str(first.api.listen) == "127.0.0.1:8080"
-    assert str(first.sfu.udp) == "127.0.0.1:3479"
+    assert [str(e) for e in first.sfu.udp] == ["127.0.0.1:3479"] and first.sfu.tcp == ()
     assert [str(listener) for listener in first.turn.listen] == ["udp://127.0.0.1:3478", "tcp://127.0.0.1:3478"]
     assert [app.id for app in first.apps] == ["demo"]
     assert first.apps[0].secret != second.apps[0].secret
@@ -262,3 +262,13 @@ def test_value_parsers_raise_only_invalid(raw):
             parse(raw)
         except Invalid:
             pass
+
+
+def test_the_media_port_on_several_addresses():
+    config = parse_config('[sfu]\nudp = ["127.0.0.1:3479", "[::1]:3479"]\ntcp = "127.0.0.1:3480"\n', "box.toml")
+    assert [str(e) for e in config.sfu.udp] == ["127.0.0.1:3479", "[::1]:3479"]
+    assert [str(e) for e in config.sfu.tcp] == ["127.0.0.1:3480"]
+    (line,) = problems('[sfu]\nudp = ["127.0.0.1:3479", "127.0.0.1:3479"]\n')
+    assert line == "box.toml:2: sfu.udp[1]: udp port 127.0.0.1:3479 clashes with sfu.udp[0] (127.0.0.1:3479)"
+    (line,) = problems('[sfu]\nudp = []\n')
+    assert line.startswith("box.toml:2: sfu.udp: expected host:port, or a non-empty array of them")
