@@ -86,7 +86,7 @@ async def media(request, monkeypatch):
     # aioice gathers every interface but loopback; these tests stay on loopback.
     monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: [request.param])
     host = ipaddress.ip_address(request.param)
-    box = SimpleNamespace(config=Config(sfu=SfuConfig(udp=Endpoint(host, 0), tcp=Endpoint(host, 0))))
+    box = SimpleNamespace(config=Config(sfu=SfuConfig(udp=(Endpoint(host, 0),), tcp=(Endpoint(host, 0),))))
     service = MediaService(box)
     await service.start()
     assert service.health() is None
