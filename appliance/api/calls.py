@@ -72,7 +72,10 @@ async def new_session(request: web.Request) -> web.Response:
     body = await read_json(request)
     sfu = _sfu(request)
     now = sfu.clock()
-    session = sfu.new_session(request[APP], now)
+    # CALLS_API.md 1.1: a session relaying to a third-party WebRTC endpoint, where the SFU is
+    # the full ICE agent.
+    thirdparty = request.query.get("thirdparty", "").lower() in ("true", "1")
+    session = sfu.new_session(request[APP], now, thirdparty)
     answer = {"sessionId": session.id}
     offer = _description(body, "offer")
     if offer is not None:

@@ -21,6 +21,11 @@ nominated; "use the pair the traffic comes from" is Mozilla's own advice to lite
 servers (pion/ice#739). Valid checks on the selected path refresh consent; a selected
 path without one for `consent_timeout` seconds is dropped and reported (RFC 7675: 30 s).
 
+A session relaying to a third party (`checks.IceControlling`) is the controlling side
+itself: checks from its peer are answered, as a full peer's triggered checks need, but
+select nothing (its own checks do), and a peer claiming the controlling role too gets
+487 (we never give the role up: RFC 8445 7.3.1.1 would compare tie-breakers).
+
 A Binding request with neither USERNAME nor MESSAGE-INTEGRITY is plain STUN (the
 health agent's probe, NAT discovery) and gets XOR-MAPPED-ADDRESS alone.
 
@@ -31,7 +36,7 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +84,23 @@ def host_candidates(udp: Sequence[Address], tcp: Sequence[Address] = ()) -> tupl
     return tuple(candidates)
 
 
+def schedule(deadlines: Deadlines, agent: Any, when: float) -> None:
+    """Queue `when` for an agent (anything with a `due`) unless it is due earlier already:
+    a later deadline moves nothing, the due one re-checks and queues the next."""
+    if agent.due is None or when < agent.due:
+        agent.due = when
+        deadlines.push(when, agent)
+
+
+def due_agents(deadlines: Deadlines, now: float) -> Iterator[Any]:
+    """The agents due at `now`, their `due` cleared; entries an earlier deadline superseded
+    (already handled) are skipped."""
+    for agent in list(deadlines.due(now)):
+        if agent.due is not None and agent.due <= now:
+            agent.due = None
+            yield agent
+
+
 @dataclass(frozen=True, slots=True)
 class PathSelected:
     """`owner`'s selected path is now (`local`, `addr`): its first, or a move."""
@@ -113,10 +135,12 @@ class IceCounters:
 class _Agent:
     """One session's responder state."""
 
-    __slots__ = ("owner", "ufrag", "key", "remote_ufrag", "local", "addr", "consent_until", "due", "paths")
+    __slots__ = ("owner", "ufrag", "key", "remote_ufrag", "controlling", "local", "addr", "consent_until", "due",
+                 "paths")
 
-    def __init__(self, owner: Any, ufrag: str, pwd: str, remote_ufrag: str | None) -> None:
+    def __init__(self, owner: Any, ufrag: str, pwd: str, remote_ufrag: str | None, controlling: bool) -> None:
         self.owner = owner
+        self.controlling = controlling
         self.ufrag = ufrag
         self.key = short_term_key(pwd)
         self.remote_ufrag = remote_ufrag
@@ -139,12 +163,12 @@ class IceLite:
 
     # --- sessions ------------------------------------------------------------------------
 
-    def add(self, owner: Any, ufrag: str, pwd: str, remote_ufrag: str | None = None) -> None:
+    def add(self, owner: Any, ufrag: str, pwd: str, remote_ufrag: str | None = None, controlling: bool = False) -> None:
         """Answer checks for `owner` from now on. `remote_ufrag` may come later (`set_remote`):
         when the SFU made the offer, the browser starts checking before its answer arrives."""
         if ufrag in self._by_ufrag or owner in self._by_owner:
             raise ValueError(f"ICE ufrag {ufrag!r} or its owner is registered already")
-        agent = _Agent(owner, ufrag, pwd, remote_ufrag)
+        agent = _Agent(owner, ufrag, pwd, remote_ufrag, controlling)
         self._by_ufrag[ufrag] = agent
         self._by_owner[owner] = agent
 
@@ -222,12 +246,14 @@ class IceLite:
         sha256 = request.uses_sha256
         if request.unknown:
             answer = request.error(420, (Attr.UNKNOWN_ATTRIBUTES, request.unknown))
-        elif Attr.ICE_CONTROLLED in request:
-            # A lite agent is always controlled (RFC 8445 6.1.1); 487 tells the other side to control.
+        elif (Attr.ICE_CONTROLLING if agent.controlling else Attr.ICE_CONTROLLED) in request:
+            # Both claim the same role: 487 tells the other side to switch. A lite agent is always
+            # controlled (RFC 8445 6.1.1), a relay session always controls.
             self.counters.role_conflicts += 1
             answer = request.error(487)
         else:
-            self._checked(agent, local, addr, Attr.USE_CANDIDATE in request, now)
+            if not agent.controlling:
+                self._checked(agent, local, addr, Attr.USE_CANDIDATE in request, now)
             answer = request.success((Attr.XOR_MAPPED_ADDRESS, addr))
         return answer.encode(agent.key, sha256=sha256, fingerprint=True)
 
@@ -252,11 +278,9 @@ class IceLite:
         self._schedule(agent)
 
     def _schedule(self, agent: _Agent) -> None:
-        # Refreshing consent moves no deadline: the due one re-checks and queues the next.
-        # Only a move to a path checked earlier can bring the expiry forward.
-        if agent.due is None or agent.consent_until < agent.due:
-            agent.due = agent.consent_until
-            self._deadlines.push(agent.due, agent)
+        # Refreshing consent moves no deadline; only a move to a path checked earlier can
+        # bring the expiry forward.
+        schedule(self._deadlines, agent, agent.consent_until)
 
     def _drop_path(self, agent: _Agent, path: tuple[Any, Address]) -> None:
         if self._by_path.get(path) is agent:
@@ -268,10 +292,7 @@ class IceLite:
         return self._deadlines.next()
 
     def handle_timer(self, now: float) -> None:
-        for agent in list(self._deadlines.due(now)):
-            if agent.due is None or agent.due > now:
-                continue  # superseded by an earlier deadline, already handled
-            agent.due = None
+        for agent in due_agents(self._deadlines, now):
             if self._by_owner.get(agent.owner) is not agent or agent.addr is None:
                 continue
             if agent.consent_until > now:

@@ -50,7 +50,9 @@ class MediaIO:
         """Bind and serve a UDP address; returns it as bound (port 0 picks one)."""
         sock = udp_socket(host, port)
         self._sockets.append(sock)
-        self.loop.add_reader(sock.fileno(), self._on_readable, sock, Listener(sock))
+        listener = Listener(sock)
+        self.port.add_udp(listener, sock.getsockname()[:2])
+        self.loop.add_reader(sock.fileno(), self._on_readable, sock, listener)
         return sock.getsockname()[:2]
 
     async def open_tcp(self, host: str, port: int) -> tuple[str, int]:

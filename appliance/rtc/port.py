@@ -1,8 +1,9 @@
 """The media port: every session's STUN, DTLS and SRTP on one UDP port (ARCHITECTURE
 principle 3), and on ICE-TCP connections when configured.
 
-Per datagram, the first byte says what it is (RFC 7983): STUN goes to the ICE-lite
-responder, which finds the session by USERNAME and selects the 5-tuple it came from;
+Per datagram, the first byte says what it is (RFC 7983): STUN requests go to the ICE-lite
+responder, responses to the checks of sessions that control ICE toward a third party
+(`checks`; their paths then work as the responder's do). The responder finds the session by USERNAME and selects the 5-tuple it came from;
 DTLS and SRTP/SRTCP find their session by that 5-tuple, one dict lookup in the
 receiving listener's `sessions` (a miss asks the responder whether the 5-tuple is
 another validated path of a session, which then moves there). SRTP is unprotected and handed to the session's
@@ -24,6 +25,7 @@ from aiortc.rtcdtlstransport import RTCDtlsFingerprint
 
 from ..turn.deadlines import Deadlines
 from .dtls import ApplicationData, Closed, Connected, DtlsConnection, DtlsContext, Failed, State
+from .checks import ChecksFailed, IceControlling
 from .ice import CONSENT_TIMEOUT, Address, ConsentExpired, IceLite, PathSelected
 
 
@@ -36,8 +38,9 @@ class PathClosed:
 
 
 # What a handler's `event` receives: the path moved (ICE), consent ran out, the
-# connection closed; DTLS connected (SRTP flows from then on), failed or was closed.
-Event = PathSelected | ConsentExpired | PathClosed | Connected | Failed | Closed
+# connection closed, our own checks found no path; DTLS connected (SRTP flows from then
+# on), failed or was closed.
+Event = PathSelected | ConsentExpired | PathClosed | ChecksFailed | Connected | Failed | Closed
 
 
 class SessionHandler(Protocol):
@@ -102,6 +105,10 @@ class MediaPort:
     def __init__(self, context: DtlsContext, consent_timeout: float = CONSENT_TIMEOUT) -> None:
         self.context = context
         self.ice = IceLite(consent_timeout)
+        self.checks = IceControlling(consent_timeout)
+        # The UDP sockets, each with whether it is IPv6: a check goes out on those of its
+        # candidate's family.
+        self._udp: list[tuple[Listener, bool]] = []
         self.counters = PortCounters()
         # The shell's alarm clock: called with each new deadline (consent, DTLS retransmission),
         # which may be earlier than the one it waits for. Deadlines come from datagrams, timers
@@ -113,17 +120,25 @@ class MediaPort:
 
     def add_session(self, handler: SessionHandler, ufrag: str, pwd: str, *, remote_ufrag: str | None = None,
                     remote_fingerprints: list[RTCDtlsFingerprint] | None = None,
-                    server: bool | None = None) -> Session:
+                    server: bool | None = None, controlling: bool = False) -> Session:
         """Register a session by its local ICE credentials (those in the SDP we send).
 
         `server` is our DTLS role from the SDP's a=setup (passive: True, active: False);
         None until the answer to our own actpass offer says, and a ClientHello arriving
         first makes us the server. The remote ufrag and fingerprints may come later too,
-        with `set_remote`.
+        with `set_remote`. A `controlling` session finds its path with `connect`.
         """
         session = Session(handler, server, remote_fingerprints)
-        self.ice.add(session, ufrag, pwd, remote_ufrag)
+        self.ice.add(session, ufrag, pwd, remote_ufrag, controlling)
         return session
+
+    def connect(self, session: Session, ufrag: str, remote_ufrag: str, remote_pwd: str,
+                candidates: list[Address], now: float) -> None:
+        """Control ICE toward the remote (a third-party, ICE-lite endpoint): check each of its
+        UDP candidates, best first, from our sockets of that address family."""
+        pairs = [(listener, addr) for addr in candidates for listener, ipv6 in self._udp if ipv6 == (":" in addr[0])]
+        self.checks.start(session, ufrag, remote_ufrag, remote_pwd, pairs, now)
+        self._ice_events(now)
 
     def set_remote(self, session: Session, ufrag: str, fingerprints: list[RTCDtlsFingerprint], server: bool,
                    now: float) -> None:
@@ -145,6 +160,7 @@ class MediaPort:
             for datagram in session.dtls.datagrams_to_send():
                 self._send(session, datagram)
         self.ice.remove(session)
+        self.checks.remove(session)
         self._unselect(session)
 
     def send_rtp(self, session: Session, packet: bytes) -> bool:
@@ -190,6 +206,10 @@ class MediaPort:
 
     # --- what the shell calls ----------------------------------------------------------------
 
+    def add_udp(self, listener: Listener, address: Address) -> None:
+        """A UDP socket bound to `address`: one the port's own checks can go out on."""
+        self._udp.append((listener, ":" in address[0]))
+
     def datagram_received(self, listener: Listener, data: bytes, addr: Address, now: float) -> None:
         if len(data) < 12:  # shorter than any RTP header, DTLS record or STUN header
             self.counters.malformed += 1
@@ -216,6 +236,10 @@ class MediaPort:
             else:
                 session.handler.rtp(packet, now)
         elif first < 4:
+            if first & 1:  # the class's high bit (RFC 8489 5): a response, to one of our checks
+                self.checks.receive(data, listener, addr, now)
+                self._ice_events(now)
+                return
             answer = self.ice.receive(data, listener, addr, now)
             if answer is not None:
                 try:
@@ -252,11 +276,13 @@ class MediaPort:
             session.handler.event(PathClosed(listener, addr))
 
     def get_timer(self) -> float | None:
-        timers = [t for t in (self.ice.get_timer(), self._dtls_deadlines.next()) if t is not None]
+        timers = [t for t in (self.ice.get_timer(), self.checks.get_timer(), self._dtls_deadlines.next())
+                  if t is not None]
         return min(timers) if timers else None
 
     def handle_timer(self, now: float) -> None:
         self.ice.handle_timer(now)
+        self.checks.handle_timer(now)
         self._ice_events(now)
         for session in list(self._dtls_deadlines.due(now)):
             if session.dtls_at is None or session.dtls_at > now:
@@ -290,11 +316,17 @@ class MediaPort:
             session.handler.rtp(packet, now)
 
     def _ice_events(self, now: float) -> None:
-        """Carry out what the responder decided, after anything that may have changed it."""
-        when = self.ice.get_timer()
-        if when is not None and self.wake is not None:
-            self.wake(when)
-        while (event := self.ice.next_event()) is not None:
+        """Carry out what the responder and the checks decided, after anything that may have
+        changed it: their checks sent, their timers armed, their events applied."""
+        for local, addr, data in self.checks.datagrams_to_send():
+            try:
+                local.sink.sendto(data, addr)
+            except OSError:
+                self.counters.send_errors += 1
+        for when in (self.ice.get_timer(), self.checks.get_timer()):
+            if when is not None and self.wake is not None:
+                self.wake(when)
+        while (event := self.ice.next_event() or self.checks.next_event()) is not None:
             session = event.owner
             if isinstance(event, PathSelected):
                 self._unselect(session)

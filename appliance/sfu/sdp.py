@@ -1,8 +1,10 @@
 """SDP for the SFU: what a client's description says (read with aiortc's parser), and the
-descriptions the SFU writes (an ICE-lite, BUNDLE, rtcp-mux endpoint on the one media port).
+descriptions the SFU writes (an ICE-lite, BUNDLE, rtcp-mux endpoint on the one media port;
+a full ICE agent in a session relaying to a third party).
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from aiortc import sdp as aiortc_sdp
@@ -40,6 +42,9 @@ class RemoteDescription:
     fingerprints: list[RTCDtlsFingerprint]
     setup: str  # active, passive or actpass
     sections: list[RemoteSection]
+    # UDP host and server-reflexive candidates with an IP address, best first: what a session
+    # that controls ICE checks (mDNS names and relayed candidates are for browsers to check).
+    candidates: list[tuple[str, int]] = field(default_factory=list)
 
     def section(self, mid: str) -> RemoteSection | None:
         return next((s for s in self.sections if s.mid == mid), None)
@@ -55,6 +60,7 @@ def parse(text: object, expected_type: str) -> RemoteDescription:
         raise SdpError(f"the SDP does not parse: {type(e).__name__}: {e}") from None
     sections = []
     ice = dtls = None
+    candidates = []
     for index, media in enumerate(parsed.media):
         mid = media.rtp.muxId
         if not mid:
@@ -63,6 +69,8 @@ def parse(text: object, expected_type: str) -> RemoteDescription:
             ice = ice or media.ice
         if media.dtls and media.dtls.fingerprints:
             dtls = dtls or media.dtls
+        candidates += [c for c in media.ice_candidates if c.component == 1 and c.protocol.lower() == "udp"
+                       and c.type in ("host", "srflx") and _is_ip(c.ip)]
         fid = {int(g.items[1]) for g in media.ssrc_group if g.semantic == "FID" and len(g.items) > 1}
         sections.append(RemoteSection(
             index=index,
@@ -84,7 +92,18 @@ def parse(text: object, expected_type: str) -> RemoteDescription:
     if dtls is None:
         raise SdpError("the SDP has no a=fingerprint")
     setup = _setup(text)
-    return RemoteDescription(expected_type, ice.usernameFragment, ice.password, list(dtls.fingerprints), setup, sections)
+    candidates.sort(key=lambda c: c.priority, reverse=True)
+    addresses = list(dict.fromkeys((c.ip, c.port) for c in candidates))  # BUNDLE repeats them per section
+    return RemoteDescription(expected_type, ice.usernameFragment, ice.password, list(dtls.fingerprints), setup,
+                             sections, addresses)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _setup(text: str) -> str:
@@ -121,6 +140,7 @@ class LocalParameters:
     candidates: list[tuple[str, int, str]]  # (address, port, "udp" | "tcp")
     session_id: int
     version: int
+    lite: bool = True  # False in a session that controls ICE toward a third party
 
 
 def write(kind: str, params: LocalParameters, sections: list[LocalSection]) -> dict[str, str]:
@@ -131,7 +151,7 @@ def write(kind: str, params: LocalParameters, sections: list[LocalSection]) -> d
         f"o=- {params.session_id} {params.version} IN IP4 0.0.0.0",
         "s=-",
         "t=0 0",
-        "a=ice-lite",
+        *(["a=ice-lite"] if params.lite else []),
         *([f"a=group:BUNDLE {' '.join(bundled)}"] if bundled else []),
         "a=extmap-allow-mixed",
         "a=msid-semantic: WMS *",

@@ -57,6 +57,9 @@ class CallSession:
     pending_offer: bool = False
     connected_at: float | None = None
     closed: bool = False
+    # sessions/new?thirdparty=true: the SFU relays to a third-party endpoint and is the full,
+    # controlling ICE agent toward it (CALLS_API.md 1.1).
+    thirdparty: bool = False
     rtcp_ssrc: int = field(default_factory=lambda: random.getrandbits(32))
     cname: str = field(default_factory=lambda: secrets.token_hex(8))
     datachannels: SessionChannels = field(default_factory=SessionChannels)

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..logs import get_logger
 from ..rtc.dtls import Closed, Connected, Failed
+from ..rtc.checks import ChecksFailed
 from ..rtc.ice import ConsentExpired
 from . import rtcp, sdp
 from .channel_router import ChannelRouter
@@ -47,8 +48,8 @@ class Sfu:
 
     # --- sessions -------------------------------------------------------------------------------
 
-    def new_session(self, app: str, now: float) -> CallSession:
-        session = CallSession(secrets.token_hex(16), app, now, self)
+    def new_session(self, app: str, now: float, thirdparty: bool = False) -> CallSession:
+        session = CallSession(secrets.token_hex(16), app, now, self, thirdparty=thirdparty)
         self.sessions[session.id] = session
         return session
 
@@ -77,7 +78,7 @@ class Sfu:
                 if transceiver.leg is not None and not transceiver.closed:
                     self.request_keyframe(transceiver.source, now, force=True)
             self.channels.sync(session)
-        elif isinstance(event, (Failed, Closed, ConsentExpired)):
+        elif isinstance(event, (Failed, Closed, ConsentExpired, ChecksFailed)):
             log.info("session ended", session=session.id, reason=type(event).__name__)
             self.close_session(session)
 
@@ -489,9 +490,13 @@ class Sfu:
         port = self.media.port
         if session.port_session is None:
             session.port_session = port.add_session(session, session.ufrag, session.pwd, remote_ufrag=remote.ufrag,
-                                                    remote_fingerprints=remote.fingerprints, server=server)
+                                                    remote_fingerprints=remote.fingerprints, server=server,
+                                                    controlling=session.thirdparty)
         elif first:
             port.set_remote(session.port_session, remote.ufrag, remote.fingerprints, server, now)
+        if first and session.thirdparty:
+            # The third party is (usually) ICE-lite: it never checks, so we do.
+            port.connect(session.port_session, session.ufrag, remote.ufrag, remote.pwd, remote.candidates, now)
         for transceiver in session.transceivers:
             if transceiver.leg is not None:
                 transceiver.leg.port_session = session.port_session
@@ -501,7 +506,8 @@ class Sfu:
         """An SFU offer of the session's sections; changes wait for its answer (`renegotiate`)."""
         session.pending_offer = True
         if session.port_session is None:
-            session.port_session = self.media.port.add_session(session, session.ufrag, session.pwd)
+            session.port_session = self.media.port.add_session(session, session.ufrag, session.pwd,
+                                                               controlling=session.thirdparty)
         return self._describe(session, "offer")
 
     def _answer_unused(self, session: CallSession, section: sdp.RemoteSection) -> Transceiver:
@@ -520,7 +526,7 @@ class Sfu:
         params = sdp.LocalParameters(
             session.ufrag, session.pwd, self.fingerprint, setup,
             [(c.ip, c.port, c.protocol) for c in self.media.candidates()],
-            session.sdp_id, session.sdp_version,
+            session.sdp_id, session.sdp_version, lite=not session.thirdparty,
         )
         if offer is None:
             sections = [t.section for t in session.transceivers]
