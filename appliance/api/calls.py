@@ -5,6 +5,7 @@ Batches answer 200 with per-item errors; whole-request failures carry errorCode 
 """
 from __future__ import annotations
 
+import asyncio
 from aiohttp import web
 
 from ..sfu.datachannels import SERVER_EVENTS
@@ -61,6 +62,24 @@ def _negotiated(response: dict, description: dict | None) -> web.Response:
     return web.json_response(response)
 
 
+# CALLS_API.md 4: an operation that needs a connected PeerConnection waits this long for it, then 425.
+CONNECT_WAIT = 5.0
+
+
+async def _ready(session) -> None:
+    """Renegotiating a session whose first negotiation has not connected yet waits for the connection
+    (up to CONNECT_WAIT), so changes never race the handshake; then 425 session_error."""
+    if session.remote is None or session.connected_at is not None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CONNECT_WAIT
+    while session.connected_at is None and not session.closed and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    if session.connected_at is None:
+        raise ApiError(425, "session_error", f"the session's PeerConnection has not connected within "
+                                             f"{CONNECT_WAIT:g} s; retry once it is connected")
+
+
 def _call(operation, *args):
     try:
         return operation(*args)
@@ -93,6 +112,7 @@ async def new_tracks(request: web.Request) -> web.Response:
     sfu, session = _session(request)
     items = _items(body, "tracks")
     description = _description(body)
+    await _ready(session)
     now = sfu.clock()
     local = [t for t in items if isinstance(t, dict) and t.get("location") == "local"]
     remote = [t for t in items if not (isinstance(t, dict) and t.get("location") == "local")]
@@ -139,6 +159,8 @@ async def close_tracks(request: web.Request) -> web.Response:
     description = _description(body, "offer")
     if not force and description is None:
         raise ApiError(400, "invalid_session_description", "a close without force needs the client's offer")
+    if not force:
+        await _ready(session)
     mids = [item.get("mid") if isinstance(item, dict) else None for item in items]
     answer, results = _call(sfu.close_tracks, session, mids, None if description is None else description["sdp"],
                             force, sfu.clock())
@@ -168,6 +190,7 @@ async def establish_datachannel(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_params", f"dataChannel: only {{\"location\": \"remote\", "
                                               f"\"dataChannelName\": \"{SERVER_EVENTS}\"}} can be established")
     offer = _description(body, "offer")
+    await _ready(session)
     description, established = _call(sfu.establish, session, None if offer is None else offer["sdp"], sfu.clock())
     return _negotiated({"requiresImmediateRenegotiation": description is not None and description["type"] == "offer",
                         "dataChannel": established}, description)
@@ -178,7 +201,10 @@ def _datachannels(operation: str):
     async def handler(request: web.Request) -> web.Response:
         body = await read_json(request)
         sfu, session = _session(request)
-        results = _call(getattr(sfu.channels, operation), session, _items(body, "dataChannels"))
+        items = _items(body, "dataChannels")
+        if operation == "new":
+            await _ready(session)
+        results = _call(getattr(sfu.channels, operation), session, items)
         return web.json_response({"dataChannels": results})
     return handler
 

@@ -237,3 +237,21 @@ def test_the_media_port_on_ipv4_and_ipv6(appliance):
                      {"tracks": [{"location": "local", "trackName": "t", "kind": "audio"}]})
     sdp = offered["sessionDescription"]["sdp"]
     assert f"127.0.0.1 {media} typ host" in sdp and f"::1 {media} typ host" in sdp
+
+
+def test_a_renegotiation_waits_for_the_first_connection_then_425(api):
+    """CALLS_API.md 4: an operation on a negotiated session waits up to 5 s for it to connect."""
+    api, _ = api
+    _, created = api("POST", "/sessions/new")
+    sid = created["sessionId"]
+    # A client offer is applied, but the client never connects (nobody answers ICE on this address).
+    offer = ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+             "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuv\r\n"
+             "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\na=setup:actpass\r\na=mid:0\r\na=sendonly\r\n"
+             "a=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=ssrc:1 cname:x\r\n")
+    status, pushed = api("POST", f"/sessions/{sid}/tracks/new", {
+        "sessionDescription": {"type": "offer", "sdp": offer}, "tracks": [{"location": "local", "mid": "0", "trackName": "a"}]})
+    assert status == 200, pushed
+    status, error = api("POST", f"/sessions/{sid}/tracks/new",
+                        {"tracks": [{"location": "remote", "sessionId": sid, "trackName": "a"}]})
+    assert status == 425 and error["errorCode"] == "session_error"

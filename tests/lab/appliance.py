@@ -116,7 +116,8 @@ class RunningBox:
 def request(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None):
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=5) as res:
+        # Longer than the 5 s a Calls operation may wait for a PeerConnection to connect.
+        with urllib.request.urlopen(req, timeout=15) as res:
             return res.status, res.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
