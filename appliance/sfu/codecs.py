@@ -13,10 +13,11 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 SUPPORTED = {"audio": {"opus", "pcmu", "pcma"}, "video": {"vp8", "vp9", "h264", "av1"}}
 # Feedback the SFU answers to: keyframe requests it turns into PLI toward the publisher.
 FEEDBACK = {"nack pli", "ccm fir"}
-# Extensions the SFU reads on pushed media; it writes none on what it sends.
+# Extensions the SFU takes on pushed media (extensions.py says which it forwards to subscribers).
 EXTENSIONS = {
     "urn:ietf:params:rtp-hdrext:sdes:mid",
     "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+    "urn:3gpp:video-orientation",
 }
 
 

@@ -2,8 +2,9 @@
 
 Synchronous and allocation-light (ARCHITECTURE principle 4): the publisher's handler finds the
 track by SSRC (one dict lookup) and each leg writes a new 12-byte header (its own SSRC, payload
-type, sequence number and timestamp) in front of the original payload. Header extensions and
-CSRCs are dropped: the SFU negotiates none on what it sends.
+type, sequence number and timestamp) in front of the original payload. CSRCs are dropped; header
+extensions go out only as the subscriber negotiated them (extensions.py), their block built once
+per packet for every leg that shares an id mapping.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ class Leg:
 
     __slots__ = (
         "send", "port_session", "ssrc", "pt_map", "seq_delta", "ts_delta", "rebase", "last_seq", "last_ts",
-        "packets", "octets", "mid", "subscriber", "source",
+        "packets", "octets", "mid", "subscriber", "source", "ext_map", "ext_key",
     )
 
     def __init__(self, send, port_session: Any, ssrc: int, pt_map: dict[int, int], mid: str, subscriber: Any) -> None:
@@ -40,8 +41,14 @@ class Leg:
         self.rebase = True
         self.packets = 0
         self.octets = 0
+        self.set_extensions({})
 
-    def forward(self, packet: bytes, payload: bytes, seq: int, ts: int) -> None:
+    def set_extensions(self, mapping: dict[int, int]) -> None:
+        """Publisher id -> this subscriber's id of the header extensions it receives."""
+        self.ext_map = mapping
+        self.ext_key = tuple(sorted(mapping.items()))  # legs with equal keys share one block per packet
+
+    def forward(self, packet: bytes, payload: bytes, seq: int, ts: int, extension: bytes = b"") -> None:
         pt = self.pt_map.get(packet[1] & 0x7F)
         if pt is None:
             return
@@ -55,8 +62,9 @@ class Leg:
         self.last_seq, self.last_ts = out_seq, out_ts
         self.packets += 1
         self.octets += len(payload)
-        self.send(self.port_session, _pack_header(0x80 | (packet[0] & 0x20), (packet[1] & 0x80) | pt, out_seq, out_ts,
-                                                  self.ssrc) + payload)
+        first = 0x80 | (packet[0] & 0x20) | (0x10 if extension else 0)
+        self.send(self.port_session,
+                  _pack_header(first, (packet[1] & 0x80) | pt, out_seq, out_ts, self.ssrc) + extension + payload)
 
 
 def payload_offset(packet: bytes) -> int:

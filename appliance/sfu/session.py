@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..rtc.ice import new_credentials
-from . import rtcp
+from . import extensions, rtcp
 from .codecs import PayloadTypes
 from .datachannels import SessionChannels
 from .forward import Leg, payload_offset
@@ -50,6 +50,7 @@ class CallSession:
     remote: RemoteDescription | None = None
     transceivers: list[Transceiver] = field(default_factory=list)
     payload_types: PayloadTypes = field(default_factory=PayloadTypes)
+    extension_ids: extensions.ExtensionIds = field(default_factory=extensions.ExtensionIds)
     by_ssrc: dict[int, PublishedTrack] = field(default_factory=dict)
     tracks: dict[str, PublishedTrack] = field(default_factory=dict)
     sdp_version: int = 0
@@ -96,8 +97,18 @@ class CallSession:
             self.sfu.counters.malformed += 1
             return
         payload = packet[offset:]  # once per packet, shared by every leg
+        found = extensions.elements(packet) if track.forwards_extensions else None
+        if not found:
+            for leg in legs:
+                leg.forward(packet, payload, seq, ts)
+            return
+        blocks: dict[tuple, bytes] = {}
         for leg in legs:
-            leg.forward(packet, payload, seq, ts)
+            key = leg.ext_key
+            ext = blocks.get(key)
+            if ext is None:
+                ext = blocks[key] = extensions.block(found, leg.ext_map)
+            leg.forward(packet, payload, seq, ts, ext)
 
     def rtcp(self, packet: bytes, now: float) -> None:
         for ssrc, ntp_middle in rtcp.sender_reports(packet):

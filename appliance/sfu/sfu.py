@@ -12,7 +12,7 @@ from ..logs import get_logger
 from ..rtc.dtls import Closed, Connected, Failed
 from ..rtc.checks import ChecksFailed
 from ..rtc.ice import ConsentExpired
-from . import rtcp, sdp
+from . import extensions, rtcp, sdp
 from .channel_router import ChannelRouter
 from .codecs import OFFERED, accept, accept_extensions, same_codec
 from .errors import ItemError, SfuError
@@ -111,6 +111,7 @@ class Sfu:
     def _publish(self, session: CallSession, section: sdp.RemoteSection, name: str) -> dict:
         codecs = accept(section.kind, section.codecs)
         local = sdp.LocalSection(section.mid, section.kind, "recvonly", codecs, accept_extensions(section.extensions))
+        session.extension_ids.reserve(local.extensions)
         if not codecs or name in session.tracks:
             local.rejected = True
             session.transceivers.append(Transceiver(local, "idle"))
@@ -120,7 +121,8 @@ class Sfu:
             return {"trackName": name, "mid": "", "errorCode": "invalid_session_description",
                     "errorDescription": f"no codec the SFU forwards is offered for mid {section.mid}"}
         session.payload_types.reserve(codecs)
-        track = self._register(session, PublishedTrack(session, name, section.mid, section.kind, codecs, section.ssrcs))
+        track = self._register(session, PublishedTrack(session, name, section.mid, section.kind, codecs, section.ssrcs,
+                                                       extensions=dict(local.extensions)))
         session.transceivers.append(Transceiver(local, "push", track=track))
         # autoDiscover clients read the kind of each track the SFU named (CALLS_API.md 1.3).
         return {"trackName": name, "mid": section.mid, "kind": section.kind}
@@ -153,7 +155,8 @@ class Sfu:
             codecs = [session.payload_types.assign(codec) for codec in OFFERED[kind]]
             # A bidirectional stream also carries what a pull with mid "#<trackName>" sends back.
             direction = "sendrecv" if item.get("bidirectionalMediaStream") else "recvonly"
-            local = sdp.LocalSection(mid, kind, direction, codecs, {})
+            offered = {uri: session.extension_ids.assign(uri) for uri in extensions.FORWARDED[kind]}
+            local = sdp.LocalSection(mid, kind, direction, codecs, {u: i for u, i in offered.items() if i is not None})
             session.transceivers.append(Transceiver(local, "push", pending=True, pending_name=name))
             results.append({"trackName": name, "mid": mid})
         if not any(t.pending for t in session.transceivers):
@@ -184,7 +187,7 @@ class Sfu:
             free.remove(section)
             pt_map = {mine.pt: theirs.pt for mine, theirs in pairs}
             codecs = list({theirs.pt: theirs.with_pt(theirs.pt) for _, theirs in pairs}.values())
-            leg = self._leg(session, track, section.mid, codecs, pt_map)
+            leg = self._leg(session, track, section.mid, codecs, pt_map, section.extensions)
             leg.source.legs.append(leg)
             results.append({"sessionId": track.session.id, "trackName": track.name, "mid": section.mid})
         for section in offer.sections:
@@ -193,15 +196,30 @@ class Sfu:
         self._set_remote(session, offer, now)
         return self._describe(session, "answer", offer), results
 
-    def _leg(self, session: CallSession, track: PublishedTrack, mid: str, codecs: list, pt_map: dict) -> Leg:
+    def _leg(self, session: CallSession, track: PublishedTrack, mid: str, codecs: list, pt_map: dict,
+             offered_extensions: dict[str, int] | None = None) -> Leg:
+        """A pulled transceiver and its leg. The forwarded extensions get the session's ids, or the
+        ids of the client's offer when the SFU answers one."""
         ssrc = self._new_ssrc()
         msid = f"{track.session.id} {track.name}"
-        local = sdp.LocalSection(mid, track.kind, "sendonly", codecs, {}, ssrc, session.cname, msid)
+        uris = [uri for uri in extensions.FORWARDED[track.kind] if uri in track.extensions]
+        if offered_extensions is None:
+            ids = {uri: session.extension_ids.assign(uri) for uri in uris}
+        else:
+            ids = {uri: offered_extensions[uri] for uri in uris if uri in offered_extensions}
+        ids = {uri: ext_id for uri, ext_id in ids.items() if ext_id is not None}
+        local = sdp.LocalSection(mid, track.kind, "sendonly", codecs, ids, ssrc, session.cname, msid)
         leg = Leg(self.media.port.send_rtp, session.port_session, ssrc, pt_map, mid, session)
         leg.source = track
+        self._map_extensions(leg, track, ids)
         self.legs_by_ssrc[ssrc] = leg
         session.transceivers.append(Transceiver(local, "pull", source=track, leg=leg))
         return leg
+
+    @staticmethod
+    def _map_extensions(leg: Leg, track: PublishedTrack, subscribed: dict[str, int]) -> None:
+        leg.set_extensions(extensions.id_map(track.extensions, subscribed))
+        track.forwards_extensions = track.forwards_extensions or bool(leg.ext_map)
 
     # --- pulling: the SFU offers --------------------------------------------------------------------
 
@@ -250,6 +268,7 @@ class Sfu:
         section.ssrc, section.cname, section.msid = self._new_ssrc(), session.cname, f"{track.session.id} {track.name}"
         leg = Leg(self.media.port.send_rtp, session.port_session, section.ssrc, dict(pairs), section.mid, session)
         leg.source = track
+        self._map_extensions(leg, track, section.extensions)
         self.legs_by_ssrc[leg.ssrc] = leg
         transceiver.leg, transceiver.source, transceiver.pending = leg, track, True
         return {"sessionId": track.session.id, "trackName": track.name, "mid": section.mid}
@@ -308,6 +327,7 @@ class Sfu:
             if leg in transceiver.source.legs:
                 transceiver.source.legs.remove(leg)
             leg.pt_map, leg.rebase, leg.source = pt_map, True, track
+            self._map_extensions(leg, track, transceiver.section.extensions)
             transceiver.source = track
             transceiver.section.msid = f"{track.session.id} {track.name}"
             track.legs.append(leg)
@@ -335,8 +355,10 @@ class Sfu:
             self._stop(session, transceiver)
             return
         transceiver.section.codecs = [c for c in transceiver.section.codecs if c.pt in {x.pt for x in codecs}]
+        accepted = {uri: i for uri, i in section.extensions.items() if transceiver.section.extensions.get(uri) == i}
+        transceiver.section.extensions = accepted
         transceiver.track = self._register(session, PublishedTrack(session, name, section.mid, section.kind, codecs,
-                                                                   section.ssrcs))
+                                                                   section.ssrcs, extensions=accepted))
 
     # --- data channels: the m=application ------------------------------------------------------------
 

@@ -22,6 +22,8 @@ class PublishedTrack:
     ssrcs: list[int]
     legs: list[Leg] = field(default_factory=list)
     stats: ReceiveStats | None = None  # of the media SSRC, for the SFU's receiver reports
+    extensions: dict[str, int] = field(default_factory=dict)  # the publisher's negotiated ids, by URI
+    forwards_extensions: bool = False  # some leg maps an extension: read them per packet
     last_keyframe_request: float = float("-inf")
     last_packet: float | None = None
     closed: bool = False

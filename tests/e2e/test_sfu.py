@@ -28,6 +28,11 @@ async (items) => {
 }
 """
 INBOUND = "() => calls.inbound()"
+# Chrome fills audioLevel of a synchronization source only from the ssrc-audio-level extension.
+AUDIO_LEVELS = """
+() => calls.pc.getReceivers().filter(r => r.track.kind === "audio")
+  .flatMap(r => r.getSynchronizationSources().map(s => s.audioLevel === undefined ? null : s.audioLevel))
+"""
 REMOTE_INBOUND = """
 async () => {
   const out = {};
@@ -78,6 +83,9 @@ async def test_push_pull_close_and_pull_again(appliance, browser):
         assert [(t["trackName"], t["sessionId"]) for t in pulled] == [("mic", pub_id), ("cam", pub_id)]
         mic, cam = (t["mid"] for t in pulled)
         await until(subscriber, INBOUND, flowing([mic, cam]))
+        # The audio level header extension (RFC 6464) reaches the subscriber under its own id.
+        levels = await until(subscriber, AUDIO_LEVELS, lambda v: v and all(level is not None for level in v))
+        assert all(0 <= level <= 1 for level in levels)
         # The SFU's receiver reports reach the publisher: its stats show loss and a round-trip time.
         remote = await until(publisher, REMOTE_INBOUND, lambda r: r.get("video", {}).get("roundTripTime"))
         assert remote["video"]["packetsLost"] == 0 and remote["video"]["roundTripTime"] < 1.0

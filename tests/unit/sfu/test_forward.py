@@ -76,3 +76,42 @@ def test_rtcp_and_rtp_readers_take_any_bytes(data):
     if len(data) >= 12:
         offset = payload_offset(data)
         assert offset == -1 or 12 <= offset <= len(data)
+
+
+def test_forwarded_extensions_take_the_subscribers_ids_and_others_are_dropped():
+    from appliance.sfu import extensions
+
+    # Publisher: mid as id 4, audio level as id 1 (one byte: voice activity + level 42).
+    ext = b"\x40" + b"0" + b"\x10" + b"\xaa" + b"\x00" * 0  # id 4 len 1 "0", id 1 len 1 0xaa
+    ext += b"\x00" * (-len(ext) % 4)
+    packet = rtp(7, 960, extension=ext)
+    found = extensions.elements(packet)
+    assert found == {4: b"0", 1: b"\xaa"}
+    sent = Sent()
+    leg = Leg(sent, "s", 9, {111: 96}, "0", None)
+    leg.set_extensions(extensions.id_map({extensions.AUDIO_LEVEL: 1, "urn:ietf:params:rtp-hdrext:sdes:mid": 4},
+                                         {extensions.AUDIO_LEVEL: 3}))
+    leg.forward(packet, packet[payload_offset(packet):], 7, 960, extensions.block(found, leg.ext_map))
+    (out,) = sent
+    assert out[0] & 0x10 and out[12:16] == b"\xbe\xde\x00\x01" and out[16:20] == b"\x30\xaa\x00\x00"
+    assert out[20:] == b"payload"
+    assert extensions.elements(out) == {3: b"\xaa"}
+
+
+def test_extension_ids_keep_the_clients_and_run_out_cleanly():
+    from appliance.sfu.extensions import AUDIO_LEVEL, VIDEO_ORIENTATION, ExtensionIds
+
+    ids = ExtensionIds()
+    ids.reserve({AUDIO_LEVEL: 1, "urn:ietf:params:rtp-hdrext:sdes:mid": 9})
+    assert ids.assign(AUDIO_LEVEL) == 1 and ids.assign(VIDEO_ORIENTATION) == 2
+    for n in range(20):
+        ids.assign(f"urn:x:{n}")
+    assert ids.assign("urn:x:last") is None
+
+
+@given(st.binary(min_size=12, max_size=120))
+def test_extension_reader_takes_any_bytes(data):
+    from appliance.sfu import extensions
+
+    found = extensions.elements(bytes([0x90]) + data[1:])
+    assert found is None or all(1 <= i <= 14 and 1 <= len(v) <= 16 for i, v in found.items())

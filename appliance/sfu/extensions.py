@@ -1,0 +1,73 @@
+"""RTP header extensions the SFU carries from publishers to subscribers (RFC 8285, one-byte form),
+each under the id the subscriber's own SDP gave it.
+
+Only what a subscriber needs to render right is forwarded: the audio level (RFC 6464) and the
+video orientation (3GPP CVO, or mobile video shows sideways). The publisher's others (mid, rid,
+transport-wide sequence numbers) belong to its own leg and end at the SFU.
+"""
+from __future__ import annotations
+
+AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+VIDEO_ORIENTATION = "urn:3gpp:video-orientation"
+FORWARDED = {"audio": (AUDIO_LEVEL,), "video": (VIDEO_ORIENTATION,)}
+ONE_BYTE_PROFILE = b"\xbe\xde"
+
+
+class ExtensionIds:
+    """A session's ids for the extensions the SFU sends: one per URI across all its m-sections
+    (BUNDLE shares the id space), keeping any id the client already chose for that URI."""
+
+    FIRST, LAST = 1, 14  # the one-byte form's ids
+
+    def __init__(self) -> None:
+        self._by_uri: dict[str, int] = {}
+
+    def reserve(self, extensions: dict[str, int]) -> None:
+        for uri, ext_id in extensions.items():
+            self._by_uri.setdefault(uri, ext_id)
+
+    def assign(self, uri: str) -> int | None:
+        ext_id = self._by_uri.get(uri)
+        if ext_id is None:
+            used = set(self._by_uri.values())
+            ext_id = next((n for n in range(self.FIRST, self.LAST + 1) if n not in used), None)
+            if ext_id is not None:
+                self._by_uri[uri] = ext_id
+        return ext_id
+
+
+def id_map(published: dict[str, int], subscribed: dict[str, int]) -> dict[int, int]:
+    """Publisher's id -> subscriber's id for every extension both negotiated."""
+    return {published[uri]: subscribed[uri] for uri in subscribed if uri in published}
+
+
+def elements(packet: bytes) -> dict[int, bytes] | None:
+    """The one-byte extension elements of an RTP packet by id (None without such a block).
+    Called once per packet, and only when some leg forwards extensions."""
+    offset = 12 + 4 * (packet[0] & 0x0F)
+    if not packet[0] & 0x10 or packet[offset:offset + 2] != ONE_BYTE_PROFILE:
+        return None
+    end = offset + 4 + 4 * (packet[offset + 2] << 8 | packet[offset + 3])
+    out: dict[int, bytes] = {}
+    i = offset + 4
+    while i < end:
+        head = packet[i]
+        if head == 0:  # padding
+            i += 1
+            continue
+        ext_id, size = head >> 4, (head & 0x0F) + 1
+        if ext_id == 15 or i + 1 + size > end:
+            break
+        out[ext_id] = packet[i + 1:i + 1 + size]
+        i += 1 + size
+    return out
+
+
+def block(found: dict[int, bytes], mapping: dict[int, int]) -> bytes:
+    """The one-byte extension block (with its profile header) for `mapping`'s elements of `found`,
+    or b"" when none is there."""
+    body = b"".join(bytes([mapping[i] << 4 | len(data) - 1]) + data for i, data in found.items() if i in mapping)
+    if not body:
+        return b""
+    body += b"\x00" * (-len(body) % 4)
+    return ONE_BYTE_PROFILE + (len(body) // 4).to_bytes(2, "big") + body
