@@ -102,6 +102,9 @@ def _bgp_protocol(name: str, index: int, local_asn: int, neighbor: BgpNeighborCo
         out.append("    bfd on;")
     # A dead box must lose its routes at once, not after the peer holds them stale for 120 s.
     out.append("    graceful restart off;")
+    # And a box that recovers must announce again soon: after a failure (a BFD flap under load,
+    # a router restart) BIRD would otherwise wait 60 s, and 120 s to retry a refused connection.
+    out += ["    error wait time 1, 30;", "    connect retry time 5;"]
     # One session carries both families (multiprotocol BGP) when there are prefixes of the other
     # family; BIRD takes that family's next hop from the interface toward the neighbor.
     for version in sorted(families | {address.version}):

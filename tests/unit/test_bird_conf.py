@@ -111,6 +111,8 @@ def test_ipv4_only():
         "    local as 65010;\n"
         "    neighbor 192.0.2.1 as 65000;\n"
         "    graceful restart off;\n"
+        "    error wait time 1, 30;\n"
+        "    connect retry time 5;\n"
         "    ipv4 {\n"
         "        import none;\n"
         '        export where proto = "anycast4";\n'
@@ -133,6 +135,8 @@ def test_ipv6_neighbor_with_password_and_bfd():
         "    password \"s3cret #1 /* not a comment */ \\ back'slash\";\n"
         "    bfd on;\n"
         "    graceful restart off;\n"
+        "    error wait time 1, 30;\n"
+        "    connect retry time 5;\n"
         "    ipv6 {\n"
         "        import none;\n"
         '        export where proto = "anycast6";\n'
