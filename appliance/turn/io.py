@@ -83,6 +83,7 @@ class TurnIO:
         self._relay_addr: dict[int, tuple[str, int]] = {}
         self._servers: list[asyncio.AbstractServer] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_when: float | None = None  # the core deadline `_timer` is armed for
         self.send_errors = 0
 
     # --- RelayBinder: the core asks for relay sockets ---------------------------------------
@@ -219,6 +220,9 @@ class TurnIO:
 
     def _arm_timer(self) -> None:
         when = self.core.get_timer()
+        if when == self._timer_when and self._timer is not None:
+            return  # the usual case on a stream's every read: the deadline has not moved
+        self._timer_when = when
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -226,7 +230,7 @@ class TurnIO:
             self._timer = self.loop.call_later(max(0.0, when - time.time()), self._on_timer)
 
     def _on_timer(self) -> None:
-        self._timer = None
+        self._timer = self._timer_when = None
         self.core.handle_timer(time.time())
         self.flush()
 
