@@ -63,10 +63,6 @@ def read_state(path: str) -> State:
     return State({from_record(record) for record in data["items"]}, frozenset(data.get("down", ())))
 
 
-def load_owned(path: str) -> set[Item]:
-    return read_state(path).owned
-
-
 def save_owned(path: str, items: Iterable[Item], down: Iterable[str] = ()) -> None:
     # Written aside and renamed: a crash leaves the old record or the new one, never half of one.
     directory = os.path.dirname(path) or "."

@@ -32,8 +32,9 @@ class SfuCollector:
         yield forwarded
         dropped = CounterMetricFamily("edgecall_sfu_dropped", "Media-port datagrams dropped, by reason.",
                                       labels=["reason"])
-        for layer, counters in (("sfu", sfu.counters), ("port", sfu.media.port.counters),
-                                ("ice", sfu.media.port.ice.counters)):
+        port = sfu.media.port
+        for layer, counters in (("sfu", sfu.counters), ("port", port.counters), ("ice", port.ice.counters),
+                                ("checks", port.checks.counters)):
             for field in dataclasses.fields(counters):
                 dropped.add_metric([f"{layer}_{field.name}"], getattr(counters, field.name))
         yield dropped

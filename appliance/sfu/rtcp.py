@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 NTP_EPOCH = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
 
-PT_SR, PT_RR, PT_BYE, PT_RTPFB, PT_PSFB = 200, 201, 203, 205, 206
+PT_SR, PT_RR, PT_BYE, PT_PSFB = 200, 201, 203, 206
 FMT_PLI, FMT_FIR = 1, 4
 
 

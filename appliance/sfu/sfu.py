@@ -36,7 +36,6 @@ class SfuCounters:
 class Sfu:
     def __init__(self, media) -> None:
         self.media = media  # appliance.rtc.service.MediaService: its port, certificate, candidates
-        self.fingerprint = next(f for f in media.certificate.getFingerprints() if f.algorithm == "sha-256")
         self.sessions: dict[str, CallSession] = {}
         self.legs_by_ssrc: dict[int, Leg] = {}
         self.counters = SfuCounters()
@@ -546,7 +545,7 @@ class Sfu:
         else:
             setup = "active" if offer.setup == "passive" else "passive"
         params = sdp.LocalParameters(
-            session.ufrag, session.pwd, self.fingerprint, setup,
+            session.ufrag, session.pwd, self.media.port.context.fingerprint, setup,
             [(c.ip, c.port, c.protocol) for c in self.media.candidates()],
             session.sdp_id, session.sdp_version, lite=not session.thirdparty,
         )

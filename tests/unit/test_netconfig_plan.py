@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from appliance.config import parse_config
-from netconfig.apply import ApplyError, load_owned, run_changes, save_owned
+from netconfig.apply import ApplyError, read_state, run_changes, save_owned
 from netconfig.netstate import Address, LinkUp, Route, wanted
 from netconfig.plan import Change, plan
 
@@ -109,9 +109,9 @@ def test_an_owned_item_someone_changed_is_no_longer_owned():
 
 def test_the_state_file_round_trips(tmp_path):
     path = str(tmp_path / "run" / "netconfig.json")
-    assert load_owned(path) == set()
+    assert read_state(path).owned == set()
     save_owned(path, WANTED)
-    assert load_owned(path) == WANTED
+    assert read_state(path).owned == WANTED
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["netconfig.json"]
 
 
@@ -119,7 +119,7 @@ def test_a_state_file_of_another_version_is_refused(tmp_path):
     path = tmp_path / "netconfig.json"
     path.write_text('{"version": 99, "items": []}')
     with pytest.raises(ApplyError, match="version 99"):
-        load_owned(str(path))
+        read_state(str(path)).owned
 
 
 class FakeKernel:

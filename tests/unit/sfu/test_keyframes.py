@@ -1,8 +1,6 @@
 """Keyframe requests toward a publisher are aggregated: at most one PLI per source per 300 ms."""
 from types import SimpleNamespace
 
-from aiortc.rtcdtlstransport import RTCCertificate
-
 from appliance.sfu.rtcp import keyframe_requests
 from appliance.sfu.sfu import Sfu
 from appliance.sfu.tracks import KEYFRAME_INTERVAL, PublishedTrack
@@ -20,7 +18,7 @@ class Port:
 
 
 def _sfu():
-    return Sfu(SimpleNamespace(port=Port(), certificate=RTCCertificate.generateCertificate(), candidates=lambda: []))
+    return Sfu(SimpleNamespace(port=Port(), candidates=lambda: []))
 
 
 def test_requests_within_the_interval_become_one_pli():
