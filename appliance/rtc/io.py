@@ -22,16 +22,26 @@ TCP_IDLE = 10.0
 
 
 class FramedSink:
-    """An ICE-TCP connection as the port sees it: `sendto` writes one framed packet."""
+    """An ICE-TCP connection as the port sees it: `sendto` writes one framed packet.
+
+    A client that reads slower than the SFU sends gets what UDP would give it: once MAX_BACKLOG
+    bytes wait, packets are refused (BlockingIOError, counted by the port as a send error) rather
+    than queued without bound.
+    """
 
     __slots__ = ("transport",)
+    MAX_BACKLOG = 1 << 20
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self.transport = transport
 
     def sendto(self, data: bytes, addr: Any = None) -> None:
-        if not self.transport.is_closing():
-            self.transport.write(frame(data))
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > self.MAX_BACKLOG:
+            raise BlockingIOError("ICE-TCP reader too slow")
+        transport.write(frame(data))
 
 
 class MediaIO:

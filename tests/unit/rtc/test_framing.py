@@ -34,3 +34,31 @@ def test_any_chunking_gives_the_packets_back(packets, cuts):
 @given(st.binary(max_size=2000))
 def test_arbitrary_streams_never_raise(data):
     Rfc4571Framer().feed(data)
+
+
+def test_an_ice_tcp_reader_that_falls_behind_loses_packets_not_memory():
+    from appliance.rtc.io import FramedSink
+
+    class Transport:
+        def __init__(self):
+            self.buffered = 0
+
+        def is_closing(self):
+            return False
+
+        def get_write_buffer_size(self):
+            return self.buffered
+
+        def write(self, data):
+            self.buffered += len(data)
+
+    transport = Transport()
+    sink = FramedSink(transport)
+    sent = refused = 0
+    for _ in range(2000):
+        try:
+            sink.sendto(b"x" * 1200)
+            sent += 1
+        except BlockingIOError:
+            refused += 1
+    assert refused and transport.buffered <= FramedSink.MAX_BACKLOG + 1202
