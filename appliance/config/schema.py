@@ -42,6 +42,9 @@ class SfuConfig:
     # ICE-TCP passive candidates (RFC 6544); empty: none.
     tcp: Endpoints = ()
     public_addresses: tuple[IP, ...] = ()
+    # The retransmission cache: the box answers subscribers' NACKs itself and NACKs its
+    # publishers once per lost packet. Off: no NACK is negotiated either way (for comparison runs).
+    retransmissions: bool = True
 
 
 @dataclass(frozen=True)

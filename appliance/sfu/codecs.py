@@ -1,8 +1,8 @@
 """The codecs and RTP header extensions the SFU forwards, and how offers are narrowed to them.
 
 The SFU never decodes (ARCHITECTURE principle 2), so any codec both sides agree on works; these
-are the ones Cloudflare Calls documents. Retransmission and FEC formats (rtx, red, ulpfec) are
-left out until the SFU answers NACKs itself (issue 5).
+are the ones Cloudflare Calls documents, plus RTX (RFC 4588) for retransmissions; FEC formats
+(red, ulpfec) are left out: the box repairs losses with its retransmission cache instead.
 """
 from __future__ import annotations
 
@@ -11,11 +11,16 @@ from dataclasses import dataclass, field
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 SUPPORTED = {"audio": {"opus", "pcmu", "pcma"}, "video": {"vp8", "vp9", "h264", "av1"}}
-# Feedback the SFU answers to: keyframe requests it turns into PLI toward the publisher.
+# Feedback the SFU takes part in: keyframe requests (it turns a subscriber's into PLI toward the
+# publisher) and, with retransmissions on, generic NACK both ways.
 FEEDBACK = {"nack pli", "ccm fir"}
-# Extensions the SFU takes on pushed media (extensions.py says which it forwards to subscribers).
+RETRANSMISSION_FEEDBACK = {"nack"}
+# Extensions the SFU takes on pushed media: mid, rid and repaired-rid name simulcast and RTX
+# streams; extensions.py says which it forwards to subscribers.
 EXTENSIONS = {
     "urn:ietf:params:rtp-hdrext:sdes:mid",
+    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
     "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
     "urn:3gpp:video-orientation",
 }
@@ -82,15 +87,46 @@ def same_codec(a: Codec, b: Codec) -> bool:
             and fa.get("profile-level-id", "42001f")[:4].lower() == fb.get("profile-level-id", "42001f")[:4].lower())
 
 
-def accept(kind: str, offered: list[Codec]) -> list[Codec]:
+def feedback(retransmissions: bool) -> set[str]:
+    return FEEDBACK | RETRANSMISSION_FEEDBACK if retransmissions else FEEDBACK
+
+
+def accept(kind: str, offered: list[Codec], retransmissions: bool = False) -> list[Codec]:
     """The offered codecs the SFU takes for a pushed track, in the offer's order, with only
     the feedback it answers."""
     names = SUPPORTED.get(kind, set())
+    wanted = feedback(retransmissions)
     return [
-        Codec(c.pt, c.name, c.clock, c.channels, c.fmtp, [fb for fb in c.feedback if fb in FEEDBACK])
+        Codec(c.pt, c.name, c.clock, c.channels, c.fmtp, [fb for fb in c.feedback if fb in wanted])
         for c in offered
         if c.name.lower() in names
     ]
+
+
+def subscriber_feedback(codec: Codec, retransmissions: bool) -> set[str]:
+    """The feedback the SFU takes from a subscriber for `codec`: keyframe requests and NACK on video."""
+    if codec.name.lower() in SUPPORTED["video"]:
+        return feedback(retransmissions)
+    return set()
+
+
+def apt(codec: Codec) -> int | None:
+    """The payload type an RTX format repairs (its fmtp apt=), None for any other codec."""
+    if codec.name.lower() != "rtx":
+        return None
+    value = _fmtp(codec).get("apt", "")
+    return int(value) if value.isdigit() else None
+
+
+def accept_rtx(offered: list[Codec], accepted: list[Codec]) -> list[Codec]:
+    """The offered RTX formats that repair one of the `accepted` codecs."""
+    pts = {c.pt for c in accepted}
+    return [Codec(c.pt, c.name, c.clock, None, c.fmtp) for c in offered if apt(c) in pts]
+
+
+def rtx_for(codec: Codec) -> Codec:
+    """An RTX format for `codec` (its payload type is assigned per session)."""
+    return Codec(codec.pt, "rtx", codec.clock, None, f"apt={codec.pt}")
 
 
 def accept_extensions(offered: dict[str, int]) -> dict[str, int]:

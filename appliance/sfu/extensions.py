@@ -9,6 +9,10 @@ from __future__ import annotations
 
 AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 VIDEO_ORIENTATION = "urn:3gpp:video-orientation"
+MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+REPAIRED_RID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 FORWARDED = {"audio": (AUDIO_LEVEL,), "video": (VIDEO_ORIENTATION,)}
 ONE_BYTE_PROFILE = b"\xbe\xde"
 

@@ -1,7 +1,7 @@
 """The per-packet forwarding path: a publisher's RTP rewritten for each subscriber leg.
 
 Synchronous and allocation-light (ARCHITECTURE principle 4): the publisher's handler finds the
-track by SSRC (one dict lookup) and each leg writes a new 12-byte header (its own SSRC, payload
+stream by SSRC (one dict lookup) and each leg writes a new 12-byte header (its own SSRC, payload
 type, sequence number and timestamp) in front of the original payload. CSRCs are dropped; header
 extensions go out only as the subscriber negotiated them (extensions.py), their block built once
 per packet for every leg that shares an id mapping.
@@ -12,8 +12,15 @@ import random
 import struct
 from typing import Any
 
+from . import extensions
+
 _HEADER = struct.Struct(">BBHII")
 _pack_header = _HEADER.pack
+
+# Until the subscriber's receiver reports measure it: how long a retransmitted packet is not
+# sent again for another NACK of it (the first copy may still be on its way).
+INITIAL_RTT = 0.05
+RESENT_LIMIT = 512  # retransmission times remembered per leg before old ones are dropped
 
 
 class Leg:
@@ -21,7 +28,8 @@ class Leg:
 
     __slots__ = (
         "send", "port_session", "ssrc", "pt_map", "seq_delta", "ts_delta", "rebase", "last_seq", "last_ts",
-        "packets", "octets", "mid", "subscriber", "source", "ext_map", "ext_key",
+        "base_seq", "packets", "octets", "mid", "subscriber", "source", "stream", "target", "ext_map", "ext_key",
+        "rtx_ssrc", "rtx_pts", "rtx_seq", "resent", "rtt", "retransmitted", "preferences",
     )
 
     def __init__(self, send, port_session: Any, ssrc: int, pt_map: dict[int, int], mid: str, subscriber: Any) -> None:
@@ -31,16 +39,27 @@ class Leg:
         self.pt_map = pt_map
         self.mid = mid
         self.subscriber = subscriber
-        self.source = None
+        self.source = None  # the PublishedTrack
+        self.stream = None  # the track's stream (simulcast layer) this leg forwards now
+        self.target = None  # the stream it moves to at that stream's next keyframe
         # Sequence and timestamp start at random values (RFC 3550 5.1) and stay continuous for
         # the subscriber when the leg moves to another source: `rebase` recomputes the deltas.
         self.last_seq = random.getrandbits(16)
         self.last_ts = random.getrandbits(32)
         self.seq_delta = 0
         self.ts_delta = 0
+        self.base_seq = 0  # the source's sequence number the current deltas started at
         self.rebase = True
         self.packets = 0
         self.octets = 0
+        # Retransmissions (RFC 4588) when the subscriber negotiated them: media pt -> rtx pt.
+        self.rtx_ssrc: int | None = None
+        self.rtx_pts: dict[int, int] = {}
+        self.rtx_seq = random.getrandbits(16)
+        self.resent: dict[int, float] = {}
+        self.rtt = INITIAL_RTT
+        self.retransmitted = 0
+        self.preferences: dict = {}  # simulcast: preferredRid, priorityOrdering, ridNotAvailable
         self.set_extensions({})
 
     def set_extensions(self, mapping: dict[int, int]) -> None:
@@ -56,15 +75,66 @@ class Leg:
             # One sequence step and a small timestamp step past the last packet sent.
             self.seq_delta = (self.last_seq + 1 - seq) & 0xFFFF
             self.ts_delta = (self.last_ts + 3000 - ts) & 0xFFFFFFFF
+            self.base_seq = seq
             self.rebase = False
+        else:
+            behind = (seq - self.base_seq) & 0xFFFF
+            if behind >= 0x8000:
+                return  # from before this source started on the leg: its numbers are taken
+            if behind > 0x4000:
+                self.base_seq = (seq - 0x2000) & 0xFFFF  # keep the window's start in reach of wrap
         out_seq = (seq + self.seq_delta) & 0xFFFF
         out_ts = (ts + self.ts_delta) & 0xFFFFFFFF
-        self.last_seq, self.last_ts = out_seq, out_ts
+        if (out_seq - self.last_seq) & 0xFFFF < 0x8000:  # a late (recovered) packet leaves them
+            self.last_seq, self.last_ts = out_seq, out_ts
         self.packets += 1
         self.octets += len(payload)
         first = 0x80 | (packet[0] & 0x20) | (0x10 if extension else 0)
         self.send(self.port_session,
                   _pack_header(first, (packet[1] & 0x80) | pt, out_seq, out_ts, self.ssrc) + extension + payload)
+
+    def source_seq(self, out_seq: int) -> int | None:
+        """The sequence number, in the current stream, of what this leg sent as `out_seq`; None
+        for a number it has not sent from that stream."""
+        if self.rebase or self.stream is None:
+            return None
+        seq = (out_seq - self.seq_delta) & 0xFFFF
+        if (seq - self.base_seq) & 0xFFFF >= 0x8000 or (self.last_seq - out_seq) & 0xFFFF >= 0x8000:
+            return None
+        return seq
+
+    def retransmit(self, packet: bytes, out_seq: int, now: float) -> bool:
+        """Send `packet` (the stream's original) again as `out_seq`: on the RTX stream when the
+        subscriber negotiated one, else as it was. Not twice within a round trip: a NACK sent
+        before the first copy arrived asks for nothing new."""
+        resent = self.resent
+        last = resent.get(out_seq)
+        if last is not None and now - last < self.rtt:
+            return False
+        if len(resent) >= RESENT_LIMIT:
+            for seq in [s for s, at in resent.items() if now - at > 1.0] or list(resent)[:RESENT_LIMIT // 2]:
+                del resent[seq]
+        resent[out_seq] = now
+        pt = self.pt_map.get(packet[1] & 0x7F)
+        offset = payload_offset(packet)
+        if pt is None or offset < 0:
+            return False
+        ts = (int.from_bytes(packet[4:8], "big") + self.ts_delta) & 0xFFFFFFFF
+        ext = b""
+        if self.ext_map:
+            found = extensions.elements(packet)
+            ext = extensions.block(found, self.ext_map) if found else b""
+        first = 0x80 | (packet[0] & 0x20) | (0x10 if ext else 0)
+        rtx_pt = self.rtx_pts.get(pt) if self.rtx_ssrc is not None else None
+        if rtx_pt is not None:
+            self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+            data = (_pack_header(first, (packet[1] & 0x80) | rtx_pt, self.rtx_seq, ts, self.rtx_ssrc) + ext
+                    + out_seq.to_bytes(2, "big") + packet[offset:])
+        else:
+            data = _pack_header(first, (packet[1] & 0x80) | pt, out_seq, ts, self.ssrc) + ext + packet[offset:]
+        self.retransmitted += 1
+        self.send(self.port_session, data)
+        return True
 
 
 def payload_offset(packet: bytes) -> int:

@@ -38,3 +38,9 @@ class SfuCollector:
             for field in dataclasses.fields(counters):
                 dropped.add_metric([f"{layer}_{field.name}"], getattr(counters, field.name))
         yield dropped
+        repair = CounterMetricFamily(
+            "edgecall_sfu_repair", "Loss repair and layer moves: sequence numbers subscribers NACKed, answered "
+            "from the cache, not in it, NACKed upstream, given up; simulcast layer switches.", labels=["event"])
+        for field in dataclasses.fields(sfu.repair):
+            repair.add_metric([field.name], getattr(sfu.repair, field.name))
+        yield repair

@@ -33,6 +33,19 @@ def sender_report(ssrc: int, rtp_timestamp: int, packets: int, octets: int, now:
                        packets & 0xFFFFFFFF, octets & 0xFFFFFFFF)
 
 
+def ntp_middle(now: float | None = None) -> int:
+    """The middle 32 bits of the NTP time (RFC 3550 4): what LSR echoes back."""
+    ntp = (time.time() if now is None else now) + NTP_EPOCH
+    return int(ntp * 65536) & 0xFFFFFFFF
+
+
+def round_trip(lsr: int, dlsr: int, now: float | None = None) -> float | None:
+    """The round trip a report block measures (RFC 3550 6.4.1): now - LSR - DLSR, in seconds;
+    None when the block's numbers make no sense (clock steps, garbage)."""
+    rtt = ((ntp_middle(now) - lsr - dlsr) & 0xFFFFFFFF) / 65536
+    return rtt if rtt < 10.0 else None
+
+
 def receiver_report(ssrc: int, blocks: list[bytes]) -> bytes:
     """An RR (RFC 3550 6.4.2) carrying up to 31 report blocks of 24 bytes each."""
     blocks = blocks[:31]

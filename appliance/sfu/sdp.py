@@ -32,6 +32,8 @@ class RemoteSection:
     msid: str | None
     sctp_port: int | None
     max_message_size: int | None = None  # m=application: a=max-message-size, None when absent
+    rtx_ssrcs: dict[int, int] = field(default_factory=dict)  # media SSRC -> RTX SSRC (a=ssrc-group:FID)
+    rids: list[str] = field(default_factory=list)  # simulcast layers it sends, most preferred first (RFC 8853)
 
 
 @dataclass
@@ -61,6 +63,7 @@ def parse(text: object, expected_type: str) -> RemoteDescription:
     sections = []
     ice = dtls = None
     candidates = []
+    raw_sections = _raw_sections(text)
     for index, media in enumerate(parsed.media):
         mid = media.rtp.muxId
         if not mid:
@@ -71,7 +74,8 @@ def parse(text: object, expected_type: str) -> RemoteDescription:
             dtls = dtls or media.dtls
         candidates += [c for c in media.ice_candidates if c.component == 1 and c.protocol.lower() == "udp"
                        and c.type in ("host", "srflx") and _is_ip(c.ip)]
-        fid = {int(g.items[1]) for g in media.ssrc_group if g.semantic == "FID" and len(g.items) > 1}
+        pairs = {int(g.items[0]): int(g.items[1]) for g in media.ssrc_group if g.semantic == "FID" and len(g.items) > 1}
+        fid = set(pairs.values())
         sections.append(RemoteSection(
             index=index,
             mid=mid,
@@ -84,6 +88,8 @@ def parse(text: object, expected_type: str) -> RemoteDescription:
             msid=media.msid,
             sctp_port=media.sctp_port,
             max_message_size=media.sctpCapabilities.maxMessageSize if media.sctpCapabilities else None,
+            rtx_ssrcs=pairs,
+            rids=_send_rids(raw_sections[index] if index < len(raw_sections) else []),
         ))
     if not sections:
         raise SdpError("the SDP has no m-section")
@@ -104,6 +110,31 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _raw_sections(text: str) -> list[list[str]]:
+    """The attribute lines of each m-section (aiortc's parser keeps no a=rid or a=simulcast)."""
+    sections: list[list[str]] = []
+    for line in text.splitlines():
+        if line.startswith("m="):
+            sections.append([])
+        elif sections and line.startswith("a="):
+            sections[-1].append(line[2:].strip())
+    return sections
+
+
+def _send_rids(attributes: list[str]) -> list[str]:
+    """The RIDs a section sends (RFC 8851/8853): a=simulcast's send list in its order, the first
+    alternative of each entry, paused ones (~) included; a=rid send lines when a=simulcast is absent."""
+    declared = [a[4:].split()[0] for a in attributes if a.startswith("rid:") and a[4:].split()[1:2] == ["send"]]
+    for attribute in attributes:
+        if attribute.startswith("simulcast:"):
+            words = attribute[10:].split()
+            if "send" in words[:-1]:
+                entries = words[words.index("send") + 1].split(";")
+                rids = [entry.split(",")[0].lstrip("~") for entry in entries]
+                return [rid for rid in rids if rid in declared] or rids
+    return declared
 
 
 def _setup(text: str) -> str:
@@ -127,6 +158,8 @@ class LocalSection:
     msid: str | None = None
     rejected: bool = False
     sctp_port: int | None = None
+    rtx_ssrc: int | None = None  # a pull's retransmission stream (a=ssrc-group:FID)
+    rids: list[str] = field(default_factory=list)  # a push's simulcast layers, received
 
 
 @dataclass
@@ -196,8 +229,15 @@ def _section(section: LocalSection, params: LocalParameters) -> list[str]:
     lines += ["a=rtcp-mux", "a=rtcp-rsize"]
     for codec in section.codecs:
         lines += codec.sdp_lines()
+    if section.rids:
+        lines += [f"a=rid:{rid} recv" for rid in section.rids]
+        lines.append(f"a=simulcast:recv {';'.join(section.rids)}")
     if section.ssrc is not None:
-        lines.append(f"a=ssrc:{section.ssrc} cname:{section.cname}")
-        if section.msid:
-            lines.append(f"a=ssrc:{section.ssrc} msid:{section.msid}")
+        ssrcs = [section.ssrc] + ([section.rtx_ssrc] if section.rtx_ssrc is not None else [])
+        if section.rtx_ssrc is not None:
+            lines.append(f"a=ssrc-group:FID {section.ssrc} {section.rtx_ssrc}")
+        for ssrc in ssrcs:
+            lines.append(f"a=ssrc:{ssrc} cname:{section.cname}")
+            if section.msid:
+                lines.append(f"a=ssrc:{ssrc} msid:{section.msid}")
     return lines

@@ -14,6 +14,7 @@ log = get_logger("sfu")
 
 REPORT_INTERVAL = 1.0
 SWEEP_INTERVAL = 5.0
+ADAPT_INTERVAL = 0.5  # simulcast layer choice
 
 
 class SfuService:
@@ -22,7 +23,7 @@ class SfuService:
     def __init__(self, box) -> None:
         self.box = box
         self.media = MediaService(box)
-        self.sfu = Sfu(self.media)
+        self.sfu = Sfu(self.media, box.config.sfu.retransmissions)
         box.registry.register(SfuCollector(self.sfu))
         self._tasks: list[asyncio.Task] = []
 
@@ -32,6 +33,7 @@ class SfuService:
         self._tasks = [
             asyncio.create_task(self._every(REPORT_INTERVAL, self.sfu.send_reports)),
             asyncio.create_task(self._every(SWEEP_INTERVAL, self.sfu.sweep)),
+            asyncio.create_task(self._every(ADAPT_INTERVAL, self.sfu.adapt)),
         ]
 
     async def stop(self) -> None:

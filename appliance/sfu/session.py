@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..rtc.ice import new_credentials
-from . import extensions, rtcp
+from . import extensions, feedback, rtcp, rtx
 from .codecs import PayloadTypes
 from .datachannels import SessionChannels
 from .forward import Leg, payload_offset
+from .losses import DUPLICATE, JUMP
 from .sdp import LocalSection, RemoteDescription
+from .streams import Stream
 from .tracks import PublishedTrack
 
 
@@ -30,7 +32,6 @@ class Transceiver:
     leg: Leg | None = None  # pull: the copy it receives
     closed: bool = False
     pending: bool = False  # in an SFU offer not answered yet
-    simulcast: dict | None = None  # pull: the subscriber's layer preferences (tracks/update)
     pending_name: str | None = None  # push offered by the SFU: the track name, published on the answer
 
     @property
@@ -51,7 +52,9 @@ class CallSession:
     transceivers: list[Transceiver] = field(default_factory=list)
     payload_types: PayloadTypes = field(default_factory=PayloadTypes)
     extension_ids: extensions.ExtensionIds = field(default_factory=extensions.ExtensionIds)
-    by_ssrc: dict[int, PublishedTrack] = field(default_factory=dict)
+    by_ssrc: dict[int, Stream] = field(default_factory=dict)  # media SSRC -> the stream it carries
+    rtx_by_ssrc: dict[int, Stream] = field(default_factory=dict)  # RTX SSRC -> the stream it repairs
+    stream_ids: dict[str, int] = field(default_factory=dict)  # the publisher's ids of mid, rid, repaired-rid
     tracks: dict[str, PublishedTrack] = field(default_factory=dict)
     sdp_version: int = 0
     sdp_id: int = field(default_factory=lambda: random.getrandbits(62))
@@ -68,6 +71,10 @@ class CallSession:
     def __post_init__(self) -> None:
         self.ufrag, self.pwd = new_credentials()
 
+    def bandwidth(self) -> float | None:
+        """What the SFU may send this session, in bit/s; None while nothing measures it."""
+        return None
+
     def transceiver(self, mid: str) -> Transceiver | None:
         return next((t for t in self.transceivers if t.mid == mid), None)
 
@@ -81,15 +88,35 @@ class CallSession:
     # --- the port's handler: the hot path first -------------------------------------------------
 
     def rtp(self, packet: bytes, now: float) -> None:
-        track = self.by_ssrc.get(int.from_bytes(packet[8:12], "big"))
-        if track is None:
-            self.sfu.counters.unknown_ssrc += 1
+        stream = self.by_ssrc.get(int.from_bytes(packet[8:12], "big"))
+        if stream is None:
+            self._unbound(packet, now)
             return
-        track.last_packet = now
+        self._receive(stream, packet, now)
+
+    def _receive(self, stream: Stream, packet: bytes, now: float) -> None:
+        track = stream.track
         seq = packet[2] << 8 | packet[3]
         ts = int.from_bytes(packet[4:8], "big")
-        track.stats.update(seq, ts, now)
-        legs = track.legs
+        track.last_packet = stream.last_packet = now
+        stream.octets += len(packet)
+        losses = stream.losses
+        if losses is not None:
+            state = losses.received(seq, now)
+            if state == DUPLICATE:
+                return
+            stream.cache.put(seq, packet, now)
+            if state == JUMP:
+                self.sfu.request_keyframe(stream, now)
+            if losses.missing:
+                self.sfu.nack_upstream(stream, now)
+        stream.stats.update(seq, ts, now)
+        if stream.waiting:
+            self.sfu.switch_at_keyframe(stream, packet, now)
+        legs = stream.legs
+        found = extensions.elements(packet) if track.reads_extensions else None
+        if found and track.level_id in found:
+            track.audio_level = found[track.level_id][0] & 0x7F
         if not legs:
             return
         offset = payload_offset(packet)
@@ -97,8 +124,7 @@ class CallSession:
             self.sfu.counters.malformed += 1
             return
         payload = packet[offset:]  # once per packet, shared by every leg
-        found = extensions.elements(packet) if track.forwards_extensions else None
-        if not found:
+        if not found or not track.forwards_extensions:
             for leg in legs:
                 leg.forward(packet, payload, seq, ts)
             return
@@ -110,15 +136,85 @@ class CallSession:
                 ext = blocks[key] = extensions.block(found, leg.ext_map)
             leg.forward(packet, payload, seq, ts, ext)
 
+    def _unbound(self, packet: bytes, now: float) -> None:
+        """A packet of an SSRC not seen before, or of a retransmission stream: RID simulcast
+        and RTX streams are named by header extensions (RFC 8852), not by the SDP."""
+        ssrc = int.from_bytes(packet[8:12], "big")
+        stream = self.rtx_by_ssrc.get(ssrc)
+        if stream is None:
+            stream = self._bind(packet, ssrc)
+            if stream is None:
+                self.sfu.counters.unknown_ssrc += 1
+                return
+            if stream.ssrc == ssrc:
+                self._receive(stream, packet, now)
+                return
+        apt = stream.track.rtx.get(packet[1] & 0x7F)
+        if apt is None or stream.ssrc is None or stream.losses is None:
+            return
+        original = rtx.unwrap(packet, apt, stream.ssrc)
+        # Only what is still missing: RTX also carries the publisher's bandwidth probes, copies
+        # of packets the box already has.
+        if original is not None and (original[2] << 8 | original[3]) in stream.losses.missing:
+            self._receive(stream, original, now)
+
+    def _bind(self, packet: bytes, ssrc: int) -> Stream | None:
+        """The stream a new SSRC carries (its RTX SSRC maps there too), from the mid, rid and
+        repaired-rid extensions, or from the payload type when the track has one stream."""
+        found = extensions.elements(packet) or {}
+        ids = self.stream_ids
+        mid = found.get(ids.get(extensions.MID, -1))
+        track = None
+        if mid is not None:
+            transceiver = self.transceiver(mid.decode(errors="replace"))
+            track = transceiver.track if transceiver is not None else None
+        elif len(self.tracks) == 1:
+            track = next(iter(self.tracks.values()))
+        if track is None or track.closed:
+            return None
+        repaired = found.get(ids.get(extensions.REPAIRED_RID, -1))
+        rid = found.get(ids.get(extensions.RID, -1))
+        if repaired is not None or (packet[1] & 0x7F) in track.rtx:
+            stream = track.stream(repaired.decode(errors="replace")) if repaired is not None else (
+                track.streams[0] if not track.simulcast else None)
+            if stream is not None:
+                stream.rtx_ssrc = ssrc
+                self.rtx_by_ssrc[ssrc] = stream
+            return stream
+        if rid is not None:
+            stream = track.stream(rid.decode(errors="replace"))
+        else:
+            stream = track.streams[0] if not track.simulcast else None
+        if stream is None:
+            return None
+        if stream.ssrc is not None:
+            self.by_ssrc.pop(stream.ssrc, None)  # the publisher restarted the stream on a new SSRC
+        stream.ssrc = ssrc
+        self.by_ssrc[ssrc] = stream
+        return stream
+
     def rtcp(self, packet: bytes, now: float) -> None:
         for ssrc, ntp_middle in rtcp.sender_reports(packet):
-            track = self.by_ssrc.get(ssrc)
-            if track is not None:
-                track.stats.sr_ntp_middle, track.stats.sr_at = ntp_middle, now
+            stream = self.by_ssrc.get(ssrc)
+            if stream is not None:
+                stream.stats.sr_ntp_middle, stream.stats.sr_at = ntp_middle, now
+        sfu = self.sfu
         for ssrc in rtcp.keyframe_requests(packet):
-            leg = self.sfu.legs_by_ssrc.get(ssrc)
+            leg = sfu.legs_by_ssrc.get(ssrc)
             if leg is not None and leg.subscriber is self and leg.source is not None:
-                self.sfu.request_keyframe(leg.source, now)
+                stream = leg.target or leg.stream
+                if stream is not None:
+                    sfu.request_keyframe(stream, now)
+        for ssrc, seqs in feedback.nacks(packet):
+            leg = sfu.legs_by_ssrc.get(ssrc)
+            if leg is not None and leg.subscriber is self:
+                sfu.answer_nack(leg, seqs, now)
+        for block in feedback.receiver_blocks(packet):
+            leg = sfu.legs_by_ssrc.get(block.ssrc)
+            if leg is not None and leg.subscriber is self and block.lsr:
+                rtt = rtcp.round_trip(block.lsr, block.dlsr)
+                if rtt is not None:
+                    leg.rtt = rtt
 
     def data(self, data: bytes) -> None:
         self.sfu.channels.receive(self, data)

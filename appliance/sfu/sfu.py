@@ -12,12 +12,16 @@ from ..logs import get_logger
 from ..rtc.dtls import Closed, Connected, Failed
 from ..rtc.checks import ChecksFailed
 from ..rtc.ice import ConsentExpired
-from . import extensions, rtcp, sdp
+from . import extensions, feedback, rtcp, sdp
 from .channel_router import ChannelRouter
-from .codecs import OFFERED, accept, accept_extensions, same_codec
+from .codecs import (OFFERED, Codec, accept, accept_extensions, accept_rtx, apt, rtx_for, same_codec,
+                     subscriber_feedback)
 from .errors import ItemError, SfuError
-from .forward import Leg
+from .forward import Leg, payload_offset
+from .keyframes import starts_keyframe
+from .layers import choose_layer, preferences
 from .session import CallSession, Transceiver
+from .streams import Stream
 from .tracks import KEYFRAME_INTERVAL, PublishedTrack
 
 log = get_logger("sfu")
@@ -33,12 +37,27 @@ class SfuCounters:
     data_dropped: int = 0
 
 
+@dataclass
+class RepairCounters:
+    """Retransmissions and keyframe-driven layer moves, for /metrics."""
+
+    nacked_by_subscribers: int = 0  # sequence numbers subscribers asked for
+    retransmitted: int = 0  # answered from the cache
+    not_cached: int = 0  # asked for but not in the cache (never received, or too old)
+    nacked_upstream: int = 0  # sequence numbers the box asked its publishers for
+    given_up: int = 0  # lost packets no retransmission recovered in time
+    layer_switches: int = 0
+
+
 class Sfu:
-    def __init__(self, media) -> None:
+    def __init__(self, media, retransmissions: bool = True) -> None:
         self.media = media  # appliance.rtc.service.MediaService: its port, certificate, candidates
+        # [sfu] retransmissions: the cache answers NACKs and the box NACKs its publishers.
+        self.retransmissions = retransmissions
         self.sessions: dict[str, CallSession] = {}
         self.legs_by_ssrc: dict[int, Leg] = {}
         self.counters = SfuCounters()
+        self.repair = RepairCounters()
         self.channels = ChannelRouter(self)  # the data channels and each session's SCTP association
         # Packets of legs that have ended, so the forwarded total never goes down.
         self._ended_leg_packets = 0
@@ -75,7 +94,7 @@ class Sfu:
             log.info("session connected", session=session.id, after=round(now - session.created, 3))
             for transceiver in session.transceivers:
                 if transceiver.leg is not None and not transceiver.closed:
-                    self.request_keyframe(transceiver.source, now, force=True)
+                    self._keyframe_for(transceiver.leg, now)
             self.channels.sync(session)
         elif isinstance(event, (Failed, Closed, ConsentExpired, ChecksFailed)):
             log.info("session ended", session=session.id, reason=type(event).__name__)
@@ -108,8 +127,10 @@ class Sfu:
         return self._describe(session, "answer", offer), results
 
     def _publish(self, session: CallSession, section: sdp.RemoteSection, name: str) -> dict:
-        codecs = accept(section.kind, section.codecs)
-        local = sdp.LocalSection(section.mid, section.kind, "recvonly", codecs, accept_extensions(section.extensions))
+        codecs = accept(section.kind, section.codecs, self.retransmissions)
+        rtx_codecs = accept_rtx(section.codecs, codecs) if self.retransmissions else []
+        local = sdp.LocalSection(section.mid, section.kind, "recvonly", codecs + rtx_codecs,
+                                 accept_extensions(section.extensions), rids=section.rids)
         session.extension_ids.reserve(local.extensions)
         if not codecs or name in session.tracks:
             local.rejected = True
@@ -119,19 +140,31 @@ class Sfu:
                         "errorDescription": f"this session already publishes a track named {name!r}"}
             return {"trackName": name, "mid": "", "errorCode": "invalid_session_description",
                     "errorDescription": f"no codec the SFU forwards is offered for mid {section.mid}"}
-        session.payload_types.reserve(codecs)
-        track = self._register(session, PublishedTrack(session, name, section.mid, section.kind, codecs, section.ssrcs,
-                                                       extensions=dict(local.extensions)))
+        session.payload_types.reserve(codecs + rtx_codecs)
+        track = self._register(session, self._track(session, name, section, codecs, rtx_codecs, local.extensions))
         session.transceivers.append(Transceiver(local, "push", track=track))
         # autoDiscover clients read the kind of each track the SFU named (CALLS_API.md 1.3).
         return {"trackName": name, "mid": section.mid, "kind": section.kind}
 
+    def _track(self, session: CallSession, name: str, section: sdp.RemoteSection, codecs: list,
+               rtx_codecs: list, negotiated: dict[str, int]) -> PublishedTrack:
+        ids = {uri: negotiated[uri] for uri in (extensions.MID, extensions.RID, extensions.REPAIRED_RID)
+               if uri in negotiated}
+        session.stream_ids.update(ids)  # BUNDLE: one id space for the whole session
+        rids = section.rids if extensions.RID in negotiated else []
+        return PublishedTrack(session, name, section.mid, section.kind, codecs, section.ssrcs,
+                              extensions=dict(negotiated), rids=rids, rtx={c.pt: apt(c) for c in rtx_codecs},
+                              rtx_ssrcs=section.rtx_ssrcs if rtx_codecs else {}, retransmissions=self.retransmissions)
+
     @staticmethod
     def _register(session: CallSession, track: PublishedTrack) -> PublishedTrack:
-        """Make `track` findable by name (pulls) and by SSRC (the hot path)."""
+        """Make `track` findable by name (pulls) and its streams by SSRC (the hot path)."""
         session.tracks[track.name] = track
-        for ssrc in track.ssrcs:
-            session.by_ssrc[ssrc] = track
+        for stream in track.streams:
+            if stream.ssrc is not None:
+                session.by_ssrc[stream.ssrc] = stream
+            if stream.rtx_ssrc is not None:
+                session.rtx_by_ssrc[stream.rtx_ssrc] = stream
         return track
 
     def offer_push(self, session: CallSession, items: list[dict], now: float):
@@ -152,6 +185,8 @@ class Sfu:
                 continue
             mid = session.next_mid()
             codecs = [session.payload_types.assign(codec) for codec in OFFERED[kind]]
+            if self.retransmissions and kind == "video":
+                codecs += [session.payload_types.assign(rtx_for(codec)) for codec in codecs]
             # A bidirectional stream also carries what a pull with mid "#<trackName>" sends back.
             direction = "sendrecv" if item.get("bidirectionalMediaStream") else "recvonly"
             offered = {uri: session.extension_ids.assign(uri) for uri in extensions.FORWARDED[kind]}
@@ -185,9 +220,12 @@ class Sfu:
                 continue
             free.remove(section)
             pt_map = {mine.pt: theirs.pt for mine, theirs in pairs}
-            codecs = list({theirs.pt: theirs.with_pt(theirs.pt) for _, theirs in pairs}.values())
-            leg = self._leg(session, track, section.mid, codecs, pt_map, section.extensions)
-            leg.source.legs.append(leg)
+            codecs = list({theirs.pt: self._subscriber_codec(theirs, True) for _, theirs in pairs}.values())
+            rtx_codecs = accept_rtx(section.codecs, codecs) if self.retransmissions and track.kind == "video" else []
+            leg = self._leg(session, track, section.mid, codecs + rtx_codecs, pt_map, section.extensions,
+                            {apt(c): c.pt for c in rtx_codecs})
+            leg.preferences = preferences(item.get("simulcast"))
+            self._attach(leg, now)
             results.append({"sessionId": track.session.id, "trackName": track.name, "mid": section.mid})
         for section in offer.sections:
             if session.transceiver(section.mid) is None:
@@ -195,8 +233,15 @@ class Sfu:
         self._set_remote(session, offer, now)
         return self._describe(session, "answer", offer), results
 
+    def _subscriber_codec(self, codec: Codec, offered: bool) -> Codec:
+        """A codec line as the SFU sends it: the feedback it answers for that kind (of what the
+        client offered, when it answers an offer)."""
+        wanted = subscriber_feedback(codec, self.retransmissions)
+        lines = [fb for fb in codec.feedback if fb in wanted] if offered else sorted(wanted)
+        return Codec(codec.pt, codec.name, codec.clock, codec.channels, codec.fmtp, lines)
+
     def _leg(self, session: CallSession, track: PublishedTrack, mid: str, codecs: list, pt_map: dict,
-             offered_extensions: dict[str, int] | None = None) -> Leg:
+             offered_extensions: dict[str, int] | None = None, rtx_pts: dict[int, int] | None = None) -> Leg:
         """A pulled transceiver and its leg. The forwarded extensions get the session's ids, or the
         ids of the client's offer when the SFU answers one."""
         ssrc = self._new_ssrc()
@@ -210,6 +255,9 @@ class Sfu:
         local = sdp.LocalSection(mid, track.kind, "sendonly", codecs, ids, ssrc, session.cname, msid)
         leg = Leg(self.media.port.send_rtp, session.port_session, ssrc, pt_map, mid, session)
         leg.source = track
+        if rtx_pts:
+            leg.rtx_ssrc = local.rtx_ssrc = self._new_ssrc()
+            leg.rtx_pts = rtx_pts
         self._map_extensions(leg, track, ids)
         self.legs_by_ssrc[ssrc] = leg
         session.transceivers.append(Transceiver(local, "pull", source=track, leg=leg))
@@ -242,12 +290,20 @@ class Sfu:
         mid = item.get("mid")
         if isinstance(mid, str) and mid.startswith("#"):
             return self._subscribe_back(session, track, mid[1:])
-        codecs = [session.payload_types.assign(codec) for codec in track.codecs]
+        prefs = preferences(item.get("simulcast"))
+        codecs = [self._subscriber_codec(session.payload_types.assign(codec), False) for codec in track.codecs]
         pt_map = {original.pt: mine.pt for original, mine in zip(track.codecs, codecs)}
+        rtx_codecs = []
+        if self.retransmissions and track.kind == "video":
+            rtx_codecs = [session.payload_types.assign(rtx_for(codec)) for codec in codecs]
         mid = session.next_mid()
-        self._leg(session, track, mid, codecs, pt_map)
+        leg = self._leg(session, track, mid, codecs + rtx_codecs, pt_map, None, {apt(c): c.pt for c in rtx_codecs})
+        leg.preferences = prefs
         session.transceivers[-1].pending = True
-        return {"sessionId": track.session.id, "trackName": track.name, "mid": mid}
+        result = {"sessionId": track.session.id, "trackName": track.name, "mid": mid}
+        if "simulcast" in item:
+            result["simulcast"] = item["simulcast"]
+        return result
 
     def _subscribe_back(self, session: CallSession, track: PublishedTrack, name: str) -> dict:
         """A pull with mid "#<trackName>": the track goes out on the m-section of this session's own
@@ -267,6 +323,10 @@ class Sfu:
         section.ssrc, section.cname, section.msid = self._new_ssrc(), session.cname, f"{track.session.id} {track.name}"
         leg = Leg(self.media.port.send_rtp, session.port_session, section.ssrc, dict(pairs), section.mid, session)
         leg.source = track
+        rtx_pts = {apt(c): c.pt for c in section.codecs if apt(c) is not None}
+        if rtx_pts:
+            leg.rtx_ssrc = section.rtx_ssrc = self._new_ssrc()
+            leg.rtx_pts = rtx_pts
         self._map_extensions(leg, track, section.extensions)
         self.legs_by_ssrc[leg.ssrc] = leg
         transceiver.leg, transceiver.source, transceiver.pending = leg, track, True
@@ -289,8 +349,7 @@ class Sfu:
             leg = transceiver.leg
             if leg is not None and leg not in transceiver.source.legs:
                 leg.port_session = session.port_session
-                transceiver.source.legs.append(leg)
-                self.request_keyframe(transceiver.source, now, force=True)
+                self._attach(leg, now)
         session.pending_offer = False
         self._set_remote(session, answer, now)
 
@@ -311,9 +370,7 @@ class Sfu:
         transceiver = session.transceiver(item.get("mid") or "")
         if transceiver is None or transceiver.role != "pull" or transceiver.closed or transceiver.pending:
             raise ItemError("update_track_error", f"no negotiated remote track with mid {item.get('mid')!r}")
-        preferences = item.get("simulcast")
-        if preferences is not None and not isinstance(preferences, dict):
-            raise ItemError("invalid_params", "simulcast: expected an object")
+        prefs = preferences(item.get("simulcast")) if "simulcast" in item else None
         track = self._find_track(session, item)
         leg = transceiver.leg
         if track is not transceiver.source:
@@ -323,16 +380,17 @@ class Sfu:
             pt_map = {codec.pt: offered[codec.key] for codec in track.codecs if codec.key in offered}
             if not pt_map:
                 raise ItemError("update_track_error", "the new track's codecs were not negotiated on this m-section")
-            if leg in transceiver.source.legs:
-                transceiver.source.legs.remove(leg)
-            leg.pt_map, leg.rebase, leg.source = pt_map, True, track
+            self._detach(leg)
+            leg.pt_map, leg.source = pt_map, track
             self._map_extensions(leg, track, transceiver.section.extensions)
             transceiver.source = track
             transceiver.section.msid = f"{track.session.id} {track.name}"
-            track.legs.append(leg)
-            self.request_keyframe(track, now, force=True)
-        if preferences is not None:
-            transceiver.simulcast = preferences
+            if prefs is not None:
+                leg.preferences = prefs
+            self._attach(leg, now)
+        elif prefs is not None:
+            leg.preferences = prefs
+            self._choose(leg, now)
         return {"mid": transceiver.mid, "sessionId": track.session.id, "trackName": track.name}
 
     def _find_track(self, session: CallSession, item: dict) -> PublishedTrack:
@@ -348,16 +406,17 @@ class Sfu:
     def _publish_answered(self, session: CallSession, transceiver: Transceiver, section: sdp.RemoteSection) -> None:
         """The client answered an SFU offer to receive a track: publish it with what it will send."""
         offered = {codec.pt for codec in transceiver.section.codecs}
-        codecs = [c for c in accept(section.kind, section.codecs) if c.pt in offered]
+        codecs = [c for c in accept(section.kind, section.codecs, self.retransmissions) if c.pt in offered]
+        rtx_codecs = [c for c in accept_rtx(section.codecs, codecs) if c.pt in offered] if self.retransmissions else []
         name = transceiver.pending_name
         if not codecs or section.direction not in ("sendonly", "sendrecv") or name in session.tracks:
             self._stop(session, transceiver)
             return
-        transceiver.section.codecs = [c for c in transceiver.section.codecs if c.pt in {x.pt for x in codecs}]
+        kept = {x.pt for x in codecs + rtx_codecs}
+        transceiver.section.codecs = [c for c in transceiver.section.codecs if c.pt in kept]
         accepted = {uri: i for uri, i in section.extensions.items() if transceiver.section.extensions.get(uri) == i}
         transceiver.section.extensions = accepted
-        transceiver.track = self._register(session, PublishedTrack(session, name, section.mid, section.kind, codecs,
-                                                                   section.ssrcs, extensions=accepted))
+        transceiver.track = self._register(session, self._track(session, name, section, codecs, rtx_codecs, accepted))
 
     # --- data channels: the m=application ------------------------------------------------------------
 
@@ -406,17 +465,19 @@ class Sfu:
             track = transceiver.track
             track.closed = True
             session.tracks.pop(track.name, None)
-            for ssrc in track.ssrcs:
-                session.by_ssrc.pop(ssrc, None)
+            for stream in track.streams:
+                if session.by_ssrc.get(stream.ssrc) is stream:
+                    del session.by_ssrc[stream.ssrc]
+                if session.rtx_by_ssrc.get(stream.rtx_ssrc) is stream:
+                    del session.rtx_by_ssrc[stream.rtx_ssrc]
             # Its subscribers' legs end too: a BYE tells each subscriber, GET shows them inactive.
-            for leg in track.legs:
+            for leg in list(track.legs):
                 if leg.port_session is not None:
                     self.media.port.send_rtcp(leg.port_session, rtcp.bye(leg.ssrc))
-            track.legs.clear()
+                self._detach(leg)
         if transceiver.leg is not None:  # a pull, or what a bidirectional push carried back
             leg = transceiver.leg
-            if leg in transceiver.source.legs:
-                transceiver.source.legs.remove(leg)
+            self._detach(leg)
             if self.legs_by_ssrc.pop(leg.ssrc, None) is not None:
                 self._ended_leg_packets += leg.packets
 
@@ -441,24 +502,133 @@ class Sfu:
 
     # --- RTCP the SFU writes ------------------------------------------------------------------------
 
-    def request_keyframe(self, track: PublishedTrack, now: float, force: bool = False) -> None:
-        """Ask the publisher for a keyframe, at most once per KEYFRAME_INTERVAL unless `force`."""
-        if track.kind != "video" or track.media_ssrc is None:
+    def request_keyframe(self, stream: Stream, now: float, force: bool = False) -> None:
+        """Ask the publisher for a keyframe on `stream`, at most once per KEYFRAME_INTERVAL
+        unless `force` (a new subscriber cannot wait)."""
+        track = stream.track
+        if track.kind != "video" or stream.ssrc is None:
             return
-        if not force and now - track.last_keyframe_request < KEYFRAME_INTERVAL:
+        if not force and now - stream.last_keyframe_request < KEYFRAME_INTERVAL:
             return
-        track.last_keyframe_request = now
+        stream.last_keyframe_request = now
         publisher = track.session
         if publisher.port_session is not None:
-            self.media.port.send_rtcp(publisher.port_session, rtcp.pli(publisher.rtcp_ssrc, track.media_ssrc))
+            self.media.port.send_rtcp(publisher.port_session, rtcp.pli(publisher.rtcp_ssrc, stream.ssrc))
+
+    def _keyframe_for(self, leg: Leg, now: float) -> None:
+        stream = leg.target or leg.stream
+        if stream is not None:
+            self.request_keyframe(stream, now, force=True)
+
+    # --- repairing losses: the retransmission cache and NACKs -----------------------------------------
+
+    def answer_nack(self, leg: Leg, seqs: list[int], now: float) -> None:
+        """A subscriber's NACK: resend from the cache what the box has. What it never received
+        is already asked of the publisher (`nack_upstream`) and reaches every leg when it comes."""
+        counters = self.repair
+        counters.nacked_by_subscribers += len(seqs)
+        stream = leg.stream
+        cache = stream.cache if stream is not None else None
+        for out_seq in seqs:
+            seq = leg.source_seq(out_seq)
+            packet = cache.get(seq, now) if cache is not None and seq is not None else None
+            if packet is None:
+                counters.not_cached += 1
+            elif leg.retransmit(packet, out_seq, now):
+                counters.retransmitted += 1
+
+    def nack_upstream(self, stream: Stream, now: float) -> None:
+        """NACK the publisher for the stream's new gaps and due retries; a loss given up on costs
+        a keyframe instead (video)."""
+        seqs, given_up = stream.losses.nacks(now)
+        publisher = stream.track.session
+        if seqs and publisher.port_session is not None and stream.ssrc is not None:
+            self.repair.nacked_upstream += len(seqs)
+            self.media.port.send_rtcp(publisher.port_session, feedback.nack(publisher.rtcp_ssrc, stream.ssrc, seqs))
+        if given_up:
+            self.repair.given_up += given_up
+            self.request_keyframe(stream, now)
+
+    # --- simulcast: which layer each leg forwards ---------------------------------------------------
+
+    def _attach(self, leg: Leg, now: float) -> None:
+        """Start forwarding the leg's track: its one stream at once, or (simulcast) the layer
+        `choose_layer` picks, from that layer's next keyframe."""
+        track = leg.source
+        if leg not in track.legs:
+            track.legs.append(leg)
+        leg.rebase = True
+        if track.simulcast:
+            self._choose(leg, now)
+        else:
+            stream = track.streams[0]
+            leg.stream = stream
+            stream.legs.append(leg)
+        self._keyframe_for(leg, now)
+
+    @staticmethod
+    def _detach(leg: Leg) -> None:
+        track = leg.source
+        if track is not None and leg in track.legs:
+            track.legs.remove(leg)
+        for stream in (leg.stream, leg.target):
+            if stream is not None:
+                if leg in stream.legs:
+                    stream.legs.remove(leg)
+                if leg in stream.waiting:
+                    stream.waiting.remove(leg)
+        leg.stream = leg.target = None
+
+    def _choose(self, leg: Leg, now: float) -> None:
+        """Point the leg at the layer it should receive; the move happens at a keyframe."""
+        wanted = choose_layer(leg, now, leg.subscriber.bandwidth())
+        if wanted is None or wanted is (leg.target or leg.stream):
+            return
+        if leg.target is not None and leg in leg.target.waiting:
+            leg.target.waiting.remove(leg)
+        if wanted is leg.stream:
+            leg.target = None
+            return
+        leg.target = wanted
+        wanted.waiting.append(leg)
+        self.request_keyframe(wanted, now)
+
+    def switch_at_keyframe(self, stream: Stream, packet: bytes, now: float) -> None:
+        """Legs waiting for `stream` move to it when a packet starts a keyframe."""
+        offset = payload_offset(packet)
+        codec = stream.track.codec_names.get(packet[1] & 0x7F, "")
+        if offset < 0 or not starts_keyframe(codec, packet[offset:]):
+            self.request_keyframe(stream, now)  # at most every KEYFRAME_INTERVAL
+            return
+        for leg in stream.waiting:
+            if leg.stream is not None and leg in leg.stream.legs:
+                leg.stream.legs.remove(leg)
+            leg.stream, leg.target, leg.rebase = stream, None, True
+            stream.legs.append(leg)
+            self.repair.layer_switches += 1
+        stream.waiting.clear()
+
+    def adapt(self, now: float) -> None:
+        """About twice a second: measure each simulcast layer's bitrate and re-choose the layer
+        of every leg that receives one."""
+        for session in self.sessions.values():
+            for track in session.tracks.values():
+                if not track.simulcast:
+                    continue
+                for stream in track.streams:
+                    stream.measure(now)
+                for leg in track.legs:
+                    self._choose(leg, now)
+
+    # --- RTCP the SFU writes ------------------------------------------------------------------------
 
     def send_reports(self, now: float) -> None:
         """About once a second: a sender report on every leg that carries media, and a receiver
         report to every publisher on the streams it sends (the SFU terminates RTCP per leg)."""
         send_rtcp = self.media.port.send_rtcp
         for session in self.sessions.values():
-            blocks = [t.stats.report_block(t.media_ssrc, now) for t in session.tracks.values()
-                      if t.stats.received and t.media_ssrc is not None]
+            blocks = [stream.stats.report_block(stream.ssrc, now) for t in session.tracks.values()
+                      for stream in t.streams if stream.stats.received and stream.ssrc is not None]
             if blocks and session.port_session is not None:
                 send_rtcp(session.port_session, rtcp.receiver_report(session.rtcp_ssrc, blocks))
         for leg in self.legs_by_ssrc.values():

@@ -5,10 +5,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .codecs import Codec
+from .extensions import AUDIO_LEVEL
 from .forward import Leg
-from .stats import ReceiveStats
+from .streams import Stream
 
-# At most one keyframe request per source in this many seconds (issue 4: aggregated PLI).
+# At most one keyframe request per stream in this many seconds (aggregated PLI).
 KEYFRAME_INTERVAL = 0.3
 
 
@@ -19,18 +20,36 @@ class PublishedTrack:
     mid: str
     kind: str
     codecs: list[Codec]
-    ssrcs: list[int]
-    legs: list[Leg] = field(default_factory=list)
-    stats: ReceiveStats | None = None  # of the media SSRC, for the SFU's receiver reports
+    ssrcs: list[int]  # media SSRCs the publisher's SDP lists (none for RID simulcast)
+    legs: list[Leg] = field(default_factory=list)  # every subscriber's leg, whichever stream it forwards
     extensions: dict[str, int] = field(default_factory=dict)  # the publisher's negotiated ids, by URI
     forwards_extensions: bool = False  # some leg maps an extension: read them per packet
-    last_keyframe_request: float = float("-inf")
+    rids: list[str] = field(default_factory=list)  # simulcast layers, in the publisher's a=simulcast order
+    rtx: dict[int, int] = field(default_factory=dict)  # the publisher's RTX payload type -> media payload type
+    rtx_ssrcs: dict[int, int] = field(default_factory=dict)  # media SSRC -> its RTX SSRC (a=ssrc-group:FID)
+    retransmissions: bool = True
+    streams: list[Stream] = field(default_factory=list)
+    level_id: int | None = None  # the publisher's id of the audio level extension
+    reads_extensions: bool = False  # the hot path reads the extension elements of each packet
+    audio_level: int | None = None  # RFC 6464: the last level read, -dBov (0 loudest, 127 silence)
     last_packet: float | None = None
     closed: bool = False
 
     def __post_init__(self) -> None:
-        self.stats = ReceiveStats(self.codecs[0].clock if self.codecs else 90000)
+        clock = self.codecs[0].clock if self.codecs else 90000
+        if self.rids:
+            self.streams = [Stream(self, rid, None, clock, self.retransmissions) for rid in self.rids]
+        else:
+            ssrc = self.ssrcs[0] if self.ssrcs else None
+            self.streams = [Stream(self, None, ssrc, clock, self.retransmissions)]
+            self.streams[0].rtx_ssrc = self.rtx_ssrcs.get(ssrc) if ssrc is not None else None
+        self.codec_names = {c.pt: c.name for c in self.codecs}
+        self.level_id = self.extensions.get(AUDIO_LEVEL)
+        self.reads_extensions = self.level_id is not None
 
     @property
-    def media_ssrc(self) -> int | None:
-        return self.ssrcs[0] if self.ssrcs else None
+    def simulcast(self) -> bool:
+        return bool(self.rids)
+
+    def stream(self, rid: str | None) -> Stream | None:
+        return next((s for s in self.streams if s.rid == rid), None)

@@ -1,4 +1,4 @@
-"""Keyframe requests toward a publisher are aggregated: at most one PLI per source per 300 ms."""
+"""Keyframe requests toward a publisher are aggregated: at most one PLI per stream per 300 ms."""
 from types import SimpleNamespace
 
 from appliance.sfu.rtcp import keyframe_requests
@@ -25,10 +25,11 @@ def test_requests_within_the_interval_become_one_pli():
     sfu = _sfu()
     publisher = SimpleNamespace(port_session="publisher", rtcp_ssrc=7)
     track = PublishedTrack(publisher, "cam", "1", "video", [], [0xBEEF])
+    (stream,) = track.streams
     for offset in (0.0, 0.05, 0.1, KEYFRAME_INTERVAL - 0.01):
-        sfu.request_keyframe(track, 100.0 + offset)
-    sfu.request_keyframe(track, 100.0 + KEYFRAME_INTERVAL + 0.01)
-    sfu.request_keyframe(track, 100.0 + KEYFRAME_INTERVAL + 0.02, force=True)  # a new subscriber cannot wait
+        sfu.request_keyframe(stream, 100.0 + offset)
+    sfu.request_keyframe(stream, 100.0 + KEYFRAME_INTERVAL + 0.01)
+    sfu.request_keyframe(stream, 100.0 + KEYFRAME_INTERVAL + 0.02, force=True)  # a new subscriber cannot wait
     sent = sfu.media.port.rtcp
     assert [session for session, _ in sent] == ["publisher"] * 3
     assert all(keyframe_requests(packet) == [0xBEEF] for _, packet in sent)
@@ -37,5 +38,5 @@ def test_requests_within_the_interval_become_one_pli():
 def test_audio_tracks_get_no_keyframe_requests():
     sfu = _sfu()
     track = PublishedTrack(SimpleNamespace(port_session="p", rtcp_ssrc=1), "mic", "0", "audio", [], [5])
-    sfu.request_keyframe(track, 1.0, force=True)
+    sfu.request_keyframe(track.streams[0], 1.0, force=True)
     assert sfu.media.port.rtcp == []
