@@ -17,7 +17,8 @@ def _add_config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         metavar="FILE",
-        help="the TOML configuration (default: /etc/appliance/appliance.toml when it exists, else the embedded default)",
+        help="the TOML configuration (default: the one the image's boot step chose in /run/appliance/appliance.toml, "
+             "else /etc/appliance/appliance.toml, else the embedded default)",
     )
 
 
@@ -119,6 +120,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_boot(args: argparse.Namespace) -> int:
+    from . import boot
+
+    return boot.command(args)
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(__version__)
     return 0
@@ -161,6 +168,10 @@ def parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file and summarize it")
     check.add_argument("file", metavar="FILE", nargs="?", help="the file (default: as for --config)")
     check.set_defaults(func=cmd_check_config)
+
+    boot = sub.add_parser("boot", help="on the image: choose the configuration the services start with, and say it on the console")
+    boot.add_argument("action", choices=("config",))
+    boot.set_defaults(func=cmd_boot)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=cmd_version)

@@ -33,6 +33,8 @@ from .schema import (
 from .values import Endpoint, Listener, PortRange
 
 SYSTEM_PATH = "/etc/appliance/appliance.toml"
+# On the image: the file the boot step chose for the services (`appliance boot config`).
+BOOT_PATH = "/run/appliance/appliance.toml"
 EMBEDDED = "<embedded default>"
 
 __all__ = [
@@ -89,7 +91,7 @@ def embedded_default() -> Config:
 
 
 def default_path() -> str | None:
-    return SYSTEM_PATH if os.path.exists(SYSTEM_PATH) else None
+    return next((path for path in (BOOT_PATH, SYSTEM_PATH) if os.path.exists(path)), None)
 
 
 def load_config(path: str | None) -> Config:

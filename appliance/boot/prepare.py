@@ -1,0 +1,182 @@
+"""Choose the configuration the services run with, write what they read, and say so on the console."""
+from __future__ import annotations
+
+import grp
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .. import __version__
+from ..config import Config, ConfigError, load_config, parse_config
+from . import firstboot
+from .interfaces import FirstInterface, first_interface
+
+EXIT_INVALID = 2
+EXIT_NO_ADDRESS = 1
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the boot step reads and writes; the image's layout by default."""
+
+    operator: str = "/etc/appliance/appliance.toml"  # on the FAT partition labelled EDGECALL
+    run_dir: str = "/run/appliance"
+    state_dir: str = "/var/lib/appliance"  # on the state partition: survives reboots and root slot swaps
+    issue: str = "/run/issue"  # agetty shows it above every login prompt (the image has no /etc/issue)
+    consoles: tuple[str, ...] = ("/dev/console", "/dev/tty1")
+    # The services' group may read the files under run_dir; None leaves them root's.
+    group: str | None = "edgecall"
+
+    @property
+    def effective(self) -> str:
+        return os.path.join(self.run_dir, "appliance.toml")
+
+    @property
+    def bird_conf(self) -> str:
+        return os.path.join(self.run_dir, "bird.conf")
+
+    @property
+    def nats_flag(self) -> str:
+        return os.path.join(self.run_dir, "clustered")
+
+    @property
+    def last_good(self) -> str:
+        return os.path.join(self.state_dir, "last-good.toml")
+
+    @property
+    def secrets(self) -> str:
+        return os.path.join(self.state_dir, "first-boot-secrets.json")
+
+
+@dataclass
+class Outcome:
+    code: int
+    lines: list[str] = field(default_factory=list)
+
+
+def prepare(paths: Paths, find_interface: Callable[[], FirstInterface | None] = first_interface,
+            address_timeout: float = 90.0) -> Outcome:
+    """Write the effective configuration (and bird.conf, and the cluster flag) under `paths.run_dir`,
+    or remove them when the operator's file does not validate; the outcome says what happened."""
+    os.makedirs(paths.run_dir, exist_ok=True)
+    if os.path.exists(paths.operator):
+        outcome = _operator_file(paths)
+    else:
+        outcome = _first_boot(paths, find_interface, address_timeout)
+    outcome.lines.insert(0, f"Edgecall {__version__}")
+    return outcome
+
+
+def _operator_file(paths: Paths) -> Outcome:
+    try:
+        config = load_config(paths.operator)
+    except ConfigError as e:
+        _withdraw(paths)
+        lines = [f"{paths.operator} does not validate, so the services are not started:"]
+        lines += [f"  {line}" for line in str(e).splitlines()]
+        if os.path.exists(paths.last_good):
+            lines.append(f"The last good configuration is kept in {paths.last_good}: copy it back to "
+                         "the EDGECALL partition as appliance.toml to serve with it again.")
+        else:
+            lines.append("There is no last good configuration on this box yet.")
+        lines.append(_how_to_configure(paths))
+        return Outcome(EXIT_INVALID, lines)
+    with open(paths.operator, encoding="utf-8") as f:
+        text = f.read()
+    _install(paths, text, config)
+    os.makedirs(paths.state_dir, exist_ok=True)
+    _write(paths.last_good, text, 0o600, None)
+    return Outcome(0, [f"Serving with {paths.operator}:", *_where(config)])
+
+
+def _first_boot(paths: Paths, find_interface: Callable[[], FirstInterface | None], timeout: float) -> Outcome:
+    deadline = time.monotonic() + timeout
+    found = find_interface()
+    while (found is None or found.address is None) and time.monotonic() < deadline:
+        time.sleep(1.0)
+        found = find_interface()
+    if found is None or found.address is None:
+        _withdraw(paths)
+        where = f"its first interface {found.name}" if found else "any Ethernet interface"
+        return Outcome(EXIT_NO_ADDRESS, [
+            f"No configuration in {paths.operator}, and no DHCP address on {where} within {timeout:.0f} s:"
+            " the services are not started.", _how_to_configure(paths)])
+    text = firstboot.render(found.address, paths.secrets)
+    config = parse_config(text, "<first-boot default>")
+    _install(paths, text, config)
+    app = config.apps[0]
+    return Outcome(0, [
+        f"No configuration in {paths.operator}: serving the first-boot default on {found.name} "
+        f"(DHCP address {found.address}).",
+        *_where(config),
+        f"  app {app.id!r}, secret {app.secret!r} (Authorization: Bearer <secret>)",
+        _how_to_configure(paths)])
+
+
+def _where(config: Config) -> list[str]:
+    lines = [f"  API: http://{config.api.listen}/ (health: /healthz, status page: /)"]
+    if config.sfu.enabled:
+        lines.append(f"  Calls API: http://{config.api.listen}/v1/apps/<appId>; media port udp {', '.join(map(str, config.sfu.udp))}")
+    if config.turn.enabled:
+        lines.append(f"  TURN: {', '.join(map(str, config.turn.listen))}")
+    return lines
+
+
+def _how_to_configure(paths: Paths) -> str:
+    return (f"To configure: write appliance.toml (and authorized_keys for ssh as root) on the FAT partition "
+            f"labelled EDGECALL, mounted at {os.path.dirname(paths.operator)}, then reboot or run "
+            "`systemctl restart appliance-config`. `appliance check-config FILE` checks a file.")
+
+
+def _install(paths: Paths, text: str, config: Config) -> None:
+    """What the services read: the configuration, bird.conf when there is BGP, the flag that starts NATS."""
+    from netconfig.bird_conf import render_bird_conf
+
+    _write(paths.effective, text, 0o640, paths.group)
+    if config.bgp is not None:
+        _write(paths.bird_conf, render_bird_conf(config), 0o644, None)
+    else:
+        _remove(paths.bird_conf)
+    if config.cluster.nats:
+        _write(paths.nats_flag, "\n".join(config.cluster.nats) + "\n", 0o644, None)
+    else:
+        _remove(paths.nats_flag)
+
+
+def _withdraw(paths: Paths) -> None:
+    """Nothing for the services to start with: a restart after a bad edit must not run the previous file."""
+    for path in (paths.effective, paths.bird_conf, paths.nats_flag):
+        _remove(path)
+
+
+def _write(path: str, text: str, mode: int, group: str | None) -> None:
+    tmp = path + ".new"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    if group is not None:
+        shutil.chown(tmp, group=grp.getgrnam(group).gr_gid)
+    os.replace(tmp, path)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def announce(paths: Paths, outcome: Outcome) -> None:
+    """Say it on every console and above every login prompt."""
+    text = "\n".join(outcome.lines) + "\n"
+    for console in paths.consoles:
+        try:
+            with open(console, "w", encoding="utf-8") as tty:
+                tty.write("\r\n" + text.replace("\n", "\r\n"))
+        except OSError:
+            pass  # a box without a VGA console (or without a serial port) has fewer places to say it
+    # agetty reads backslashes as escapes: \n is the host name, \l the terminal.
+    issue = "Debian GNU/Linux 12 \\n \\l\n\n" + text.replace("\\", "\\\\") + "\n"
+    _write(paths.issue, issue, 0o644, None)
