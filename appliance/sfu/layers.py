@@ -32,19 +32,19 @@ def preferences(raw: Any) -> dict:
             raise ItemError("invalid_params", f"simulcast.preferredRid: expected a RID, found {rid!r}")
         out["preferredRid"] = rid
     ordering = raw.get("priorityOrdering", "none")
-    if ordering not in ORDERINGS:
+    if not isinstance(ordering, str) or ordering not in ORDERINGS:  # JSON lists and objects are not hashable
         raise ItemError("invalid_params", f"simulcast.priorityOrdering: expected \"none\" or \"asciibetical\", "
                                           f"found {ordering!r}")
     out["priorityOrdering"] = ordering
     fallback = None
     if "ridNotAvailable" in raw:
-        fallback = FALLBACKS.get(raw["ridNotAvailable"])
+        fallback = FALLBACKS.get(raw["ridNotAvailable"]) if isinstance(raw["ridNotAvailable"], str) else None
         if fallback is None:
             raise ItemError("invalid_params", "simulcast.ridNotAvailable: expected \"none\" or \"asciibetical\", "
                                               f"found {raw['ridNotAvailable']!r}")
     for key, values in FALLBACK_ALIASES.items():
         if fallback is None and key in raw:
-            fallback = values.get(raw[key])
+            fallback = values.get(raw[key]) if isinstance(raw[key], str) else None
             if fallback is None:
                 raise ItemError("invalid_params", f"simulcast.{key}: expected one of {sorted(values)}, "
                                                   f"found {raw[key]!r}")
