@@ -5,6 +5,8 @@ cd "$(dirname "$0")"
 ROOT=$PWD
 VENV=$ROOT/.venv
 
+# Debian packages that build the firmware image and boot it in the image test (./build.sh image, the slow tests).
+IMAGE_PACKAGES=(mmdebstrap squashfs-tools dosfstools mtools e2fsprogs grub-pc-bin grub-efi-amd64-bin qemu-system-x86 qemu-utils ovmf openssh-client fdisk)
 # Debian packages the test lab uses (see ../shared/TESTING.md): real browser, TURN client, router, BGP, NATS, netns tools.
 DEB_PACKAGES=(chromium bird2 frr coturn nats-server iproute2 iputils-ping tcpdump nftables)
 
@@ -19,7 +21,8 @@ usage: ./build.sh COMMAND [ARGS...]
   test [--quick] [PYTEST ARGS...]
                    setup if needed, then run the whole suite (--quick skips the slow group)
   bench            setup if needed, then print the benchmark figures
-  image            build the firmware image (not built yet: issue 7)
+  image            build the firmware image: build/edgecall-VERSION.img (raw GPT, UEFI and BIOS) and .qcow2;
+                   prints their paths and sizes (needs root: it installs the Debian packages it builds with)
 USAGE
     exit 2
 }
@@ -34,8 +37,8 @@ find_python() {
 }
 
 setup_debian() {
-    local missing=()
-    for pkg in "${DEB_PACKAGES[@]}"; do
+    local missing=() wanted=("$@")
+    for pkg in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
@@ -72,7 +75,7 @@ setup_venv() {
 }
 
 setup() {
-    setup_debian
+    setup_debian "${DEB_PACKAGES[@]}"
     setup_venv
 }
 
@@ -86,9 +89,9 @@ case "$cmd" in
         exec "$VENV/bin/appliance" run "$@"
         ;;
     test)
-        setup
         args=()
-        if [ "${1:-}" = "--quick" ]; then shift; args+=(-m "not slow"); fi
+        if [ "${1:-}" = "--quick" ]; then shift; args+=(-m "not slow"); else setup_debian "${IMAGE_PACKAGES[@]}"; fi
+        setup
         exec "$VENV/bin/python" -m pytest "${args[@]}" "$@"
         ;;
     bench)
@@ -96,7 +99,10 @@ case "$cmd" in
         exec "$VENV/bin/python" -m tests.bench "$@"
         ;;
     image)
-        die "image: the firmware image recipe is not built yet (issue 7); nothing was made"
+        setup_debian "${IMAGE_PACKAGES[@]}"
+        setup_venv
+        [ "$(id -u)" -eq 0 ] || die "image: mmdebstrap builds the root file system as root"
+        exec image/build-image.sh "$VENV/bin/python"
         ;;
     *) usage ;;
 esac

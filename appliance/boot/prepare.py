@@ -174,7 +174,7 @@ def announce(paths: Paths, outcome: Outcome) -> None:
     for console in paths.consoles:
         try:
             with open(console, "w", encoding="utf-8") as tty:
-                tty.write("\r\n" + text.replace("\n", "\r\n"))
+                tty.write("\n" + text)
         except OSError:
             pass  # a box without a VGA console (or without a serial port) has fewer places to say it
     # agetty reads backslashes as escapes: \n is the host name, \l the terminal.
