@@ -43,7 +43,8 @@ class SfuConfig:
     tcp: Endpoints = ()
     public_addresses: tuple[IP, ...] = ()
     # The retransmission cache: the box answers subscribers' NACKs itself and NACKs its
-    # publishers once per lost packet. Off: no NACK is negotiated either way (for comparison runs).
+    # publishers once per lost packet. Off (for comparison runs): no cache, subscribers' NACKs go
+    # unanswered (they fall back to keyframe requests) and publishers get none.
     retransmissions: bool = True
 
 

@@ -12,8 +12,9 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 SUPPORTED = {"audio": {"opus", "pcmu", "pcma"}, "video": {"vp8", "vp9", "h264", "av1"}}
 # Feedback the SFU takes part in: keyframe requests (it turns a subscriber's into PLI toward the
-# publisher) and, with retransmissions on, generic NACK both ways.
-FEEDBACK = {"nack pli", "ccm fir"}
+# publisher), transport-wide congestion control both ways and, with retransmissions on, generic
+# NACK both ways.
+FEEDBACK = {"nack pli", "ccm fir", "transport-cc"}
 RETRANSMISSION_FEEDBACK = {"nack"}
 # Extensions the SFU takes on pushed media: mid, rid and repaired-rid name simulcast and RTX
 # streams; extensions.py says which it forwards to subscribers.
@@ -23,6 +24,7 @@ EXTENSIONS = {
     "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
     "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
     "urn:3gpp:video-orientation",
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
 }
 
 
@@ -59,15 +61,16 @@ class Codec:
         return lines
 
 
+VIDEO_FEEDBACK = ["nack", "nack pli", "ccm fir", "transport-cc"]
 # What the SFU offers when it asks a client to send (a push without an offer): libwebrtc's usual lines.
 OFFERED = {
-    "audio": [Codec(111, "opus", 48000, 2, "minptime=10;useinbandfec=1", []), Codec(0, "PCMU", 8000),
+    "audio": [Codec(111, "opus", 48000, 2, "minptime=10;useinbandfec=1", ["transport-cc"]), Codec(0, "PCMU", 8000),
               Codec(8, "PCMA", 8000)],
-    "video": [Codec(96, "VP8", 90000, None, "", ["nack pli", "ccm fir"]),
-              Codec(98, "VP9", 90000, None, "profile-id=0", ["nack pli", "ccm fir"]),
+    "video": [Codec(96, "VP8", 90000, None, "", VIDEO_FEEDBACK),
+              Codec(98, "VP9", 90000, None, "profile-id=0", VIDEO_FEEDBACK),
               Codec(102, "H264", 90000, None, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
-                    ["nack pli", "ccm fir"]),
-              Codec(45, "AV1", 90000, None, "", ["nack pli", "ccm fir"])],
+                    VIDEO_FEEDBACK),
+              Codec(45, "AV1", 90000, None, "", VIDEO_FEEDBACK)],
 }
 
 
@@ -103,11 +106,15 @@ def accept(kind: str, offered: list[Codec], retransmissions: bool = False) -> li
     ]
 
 
-def subscriber_feedback(codec: Codec, retransmissions: bool) -> set[str]:
-    """The feedback the SFU takes from a subscriber for `codec`: keyframe requests and NACK on video."""
+def subscriber_feedback(codec: Codec) -> set[str]:
+    """The feedback the SFU takes from a subscriber for `codec`: keyframe requests, NACK (even
+    with the cache off, which then leaves them unanswered) and reference time reports on video,
+    transport-wide congestion control on both kinds."""
     if codec.name.lower() in SUPPORTED["video"]:
-        return feedback(retransmissions)
-    return set()
+        # rrtr: libwebrtc then sends reference time reports, and with the box's answers (RFC
+        # 3611) knows its round-trip time: it re-sends a lost NACK after that, not after 100 ms.
+        return feedback(True) | {"rrtr"}
+    return {"transport-cc"} if codec.name.lower() in SUPPORTED["audio"] else set()
 
 
 def apt(codec: Codec) -> int | None:

@@ -51,7 +51,7 @@ def elements(packet: bytes) -> dict[int, bytes] | None:
     offset = 12 + 4 * (packet[0] & 0x0F)
     if not packet[0] & 0x10 or packet[offset:offset + 2] != ONE_BYTE_PROFILE:
         return None
-    end = offset + 4 + 4 * (packet[offset + 2] << 8 | packet[offset + 3])
+    end = min(offset + 4 + 4 * (packet[offset + 2] << 8 | packet[offset + 3]), len(packet))
     out: dict[int, bytes] = {}
     i = offset + 4
     while i < end:
@@ -67,11 +67,34 @@ def elements(packet: bytes) -> dict[int, bytes] | None:
     return out
 
 
-def block(found: dict[int, bytes], mapping: dict[int, int]) -> bytes:
-    """The one-byte extension block (with its profile header) for `mapping`'s elements of `found`,
-    or b"" when none is there."""
-    body = b"".join(bytes([mapping[i] << 4 | len(data) - 1]) + data for i, data in found.items() if i in mapping)
-    if not body:
+def body(found: dict[int, bytes], mapping: dict[int, int]) -> bytes:
+    """`mapping`'s elements of `found` under their new ids, unpadded (a leg may add its own)."""
+    return b"".join(bytes([mapping[i] << 4 | len(data) - 1]) + data for i, data in found.items() if i in mapping)
+
+
+def block(elements: bytes) -> bytes:
+    """The one-byte extension block (profile header, padding) around `elements`; b"" for none."""
+    if not elements:
         return b""
-    body += b"\x00" * (-len(body) % 4)
-    return ONE_BYTE_PROFILE + (len(body) // 4).to_bytes(2, "big") + body
+    return ONE_BYTE_PROFILE + ((len(elements) + 3) // 4).to_bytes(2, "big") + elements + bytes(-len(elements) % 4)
+
+
+def find(packet: bytes, ext_id: int) -> bytes | None:
+    """One element of an RTP packet's one-byte extension block, without building the dict."""
+    offset = 12 + 4 * (packet[0] & 0x0F)
+    if not packet[0] & 0x10 or packet[offset:offset + 2] != ONE_BYTE_PROFILE:
+        return None
+    end = min(offset + 4 + 4 * (packet[offset + 2] << 8 | packet[offset + 3]), len(packet))
+    i = offset + 4
+    while i < end:
+        head = packet[i]
+        if head == 0:
+            i += 1
+            continue
+        size = (head & 0x0F) + 1
+        if head >> 4 == ext_id:
+            return packet[i + 1:i + 1 + size] if i + 1 + size <= end else None
+        if head >> 4 == 15:
+            return None
+        i += 1 + size
+    return None

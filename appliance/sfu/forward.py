@@ -3,8 +3,9 @@
 Synchronous and allocation-light (ARCHITECTURE principle 4): the publisher's handler finds the
 stream by SSRC (one dict lookup) and each leg writes a new 12-byte header (its own SSRC, payload
 type, sequence number and timestamp) in front of the original payload. CSRCs are dropped; header
-extensions go out only as the subscriber negotiated them (extensions.py), their block built once
-per packet for every leg that shares an id mapping.
+extensions go out only as the subscriber negotiated them (extensions.py), their elements built once
+per packet for every leg that shares an id mapping; a leg toward a subscriber that reports
+transport-wide feedback adds its session's sequence number (transport.py).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ _pack_header = _HEADER.pack
 # sent again for another NACK of it (the first copy may still be on its way).
 INITIAL_RTT = 0.05
 RESENT_LIMIT = 512  # retransmission times remembered per leg before old ones are dropped
+DUPLICATE_LOSS = 0.02  # the subscriber's reported loss above which each retransmission goes twice
 
 
 class Leg:
@@ -29,7 +31,8 @@ class Leg:
     __slots__ = (
         "send", "port_session", "ssrc", "pt_map", "seq_delta", "ts_delta", "rebase", "last_seq", "last_ts",
         "base_seq", "packets", "octets", "mid", "subscriber", "source", "stream", "target", "ext_map", "ext_key",
-        "rtx_ssrc", "rtx_pts", "rtx_seq", "resent", "rtt", "retransmitted", "preferences",
+        "rtx_ssrc", "rtx_pts", "rtx_seq", "resent", "rtt", "retransmitted", "preferences", "transport",
+        "next_probe", "probe_wait", "loss",
     )
 
     def __init__(self, send, port_session: Any, ssrc: int, pt_map: dict[int, int], mid: str, subscriber: Any) -> None:
@@ -58,8 +61,12 @@ class Leg:
         self.rtx_seq = random.getrandbits(16)
         self.resent: dict[int, float] = {}
         self.rtt = INITIAL_RTT
+        self.loss = 0.0  # fraction lost, from the subscriber's receiver reports
         self.retransmitted = 0
         self.preferences: dict = {}  # simulcast: preferredRid, priorityOrdering, ridNotAvailable
+        self.transport = None  # the subscriber session's TransportSender, when it reports transport-cc
+        self.next_probe = 0.0  # simulcast: when the leg may next try a layer above the estimate
+        self.probe_wait = 0.0
         self.set_extensions({})
 
     def set_extensions(self, mapping: dict[int, int]) -> None:
@@ -67,7 +74,7 @@ class Leg:
         self.ext_map = mapping
         self.ext_key = tuple(sorted(mapping.items()))  # legs with equal keys share one block per packet
 
-    def forward(self, packet: bytes, payload: bytes, seq: int, ts: int, extension: bytes = b"") -> None:
+    def forward(self, packet: bytes, payload: bytes, seq: int, ts: int, elements: bytes = b"", now: float = 0.0) -> None:
         pt = self.pt_map.get(packet[1] & 0x7F)
         if pt is None:
             return
@@ -89,9 +96,17 @@ class Leg:
             self.last_seq, self.last_ts = out_seq, out_ts
         self.packets += 1
         self.octets += len(payload)
-        first = 0x80 | (packet[0] & 0x20) | (0x10 if extension else 0)
-        self.send(self.port_session,
-                  _pack_header(first, (packet[1] & 0x80) | pt, out_seq, out_ts, self.ssrc) + extension + payload)
+        transport = self.transport
+        if transport is not None:
+            elements += transport.next()
+        first = 0x80 | (packet[0] & 0x20) | (0x10 if elements else 0)
+        data = _pack_header(first, (packet[1] & 0x80) | pt, out_seq, out_ts, self.ssrc)
+        if elements:
+            data += extensions.block(elements)
+        data += payload
+        self.send(self.port_session, data)
+        if transport is not None:
+            transport.estimator.sent(transport.seq, len(data), now)
 
     def source_seq(self, out_seq: int) -> int | None:
         """The sequence number, in the current stream, of what this leg sent as `out_seq`; None
@@ -106,7 +121,9 @@ class Leg:
     def retransmit(self, packet: bytes, out_seq: int, now: float) -> bool:
         """Send `packet` (the stream's original) again as `out_seq`: on the RTX stream when the
         subscriber negotiated one, else as it was. Not twice within a round trip: a NACK sent
-        before the first copy arrived asks for nothing new."""
+        before the first copy arrived asks for nothing new. On a link that loses more than
+        DUPLICATE_LOSS, two copies: a lost retransmission costs the subscriber a NACK timeout
+        (libwebrtc waits 100 ms when it has no round-trip time), a visible freeze."""
         resent = self.resent
         last = resent.get(out_seq)
         if last is not None and now - last < self.rtt:
@@ -120,20 +137,27 @@ class Leg:
         if pt is None or offset < 0:
             return False
         ts = (int.from_bytes(packet[4:8], "big") + self.ts_delta) & 0xFFFFFFFF
-        ext = b""
+        forwarded = b""
         if self.ext_map:
             found = extensions.elements(packet)
-            ext = extensions.block(found, self.ext_map) if found else b""
-        first = 0x80 | (packet[0] & 0x20) | (0x10 if ext else 0)
+            forwarded = extensions.body(found, self.ext_map) if found else b""
+        marker = packet[1] & 0x80
         rtx_pt = self.rtx_pts.get(pt) if self.rtx_ssrc is not None else None
-        if rtx_pt is not None:
-            self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
-            data = (_pack_header(first, (packet[1] & 0x80) | rtx_pt, self.rtx_seq, ts, self.rtx_ssrc) + ext
-                    + out_seq.to_bytes(2, "big") + packet[offset:])
-        else:
-            data = _pack_header(first, (packet[1] & 0x80) | pt, out_seq, ts, self.ssrc) + ext + packet[offset:]
-        self.retransmitted += 1
-        self.send(self.port_session, data)
+        transport = self.transport
+        for _ in range(2 if self.loss > DUPLICATE_LOSS else 1):
+            elements = forwarded + transport.next() if transport is not None else forwarded
+            ext = extensions.block(elements)
+            first = 0x80 | (packet[0] & 0x20) | (0x10 if ext else 0)
+            if rtx_pt is not None:
+                self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+                data = (_pack_header(first, marker | rtx_pt, self.rtx_seq, ts, self.rtx_ssrc) + ext
+                        + out_seq.to_bytes(2, "big") + packet[offset:])
+            else:
+                data = _pack_header(first, marker | pt, out_seq, ts, self.ssrc) + ext + packet[offset:]
+            self.retransmitted += 1
+            self.send(self.port_session, data)
+            if transport is not None:
+                transport.estimator.sent(transport.seq, len(data), now)
         return True
 
 

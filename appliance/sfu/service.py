@@ -9,6 +9,7 @@ from ..logs import get_logger
 from ..rtc.service import MediaService
 from .metrics import SfuCollector
 from .sfu import Sfu
+from .transport import FEEDBACK_INTERVAL
 
 log = get_logger("sfu")
 
@@ -34,6 +35,7 @@ class SfuService:
             asyncio.create_task(self._every(REPORT_INTERVAL, self.sfu.send_reports)),
             asyncio.create_task(self._every(SWEEP_INTERVAL, self.sfu.sweep)),
             asyncio.create_task(self._every(ADAPT_INTERVAL, self.sfu.adapt)),
+            asyncio.create_task(self._every(FEEDBACK_INTERVAL, self.sfu.send_transport_feedback)),
         ]
 
     async def stop(self) -> None:

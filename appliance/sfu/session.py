@@ -55,6 +55,8 @@ class CallSession:
     by_ssrc: dict[int, Stream] = field(default_factory=dict)  # media SSRC -> the stream it carries
     rtx_by_ssrc: dict[int, Stream] = field(default_factory=dict)  # RTX SSRC -> the stream it repairs
     stream_ids: dict[str, int] = field(default_factory=dict)  # the publisher's ids of mid, rid, repaired-rid
+    transport_in: Any = None  # TransportReceiver: what the session's publishing side reports on
+    transport_out: Any = None  # TransportSender: what the SFU sends the session, numbered and estimated
     tracks: dict[str, PublishedTrack] = field(default_factory=dict)
     sdp_version: int = 0
     sdp_id: int = field(default_factory=lambda: random.getrandbits(62))
@@ -73,7 +75,7 @@ class CallSession:
 
     def bandwidth(self) -> float | None:
         """What the SFU may send this session, in bit/s; None while nothing measures it."""
-        return None
+        return self.transport_out.estimator.estimate if self.transport_out is not None else None
 
     def transceiver(self, mid: str) -> Transceiver | None:
         return next((t for t in self.transceivers if t.mid == mid), None)
@@ -88,6 +90,11 @@ class CallSession:
     # --- the port's handler: the hot path first -------------------------------------------------
 
     def rtp(self, packet: bytes, now: float) -> None:
+        transport = self.transport_in
+        if transport is not None:
+            seq = extensions.find(packet, transport.ext_id)
+            if seq is not None and len(seq) == 2:
+                transport.arrived(seq[0] << 8 | seq[1], now)
         stream = self.by_ssrc.get(int.from_bytes(packet[8:12], "big"))
         if stream is None:
             self._unbound(packet, now)
@@ -126,15 +133,15 @@ class CallSession:
         payload = packet[offset:]  # once per packet, shared by every leg
         if not found or not track.forwards_extensions:
             for leg in legs:
-                leg.forward(packet, payload, seq, ts)
+                leg.forward(packet, payload, seq, ts, b"", now)
             return
-        blocks: dict[tuple, bytes] = {}
+        bodies: dict[tuple, bytes] = {}
         for leg in legs:
             key = leg.ext_key
-            ext = blocks.get(key)
-            if ext is None:
-                ext = blocks[key] = extensions.block(found, leg.ext_map)
-            leg.forward(packet, payload, seq, ts, ext)
+            elements = bodies.get(key)
+            if elements is None:
+                elements = bodies[key] = extensions.body(found, leg.ext_map)
+            leg.forward(packet, payload, seq, ts, elements, now)
 
     def _unbound(self, packet: bytes, now: float) -> None:
         """A packet of an SSRC not seen before, or of a retransmission stream: RID simulcast
@@ -205,13 +212,24 @@ class CallSession:
                 stream = leg.target or leg.stream
                 if stream is not None:
                     sfu.request_keyframe(stream, now)
+        for ssrc, reference in rtcp.reference_times(packet):
+            leg = next((t.leg for t in self.transceivers if t.leg is not None and t.role == "pull"), None)
+            if leg is not None and self.port_session is not None:
+                sfu.media.port.send_rtcp(self.port_session, rtcp.delay_since_reference(leg.ssrc, ssrc, reference, 0.0))
         for ssrc, seqs in feedback.nacks(packet):
             leg = sfu.legs_by_ssrc.get(ssrc)
             if leg is not None and leg.subscriber is self:
                 sfu.answer_nack(leg, seqs, now)
+        transport = self.transport_out
+        if transport is not None:
+            for report in feedback.transport_feedback(packet):
+                transport.estimator.feedback(report, now)
         for block in feedback.receiver_blocks(packet):
             leg = sfu.legs_by_ssrc.get(block.ssrc)
-            if leg is not None and leg.subscriber is self and block.lsr:
+            if leg is None or leg.subscriber is not self:
+                continue
+            leg.loss = block.fraction_lost / 256
+            if block.lsr:
                 rtt = rtcp.round_trip(block.lsr, block.dlsr)
                 if rtt is not None:
                     leg.rtt = rtt

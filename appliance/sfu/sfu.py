@@ -12,10 +12,11 @@ from ..logs import get_logger
 from ..rtc.dtls import Closed, Connected, Failed
 from ..rtc.checks import ChecksFailed
 from ..rtc.ice import ConsentExpired
-from . import extensions, feedback, rtcp, sdp
+from . import extensions, rtcp, sdp
+from . import feedback as rtcp_feedback
 from .channel_router import ChannelRouter
-from .codecs import (OFFERED, Codec, accept, accept_extensions, accept_rtx, apt, rtx_for, same_codec,
-                     subscriber_feedback)
+from .codecs import (OFFERED, Codec, accept, accept_extensions, accept_rtx, apt, feedback, rtx_for,
+                     same_codec, subscriber_feedback)
 from .errors import ItemError, SfuError
 from .forward import Leg, payload_offset
 from .keyframes import starts_keyframe
@@ -23,6 +24,7 @@ from .layers import choose_layer, preferences
 from .session import CallSession, Transceiver
 from .streams import Stream
 from .tracks import KEYFRAME_INTERVAL, PublishedTrack
+from .transport import TransportReceiver, TransportSender
 
 log = get_logger("sfu")
 
@@ -129,8 +131,10 @@ class Sfu:
     def _publish(self, session: CallSession, section: sdp.RemoteSection, name: str) -> dict:
         codecs = accept(section.kind, section.codecs, self.retransmissions)
         rtx_codecs = accept_rtx(section.codecs, codecs) if self.retransmissions else []
-        local = sdp.LocalSection(section.mid, section.kind, "recvonly", codecs + rtx_codecs,
-                                 accept_extensions(section.extensions), rids=section.rids)
+        taken = accept_extensions(section.extensions)
+        # RID simulcast needs the rid extension: without it the layers' SSRCs cannot be told apart.
+        rids = section.rids if extensions.RID in taken else []
+        local = sdp.LocalSection(section.mid, section.kind, "recvonly", codecs + rtx_codecs, taken, rids=rids)
         session.extension_ids.reserve(local.extensions)
         if not codecs or name in session.tracks:
             local.rejected = True
@@ -151,6 +155,8 @@ class Sfu:
         ids = {uri: negotiated[uri] for uri in (extensions.MID, extensions.RID, extensions.REPAIRED_RID)
                if uri in negotiated}
         session.stream_ids.update(ids)  # BUNDLE: one id space for the whole session
+        if extensions.TRANSPORT_CC in negotiated and session.transport_in is None:
+            session.transport_in = TransportReceiver(negotiated[extensions.TRANSPORT_CC])
         rids = section.rids if extensions.RID in negotiated else []
         return PublishedTrack(session, name, section.mid, section.kind, codecs, section.ssrcs,
                               extensions=dict(negotiated), rids=rids, rtx={c.pt: apt(c) for c in rtx_codecs},
@@ -184,12 +190,16 @@ class Sfu:
                                            f"trackName: expected a name this session does not publish yet, found {name!r}"))
                 continue
             mid = session.next_mid()
-            codecs = [session.payload_types.assign(codec) for codec in OFFERED[kind]]
+            wanted = feedback(self.retransmissions)
+            codecs = [session.payload_types.assign(Codec(c.pt, c.name, c.clock, c.channels, c.fmtp,
+                                                         [fb for fb in c.feedback if fb in wanted]))
+                      for c in OFFERED[kind]]
             if self.retransmissions and kind == "video":
                 codecs += [session.payload_types.assign(rtx_for(codec)) for codec in codecs]
             # A bidirectional stream also carries what a pull with mid "#<trackName>" sends back.
             direction = "sendrecv" if item.get("bidirectionalMediaStream") else "recvonly"
-            offered = {uri: session.extension_ids.assign(uri) for uri in extensions.FORWARDED[kind]}
+            offered = {uri: session.extension_ids.assign(uri) for uri in (*extensions.FORWARDED[kind],
+                                                                           extensions.TRANSPORT_CC)}
             local = sdp.LocalSection(mid, kind, direction, codecs, {u: i for u, i in offered.items() if i is not None})
             session.transceivers.append(Transceiver(local, "push", pending=True, pending_name=name))
             results.append({"trackName": name, "mid": mid})
@@ -236,7 +246,7 @@ class Sfu:
     def _subscriber_codec(self, codec: Codec, offered: bool) -> Codec:
         """A codec line as the SFU sends it: the feedback it answers for that kind (of what the
         client offered, when it answers an offer)."""
-        wanted = subscriber_feedback(codec, self.retransmissions)
+        wanted = subscriber_feedback(codec)
         lines = [fb for fb in codec.feedback if fb in wanted] if offered else sorted(wanted)
         return Codec(codec.pt, codec.name, codec.clock, codec.channels, codec.fmtp, lines)
 
@@ -247,6 +257,7 @@ class Sfu:
         ssrc = self._new_ssrc()
         msid = f"{track.session.id} {track.name}"
         uris = [uri for uri in extensions.FORWARDED[track.kind] if uri in track.extensions]
+        uris.append(extensions.TRANSPORT_CC)
         if offered_extensions is None:
             ids = {uri: session.extension_ids.assign(uri) for uri in uris}
         else:
@@ -255,6 +266,7 @@ class Sfu:
         local = sdp.LocalSection(mid, track.kind, "sendonly", codecs, ids, ssrc, session.cname, msid)
         leg = Leg(self.media.port.send_rtp, session.port_session, ssrc, pt_map, mid, session)
         leg.source = track
+        leg.transport = session.transport_out
         if rtx_pts:
             leg.rtx_ssrc = local.rtx_ssrc = self._new_ssrc()
             leg.rtx_pts = rtx_pts
@@ -265,7 +277,8 @@ class Sfu:
 
     @staticmethod
     def _map_extensions(leg: Leg, track: PublishedTrack, subscribed: dict[str, int]) -> None:
-        leg.set_extensions(extensions.id_map(track.extensions, subscribed))
+        forwarded = {uri: i for uri, i in subscribed.items() if uri in extensions.FORWARDED[track.kind]}
+        leg.set_extensions(extensions.id_map(track.extensions, forwarded))
         track.forwards_extensions = track.forwards_extensions or bool(leg.ext_map)
 
     # --- pulling: the SFU offers --------------------------------------------------------------------
@@ -544,7 +557,7 @@ class Sfu:
         publisher = stream.track.session
         if seqs and publisher.port_session is not None and stream.ssrc is not None:
             self.repair.nacked_upstream += len(seqs)
-            self.media.port.send_rtcp(publisher.port_session, feedback.nack(publisher.rtcp_ssrc, stream.ssrc, seqs))
+            self.media.port.send_rtcp(publisher.port_session, rtcp_feedback.nack(publisher.rtcp_ssrc, stream.ssrc, seqs))
         if given_up:
             self.repair.given_up += given_up
             self.request_keyframe(stream, now)
@@ -559,12 +572,12 @@ class Sfu:
             track.legs.append(leg)
         leg.rebase = True
         if track.simulcast:
-            self._choose(leg, now)
+            self._choose(leg, now, force=True)
         else:
             stream = track.streams[0]
             leg.stream = stream
             stream.legs.append(leg)
-        self._keyframe_for(leg, now)
+            self._keyframe_for(leg, now)
 
     @staticmethod
     def _detach(leg: Leg) -> None:
@@ -579,8 +592,9 @@ class Sfu:
                     stream.waiting.remove(leg)
         leg.stream = leg.target = None
 
-    def _choose(self, leg: Leg, now: float) -> None:
-        """Point the leg at the layer it should receive; the move happens at a keyframe."""
+    def _choose(self, leg: Leg, now: float, force: bool = False) -> None:
+        """Point the leg at the layer it should receive; the move happens at a keyframe, asked
+        for at once when `force` (a new subscriber waits for nothing else)."""
         wanted = choose_layer(leg, now, leg.subscriber.bandwidth())
         if wanted is None or wanted is (leg.target or leg.stream):
             return
@@ -591,7 +605,7 @@ class Sfu:
             return
         leg.target = wanted
         wanted.waiting.append(leg)
-        self.request_keyframe(wanted, now)
+        self.request_keyframe(wanted, now, force)
 
     def switch_at_keyframe(self, stream: Stream, packet: bytes, now: float) -> None:
         """Legs waiting for `stream` move to it when a packet starts a keyframe."""
@@ -688,10 +702,37 @@ class Sfu:
         if first and session.thirdparty:
             # The third party is (usually) ICE-lite: it never checks, so we do.
             port.connect(session.port_session, session.ufrag, remote.ufrag, remote.pwd, remote.candidates, now)
+        self._transport_out(session, remote)
         for transceiver in session.transceivers:
             if transceiver.leg is not None:
                 transceiver.leg.port_session = session.port_session
+                transceiver.leg.transport = session.transport_out
         self.channels.sync(session)
+
+    @staticmethod
+    def _transport_out(session: CallSession, remote: sdp.RemoteDescription) -> None:
+        """Number what the session receives from the SFU once its description takes the
+        transport-wide sequence extension on a section the SFU sends on (BUNDLE: one id)."""
+        if session.transport_out is not None:
+            return
+        for transceiver in session.transceivers:
+            section = remote.section(transceiver.mid)
+            ext_id = transceiver.section.extensions.get(extensions.TRANSPORT_CC)
+            if (transceiver.leg is not None and section is not None and ext_id is not None
+                    and section.extensions.get(extensions.TRANSPORT_CC) == ext_id):
+                session.transport_out = TransportSender(ext_id)
+                return
+
+    def send_transport_feedback(self, now: float) -> None:
+        """Every FEEDBACK_INTERVAL: each publisher's transport-wide arrivals since the last one."""
+        for session in self.sessions.values():
+            receiver = session.transport_in
+            if receiver is None or session.port_session is None:
+                continue
+            media = next((s.ssrc for t in session.tracks.values() for s in t.streams if s.ssrc is not None), 0)
+            packet = receiver.report(session.rtcp_ssrc, media)
+            if packet is not None:
+                self.media.port.send_rtcp(session.port_session, packet)
 
     def _offer(self, session: CallSession) -> dict:
         """An SFU offer of the session's sections; changes wait for its answer (`renegotiate`)."""

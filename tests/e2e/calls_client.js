@@ -50,8 +50,9 @@ window.Calls = class Calls {
     await this.pc.setRemoteDescription(this.remote(created.sessionDescription));
     return this.sessionId;
   }
-  async push(tracks) {  // [[track, name], ...]
-    const transceivers = tracks.map(([track]) => this.pc.addTransceiver(track, {direction: "sendonly"}));
+  async push(tracks) {  // [[track, name, sendEncodings (optional: simulcast layers)], ...]
+    const transceivers = tracks.map(([track, , sendEncodings]) =>
+      this.pc.addTransceiver(track, {direction: "sendonly", ...(sendEncodings ? {sendEncodings} : {})}));
     await this.pc.setLocalDescription(await this.pc.createOffer());
     const answer = await this.call("POST", `/sessions/${this.sessionId}/tracks/new`, {
       sessionDescription: {type: "offer", sdp: this.pc.localDescription.sdp},

@@ -1,6 +1,7 @@
 """Fixture: Debian's Chromium driven by Playwright (never `playwright install`: nothing can be downloaded)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -40,6 +41,27 @@ async def browser():
         chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield chromium
         await chromium.close()
+
+
+@contextlib.asynccontextmanager
+async def browser_in(host, args: tuple[str, ...] = ()):
+    """A headless Chromium inside a lab host's network namespace (its packets cross the lab's
+    links, where tests add loss or rate limits). Playwright drives it over a pipe, which the
+    namespace does not touch."""
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"Chromium not found at {CHROMIUM} (./build.sh setup installs Debian's chromium)")
+    from playwright.async_api import async_playwright
+
+    wrapper = host.dir / "chromium"
+    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {host.netns} {CHROMIUM} "$@"\n')
+    wrapper.chmod(0o755)
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=str(wrapper), args=[*CHROMIUM_ARGS, *args],
+                                                    headless=True)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -1,14 +1,21 @@
 import pytest
 
-from appliance.sfu.codecs import Codec, PayloadTypes, accept
+from appliance.sfu.codecs import Codec, PayloadTypes, accept, accept_rtx
 
 
 def test_accept_keeps_forwardable_codecs_and_only_the_feedback_the_sfu_answers():
     offered = [Codec(111, "opus", 48000, 2, "minptime=10", ["transport-cc"]), Codec(63, "red", 48000, 2),
                Codec(0, "PCMU", 8000)]
-    assert [(c.pt, c.name, c.feedback) for c in accept("audio", offered)] == [(111, "opus", []), (0, "PCMU", [])]
-    video = [Codec(96, "VP8", 90000, None, "", ["goog-remb", "nack", "nack pli", "ccm fir"]), Codec(97, "rtx", 90000)]
+    assert [(c.pt, c.name, c.feedback) for c in accept("audio", offered)] == [(111, "opus", ["transport-cc"]),
+                                                                               (0, "PCMU", [])]
+    video = [Codec(96, "VP8", 90000, None, "", ["goog-remb", "nack", "nack pli", "ccm fir"]),
+             Codec(97, "rtx", 90000, None, "apt=96")]
     assert [(c.name, c.feedback) for c in accept("video", video)] == [("VP8", ["nack pli", "ccm fir"])]
+    # With retransmissions on, generic NACK too; RTX is taken for the codecs taken.
+    accepted = accept("video", video, retransmissions=True)
+    assert [(c.name, c.feedback) for c in accepted] == [("VP8", ["nack", "nack pli", "ccm fir"])]
+    assert [(c.pt, c.fmtp) for c in accept_rtx(video, accepted)] == [(97, "apt=96")]
+    assert accept_rtx([Codec(99, "rtx", 90000, None, "apt=100")], accepted) == []
 
 
 def test_payload_types_are_shared_across_a_sessions_sections():

@@ -91,7 +91,7 @@ def test_forwarded_extensions_take_the_subscribers_ids_and_others_are_dropped():
     leg = Leg(sent, "s", 9, {111: 96}, "0", None)
     leg.set_extensions(extensions.id_map({extensions.AUDIO_LEVEL: 1, "urn:ietf:params:rtp-hdrext:sdes:mid": 4},
                                          {extensions.AUDIO_LEVEL: 3}))
-    leg.forward(packet, packet[payload_offset(packet):], 7, 960, extensions.block(found, leg.ext_map))
+    leg.forward(packet, packet[payload_offset(packet):], 7, 960, extensions.body(found, leg.ext_map))
     (out,) = sent
     assert out[0] & 0x10 and out[12:16] == b"\xbe\xde\x00\x01" and out[16:20] == b"\x30\xaa\x00\x00"
     assert out[20:] == b"payload"

@@ -5,7 +5,6 @@ import re
 import struct
 from types import SimpleNamespace
 
-import pytest
 from aiortc.rtcdtlstransport import RTCDtlsFingerprint
 
 from appliance.sfu import feedback
@@ -430,8 +429,6 @@ def test_an_unanswered_upstream_nack_is_retried_after_a_round_trip_not_per_packe
     assert world.nacked() == [(SSRCS["h"], [lost])] * 2
 
 
-@pytest.mark.xfail(strict=True, reason="sfu._publish answers a=simulcast:recv (LocalSection rids=section.rids) even "
-                                      "when the rid extension is not negotiated, so the track has one stream")
 def test_simulcast_declared_without_the_rid_extension():
     # An offer with a=simulcast but no rid extmap: the box cannot tell the layers apart.
     offer = "\r\n".join(line for line in chrome_offer().split("\r\n") if "rtp-stream-id" not in line)
@@ -440,8 +437,6 @@ def test_simulcast_declared_without_the_rid_extension():
     assert "a=simulcast" not in world.answer["sdp"]
 
 
-@pytest.mark.xfail(strict=True, reason="sfu._attach asks for a keyframe twice at once for a simulcast leg: _choose "
-                                      "requests one for the target, then _keyframe_for forces another")
 def test_a_new_simulcast_subscriber_costs_one_keyframe_request():
     world = World()
     world.publisher.tick(1.0, keys=("f", "h", "q"))

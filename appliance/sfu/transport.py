@@ -1,0 +1,72 @@
+"""Transport-wide congestion control (draft-holmer-rmcat-transport-wide-cc-extensions-01) on both
+sides of the box. Toward publishers the box is the receiver: it notes when each transport-wide
+sequence number arrived and reports that every FEEDBACK_INTERVAL, so the publishing browser's own
+congestion control (GCC) can raise its rate and turn on its simulcast layers. Toward subscribers it
+is the sender: it numbers every packet of the session and feeds the subscriber's reports to a
+send-side estimator (bwe.py), which the simulcast layer choice reads."""
+from __future__ import annotations
+
+from . import feedback
+from .bwe import SendSideEstimator
+
+FEEDBACK_INTERVAL = 0.1  # libwebrtc's receivers report every 50-250 ms
+MAX_REPORTED = 1000  # sequence numbers per feedback; older unreported ones are dropped
+
+
+class TransportReceiver:
+    """A publisher's transport-wide sequence numbers and their arrival times."""
+
+    __slots__ = ("ext_id", "arrivals", "next_seq", "highest", "count")
+
+    def __init__(self, ext_id: int) -> None:
+        self.ext_id = ext_id
+        self.arrivals: dict[int, float] = {}  # unwrapped sequence number -> arrival time
+        self.next_seq: int | None = None  # the first not reported yet
+        self.highest = -1
+        self.count = 0
+
+    def arrived(self, seq: int, now: float) -> None:
+        highest = self.highest
+        if highest < 0:
+            full = seq
+        else:
+            full = highest + ((seq - highest + 0x8000) & 0xFFFF) - 0x8000
+        if self.next_seq is None:
+            self.next_seq = full
+        if full < self.next_seq:
+            return  # reported as lost already
+        self.arrivals[full] = now
+        if full > highest:
+            self.highest = full
+
+    def report(self, sender_ssrc: int, media_ssrc: int) -> bytes | None:
+        """The feedback for everything since the last report, or None when nothing arrived."""
+        arrivals = self.arrivals
+        if not arrivals:
+            return None
+        start, end = max(self.next_seq, self.highest - MAX_REPORTED + 1), self.highest
+        times = [arrivals.get(seq) for seq in range(start, end + 1)]
+        reference = min(t for t in times if t is not None)
+        self.next_seq = end + 1
+        arrivals.clear()
+        self.count = (self.count + 1) & 0xFF
+        try:
+            return feedback.transport_feedback_packet(sender_ssrc, media_ssrc, start, self.count, reference, times)
+        except ValueError:  # arrivals seconds apart (a stalled publisher): start over next time
+            return None
+
+
+class TransportSender:
+    """A subscriber session's transport-wide numbering and bandwidth estimate."""
+
+    __slots__ = ("element", "seq", "estimator")
+
+    def __init__(self, ext_id: int) -> None:
+        self.element = ext_id << 4 | 1  # the one-byte header of a two-byte element
+        self.seq = 0
+        self.estimator = SendSideEstimator()
+
+    def next(self) -> bytes:
+        """The extension element for the next packet sent."""
+        self.seq = seq = (self.seq + 1) & 0xFFFF
+        return bytes((self.element, seq >> 8, seq & 0xFF))
