@@ -23,7 +23,10 @@ _ACKED_WINDOW_MS = 1000
 _REFERENCE_SPAN = (1 << 24) * 0.064  # the feedback's reference time wraps after this many seconds
 _LOSS_SAMPLE = 20  # packets reported before a loss fraction means something (libwebrtc's figure)
 _LOSS_DECREASE_INTERVAL = 0.3
-_PROBED = 1.1  # acked bitrate over the estimate that counts as the path carrying more
+# Acked bitrate over the estimate that counts as the path carrying more: well above what a
+# shaper's burst allowance lets through for a moment (a 16 KB bucket is +40% of 300 kbit/s for
+# the first 0.4 s, +13% averaged over the one-second window).
+_PROBED = 1.25
 
 
 class SendSideEstimator:
@@ -33,7 +36,7 @@ class SendSideEstimator:
     __slots__ = ("minimum", "maximum", "loss", "acked_bitrate", "_seq", "_sent_at", "_size", "_state",
                  "_inter_arrival", "_kalman", "_detector", "_aimd", "_acked", "_last_arrival_ms", "_reference",
                  "_wraps", "_delay_based", "_loss_based", "_lost", "_reported", "_loss_at", "_decreased_at",
-                 "_congested_at")
+                 "congested_at")  # when delay or loss last said the path is full
 
     def __init__(self, initial: int = 1_000_000, minimum: int = 30_000, maximum: int = 20_000_000) -> None:
         self.minimum, self.maximum = minimum, maximum
@@ -56,11 +59,19 @@ class SendSideEstimator:
         self._delay_based = self._loss_based = initial
         self._lost = self._reported = 0
         self._loss_at: float | None = None
-        self._decreased_at = self._congested_at = float("-inf")
+        self._decreased_at = self.congested_at = float("-inf")
 
     @property
     def estimate(self) -> int:
         return int(min(self._delay_based, self._loss_based))
+
+    def carried(self, bitrate: float, now: float) -> None:
+        """The path carried `bitrate` without congestion (a layer tried above the estimate):
+        start from there, as libwebrtc takes a probe's result."""
+        if bitrate > self.estimate:
+            bitrate = min(self.maximum, int(bitrate))
+            self._delay_based = self._loss_based = bitrate
+            self._aimd.set_estimate(bitrate, now * 1000)
 
     def sent(self, transport_seq: int, size: int, now: float) -> None:
         slot = transport_seq & _SLOT
@@ -129,12 +140,12 @@ class SendSideEstimator:
             return
         usage = self._detector.state()
         if not self.acked_bitrate or usage == BandwidthUsage.OVERUSING:
-            self._congested_at = now  # the acked bitrate counts only once a whole window follows this
+            self.congested_at = now  # the acked bitrate counts only once a whole window follows this
         self.acked_bitrate = acked
         bitrate = self._aimd.update(usage, acked, now * 1000)
         if bitrate is None:
             return
-        if acked > _PROBED * bitrate and now - self._congested_at > _ACKED_WINDOW_MS / 1000:
+        if acked > _PROBED * bitrate and now - self.congested_at > _ACKED_WINDOW_MS / 1000:
             # The path carried more than the estimate for a whole window with neither queueing nor
             # loss (padding probes, a layer tried higher): take that, as libwebrtc takes a probe's
             # result, rather than climbing to it at 8%/s.
@@ -151,7 +162,7 @@ class SendSideEstimator:
             self.loss = max(0, self._lost) / self._reported
             self._lost = self._reported = 0
             if self.loss >= 0.02:
-                self._congested_at = now
+                self.congested_at = now
             if self.loss > 0.1:
                 if now - self._decreased_at >= _LOSS_DECREASE_INTERVAL:
                     self._loss_based *= 1 - 0.5 * self.loss

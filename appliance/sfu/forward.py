@@ -32,7 +32,7 @@ class Leg:
         "send", "port_session", "ssrc", "pt_map", "seq_delta", "ts_delta", "rebase", "last_seq", "last_ts",
         "base_seq", "packets", "octets", "mid", "subscriber", "source", "stream", "target", "ext_map", "ext_key",
         "rtx_ssrc", "rtx_pts", "rtx_seq", "resent", "rtt", "retransmitted", "preferences", "transport",
-        "next_probe", "probe_wait", "loss",
+        "probing", "probe_until", "next_probe", "probe_wait", "loss",
     )
 
     def __init__(self, send, port_session: Any, ssrc: int, pt_map: dict[int, int], mid: str, subscriber: Any) -> None:
@@ -65,8 +65,9 @@ class Leg:
         self.retransmitted = 0
         self.preferences: dict = {}  # simulcast: preferredRid, priorityOrdering, ridNotAvailable
         self.transport = None  # the subscriber session's TransportSender, when it reports transport-cc
-        self.next_probe = 0.0  # simulcast: when the leg may next try a layer above the estimate
-        self.probe_wait = 0.0
+        # Simulcast by bandwidth: the layer on trial above the estimate, until when, and the next try.
+        self.probing = None
+        self.probe_until = self.next_probe = self.probe_wait = 0.0
         self.set_extensions({})
 
     def set_extensions(self, mapping: dict[int, int]) -> None:

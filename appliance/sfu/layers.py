@@ -17,6 +17,12 @@ FALLBACK_ALIASES = {
 # Moving up needs this much more estimated bandwidth than the layer's bitrate: the estimate
 # swings, and a layer switched to and away at once costs two keyframes.
 UP_HEADROOM = 1.2
+# A send-side estimate never rises far above what is sent (GCC caps it at 1.5x the acked rate),
+# so a leg on a low layer tries the next one up now and then: if the path carries it, the
+# estimator takes the acked rate (bwe.py) and the leg stays. Failed tries back off.
+PROBE_TIME = 3.0  # seconds a tried layer is kept: its keyframe wait, then a whole acked-rate window
+PROBE_WAIT = (2.0, 5.0)  # seconds between tries: after a success, and at most after failures
+PROVEN = 0.9  # of the tried layer's bitrate received, with no congestion, that proves the path
 
 
 def preferences(raw: Any) -> dict:
@@ -88,3 +94,29 @@ def _fitting(ranked: list, current, estimate: float | None):
         if stream.bitrate * (UP_HEADROOM if up else 1.0) <= estimate:
             return stream
     return ranked[-1]
+
+
+def probe(leg: Any, wanted, now: float, acked: float, congested_at: float):
+    """For a leg that follows its bandwidth: (`wanted`, the layer the estimate carries, or a
+    layer above it on trial; the bitrate a trial proved the path carries, or None). A trial
+    ends early when the estimator saw congestion after it began (`congested_at`); it proves
+    the layer when the subscriber then received (`acked`) about that layer's bitrate. Keeps the
+    state on the leg: `probing`, `probe_until`, `next_probe`, `probe_wait`."""
+    if leg.probing is not None:
+        congested = congested_at >= leg.probe_until - PROBE_TIME
+        if now < leg.probe_until and not congested:
+            return leg.probing, None
+        tried, leg.probing = leg.probing, None
+        proven = not congested and acked >= PROVEN * tried.bitrate
+        leg.probe_wait = PROBE_WAIT[0] if proven else min(max(leg.probe_wait, PROBE_WAIT[0]) * 2, PROBE_WAIT[1])
+        leg.next_probe = now + leg.probe_wait
+        return (tried, tried.bitrate) if proven else (wanted, None)
+    if wanted is None or now < leg.next_probe:
+        return wanted, None
+    higher = [s for s in leg.source.streams if s.active(now) and s.bitrate > wanted.bitrate]
+    if not higher:
+        leg.next_probe = now + PROBE_WAIT[0]
+        return wanted, None
+    leg.probing = min(higher, key=lambda s: s.bitrate)
+    leg.probe_until = now + PROBE_TIME
+    return leg.probing, None

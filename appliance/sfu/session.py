@@ -17,7 +17,9 @@ from .datachannels import SessionChannels
 from .forward import Leg, payload_offset
 from .losses import DUPLICATE, JUMP
 from .sdp import LocalSection, RemoteDescription
-from .streams import Stream
+from .streams import PACKET_OVERHEAD, Stream
+
+LOSSY = 0.02  # a subscriber reporting more loss than this gets no more than it received
 from .tracks import PublishedTrack
 
 
@@ -74,8 +76,17 @@ class CallSession:
         self.ufrag, self.pwd = new_credentials()
 
     def bandwidth(self) -> float | None:
-        """What the SFU may send this session, in bit/s; None while nothing measures it."""
-        return self.transport_out.estimator.estimate if self.transport_out is not None else None
+        """What the SFU may send this session, in bit/s; None while nothing measures it. While
+        the session reports losing more than LOSSY of what it is sent, no more than it received:
+        GCC holds its estimate through 2-10% loss, but a layer that overflows a queue by a few
+        percent keeps costing retransmissions and freezes."""
+        if self.transport_out is None:
+            return None
+        estimator = self.transport_out.estimator
+        loss = max((t.leg.loss for t in self.transceivers if t.leg is not None and t.role == "pull"), default=0.0)
+        if loss > LOSSY and estimator.acked_bitrate:
+            return min(estimator.estimate, estimator.acked_bitrate)
+        return estimator.estimate
 
     def transceiver(self, mid: str) -> Transceiver | None:
         return next((t for t in self.transceivers if t.mid == mid), None)
@@ -106,7 +117,7 @@ class CallSession:
         seq = packet[2] << 8 | packet[3]
         ts = int.from_bytes(packet[4:8], "big")
         track.last_packet = stream.last_packet = now
-        stream.octets += len(packet)
+        stream.octets += len(packet) + PACKET_OVERHEAD
         losses = stream.losses
         if losses is not None:
             state = losses.received(seq, now)

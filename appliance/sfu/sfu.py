@@ -20,7 +20,7 @@ from .codecs import (OFFERED, Codec, accept, accept_extensions, accept_rtx, apt,
 from .errors import ItemError, SfuError
 from .forward import Leg, payload_offset
 from .keyframes import starts_keyframe
-from .layers import choose_layer, preferences
+from .layers import PROBE_WAIT, choose_layer, preferences, probe
 from .session import CallSession, Transceiver
 from .streams import Stream
 from .tracks import KEYFRAME_INTERVAL, PublishedTrack
@@ -572,6 +572,7 @@ class Sfu:
             track.legs.append(leg)
         leg.rebase = True
         if track.simulcast:
+            leg.next_probe = now + PROBE_WAIT[0]
             self._choose(leg, now, force=True)
         else:
             stream = track.streams[0]
@@ -595,7 +596,13 @@ class Sfu:
     def _choose(self, leg: Leg, now: float, force: bool = False) -> None:
         """Point the leg at the layer it should receive; the move happens at a keyframe, asked
         for at once when `force` (a new subscriber waits for nothing else)."""
-        wanted = choose_layer(leg, now, leg.subscriber.bandwidth())
+        estimate = leg.subscriber.bandwidth()
+        wanted = choose_layer(leg, now, estimate)
+        if estimate is not None and "preferredRid" not in leg.preferences:
+            estimator = leg.subscriber.transport_out.estimator
+            wanted, proven = probe(leg, wanted, now, estimator.acked_bitrate, estimator.congested_at)
+            if proven is not None:
+                estimator.carried(proven, now)
         if wanted is None or wanted is (leg.target or leg.stream):
             return
         if leg.target is not None and leg in leg.target.waiting:

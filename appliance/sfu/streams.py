@@ -9,6 +9,10 @@ from .cache import RetransmissionCache
 from .losses import LossTracker
 from .stats import ReceiveStats
 
+# Bytes a packet costs on the wire beyond its RTP bytes (SRTP tag, UDP, IPv4 headers): counted in
+# a layer's bitrate, since small packets pay it relatively more.
+PACKET_OVERHEAD = 10 + 8 + 20
+
 
 class Stream:
     __slots__ = ("track", "rid", "ssrc", "rtx_ssrc", "stats", "cache", "losses", "legs", "waiting", "octets",
@@ -25,7 +29,7 @@ class Stream:
         self.legs: list = []  # forwarding this stream now
         self.waiting: list = []  # moving to this stream at its next keyframe
         self.octets = 0
-        self.bitrate = 0.0  # bit/s, smoothed: what a subscriber needs to receive this layer
+        self.bitrate = 0.0  # bit/s on the wire, smoothed: what a subscriber needs to receive this layer
         self.last_packet: float | None = None
         self.last_keyframe_request = float("-inf")
         self._octets_prior = 0

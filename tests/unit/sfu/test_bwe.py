@@ -177,3 +177,11 @@ def test_feedback_across_the_reference_time_wrap():
     estimator.feedback(TransportFeedback(2, 1, 100, bottom, [(s, bottom + (s - 100) * 0.005) for s in range(100, 200)]),
                        1.1)
     assert 0 < estimator.acked_bitrate < 2_500_000
+
+
+def test_a_proven_rate_lifts_the_estimate_and_never_lowers_it():
+    estimator = SendSideEstimator(initial=300_000)
+    estimator.carried(600_000, 10.0)
+    assert estimator.estimate == 600_000
+    estimator.carried(400_000, 11.0)
+    assert estimator.estimate == 600_000

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from appliance.sfu.errors import ItemError
-from appliance.sfu.layers import UP_HEADROOM, choose_layer, preferences
+from appliance.sfu.layers import PROBE_TIME, PROBE_WAIT, PROVEN, UP_HEADROOM, choose_layer, preferences, probe
 
 # --- preferences -------------------------------------------------------------------------------------
 
@@ -101,7 +101,7 @@ class FakeStream:
         self.rid, self.bitrate, self.is_active = rid, bitrate, active
 
     def active(self, now):
-        assert now == NOW
+        assert now >= NOW  # the caller passes its time through
         return self.is_active
 
     def __repr__(self):
@@ -229,3 +229,40 @@ def test_no_active_layer_keeps_what_the_leg_has():
     track = layers(inactive=("f", "h", "q"))
     assert rid(choose_layer(leg(track, {"preferredRid": "h"}, track.stream("q")), NOW, None)) == "q"
     assert choose_layer(leg(track, {}), NOW, 1e6) is None
+
+
+def probing_leg(track, current):
+    return SimpleNamespace(source=track, stream=current, target=None, probing=None, probe_until=0.0,
+                           next_probe=0.0, probe_wait=0.0)
+
+
+def test_a_leg_on_a_low_layer_tries_the_next_one_up_and_keeps_it_when_the_path_carries_it():
+    track = layers()
+    q, h = track.stream("q"), track.stream("h")
+    test = probing_leg(track, q)
+    assert probe(test, q, NOW, 0, float("-inf")) == (h, None)  # a try: the next layer up, not the best
+    assert probe(test, q, NOW + 1, 0, float("-inf")) == (h, None)  # held for the trial
+    received = PROVEN * h.bitrate
+    assert probe(test, q, NOW + PROBE_TIME, received, float("-inf")) == (h, h.bitrate)  # proven
+    assert test.probing is None and test.next_probe == NOW + PROBE_TIME + PROBE_WAIT[0]
+
+
+def test_a_try_that_congests_ends_at_once_and_the_next_waits_longer():
+    track = layers()
+    q, h = track.stream("q"), track.stream("h")
+    test = probing_leg(track, q)
+    probe(test, q, NOW, 0, float("-inf"))
+    assert probe(test, q, NOW + 0.5, h.bitrate, NOW + 0.4) == (q, None)  # congestion after the try began
+    first_wait = test.next_probe - (NOW + 0.5)
+    assert probe(test, q, NOW + 1, 0, NOW + 0.4) == (q, None)  # not before next_probe
+    assert probe(test, q, test.next_probe, 0, float("-inf")) == (h, None)
+    # No congestion seen, but the subscriber did not get the layer's bitrate: not proven.
+    assert probe(test, q, test.probe_until, 0.5 * h.bitrate, float("-inf")) == (q, None)
+    assert test.probe_wait > first_wait and test.probe_wait <= PROBE_WAIT[1]
+
+
+def test_no_try_above_the_best_layer():
+    track = layers()
+    f = track.stream("f")
+    test = probing_leg(track, f)
+    assert probe(test, f, NOW, 100e6, float("-inf")) == (f, None) and test.probing is None
