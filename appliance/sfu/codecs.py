@@ -107,13 +107,11 @@ def accept(kind: str, offered: list[Codec], retransmissions: bool = False) -> li
 
 
 def subscriber_feedback(codec: Codec) -> set[str]:
-    """The feedback the SFU takes from a subscriber for `codec`: keyframe requests, NACK (even
-    with the cache off, which then leaves them unanswered) and reference time reports on video,
-    transport-wide congestion control on both kinds."""
+    """The feedback the SFU takes from a subscriber for `codec`: keyframe requests and NACK (even
+    with the cache off, which then leaves them unanswered) on video, transport-wide congestion
+    control on both kinds."""
     if codec.name.lower() in SUPPORTED["video"]:
-        # rrtr: libwebrtc then sends reference time reports, and with the box's answers (RFC
-        # 3611) knows its round-trip time: it re-sends a lost NACK after that, not after 100 ms.
-        return feedback(True) | {"rrtr"}
+        return feedback(True)
     return {"transport-cc"} if codec.name.lower() in SUPPORTED["audio"] else set()
 
 

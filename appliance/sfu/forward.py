@@ -32,7 +32,8 @@ class Leg:
         "send", "port_session", "ssrc", "pt_map", "seq_delta", "ts_delta", "rebase", "last_seq", "last_ts",
         "base_seq", "packets", "octets", "mid", "subscriber", "source", "stream", "target", "ext_map", "ext_key",
         "rtx_ssrc", "rtx_pts", "rtx_seq", "resent", "rtt", "retransmitted", "preferences", "transport",
-        "probing", "probe_until", "next_probe", "probe_wait", "loss",
+        "probing", "probe_until", "next_probe", "probe_wait", "loss", "paused",
+        "padding", "pad_credit", "probe_pads", "probe_started",
     )
 
     def __init__(self, send, port_session: Any, ssrc: int, pt_map: dict[int, int], mid: str, subscriber: Any) -> None:
@@ -67,7 +68,12 @@ class Leg:
         self.transport = None  # the subscriber session's TransportSender, when it reports transport-cc
         # Simulcast by bandwidth: the layer on trial above the estimate, until when, and the next try.
         self.probing = None
-        self.probe_until = self.next_probe = self.probe_wait = 0.0
+        self.probe_pads = False
+        self.probe_started = self.probe_until = self.next_probe = self.probe_wait = 0.0
+        self.paused = False  # no layer fits its bandwidth: nothing forwarded until one does
+        # A bandwidth trial: RTX copies of forwarded packets, `padding` per packet on average.
+        self.padding = 0.0
+        self.pad_credit = 0.0
         self.set_extensions({})
 
     def set_extensions(self, mapping: dict[int, int]) -> None:
@@ -107,6 +113,26 @@ class Leg:
         data += payload
         self.send(self.port_session, data)
         if transport is not None:
+            transport.estimator.sent(transport.seq, len(data), now)
+            if self.padding:
+                self._pad(packet, payload, out_seq, out_ts, pt, elements[:-3], now)
+
+    def _pad(self, packet: bytes, payload: bytes, out_seq: int, out_ts: int, pt: int, forwarded: bytes,
+             now: float) -> None:
+        """Bandwidth-trial padding: RTX copies of the packet just sent (the subscriber drops them
+        as duplicates), numbered for transport-wide feedback like any packet."""
+        rtx_pt = self.rtx_pts.get(pt)
+        if rtx_pt is None:
+            return
+        self.pad_credit += self.padding
+        transport = self.transport
+        while self.pad_credit >= 1.0:
+            self.pad_credit -= 1.0
+            self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+            data = (_pack_header(0x90 | (packet[0] & 0x20), (packet[1] & 0x80) | rtx_pt, self.rtx_seq, out_ts,
+                                 self.rtx_ssrc) + extensions.block(forwarded + transport.next())
+                    + out_seq.to_bytes(2, "big") + payload)
+            self.send(self.port_session, data)
             transport.estimator.sent(transport.seq, len(data), now)
 
     def source_seq(self, out_seq: int) -> int | None:

@@ -17,11 +17,14 @@ FALLBACK_ALIASES = {
 # Moving up needs this much more estimated bandwidth than the layer's bitrate: the estimate
 # swings, and a layer switched to and away at once costs two keyframes.
 UP_HEADROOM = 1.2
+STAY_SLACK = 1.1
 # A send-side estimate never rises far above what is sent (GCC caps it at 1.5x the acked rate),
 # so a leg on a low layer tries the next one up now and then: if the path carries it, the
 # estimator takes the acked rate (bwe.py) and the leg stays. Failed tries back off.
 PROBE_TIME = 3.0  # seconds a tried layer is kept: its keyframe wait, then a whole acked-rate window
-PROBE_WAIT = (2.0, 5.0)  # seconds between tries: after a success, and at most after failures
+PAD_TIME = 1.5  # seconds of padding for a try: a whole acked-rate window, and the feedback's delay
+PAD_OVER = 1.1  # padding tops the current layer up to this much of the tried layer's bitrate
+PROBE_WAIT = (1.0, 5.0)  # seconds between tries: after a success, and at most after failures
 PROVEN = 0.9  # of the tried layer's bitrate received, with no congestion, that proves the path
 
 
@@ -86,37 +89,50 @@ def choose_layer(leg: Any, now: float, estimate: float | None):
 
 
 def _fitting(ranked: list, current, estimate: float | None):
-    """The first of `ranked` (best first) the estimate carries, else the last."""
+    """The first of `ranked` (best first) the estimate carries, else the last: a layer above the
+    current one with UP_HEADROOM, the current one with STAY_SLACK (a layer's bitrate swings
+    with its keyframes; a loss-driven drop comes through the estimate)."""
     if estimate is None:
         return ranked[0]
     for stream in ranked:
-        up = current is not None and stream is not current and stream.bitrate > current.bitrate
-        if stream.bitrate * (UP_HEADROOM if up else 1.0) <= estimate:
+        if stream is current:
+            need = stream.bitrate / STAY_SLACK
+        elif current is not None and stream.bitrate > current.bitrate:
+            need = stream.bitrate * UP_HEADROOM
+        else:
+            need = stream.bitrate
+        if need <= estimate:
             return stream
     return ranked[-1]
 
 
-def probe(leg: Any, wanted, now: float, acked: float, congested_at: float):
-    """For a leg that follows its bandwidth: (`wanted`, the layer the estimate carries, or a
-    layer above it on trial; the bitrate a trial proved the path carries, or None). A trial
-    ends early when the estimator saw congestion after it began (`congested_at`); it proves
-    the layer when the subscriber then received (`acked`) about that layer's bitrate. Keeps the
-    state on the leg: `probing`, `probe_until`, `next_probe`, `probe_wait`."""
+def probe(leg: Any, wanted, now: float, acked: float, congested_at: float, pad: bool = False):
+    """For a leg that follows its bandwidth: (the layer to forward: `wanted`, the one the
+    estimate carries, None for none, or on a trial the layer above; the bitrate a trial proved
+    the path carries, or None). With `pad` (the leg can send padding) a trial keeps the layer
+    and the caller pads up to the tried layer's bitrate, so a failed trial costs the subscriber
+    no picture. A trial ends early when the estimator saw congestion after it began
+    (`congested_at`); it proves the layer when the subscriber then received (`acked`) about that
+    layer's bitrate. Keeps the state on the leg: `probing` (the tried layer), `probe_pads`,
+    `probe_started`, `probe_until`, `next_probe`, `probe_wait`."""
     if leg.probing is not None:
-        congested = congested_at >= leg.probe_until - PROBE_TIME
+        congested = congested_at >= leg.probe_started
         if now < leg.probe_until and not congested:
-            return leg.probing, None
+            return (wanted if leg.probe_pads else leg.probing), None
         tried, leg.probing = leg.probing, None
         proven = not congested and acked >= PROVEN * tried.bitrate
         leg.probe_wait = PROBE_WAIT[0] if proven else min(max(leg.probe_wait, PROBE_WAIT[0]) * 2, PROBE_WAIT[1])
         leg.next_probe = now + leg.probe_wait
-        return (tried, tried.bitrate) if proven else (wanted, None)
-    if wanted is None or now < leg.next_probe:
+        return (tried, max(acked, tried.bitrate)) if proven else (wanted, None)
+    if now < leg.next_probe:
         return wanted, None
-    higher = [s for s in leg.source.streams if s.active(now) and s.bitrate > wanted.bitrate]
+    floor = wanted.bitrate if wanted is not None else -1.0  # paused: the cheapest layer is a try
+    higher = [s for s in leg.source.streams if s.active(now) and s.bitrate > floor]
     if not higher:
         leg.next_probe = now + PROBE_WAIT[0]
         return wanted, None
     leg.probing = min(higher, key=lambda s: s.bitrate)
-    leg.probe_until = now + PROBE_TIME
-    return leg.probing, None
+    leg.probe_pads = pad and wanted is not None
+    leg.probe_started = now
+    leg.probe_until = now + (PAD_TIME if leg.probe_pads else PROBE_TIME)
+    return (wanted if leg.probe_pads else leg.probing), None

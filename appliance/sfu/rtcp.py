@@ -8,8 +8,7 @@ from collections.abc import Iterator
 
 NTP_EPOCH = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
 
-PT_SR, PT_RR, PT_BYE, PT_PSFB, PT_XR = 200, 201, 203, 206, 207
-BT_RRTR, BT_DLRR = 4, 5  # RFC 3611 4.4, 4.5
+PT_SR, PT_RR, PT_BYE, PT_PSFB = 200, 201, 203, 206
 FMT_PLI, FMT_FIR = 1, 4
 
 
@@ -74,34 +73,6 @@ def sender_reports(packet: bytes) -> list[tuple[int, int]]:
             ssrc, seconds, fraction = struct.unpack_from(">III", packet, offset + 4)
             out.append((ssrc, (seconds & 0xFFFF) << 16 | fraction >> 16))
     return out
-
-
-def reference_times(packet: bytes) -> list[tuple[int, int]]:
-    """(sender SSRC, middle 32 bits of its NTP time) of each Receiver Reference Time Report
-    block (RFC 3611 4.4) in a compound packet: a receiver asking for its round-trip time."""
-    out = []
-    for _, pt, offset, end in _parts(packet):
-        if pt != PT_XR or end < offset + 8:
-            continue
-        sender = int.from_bytes(packet[offset + 4:offset + 8], "big")
-        block = offset + 8
-        while block + 4 <= end:
-            kind, size = packet[block], packet[block + 2] << 8 | packet[block + 3]
-            following = block + 4 + 4 * size
-            if following > end:
-                break
-            if kind == BT_RRTR and size == 2:
-                seconds, fraction = struct.unpack_from(">II", packet, block + 4)
-                out.append((sender, (seconds & 0xFFFF) << 16 | fraction >> 16))
-            block = following
-    return out
-
-
-def delay_since_reference(sender_ssrc: int, receiver_ssrc: int, reference: int, delay: float) -> bytes:
-    """An XR with one DLRR block (RFC 3611 4.5): the answer that lets a receive-only endpoint
-    compute its round-trip time (`delay` seconds since its reference time report arrived)."""
-    return struct.pack(">BBHIBBHIII", 0x80, PT_XR, 5, sender_ssrc, BT_DLRR, 0, 3, receiver_ssrc, reference,
-                       int(delay * 65536) & 0xFFFFFFFF)
 
 
 def keyframe_requests(packet: bytes) -> list[int]:

@@ -223,10 +223,6 @@ class CallSession:
                 stream = leg.target or leg.stream
                 if stream is not None:
                     sfu.request_keyframe(stream, now)
-        for ssrc, reference in rtcp.reference_times(packet):
-            leg = next((t.leg for t in self.transceivers if t.leg is not None and t.role == "pull"), None)
-            if leg is not None and self.port_session is not None:
-                sfu.media.port.send_rtcp(self.port_session, rtcp.delay_since_reference(leg.ssrc, ssrc, reference, 0.0))
         for ssrc, seqs in feedback.nacks(packet):
             leg = sfu.legs_by_ssrc.get(ssrc)
             if leg is not None and leg.subscriber is self:

@@ -20,7 +20,7 @@ from .codecs import (OFFERED, Codec, accept, accept_extensions, accept_rtx, apt,
 from .errors import ItemError, SfuError
 from .forward import Leg, payload_offset
 from .keyframes import starts_keyframe
-from .layers import PROBE_WAIT, choose_layer, preferences, probe
+from .layers import PAD_OVER, PROBE_WAIT, choose_layer, preferences, probe
 from .session import CallSession, Transceiver
 from .streams import Stream
 from .tracks import KEYFRAME_INTERVAL, PublishedTrack
@@ -49,6 +49,7 @@ class RepairCounters:
     nacked_upstream: int = 0  # sequence numbers the box asked its publishers for
     given_up: int = 0  # lost packets no retransmission recovered in time
     layer_switches: int = 0
+    paused_legs: int = 0  # times a leg's video stopped because no layer fitted its bandwidth
 
 
 class Sfu:
@@ -502,8 +503,12 @@ class Sfu:
             if t.role == "push":
                 # A push the SFU offered is named before its answer publishes it.
                 name = t.track.name if t.track is not None else t.pending_name
-                tracks.append({"location": "local", "mid": t.mid, "trackName": name,
-                               "status": "inactive" if t.closed or t.track is None else "active"})
+                described = {"location": "local", "mid": t.mid, "trackName": name,
+                             "status": "inactive" if t.closed or t.track is None else "active"}
+                if t.track is not None and t.track.audio_level is not None:
+                    # RFC 6464: the last packet's level, in dBov (0 is the loudest, -127 silence).
+                    described["audioLevel"] = -t.track.audio_level
+                tracks.append(described)
             elif t.role == "pull":
                 ended = t.closed or t.source.closed
                 tracks.append({"location": "remote", "mid": t.mid, "sessionId": t.source.session.id,
@@ -585,13 +590,7 @@ class Sfu:
         track = leg.source
         if track is not None and leg in track.legs:
             track.legs.remove(leg)
-        for stream in (leg.stream, leg.target):
-            if stream is not None:
-                if leg in stream.legs:
-                    stream.legs.remove(leg)
-                if leg in stream.waiting:
-                    stream.waiting.remove(leg)
-        leg.stream = leg.target = None
+        _off_streams(leg)
 
     def _choose(self, leg: Leg, now: float, force: bool = False) -> None:
         """Point the leg at the layer it should receive; the move happens at a keyframe, asked
@@ -599,10 +598,23 @@ class Sfu:
         estimate = leg.subscriber.bandwidth()
         wanted = choose_layer(leg, now, estimate)
         if estimate is not None and "preferredRid" not in leg.preferences:
+            if wanted is not None and wanted.bitrate > estimate:
+                # Not even the cheapest layer fits: no video rather than audio lost behind it.
+                wanted = None
             estimator = leg.subscriber.transport_out.estimator
-            wanted, proven = probe(leg, wanted, now, estimator.acked_bitrate, estimator.congested_at)
+            # Padding (RTX copies of what the leg sends) needs RTX and a layer being forwarded.
+            pad = leg.rtx_ssrc is not None and leg.stream is not None and wanted is leg.stream
+            wanted, proven = probe(leg, wanted, now, estimator.acked_bitrate, estimator.congested_at, pad)
             if proven is not None:
                 estimator.carried(proven, now)
+            tried = leg.probing if leg.probing is not None and leg.probe_pads else None
+            current = leg.stream
+            # Padding up to a little over the tried layer: the layers' rates swing.
+            leg.padding = (PAD_OVER * tried.bitrate / current.bitrate - 1
+                           if tried is not None and current and current.bitrate else 0.0)
+            if wanted is None:
+                self._pause(leg)
+                return
         if wanted is None or wanted is (leg.target or leg.stream):
             return
         if leg.target is not None and leg in leg.target.waiting:
@@ -614,6 +626,14 @@ class Sfu:
         wanted.waiting.append(leg)
         self.request_keyframe(wanted, now, force)
 
+    def _pause(self, leg: Leg) -> None:
+        """Stop forwarding video to `leg` (it keeps its place in the track): `_choose` picks a
+        layer again when the bandwidth allows, or tries one."""
+        if leg.stream is not None and not leg.paused:
+            self.repair.paused_legs += 1
+        _off_streams(leg)
+        leg.paused = True
+
     def switch_at_keyframe(self, stream: Stream, packet: bytes, now: float) -> None:
         """Legs waiting for `stream` move to it when a packet starts a keyframe."""
         offset = payload_offset(packet)
@@ -624,7 +644,7 @@ class Sfu:
         for leg in stream.waiting:
             if leg.stream is not None and leg in leg.stream.legs:
                 leg.stream.legs.remove(leg)
-            leg.stream, leg.target, leg.rebase = stream, None, True
+            leg.stream, leg.target, leg.rebase, leg.paused = stream, None, True, False
             stream.legs.append(leg)
             self.repair.layer_switches += 1
         stream.waiting.clear()
@@ -777,6 +797,17 @@ class Sfu:
             for section, offered in zip(sections, offer.sections):
                 section.rejected = section.rejected or offered.rejected
         return sdp.write(kind, params, sections)
+
+
+def _off_streams(leg: Leg) -> None:
+    """The leg neither forwards a stream nor waits for one."""
+    for stream in (leg.stream, leg.target):
+        if stream is not None:
+            if leg in stream.legs:
+                stream.legs.remove(leg)
+            if leg in stream.waiting:
+                stream.waiting.remove(leg)
+    leg.stream = leg.target = None
 
 
 def _item_error(item: Any, code: str, description: str) -> dict:

@@ -8,8 +8,8 @@ import pytest
 
 from tests.e2e.test_sfu import INBOUND, PULL, flowing, until
 from tests.lab.browser import BROWSER_TEST, browser_in
-from tests.lab.media_lab import (BOX_PUB, LOSS_PERCENT, PUB, PUBLISH_VIDEO, SECURE, SUB, URL, VIDEO_IN, add_loss,
-                                 client, media_lab, remove_loss, start_box, stop_box)
+from tests.lab.media_lab import (BOX_PUB, LOSS_PERCENT, METRICS, PUB, PUBLISH_VIDEO, SECURE, SUB, URL, VIDEO_IN,
+                                 add_loss, client, delta, media_lab, remove_loss, repair_metrics, start_box, stop_box)
 
 pytestmark = [*BROWSER_TEST, pytest.mark.lab, pytest.mark.slow]
 
@@ -24,20 +24,6 @@ async () => {
   return out;
 }
 """
-METRICS = "() => fetch('/metrics').then(r => r.text())"
-
-
-def repair_metrics(text: str) -> dict[str, float]:
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("edgecall_sfu_repair_total{"):
-            event = line.split('event="')[1].split('"')[0]
-            out[event] = float(line.rsplit(" ", 1)[1])
-    return out
-
-
-def delta(after: dict, before: dict) -> dict:
-    return {k: (after[k] or 0) - (before[k] or 0) for k in after if isinstance(after[k], (int, float))}
 
 
 async def lossy_subscriber_run(lab_hosts, retransmissions: bool) -> dict:

@@ -41,6 +41,21 @@ async () => {
   return out;
 }
 """
+RECEIVED = """
+async () => {
+  const out = {};
+  const stats = [...(await calls.pc.getStats()).values()];
+  for (const s of stats)
+    if (s.type === "inbound-rtp") {
+      const remote = stats.find(r => r.type === "remote-outbound-rtp" && r.id === s.remoteId) || {};
+      out[s.kind] = {packetsLost: s.packetsLost, jitter: s.jitter, reportsSent: remote.reportsSent,
+                     packetsSent: remote.packetsSent};
+    }
+  const pair = stats.find(s => s.type === "candidate-pair" && s.nominated && s.state === "succeeded") || {};
+  out.roundTripTime = pair.currentRoundTripTime;
+  return out;
+}
+"""
 # Enough to show media flows: video frames decoded, and 0.1 s of audio at 48 kHz.
 ENOUGH = {"video": 10, "audio": 4800}
 
@@ -89,6 +104,18 @@ async def test_push_pull_close_and_pull_again(appliance, browser):
         # The SFU's receiver reports reach the publisher: its stats show loss and a round-trip time.
         remote = await until(publisher, REMOTE_INBOUND, lambda r: r.get("video", {}).get("roundTripTime"))
         assert remote["video"]["packetsLost"] == 0 and remote["video"]["roundTripTime"] < 1.0
+        # And the subscriber's: jitter and loss of the SFU's streams from their sequence numbers and
+        # timestamps, the round trip from the ICE consent checks the box answers (a receive-only
+        # endpoint has no RTCP way to it in Chrome), the packets and bytes the SFU's reports count.
+        received = await until(subscriber, RECEIVED, lambda r: r.get("roundTripTime") and "video" in r)
+        assert 0 < received["roundTripTime"] < 1.0
+        for kind in ("audio", "video"):
+            assert received[kind]["packetsLost"] == 0 and 0 <= received[kind]["jitter"] < 0.1, received
+            assert received[kind]["reportsSent"] > 0 and received[kind]["packetsSent"] > 0, received
+        # The publisher's audio level (RFC 6464), per track, in GET session.
+        described = await until(publisher, "() => calls.session()",
+                                lambda s: "audioLevel" in s["tracks"][0])
+        assert -127 <= described["tracks"][0]["audioLevel"] <= 0 and "audioLevel" not in described["tracks"][1]
 
         # The publisher closes its video with a negotiated close; the subscriber's copy ends.
         cam_mid = published["tracks"][1]["mid"]

@@ -8,7 +8,8 @@ import pytest
 
 from tests.e2e.test_sfu import INBOUND, PULL, flowing, until
 from tests.lab.browser import BROWSER_TEST, browser_in
-from tests.lab.media_lab import PUBLISH_VIDEO, SECURE, URL, VIDEO_IN, client, media_lab, start_box, stop_box
+from tests.lab.media_lab import (METRICS, PUBLISH_VIDEO, SECURE, URL, VIDEO_IN, client, delta, media_lab,
+                                 repair_metrics, start_box, stop_box)
 
 pytestmark = [*BROWSER_TEST, pytest.mark.lab, pytest.mark.slow]
 
@@ -17,6 +18,21 @@ CAPTURE = {"width": 1280, "height": 720, "frameRate": 30}
 LAYERS = [{"rid": "f"}, {"rid": "h", "scaleResolutionDownBy": 2}, {"rid": "q", "scaleResolutionDownBy": 4}]
 WIDTH = {"f": 1280, "h": 640, "q": 320}
 LIMIT = "300kbit"
+SQUEEZE = "80kbit"  # below the cheapest layer, above the audio
+PUBLISH_AUDIO = """
+async () => {
+  const stream = await navigator.mediaDevices.getUserMedia({audio: true, video: false});
+  return calls.push([[stream.getAudioTracks()[0], "mic"]]);
+}
+"""
+AUDIO_IN = """
+async () => {
+  for (const s of (await calls.pc.getStats()).values())
+    if (s.type === "inbound-rtp" && s.kind === "audio")
+      return {samples: s.totalSamplesReceived, concealed: s.concealedSamples};
+  return null;
+}
+"""
 
 
 async def widths(page, seconds: float) -> collections.Counter:
@@ -36,6 +52,7 @@ async def test_pinned_and_automatic_subscribers_get_their_layers(lab):
                     browser_in(slow, SECURE) as slow_browser):
             _, publisher = await client(pub_browser, URL)
             published = await publisher.evaluate(PUBLISH_VIDEO, ["cam", LAYERS, CAPTURE])
+            await publisher.evaluate(PUBLISH_AUDIO)
             track = {"sessionId": published["id"], "trackName": "cam"}
             pinned = {}
             for rid in ("q", "f"):
@@ -46,8 +63,8 @@ async def test_pinned_and_automatic_subscribers_get_their_layers(lab):
             box.run(["tc", "qdisc", "add", "dev", "eth2", "root", "tbf", "rate", LIMIT, "burst", "16kb",
                      "latency", "200ms"])
             _, automatic = await client(slow_browser, URL)
-            (pulled,) = await automatic.evaluate(PULL, [track])
-            await until(automatic, INBOUND, flowing([pulled["mid"]]))
+            pulled = await automatic.evaluate(PULL, [track, {**track, "trackName": "mic"}])
+            await until(automatic, INBOUND, flowing([t["mid"] for t in pulled]))
 
             for rid, page in pinned.items():
                 await until(page, VIDEO_IN, lambda s, rid=rid: s and s["frameWidth"] == WIDTH[rid], tries=100)
@@ -67,11 +84,24 @@ async def test_pinned_and_automatic_subscribers_get_their_layers(lab):
             except AssertionError:
                 top_after = "not within 15 s"
             after = await widths(automatic, 6)
+            # Below the cheapest layer: the video pauses (tries of it now and then), the audio goes on.
+            box.run(["tc", "qdisc", "add", "dev", "eth2", "root", "tbf", "rate", SQUEEZE, "burst", "16kb",
+                     "latency", "200ms"])
+            await asyncio.sleep(8)
+            audio_before, video_before = await automatic.evaluate(AUDIO_IN), await automatic.evaluate(VIDEO_IN)
+            await asyncio.sleep(6)
+            audio = delta(await automatic.evaluate(AUDIO_IN), audio_before)
+            squeezed = delta(await automatic.evaluate(VIDEO_IN), video_before)
+            paused = repair_metrics(await automatic.evaluate(METRICS))["paused_legs"]
             pinned_widths = {rid: (await page.evaluate(VIDEO_IN))["frameWidth"] for rid, page in pinned.items()}
     finally:
         stop_box(process)
     print(f"\nsimulcast f/h/q from {CAPTURE}: pinned {pinned_widths}; automatic behind {LIMIT}: widths {dict(limited)}"
+          f"; behind {SQUEEZE}: video paused {paused:.0f} times, {squeezed['framesDecoded']} frames in 6 s, audio "
+          f"{audio['samples']} samples ({audio['concealed']} concealed)"
           f"; limit lifted: up after {up_after:.1f} s, top layer after {top_after}, then {dict(after)}")
     assert pinned_widths == {"q": WIDTH["q"], "f": WIDTH["f"]}
     assert limited.most_common(1)[0][0] == WIDTH["q"], limited
     assert after.most_common(1)[0][0] > WIDTH["q"], after
+    assert paused >= 1
+    assert audio["samples"] - audio["concealed"] > 0.8 * 48000 * 6, audio

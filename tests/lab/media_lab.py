@@ -40,6 +40,9 @@ async () => {
 """
 
 
+METRICS = "() => fetch('/metrics').then(r => r.text())"
+
+
 def box_toml(retransmissions: bool = True) -> str:
     return f"""
 [node]
@@ -119,3 +122,16 @@ async def client(browser, url: str):
     await page.add_script_tag(content=CLIENT)
     await page.evaluate("([api]) => { window.calls = new Calls(api, 'test-app', 'test-app-secret'); }", [url])
     return context, page
+
+
+def repair_metrics(text: str) -> dict[str, float]:
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("edgecall_sfu_repair_total{"):
+            event = line.split('event="')[1].split('"')[0]
+            out[event] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def delta(after: dict, before: dict) -> dict:
+    return {k: (after[k] or 0) - (before[k] or 0) for k in after if isinstance(after[k], (int, float))}

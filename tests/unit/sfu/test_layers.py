@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from appliance.sfu.errors import ItemError
-from appliance.sfu.layers import PROBE_TIME, PROBE_WAIT, PROVEN, UP_HEADROOM, choose_layer, preferences, probe
+from appliance.sfu.layers import (PAD_TIME, PROBE_TIME, PROBE_WAIT, PROVEN, STAY_SLACK, UP_HEADROOM, choose_layer,
+                                  preferences, probe)
 
 # --- preferences -------------------------------------------------------------------------------------
 
@@ -177,7 +178,8 @@ def test_asciibetical_priority_steps_down_when_the_estimate_is_below_the_layers_
     assert rid(choose_layer(leg(track, prefs, track.stream("f")), NOW, None)) == "f"
     assert rid(choose_layer(leg(track, prefs, track.stream("f")), NOW, 3e6)) == "f"
     assert rid(choose_layer(leg(track, prefs, track.stream("f")), NOW, 2.5e6)) == "f"  # staying needs no headroom
-    assert rid(choose_layer(leg(track, prefs, track.stream("f")), NOW, 2.4e6)) == "h"
+    assert rid(choose_layer(leg(track, prefs, track.stream("f")), NOW, 2.5e6 / STAY_SLACK)) == "f"  # slack to stay
+    assert rid(choose_layer(leg(track, prefs, track.stream("f")), NOW, 2.2e6)) == "h"
     assert rid(choose_layer(leg(track, prefs, track.stream("f")), NOW, 600_000)) == "q"
     assert rid(choose_layer(leg(track, prefs, track.stream("f")), NOW, 10_000)) == "q"  # the last, whatever it costs
     # Never above the preferred layer, however much bandwidth there is.
@@ -212,7 +214,8 @@ def test_automatic_picks_the_best_layer_the_estimate_carries():
     assert rid(choose_layer(leg(track, {}, q), NOW, 700_000)) == "q"
     assert rid(choose_layer(leg(track, {}, q), NOW, 700_000 * UP_HEADROOM)) == "h"
     assert rid(choose_layer(leg(track, {}, f), NOW, 2.5e6)) == "f"
-    assert rid(choose_layer(leg(track, {}, f), NOW, 2.4e6)) == "h"  # down at once
+    assert rid(choose_layer(leg(track, {}, f), NOW, 2.5e6 / STAY_SLACK)) == "f"  # a layer's rate swings
+    assert rid(choose_layer(leg(track, {}, f), NOW, 2.2e6)) == "h"  # down at once
     # The leg moving to f already counts as there.
     assert rid(choose_layer(leg(track, {}, q, f), NOW, 2.5e6)) == "f"
 
@@ -233,7 +236,7 @@ def test_no_active_layer_keeps_what_the_leg_has():
 
 def probing_leg(track, current):
     return SimpleNamespace(source=track, stream=current, target=None, probing=None, probe_until=0.0,
-                           next_probe=0.0, probe_wait=0.0)
+                           next_probe=0.0, probe_wait=0.0, probe_pads=False, probe_started=0.0)
 
 
 def test_a_leg_on_a_low_layer_tries_the_next_one_up_and_keeps_it_when_the_path_carries_it():
@@ -266,3 +269,21 @@ def test_no_try_above_the_best_layer():
     f = track.stream("f")
     test = probing_leg(track, f)
     assert probe(test, f, NOW, 100e6, float("-inf")) == (f, None) and test.probing is None
+
+
+def test_a_paused_leg_tries_the_cheapest_layer():
+    track = layers()
+    test = probing_leg(track, None)
+    assert probe(test, None, NOW, 0, float("-inf")) == (track.stream("q"), None)
+    # The path did not carry it: paused again, and the next try waits longer.
+    assert probe(test, None, NOW + PROBE_TIME, 0, float("-inf")) == (None, None)
+    assert test.next_probe > NOW + PROBE_TIME
+
+
+def test_a_leg_that_can_pad_keeps_its_layer_during_a_try():
+    track = layers()
+    q, h = track.stream("q"), track.stream("h")
+    test = probing_leg(track, q)
+    assert probe(test, q, NOW, 0, float("-inf"), pad=True) == (q, None) and test.probing is h and test.probe_pads
+    assert probe(test, q, NOW + 1, 0, float("-inf"), pad=False) == (q, None)  # still padding, whatever now
+    assert probe(test, q, NOW + PAD_TIME, PROVEN * h.bitrate, float("-inf")) == (h, h.bitrate)

@@ -1,10 +1,8 @@
 """Transport-wide congestion control at the box: the feedback it writes for publishers, the
-numbering and estimate for subscribers, and the RTCP XR round trip for receive-only endpoints."""
+numbering and estimate for subscribers."""
 import struct
 
-from hypothesis import given, strategies as st
-
-from appliance.sfu import extensions, feedback, rtcp
+from appliance.sfu import extensions, feedback
 from appliance.sfu.forward import Leg
 from appliance.sfu.transport import TransportReceiver, TransportSender
 
@@ -39,15 +37,18 @@ def test_a_subscriber_leg_numbers_every_packet_of_its_session():
     assert all(p.endswith(b"payload") for p in sent)
 
 
-def test_a_dlrr_answers_a_reference_time_report():
-    xr = struct.pack(">BBHIBBHII", 0x80, rtcp.PT_XR, 4, 0xCAFE, rtcp.BT_RRTR, 0, 2, 0x00012345, 0x67890000)
-    assert rtcp.reference_times(xr) == [(0xCAFE, 0x23456789)]
-    answer = rtcp.delay_since_reference(7, 0xCAFE, 0x23456789, 0.5)
-    sender, kind, size, ssrc, lrr, dlrr = struct.unpack(">4xIBxHIII", answer)
-    assert (sender, kind, size, ssrc, lrr, dlrr) == (7, rtcp.BT_DLRR, 3, 0xCAFE, 0x23456789, 32768)
-
-
-@given(st.binary(max_size=120))
-def test_reading_reference_times_never_raises(data):
-    rtcp.reference_times(bytes([0x80, rtcp.PT_XR]) + data)
-    rtcp.reference_times(data)
+def test_a_leg_on_a_bandwidth_trial_pads_with_rtx_copies():
+    sent = Sent()
+    transport = TransportSender(3)
+    leg = Leg(sent, "s", 1, {96: 100}, "0", None)
+    leg.transport, leg.rtx_ssrc, leg.rtx_pts = transport, 2, {100: 101}
+    leg.padding = 1.5  # three copies per two packets
+    for seq in (10, 11):
+        leg.forward(rtp(seq, 0, pt=96), b"payload", seq, 0, b"", 1.0)
+    media = [p for p in sent if p[1] & 0x7F == 100]
+    padding = [p for p in sent if p[1] & 0x7F == 101]
+    assert len(media) == 2 and len(padding) == 3
+    osns = {struct.unpack(">H", p[12 + 8:14 + 8])[0] for p in padding}  # after the 8-byte extension block
+    assert osns <= {struct.unpack(">H", p[2:4])[0] for p in media}
+    numbers = [struct.unpack(">H", extensions.find(p, 3))[0] for p in sent]
+    assert sorted(numbers) == list(range(1, 6))  # every packet counts for the estimate
