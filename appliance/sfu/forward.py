@@ -104,13 +104,14 @@ class Leg:
         self.packets += 1
         self.octets += len(payload)
         transport = self.transport
+        if transport is None and not elements:  # the common case, in one expression
+            self.send(self.port_session, _pack_header(0x80 | (packet[0] & 0x20), (packet[1] & 0x80) | pt, out_seq,
+                                                      out_ts, self.ssrc) + payload)
+            return
         if transport is not None:
             elements += transport.next()
-        first = 0x80 | (packet[0] & 0x20) | (0x10 if elements else 0)
-        data = _pack_header(first, (packet[1] & 0x80) | pt, out_seq, out_ts, self.ssrc)
-        if elements:
-            data += extensions.block(elements)
-        data += payload
+        data = (_pack_header(0x90 | (packet[0] & 0x20), (packet[1] & 0x80) | pt, out_seq, out_ts, self.ssrc)
+                + extensions.block(elements) + payload)
         self.send(self.port_session, data)
         if transport is not None:
             transport.estimator.sent(transport.seq, len(data), now)

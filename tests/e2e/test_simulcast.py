@@ -55,9 +55,14 @@ async def test_pinned_and_automatic_subscribers_get_their_layers(lab):
             await publisher.evaluate(PUBLISH_AUDIO)
             track = {"sessionId": published["id"], "trackName": "cam"}
             pinned = {}
+            first_frame = {}  # from the pull request to the first decoded frame (a figure)
+            loop = asyncio.get_running_loop()
             for rid in ("q", "f"):
                 _, page = await client(sub_browser, URL)
+                asked = loop.time()
                 (pulled,) = await page.evaluate(PULL, [{**track, "simulcast": {"preferredRid": rid}}])
+                await until(page, VIDEO_IN, lambda s: s and s["framesDecoded"] > 0, tries=100)
+                first_frame[rid] = round(loop.time() - asked, 2)
                 await until(page, INBOUND, flowing([pulled["mid"]]))
                 pinned[rid] = page
             box.run(["tc", "qdisc", "add", "dev", "eth2", "root", "tbf", "rate", LIMIT, "burst", "16kb",
@@ -73,7 +78,6 @@ async def test_pinned_and_automatic_subscribers_get_their_layers(lab):
             await asyncio.sleep(8)
             limited = await widths(automatic, 10)
             box.run(["tc", "qdisc", "del", "dev", "eth2", "root"])
-            loop = asyncio.get_running_loop()
             lifted_at = loop.time()
             # Up, and (a figure only) to the top layer: the times are printed; the waits are bounded.
             await until(automatic, VIDEO_IN, lambda s: s and s["frameWidth"] > WIDTH["q"], tries=150)
@@ -96,7 +100,8 @@ async def test_pinned_and_automatic_subscribers_get_their_layers(lab):
             pinned_widths = {rid: (await page.evaluate(VIDEO_IN))["frameWidth"] for rid, page in pinned.items()}
     finally:
         stop_box(process)
-    print(f"\nsimulcast f/h/q from {CAPTURE}: pinned {pinned_widths}; automatic behind {LIMIT}: widths {dict(limited)}"
+    print(f"\nsimulcast f/h/q from {CAPTURE}: pinned {pinned_widths}, first frame after {first_frame} s"
+          f"; automatic behind {LIMIT}: widths {dict(limited)}"
           f"; behind {SQUEEZE}: video paused {paused:.0f} times, {squeezed['framesDecoded']} frames in 6 s, audio "
           f"{audio['samples']} samples ({audio['concealed']} concealed)"
           f"; limit lifted: up after {up_after:.1f} s, top layer after {top_after}, then {dict(after)}")
