@@ -13,18 +13,18 @@ from ..rtc.dtls import Closed, Connected, Failed
 from ..rtc.checks import ChecksFailed
 from ..rtc.ice import ConsentExpired
 from . import extensions, rtcp, sdp
-from . import feedback as rtcp_feedback
 from .channel_router import ChannelRouter
 from .codecs import (OFFERED, Codec, accept, accept_extensions, accept_rtx, apt, feedback, rtx_for,
                      same_codec, subscriber_feedback)
 from .errors import ItemError, SfuError
-from .forward import Leg, payload_offset
-from .keyframes import starts_keyframe
-from .layers import PAD_OVER, PROBE_WAIT, choose_layer, preferences, probe
+from .forward import Leg
+from .layers import preferences
+from .repair import Repair, RepairCounters
+from .reports import Reports
 from .session import CallSession, Transceiver
-from .streams import Stream
-from .tracks import KEYFRAME_INTERVAL, PublishedTrack
-from .transport import TransportReceiver, TransportSender
+from .switching import LayerSwitching
+from .tracks import PublishedTrack
+from .transport import TransportReceiver
 
 log = get_logger("sfu")
 
@@ -39,20 +39,7 @@ class SfuCounters:
     data_dropped: int = 0
 
 
-@dataclass
-class RepairCounters:
-    """Retransmissions and keyframe-driven layer moves, for /metrics."""
-
-    nacked_by_subscribers: int = 0  # sequence numbers subscribers asked for
-    retransmitted: int = 0  # answered from the cache
-    not_cached: int = 0  # asked for but not in the cache (never received, or too old)
-    nacked_upstream: int = 0  # sequence numbers the box asked its publishers for
-    given_up: int = 0  # lost packets no retransmission recovered in time
-    layer_switches: int = 0
-    paused_legs: int = 0  # times a leg's video stopped because no layer fitted its bandwidth
-
-
-class Sfu:
+class Sfu(Repair, LayerSwitching, Reports):
     def __init__(self, media, retransmissions: bool = True) -> None:
         self.media = media  # appliance.rtc.service.MediaService: its port, certificate, candidates
         # [sfu] retransmissions: the cache answers NACKs and the box NACKs its publishers.
@@ -225,7 +212,7 @@ class Sfu:
                     raise ItemError("invalid_session_description", f"the offer has no free receiving {track.kind} section")
                 pairs = [(mine, theirs) for mine in track.codecs for theirs in section.codecs if same_codec(mine, theirs)]
                 if not pairs:
-                    raise ItemError("invalid_session_description", f"the offer takes none of the track's codecs")
+                    raise ItemError("invalid_session_description", "the offer takes none of the track's codecs")
             except ItemError as e:
                 results.append(_item_error(item, e.code, e.description))
                 continue
@@ -518,165 +505,6 @@ class Sfu:
     def forwarded_packets(self) -> int:
         return self._ended_leg_packets + sum(leg.packets for leg in self.legs_by_ssrc.values())
 
-    # --- RTCP the SFU writes ------------------------------------------------------------------------
-
-    def request_keyframe(self, stream: Stream, now: float, force: bool = False) -> None:
-        """Ask the publisher for a keyframe on `stream`, at most once per KEYFRAME_INTERVAL
-        unless `force` (a new subscriber cannot wait)."""
-        track = stream.track
-        if track.kind != "video" or stream.ssrc is None:
-            return
-        if not force and now - stream.last_keyframe_request < KEYFRAME_INTERVAL:
-            return
-        stream.last_keyframe_request = now
-        publisher = track.session
-        if publisher.port_session is not None:
-            self.media.port.send_rtcp(publisher.port_session, rtcp.pli(publisher.rtcp_ssrc, stream.ssrc))
-
-    def _keyframe_for(self, leg: Leg, now: float) -> None:
-        stream = leg.target or leg.stream
-        if stream is not None:
-            self.request_keyframe(stream, now, force=True)
-
-    # --- repairing losses: the retransmission cache and NACKs -----------------------------------------
-
-    def answer_nack(self, leg: Leg, seqs: list[int], now: float) -> None:
-        """A subscriber's NACK: resend from the cache what the box has. What it never received
-        is already asked of the publisher (`nack_upstream`) and reaches every leg when it comes."""
-        counters = self.repair
-        counters.nacked_by_subscribers += len(seqs)
-        stream = leg.stream
-        cache = stream.cache if stream is not None else None
-        for out_seq in seqs:
-            seq = leg.source_seq(out_seq)
-            packet = cache.get(seq, now) if cache is not None and seq is not None else None
-            if packet is None:
-                counters.not_cached += 1
-            elif leg.retransmit(packet, out_seq, now):
-                counters.retransmitted += 1
-
-    def nack_upstream(self, stream: Stream, now: float) -> None:
-        """NACK the publisher for the stream's new gaps and due retries; a loss given up on costs
-        a keyframe instead (video)."""
-        seqs, given_up = stream.losses.nacks(now)
-        publisher = stream.track.session
-        if seqs and publisher.port_session is not None and stream.ssrc is not None:
-            self.repair.nacked_upstream += len(seqs)
-            self.media.port.send_rtcp(publisher.port_session, rtcp_feedback.nack(publisher.rtcp_ssrc, stream.ssrc, seqs))
-        if given_up:
-            self.repair.given_up += given_up
-            self.request_keyframe(stream, now)
-
-    # --- simulcast: which layer each leg forwards ---------------------------------------------------
-
-    def _attach(self, leg: Leg, now: float) -> None:
-        """Start forwarding the leg's track: its one stream at once, or (simulcast) the layer
-        `choose_layer` picks, from that layer's next keyframe."""
-        track = leg.source
-        if leg not in track.legs:
-            track.legs.append(leg)
-        leg.rebase = True
-        if track.simulcast:
-            leg.next_probe = now + PROBE_WAIT[0]
-            self._choose(leg, now, force=True)
-        else:
-            stream = track.streams[0]
-            leg.stream = stream
-            stream.legs.append(leg)
-            self._keyframe_for(leg, now)
-
-    @staticmethod
-    def _detach(leg: Leg) -> None:
-        track = leg.source
-        if track is not None and leg in track.legs:
-            track.legs.remove(leg)
-        _off_streams(leg)
-
-    def _choose(self, leg: Leg, now: float, force: bool = False) -> None:
-        """Point the leg at the layer it should receive; the move happens at a keyframe, asked
-        for at once when `force` (a new subscriber waits for nothing else)."""
-        estimate = leg.subscriber.bandwidth()
-        wanted = choose_layer(leg, now, estimate)
-        if estimate is not None and "preferredRid" not in leg.preferences:
-            if wanted is not None and wanted.bitrate > estimate:
-                # Not even the cheapest layer fits: no video rather than audio lost behind it.
-                wanted = None
-            estimator = leg.subscriber.transport_out.estimator
-            # Padding (RTX copies of what the leg sends) needs RTX and a layer being forwarded.
-            pad = leg.rtx_ssrc is not None and leg.stream is not None and wanted is leg.stream
-            wanted, proven = probe(leg, wanted, now, estimator.acked_bitrate, estimator.congested_at, pad)
-            if proven is not None:
-                estimator.carried(proven, now)
-            tried = leg.probing if leg.probing is not None and leg.probe_pads else None
-            current = leg.stream
-            # Padding up to a little over the tried layer: the layers' rates swing.
-            leg.padding = (PAD_OVER * tried.bitrate / current.bitrate - 1
-                           if tried is not None and current and current.bitrate else 0.0)
-            if wanted is None:
-                self._pause(leg)
-                return
-        if wanted is None or wanted is (leg.target or leg.stream):
-            return
-        if leg.target is not None and leg in leg.target.waiting:
-            leg.target.waiting.remove(leg)
-        if wanted is leg.stream:
-            leg.target = None
-            return
-        leg.target = wanted
-        wanted.waiting.append(leg)
-        self.request_keyframe(wanted, now, force)
-
-    def _pause(self, leg: Leg) -> None:
-        """Stop forwarding video to `leg` (it keeps its place in the track): `_choose` picks a
-        layer again when the bandwidth allows, or tries one."""
-        if leg.stream is not None and not leg.paused:
-            self.repair.paused_legs += 1
-        _off_streams(leg)
-        leg.paused = True
-
-    def switch_at_keyframe(self, stream: Stream, packet: bytes, now: float) -> None:
-        """Legs waiting for `stream` move to it when a packet starts a keyframe."""
-        offset = payload_offset(packet)
-        codec = stream.track.codec_names.get(packet[1] & 0x7F, "")
-        if offset < 0 or not starts_keyframe(codec, packet[offset:]):
-            self.request_keyframe(stream, now)  # at most every KEYFRAME_INTERVAL
-            return
-        for leg in stream.waiting:
-            if leg.stream is not None and leg in leg.stream.legs:
-                leg.stream.legs.remove(leg)
-            leg.stream, leg.target, leg.rebase, leg.paused = stream, None, True, False
-            stream.legs.append(leg)
-            self.repair.layer_switches += 1
-        stream.waiting.clear()
-
-    def adapt(self, now: float) -> None:
-        """About twice a second: measure each simulcast layer's bitrate and re-choose the layer
-        of every leg that receives one."""
-        for session in self.sessions.values():
-            for track in session.tracks.values():
-                if not track.simulcast:
-                    continue
-                for stream in track.streams:
-                    stream.measure(now)
-                for leg in track.legs:
-                    self._choose(leg, now)
-
-    # --- RTCP the SFU writes ------------------------------------------------------------------------
-
-    def send_reports(self, now: float) -> None:
-        """About once a second: a sender report on every leg that carries media, and a receiver
-        report to every publisher on the streams it sends (the SFU terminates RTCP per leg)."""
-        send_rtcp = self.media.port.send_rtcp
-        for session in self.sessions.values():
-            blocks = [stream.stats.report_block(stream.ssrc, now) for t in session.tracks.values()
-                      for stream in t.streams if stream.stats.received and stream.ssrc is not None]
-            if blocks and session.port_session is not None:
-                send_rtcp(session.port_session, rtcp.receiver_report(session.rtcp_ssrc, blocks))
-        for leg in self.legs_by_ssrc.values():
-            if leg.packets and leg.port_session is not None:
-                # Wall-clock NTP time, not `now`: the subscriber maps RTP time to real time with it.
-                send_rtcp(leg.port_session, rtcp.sender_report(leg.ssrc, leg.last_ts, leg.packets, leg.octets))
-
     def sweep(self, now: float) -> None:
         """End sessions that never connected, and tracks with no media, after IDLE_TIMEOUT."""
         for session in list(self.sessions.values()):
@@ -736,31 +564,6 @@ class Sfu:
                 transceiver.leg.transport = session.transport_out
         self.channels.sync(session)
 
-    @staticmethod
-    def _transport_out(session: CallSession, remote: sdp.RemoteDescription) -> None:
-        """Number what the session receives from the SFU once its description takes the
-        transport-wide sequence extension on a section the SFU sends on (BUNDLE: one id)."""
-        if session.transport_out is not None:
-            return
-        for transceiver in session.transceivers:
-            section = remote.section(transceiver.mid)
-            ext_id = transceiver.section.extensions.get(extensions.TRANSPORT_CC)
-            if (transceiver.leg is not None and section is not None and ext_id is not None
-                    and section.extensions.get(extensions.TRANSPORT_CC) == ext_id):
-                session.transport_out = TransportSender(ext_id)
-                return
-
-    def send_transport_feedback(self, now: float) -> None:
-        """Every FEEDBACK_INTERVAL: each publisher's transport-wide arrivals since the last one."""
-        for session in self.sessions.values():
-            receiver = session.transport_in
-            if receiver is None or session.port_session is None:
-                continue
-            media = next((s.ssrc for t in session.tracks.values() for s in t.streams if s.ssrc is not None), 0)
-            packet = receiver.report(session.rtcp_ssrc, media)
-            if packet is not None:
-                self.media.port.send_rtcp(session.port_session, packet)
-
     def _offer(self, session: CallSession) -> dict:
         """An SFU offer of the session's sections; changes wait for its answer (`renegotiate`)."""
         session.pending_offer = True
@@ -797,17 +600,6 @@ class Sfu:
             for section, offered in zip(sections, offer.sections):
                 section.rejected = section.rejected or offered.rejected
         return sdp.write(kind, params, sections)
-
-
-def _off_streams(leg: Leg) -> None:
-    """The leg neither forwards a stream nor waits for one."""
-    for stream in (leg.stream, leg.target):
-        if stream is not None:
-            if leg in stream.legs:
-                stream.legs.remove(leg)
-            if leg in stream.waiting:
-                stream.waiting.remove(leg)
-    leg.stream = leg.target = None
 
 
 def _item_error(item: Any, code: str, description: str) -> dict:

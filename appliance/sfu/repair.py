@@ -1,0 +1,71 @@
+"""Repairing what a network breaks, for the Sfu (a mixin): keyframe requests toward publishers,
+subscribers' NACKs answered from the retransmission cache, and the box's own NACKs upstream."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import feedback as rtcp_feedback
+from . import rtcp
+from .forward import Leg
+from .streams import Stream
+from .tracks import KEYFRAME_INTERVAL
+
+
+@dataclass
+class RepairCounters:
+    """Retransmissions and keyframe-driven layer moves, for /metrics."""
+
+    nacked_by_subscribers: int = 0  # sequence numbers subscribers asked for
+    retransmitted: int = 0  # answered from the cache
+    not_cached: int = 0  # asked for but not in the cache (never received, or too old)
+    nacked_upstream: int = 0  # sequence numbers the box asked its publishers for
+    given_up: int = 0  # lost packets no retransmission recovered in time
+    layer_switches: int = 0
+    paused_legs: int = 0  # times a leg's video stopped because no layer fitted its bandwidth
+
+
+class Repair:
+    def request_keyframe(self, stream: Stream, now: float, force: bool = False) -> None:
+        """Ask the publisher for a keyframe on `stream`, at most once per KEYFRAME_INTERVAL
+        unless `force` (a new subscriber cannot wait)."""
+        track = stream.track
+        if track.kind != "video" or stream.ssrc is None:
+            return
+        if not force and now - stream.last_keyframe_request < KEYFRAME_INTERVAL:
+            return
+        stream.last_keyframe_request = now
+        publisher = track.session
+        if publisher.port_session is not None:
+            self.media.port.send_rtcp(publisher.port_session, rtcp.pli(publisher.rtcp_ssrc, stream.ssrc))
+
+    def _keyframe_for(self, leg: Leg, now: float) -> None:
+        stream = leg.target or leg.stream
+        if stream is not None:
+            self.request_keyframe(stream, now, force=True)
+
+    def answer_nack(self, leg: Leg, seqs: list[int], now: float) -> None:
+        """A subscriber's NACK: resend from the cache what the box has. What it never received
+        is already asked of the publisher (`nack_upstream`) and reaches every leg when it comes."""
+        counters = self.repair
+        counters.nacked_by_subscribers += len(seqs)
+        stream = leg.stream
+        cache = stream.cache if stream is not None else None
+        for out_seq in seqs:
+            seq = leg.source_seq(out_seq)
+            packet = cache.get(seq, now) if cache is not None and seq is not None else None
+            if packet is None:
+                counters.not_cached += 1
+            elif leg.retransmit(packet, out_seq, now):
+                counters.retransmitted += 1
+
+    def nack_upstream(self, stream: Stream, now: float) -> None:
+        """NACK the publisher for the stream's new gaps and due retries; a loss given up on costs
+        a keyframe instead (video)."""
+        seqs, given_up = stream.losses.nacks(now)
+        publisher = stream.track.session
+        if seqs and publisher.port_session is not None and stream.ssrc is not None:
+            self.repair.nacked_upstream += len(seqs)
+            self.media.port.send_rtcp(publisher.port_session, rtcp_feedback.nack(publisher.rtcp_ssrc, stream.ssrc, seqs))
+        if given_up:
+            self.repair.given_up += given_up
+            self.request_keyframe(stream, now)

@@ -1,0 +1,113 @@
+"""Which simulcast layer each subscriber's leg forwards, for the Sfu (a mixin): the choice
+(layers.py) applied at keyframes, bandwidth trials with padding, pausing when nothing fits."""
+from __future__ import annotations
+
+from .forward import Leg, payload_offset
+from .keyframes import starts_keyframe
+from .layers import PAD_OVER, PROBE_WAIT, choose_layer, probe
+from .streams import Stream
+
+
+class LayerSwitching:
+    def _attach(self, leg: Leg, now: float) -> None:
+        """Start forwarding the leg's track: its one stream at once, or (simulcast) the layer
+        `choose_layer` picks, from that layer's next keyframe."""
+        track = leg.source
+        if leg not in track.legs:
+            track.legs.append(leg)
+        leg.rebase = True
+        if track.simulcast:
+            leg.next_probe = now + PROBE_WAIT[0]
+            self._choose(leg, now, force=True)
+        else:
+            stream = track.streams[0]
+            leg.stream = stream
+            stream.legs.append(leg)
+            self._keyframe_for(leg, now)
+
+    @staticmethod
+    def _detach(leg: Leg) -> None:
+        track = leg.source
+        if track is not None and leg in track.legs:
+            track.legs.remove(leg)
+        _off_streams(leg)
+
+    def _choose(self, leg: Leg, now: float, force: bool = False) -> None:
+        """Point the leg at the layer it should receive; the move happens at a keyframe, asked
+        for at once when `force` (a new subscriber waits for nothing else)."""
+        estimate = leg.subscriber.bandwidth()
+        wanted = choose_layer(leg, now, estimate)
+        if estimate is not None and "preferredRid" not in leg.preferences:
+            if wanted is not None and wanted.bitrate > estimate:
+                # Not even the cheapest layer fits: no video rather than audio lost behind it.
+                wanted = None
+            estimator = leg.subscriber.transport_out.estimator
+            # Padding (RTX copies of what the leg sends) needs RTX and a layer being forwarded.
+            pad = leg.rtx_ssrc is not None and leg.stream is not None and wanted is leg.stream
+            wanted, proven = probe(leg, wanted, now, estimator.acked_bitrate, estimator.congested_at, pad)
+            if proven is not None:
+                estimator.carried(proven, now)
+            tried = leg.probing if leg.probing is not None and leg.probe_pads else None
+            current = leg.stream
+            # Padding up to a little over the tried layer: the layers' rates swing.
+            leg.padding = (PAD_OVER * tried.bitrate / current.bitrate - 1
+                           if tried is not None and current and current.bitrate else 0.0)
+            if wanted is None:
+                self._pause(leg)
+                return
+        if wanted is None or wanted is (leg.target or leg.stream):
+            return
+        if leg.target is not None and leg in leg.target.waiting:
+            leg.target.waiting.remove(leg)
+        if wanted is leg.stream:
+            leg.target = None
+            return
+        leg.target = wanted
+        wanted.waiting.append(leg)
+        self.request_keyframe(wanted, now, force)
+
+    def _pause(self, leg: Leg) -> None:
+        """Stop forwarding video to `leg` (it keeps its place in the track): `_choose` picks a
+        layer again when the bandwidth allows, or tries one."""
+        if leg.stream is not None and not leg.paused:
+            self.repair.paused_legs += 1
+        _off_streams(leg)
+        leg.paused = True
+
+    def switch_at_keyframe(self, stream: Stream, packet: bytes, now: float) -> None:
+        """Legs waiting for `stream` move to it when a packet starts a keyframe."""
+        offset = payload_offset(packet)
+        codec = stream.track.codec_names.get(packet[1] & 0x7F, "")
+        if offset < 0 or not starts_keyframe(codec, packet[offset:]):
+            self.request_keyframe(stream, now)  # at most every KEYFRAME_INTERVAL
+            return
+        for leg in stream.waiting:
+            if leg.stream is not None and leg in leg.stream.legs:
+                leg.stream.legs.remove(leg)
+            leg.stream, leg.target, leg.rebase, leg.paused = stream, None, True, False
+            stream.legs.append(leg)
+            self.repair.layer_switches += 1
+        stream.waiting.clear()
+
+    def adapt(self, now: float) -> None:
+        """About twice a second: measure each simulcast layer's bitrate and re-choose the layer
+        of every leg that receives one."""
+        for session in self.sessions.values():
+            for track in session.tracks.values():
+                if not track.simulcast:
+                    continue
+                for stream in track.streams:
+                    stream.measure(now)
+                for leg in track.legs:
+                    self._choose(leg, now)
+
+
+def _off_streams(leg: Leg) -> None:
+    """The leg neither forwards a stream nor waits for one."""
+    for stream in (leg.stream, leg.target):
+        if stream is not None:
+            if leg in stream.legs:
+                stream.legs.remove(leg)
+            if leg in stream.waiting:
+                stream.waiting.remove(leg)
+    leg.stream = leg.target = None
