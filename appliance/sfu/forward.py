@@ -115,6 +115,7 @@ class Leg:
         self.send(self.port_session, data)
         if transport is not None:
             transport.estimator.sent(transport.seq, len(data), now)
+            transport.carried(self, out_seq, False)
             if self.padding:
                 self._pad(packet, payload, out_seq, out_ts, pt, elements[:-3], now)
 
@@ -135,6 +136,7 @@ class Leg:
                     + out_seq.to_bytes(2, "big") + payload)
             self.send(self.port_session, data)
             transport.estimator.sent(transport.seq, len(data), now)
+            transport.carried(None, 0, False)  # nothing to resend if it is lost
 
     def source_seq(self, out_seq: int) -> int | None:
         """The sequence number, in the current stream, of what this leg sent as `out_seq`; None
@@ -186,6 +188,7 @@ class Leg:
             self.send(self.port_session, data)
             if transport is not None:
                 transport.estimator.sent(transport.seq, len(data), now)
+                transport.carried(self, out_seq, True)
         return True
 
 

@@ -17,6 +17,7 @@ class RepairCounters:
 
     nacked_by_subscribers: int = 0  # sequence numbers subscribers asked for
     retransmitted: int = 0  # answered from the cache
+    resent_unasked: int = 0  # resent because transport-wide feedback showed it lost and no NACK came
     not_cached: int = 0  # asked for but not in the cache (never received, or too old)
     nacked_upstream: int = 0  # sequence numbers the box asked its publishers for
     given_up: int = 0  # lost packets no retransmission recovered in time
@@ -57,6 +58,18 @@ class Repair:
                 counters.not_cached += 1
             elif leg.retransmit(packet, out_seq, now):
                 counters.retransmitted += 1
+
+    def resend_lost(self, leg: Leg, out_seq: int, was_resend: bool, now: float) -> None:
+        """Transport-wide feedback says the subscriber lost this packet. A NACK for it normally
+        came first (it is sent on the gap, the feedback every 50-100 ms) and was answered; if
+        none came, or the copy sent for it was lost too, resend without waiting for the
+        subscriber's next NACK."""
+        if (not was_resend and out_seq in leg.resent) or leg.stream is None or leg.stream.cache is None:
+            return
+        seq = leg.source_seq(out_seq)
+        packet = leg.stream.cache.get(seq, now) if seq is not None else None
+        if packet is not None and leg.retransmit(packet, out_seq, now):
+            self.repair.resent_unasked += 1
 
     def nack_upstream(self, stream: Stream, now: float) -> None:
         """NACK the publisher for the stream's new gaps and due retries; a loss given up on costs

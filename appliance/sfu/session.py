@@ -231,6 +231,9 @@ class CallSession:
         if transport is not None:
             for report in feedback.transport_feedback(packet):
                 transport.estimator.feedback(report, now)
+                for leg, out_seq, was_resend in transport.lost(report):
+                    if leg.subscriber is self and sfu.legs_by_ssrc.get(leg.ssrc) is leg:
+                        sfu.resend_lost(leg, out_seq, was_resend, now)
         for block in feedback.receiver_blocks(packet):
             leg = sfu.legs_by_ssrc.get(block.ssrc)
             if leg is None or leg.subscriber is not self:

@@ -7,7 +7,9 @@ send-side estimator (bwe.py), which the simulcast layer choice reads."""
 from __future__ import annotations
 
 from . import feedback
-from .bwe import SendSideEstimator
+from .bwe import RING, SendSideEstimator
+
+_SLOT = RING - 1
 
 FEEDBACK_INTERVAL = 0.1  # libwebrtc's receivers report every 50-250 ms
 MAX_REPORTED = 1000  # sequence numbers per feedback; older unreported ones are dropped
@@ -57,16 +59,42 @@ class TransportReceiver:
 
 
 class TransportSender:
-    """A subscriber session's transport-wide numbering and bandwidth estimate."""
+    """A subscriber session's transport-wide numbering and bandwidth estimate, and what each
+    number carried: the feedback says which media packets were lost, so the box resends one
+    whose NACK never came (a receive-only Chrome retries a NACK only after 100 ms)."""
 
-    __slots__ = ("element", "seq", "estimator")
+    __slots__ = ("element", "seq", "estimator", "_numbers", "_legs", "_out_seqs", "_resends")
 
     def __init__(self, ext_id: int) -> None:
         self.element = ext_id << 4 | 1  # the one-byte header of a two-byte element
         self.seq = 0
         self.estimator = SendSideEstimator()
+        self._numbers = [-1] * RING
+        self._legs: list = [None] * RING
+        self._out_seqs = [0] * RING
+        self._resends = bytearray(RING)
 
     def next(self) -> bytes:
         """The extension element for the next packet sent."""
         self.seq = seq = (self.seq + 1) & 0xFFFF
         return bytes((self.element, seq >> 8, seq & 0xFF))
+
+    def carried(self, leg, out_seq: int, resend: bool) -> None:
+        """The packet just numbered was `leg`'s `out_seq` (a retransmission when `resend`);
+        None for padding."""
+        slot = self.seq & _SLOT
+        self._numbers[slot] = self.seq
+        self._legs[slot] = leg
+        self._out_seqs[slot] = out_seq
+        self._resends[slot] = resend
+
+    def lost(self, report: feedback.TransportFeedback) -> list[tuple]:
+        """(leg, out_seq, was a retransmission) of each noted packet the report says was lost,
+        each once."""
+        out = []
+        for seq, arrival in report.packets:
+            slot = seq & _SLOT
+            if arrival is None and self._numbers[slot] == seq and self._legs[slot] is not None:
+                out.append((self._legs[slot], self._out_seqs[slot], bool(self._resends[slot])))
+                self._legs[slot] = None
+        return out

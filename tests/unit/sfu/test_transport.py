@@ -52,3 +52,19 @@ def test_a_leg_on_a_bandwidth_trial_pads_with_rtx_copies():
     assert osns <= {struct.unpack(">H", p[2:4])[0] for p in media}
     numbers = [struct.unpack(">H", extensions.find(p, 3))[0] for p in sent]
     assert sorted(numbers) == list(range(1, 6))  # every packet counts for the estimate
+
+
+def test_the_feedback_names_each_lost_media_packet_once_and_never_padding():
+    sent = Sent()
+    transport = TransportSender(3)
+    leg = Leg(sent, "s", 1, {96: 100}, "0", None)
+    leg.transport, leg.rtx_ssrc, leg.rtx_pts, leg.padding = transport, 2, {100: 101}, 1.0
+    leg.forward(rtp(10, 0, pt=96), b"payload", 10, 0, b"", 1.0)  # number 1, its padding number 2
+    out_seq = struct.unpack(">H", sent[0][2:4])[0]
+    report = feedback.transport_feedback(feedback.transport_feedback_packet(9, 1, 1, 0, 1.0, [None, None]))[0]
+    assert transport.lost(report) == [(leg, out_seq, False)]
+    assert transport.lost(report) == []  # once
+    leg.padding = 0.0
+    leg.retransmit(rtp(10, 0, pt=96), out_seq, 2.0)  # number 3
+    report = feedback.transport_feedback(feedback.transport_feedback_packet(9, 1, 3, 1, 2.0, [None]))[0]
+    assert transport.lost(report) == [(leg, out_seq, True)]
