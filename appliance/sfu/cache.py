@@ -40,6 +40,3 @@ class RetransmissionCache:
         if self.seqs[i] != seq or now - self.times[i] > self.max_age:
             return None
         return self.packets[i]
-
-    def __contains__(self, seq: int) -> bool:
-        return self.seqs[seq & self.mask] == seq

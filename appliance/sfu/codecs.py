@@ -52,6 +52,11 @@ class Codec:
     def with_pt(self, pt: int) -> Codec:
         return Codec(pt, self.name, self.clock, self.channels, self.fmtp, list(self.feedback))
 
+    def with_feedback(self, wanted: set[str]) -> Codec:
+        """The same codec line with only the feedback in `wanted`."""
+        return Codec(self.pt, self.name, self.clock, self.channels, self.fmtp,
+                     [fb for fb in self.feedback if fb in wanted])
+
     def sdp_lines(self) -> list[str]:
         rtpmap = f"{self.name}/{self.clock}" + (f"/{self.channels}" if self.channels and self.channels > 1 else "")
         lines = [f"a=rtpmap:{self.pt} {rtpmap}"]
@@ -100,7 +105,7 @@ def accept(kind: str, offered: list[Codec], retransmissions: bool = False) -> li
     names = SUPPORTED.get(kind, set())
     wanted = feedback(retransmissions)
     return [
-        Codec(c.pt, c.name, c.clock, c.channels, c.fmtp, [fb for fb in c.feedback if fb in wanted])
+        c.with_feedback(wanted)
         for c in offered
         if c.name.lower() in names
     ]

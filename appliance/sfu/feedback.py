@@ -1,6 +1,5 @@
 """RTCP feedback between the SFU and its peers: Generic NACK (RFC 4585 6.2.1), the report blocks of
-SRs and RRs (RFC 3550 6.4), REMB (draft-alvestrand-rmcat-remb-03) and transport-wide congestion
-control feedback (draft-holmer-rmcat-transport-wide-cc-extensions-01 3.1).
+SRs and RRs (RFC 3550 6.4) and transport-wide congestion control feedback (draft-holmer-rmcat-transport-wide-cc-extensions-01 3.1).
 
 The readers never raise: a malformed part is skipped, and a malformed header ends the walk of a
 compound packet (rtcp._parts)."""
@@ -11,12 +10,10 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-from aiortc.rtp import pack_remb_fci, unpack_remb_fci
-
-from appliance.sfu.rtcp import PT_PSFB, PT_RR, PT_SR, _parts
+from appliance.sfu.rtcp import PT_RR, PT_SR, _parts
 
 PT_RTPFB = 205
-FMT_NACK, FMT_TRANSPORT_CC, FMT_REMB = 1, 15, 15
+FMT_NACK, FMT_TRANSPORT_CC = 1, 15
 
 _FEEDBACK = struct.Struct(">BBHII")  # header, sender SSRC, media SSRC
 _PID_BLP = struct.Struct(">HH")
@@ -115,24 +112,6 @@ def receiver_blocks(packet: bytes) -> list[ReportBlock]:
             lost = loss & 0xFFFFFF
             out.append(ReportBlock(ssrc, loss >> 24, lost - ((lost & 0x800000) << 1), highest, jitter, lsr, dlsr))
     return out
-
-
-def remb(packet: bytes) -> list[tuple[int, list[int]]]:
-    """(bitrate in bit/s, SSRCs) of each REMB in a compound RTCP packet."""
-    out = []
-    for first, pt, offset, end in _parts(packet):
-        if pt == PT_PSFB and first & 0x1F == FMT_REMB:
-            try:
-                out.append(unpack_remb_fci(packet[offset + 12:_content_end(packet, first, offset, end)]))
-            except (ValueError, struct.error):  # another application's feedback, or fewer SSRCs than counted
-                continue
-    return out
-
-
-def remb_packet(sender_ssrc: int, bitrate: int, ssrcs: list[int]) -> bytes:
-    """A REMB for up to 255 SSRCs; the bitrate goes out rounded down to an 18-bit mantissa."""
-    fci = pack_remb_fci(bitrate, ssrcs[:255])
-    return _FEEDBACK.pack(0x80 | FMT_REMB, PT_PSFB, 2 + len(fci) // 4, sender_ssrc, 0) + fci
 
 
 def transport_feedback(packet: bytes) -> list[TransportFeedback]:

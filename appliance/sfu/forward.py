@@ -32,7 +32,7 @@ class Leg:
         "send", "port_session", "ssrc", "pt_map", "seq_delta", "ts_delta", "rebase", "last_seq", "last_ts",
         "base_seq", "packets", "octets", "mid", "subscriber", "source", "stream", "target", "ext_map", "ext_key",
         "rtx_ssrc", "rtx_pts", "rtx_seq", "resent", "rtt", "retransmitted", "preferences", "transport",
-        "probing", "probe_until", "next_probe", "probe_wait", "loss", "paused",
+        "probing", "probe_until", "next_probe", "probe_wait", "loss",
         "padding", "pad_credit", "probe_pads", "probe_started",
     )
 
@@ -70,7 +70,6 @@ class Leg:
         self.probing = None
         self.probe_pads = False
         self.probe_started = self.probe_until = self.next_probe = self.probe_wait = 0.0
-        self.paused = False  # no layer fits its bandwidth: nothing forwarded until one does
         # A bandwidth trial: RTX copies of forwarded packets, `padding` per packet on average.
         self.padding = 0.0
         self.pad_credit = 0.0
@@ -108,35 +107,39 @@ class Leg:
             self.send(self.port_session, _pack_header(0x80 | (packet[0] & 0x20), (packet[1] & 0x80) | pt, out_seq,
                                                       out_ts, self.ssrc) + payload)
             return
+        first, marker = 0x80 | (packet[0] & 0x20), packet[1] & 0x80
+        self._send(first, marker | pt, out_seq, out_ts, self.ssrc, elements, payload, now, self, out_seq, False)
+        if self.padding:
+            self._pad(first, marker, pt, out_seq, out_ts, elements, payload, now)
+
+    def _send(self, first: int, second: int, seq: int, ts: int, ssrc: int, elements: bytes, body: bytes,
+              now: float, resend_leg: Leg | None, out_seq: int, resend: bool) -> None:
+        """Send one packet with these extension elements, plus the session's transport-wide
+        number when it reports transport-cc, noting what to resend if that number is lost:
+        `resend_leg`'s `out_seq` (a retransmission when `resend`), or nothing (None: padding)."""
+        transport = self.transport
         if transport is not None:
             elements += transport.next()
-        data = (_pack_header(0x90 | (packet[0] & 0x20), (packet[1] & 0x80) | pt, out_seq, out_ts, self.ssrc)
-                + extensions.block(elements) + payload)
+        data = (_pack_header(first | (0x10 if elements else 0), second, seq, ts, ssrc) + extensions.block(elements)
+                + body)
         self.send(self.port_session, data)
         if transport is not None:
             transport.estimator.sent(transport.seq, len(data), now)
-            transport.carried(self, out_seq, False)
-            if self.padding:
-                self._pad(packet, payload, out_seq, out_ts, pt, elements[:-3], now)
+            transport.carried(resend_leg, out_seq, resend)
 
-    def _pad(self, packet: bytes, payload: bytes, out_seq: int, out_ts: int, pt: int, forwarded: bytes,
+    def _pad(self, first: int, marker: int, pt: int, out_seq: int, out_ts: int, elements: bytes, payload: bytes,
              now: float) -> None:
         """Bandwidth-trial padding: RTX copies of the packet just sent (the subscriber drops them
         as duplicates), numbered for transport-wide feedback like any packet."""
         rtx_pt = self.rtx_pts.get(pt)
-        if rtx_pt is None:
+        if rtx_pt is None or self.transport is None:
             return
         self.pad_credit += self.padding
-        transport = self.transport
         while self.pad_credit >= 1.0:
             self.pad_credit -= 1.0
             self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
-            data = (_pack_header(0x90 | (packet[0] & 0x20), (packet[1] & 0x80) | rtx_pt, self.rtx_seq, out_ts,
-                                 self.rtx_ssrc) + extensions.block(forwarded + transport.next())
-                    + out_seq.to_bytes(2, "big") + payload)
-            self.send(self.port_session, data)
-            transport.estimator.sent(transport.seq, len(data), now)
-            transport.carried(None, 0, False)  # nothing to resend if it is lost
+            self._send(first, marker | rtx_pt, self.rtx_seq, out_ts, self.rtx_ssrc, elements,
+                       out_seq.to_bytes(2, "big") + payload, now, None, 0, False)
 
     def source_seq(self, out_seq: int) -> int | None:
         """The sequence number, in the current stream, of what this leg sent as `out_seq`; None
@@ -171,24 +174,17 @@ class Leg:
         if self.ext_map:
             found = extensions.elements(packet)
             forwarded = extensions.body(found, self.ext_map) if found else b""
-        marker = packet[1] & 0x80
+        first, marker = 0x80 | (packet[0] & 0x20), packet[1] & 0x80
         rtx_pt = self.rtx_pts.get(pt) if self.rtx_ssrc is not None else None
-        transport = self.transport
         for _ in range(2 if self.loss > DUPLICATE_LOSS else 1):
-            elements = forwarded + transport.next() if transport is not None else forwarded
-            ext = extensions.block(elements)
-            first = 0x80 | (packet[0] & 0x20) | (0x10 if ext else 0)
+            self.retransmitted += 1
             if rtx_pt is not None:
                 self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
-                data = (_pack_header(first, marker | rtx_pt, self.rtx_seq, ts, self.rtx_ssrc) + ext
-                        + out_seq.to_bytes(2, "big") + packet[offset:])
+                self._send(first, marker | rtx_pt, self.rtx_seq, ts, self.rtx_ssrc, forwarded,
+                           out_seq.to_bytes(2, "big") + packet[offset:], now, self, out_seq, True)
             else:
-                data = _pack_header(first, marker | pt, out_seq, ts, self.ssrc) + ext + packet[offset:]
-            self.retransmitted += 1
-            self.send(self.port_session, data)
-            if transport is not None:
-                transport.estimator.sent(transport.seq, len(data), now)
-                transport.carried(self, out_seq, True)
+                self._send(first, marker | pt, out_seq, ts, self.ssrc, forwarded, packet[offset:], now, self, out_seq,
+                           True)
         return True
 
 

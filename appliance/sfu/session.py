@@ -116,7 +116,7 @@ class CallSession:
         track = stream.track
         seq = packet[2] << 8 | packet[3]
         ts = int.from_bytes(packet[4:8], "big")
-        track.last_packet = stream.last_packet = now
+        stream.last_packet = now
         stream.octets += len(packet) + PACKET_OVERHEAD
         losses = stream.losses
         if losses is not None:
@@ -142,7 +142,7 @@ class CallSession:
             self.sfu.counters.malformed += 1
             return
         payload = packet[offset:]  # once per packet, shared by every leg
-        if not found or not track.forwards_extensions:
+        if not found:
             for leg in legs:
                 leg.forward(packet, payload, seq, ts, b"", now)
             return

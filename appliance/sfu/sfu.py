@@ -179,9 +179,7 @@ class Sfu(Repair, LayerSwitching, Reports):
                 continue
             mid = session.next_mid()
             wanted = feedback(self.retransmissions)
-            codecs = [session.payload_types.assign(Codec(c.pt, c.name, c.clock, c.channels, c.fmtp,
-                                                         [fb for fb in c.feedback if fb in wanted]))
-                      for c in OFFERED[kind]]
+            codecs = [session.payload_types.assign(c.with_feedback(wanted)) for c in OFFERED[kind]]
             if self.retransmissions and kind == "video":
                 codecs += [session.payload_types.assign(rtx_for(codec)) for codec in codecs]
             # A bidirectional stream also carries what a pull with mid "#<trackName>" sends back.
@@ -235,8 +233,9 @@ class Sfu(Repair, LayerSwitching, Reports):
         """A codec line as the SFU sends it: the feedback it answers for that kind (of what the
         client offered, when it answers an offer)."""
         wanted = subscriber_feedback(codec)
-        lines = [fb for fb in codec.feedback if fb in wanted] if offered else sorted(wanted)
-        return Codec(codec.pt, codec.name, codec.clock, codec.channels, codec.fmtp, lines)
+        if offered:
+            return codec.with_feedback(wanted)
+        return Codec(codec.pt, codec.name, codec.clock, codec.channels, codec.fmtp, sorted(wanted))
 
     def _leg(self, session: CallSession, track: PublishedTrack, mid: str, codecs: list, pt_map: dict,
              offered_extensions: dict[str, int] | None = None, rtx_pts: dict[int, int] | None = None) -> Leg:
@@ -267,7 +266,7 @@ class Sfu(Repair, LayerSwitching, Reports):
     def _map_extensions(leg: Leg, track: PublishedTrack, subscribed: dict[str, int]) -> None:
         forwarded = {uri: i for uri, i in subscribed.items() if uri in extensions.FORWARDED[track.kind]}
         leg.set_extensions(extensions.id_map(track.extensions, forwarded))
-        track.forwards_extensions = track.forwards_extensions or bool(leg.ext_map)
+        track.reads_extensions = track.reads_extensions or bool(leg.ext_map)
 
     # --- pulling: the SFU offers --------------------------------------------------------------------
 

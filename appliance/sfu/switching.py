@@ -69,10 +69,9 @@ class LayerSwitching:
     def _pause(self, leg: Leg) -> None:
         """Stop forwarding video to `leg` (it keeps its place in the track): `_choose` picks a
         layer again when the bandwidth allows, or tries one."""
-        if leg.stream is not None and not leg.paused:
+        if leg.stream is not None:  # was forwarding: a pause, not a leg still waiting
             self.repair.paused_legs += 1
         _off_streams(leg)
-        leg.paused = True
 
     def switch_at_keyframe(self, stream: Stream, packet: bytes, now: float) -> None:
         """Legs waiting for `stream` move to it when a packet starts a keyframe."""
@@ -84,7 +83,7 @@ class LayerSwitching:
         for leg in stream.waiting:
             if leg.stream is not None and leg in leg.stream.legs:
                 leg.stream.legs.remove(leg)
-            leg.stream, leg.target, leg.rebase, leg.paused = stream, None, True, False
+            leg.stream, leg.target, leg.rebase = stream, None, True
             stream.legs.append(leg)
             self.repair.layer_switches += 1
         stream.waiting.clear()

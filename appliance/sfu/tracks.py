@@ -23,16 +23,14 @@ class PublishedTrack:
     ssrcs: list[int]  # media SSRCs the publisher's SDP lists (none for RID simulcast)
     legs: list[Leg] = field(default_factory=list)  # every subscriber's leg, whichever stream it forwards
     extensions: dict[str, int] = field(default_factory=dict)  # the publisher's negotiated ids, by URI
-    forwards_extensions: bool = False  # some leg maps an extension: read them per packet
     rids: list[str] = field(default_factory=list)  # simulcast layers, in the publisher's a=simulcast order
     rtx: dict[int, int] = field(default_factory=dict)  # the publisher's RTX payload type -> media payload type
     rtx_ssrcs: dict[int, int] = field(default_factory=dict)  # media SSRC -> its RTX SSRC (a=ssrc-group:FID)
     retransmissions: bool = True
     streams: list[Stream] = field(default_factory=list)
     level_id: int | None = None  # the publisher's id of the audio level extension
-    reads_extensions: bool = False  # the hot path reads the extension elements of each packet
+    reads_extensions: bool = False  # the audio level, or a leg that forwards extensions: read them per packet
     audio_level: int | None = None  # RFC 6464: the last level read, -dBov (0 loudest, 127 silence)
-    last_packet: float | None = None
     closed: bool = False
 
     def __post_init__(self) -> None:
@@ -46,6 +44,11 @@ class PublishedTrack:
         self.codec_names = {c.pt: c.name for c in self.codecs}
         self.level_id = self.extensions.get(AUDIO_LEVEL)
         self.reads_extensions = self.level_id is not None
+
+    @property
+    def last_packet(self) -> float | None:
+        """When the last packet of any of its streams arrived."""
+        return max((s.last_packet for s in self.streams if s.last_packet is not None), default=None)
 
     @property
     def simulcast(self) -> bool:

@@ -2,15 +2,15 @@ import struct
 
 from hypothesis import given, strategies as st
 
-from appliance.sfu.feedback import (ReportBlock, TransportFeedback, nack, nacks, receiver_blocks, remb,
-                                    remb_packet, transport_feedback, transport_feedback_packet)
+from appliance.sfu.feedback import (ReportBlock, TransportFeedback, nack, nacks, receiver_blocks, transport_feedback,
+                                    transport_feedback_packet)
 from appliance.sfu.rtcp import pli, receiver_report, sender_report
 from appliance.sfu.stats import ReceiveStats
 
 
 @given(st.binary(max_size=400))
 def test_readers_never_raise(data):
-    for reader in (nacks, receiver_blocks, remb, transport_feedback):
+    for reader in (nacks, receiver_blocks, transport_feedback):
         reader(data)
         # The same bytes behind a valid RTCP header of every type the readers look at.
         for first, pt in ((0x81, 205), (0x8F, 205), (0xAF, 205), (0x8F, 206), (0x81, 201), (0x81, 200)):
@@ -55,21 +55,6 @@ def test_receiver_blocks_of_sr_and_rr():
                                          ReportBlock(0xABCD, 64, 1, 4, 0, 0, 0)]
     truncated = receiver_report(2, [block])[:-4]
     assert receiver_blocks(truncated) == []
-
-
-@given(st.integers(0, 2**40), st.lists(st.integers(0, 2**32 - 1), max_size=20))
-def test_remb_round_trip_rounds_down_to_an_18_bit_mantissa(bitrate, ssrcs):
-    ((read, read_ssrcs),) = remb(remb_packet(3, bitrate, ssrcs))
-    exponent = max(0, bitrate.bit_length() - 18)
-    assert read == bitrate >> exponent << exponent and read_ssrcs == ssrcs
-
-
-def test_remb_vector_and_other_application_feedback():
-    # Chrome's REMB for 1.5 Mbit/s on two SSRCs: exponent 3, mantissa 187500.
-    packet = bytes.fromhex("8fce0006" "00000001" "00000000" "52454d42" "020edc6c" "0000000a" "0000000b")
-    assert remb(packet) == [(1_500_000, [10, 11])]
-    assert remb(packet[:16] + b"XXXX" + packet[20:]) == []
-    assert remb(packet[:12] + packet[12:16] + bytes([5]) + packet[17:]) == []  # 5 SSRCs counted, 2 present
 
 
 arrivals = st.lists(st.one_of(st.none(), st.integers(-32768, 32767)), min_size=1, max_size=400)
