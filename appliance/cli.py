@@ -72,8 +72,12 @@ def cmd_drain(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         answer = control.request(config, args.command)
+    except control.Untrusted as e:
+        print(f"appliance: refusing the control socket: {e}", file=sys.stderr)
+        return 1
     except OSError as e:
-        print(f"appliance: no box answers on its control socket (api.listen {config.api.listen}): {e}", file=sys.stderr)
+        print(f"appliance: no box answers on its control socket {control.socket_path(config)}: {e.strerror or e}",
+              file=sys.stderr)
         return 1
     print("draining" if answer.get("draining") else "serving")
     return 0 if answer.get("ok") else 1
@@ -89,8 +93,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     box, error = None, None
     try:
         box = control.request(config, "status")
+    except control.Untrusted as e:
+        error = f"refusing the control socket: {e}"
     except OSError as e:
-        error = f"control socket for api.listen {config.api.listen}: {e}"
+        error = f"control socket {control.socket_path(config)}: {e.strerror or e}"
     print(status.render(box, error, read_bgp(config) if config.bgp else None))
     return 0 if box is not None else 1
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import signal
 import time
 from dataclasses import dataclass, field
@@ -142,7 +143,22 @@ async def _feed_watchdog(notifier: Notifier) -> None:
         await asyncio.sleep(notifier.watchdog_interval)
 
 
+def raise_open_files_limit() -> int:
+    """Lift the soft limit on open files to the hard one, and return it. A relay socket per
+    allocation and a connection per TCP/TLS client need far more than the usual soft 1024;
+    the unit's LimitNOFILE sets both limits, this gives `./build.sh run` the same."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < hard and hard != resource.RLIM_INFINITY:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError) as e:
+            log.warning("open files limit not raised", soft=soft, hard=hard, reason=str(e))
+    return soft
+
+
 def run(box: Box) -> int:
+    raise_open_files_limit()
     try:
         import uvloop
     except ImportError:

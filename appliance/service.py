@@ -22,3 +22,9 @@ class Service(Protocol):
 
     def urls(self) -> list[str]:
         """What the service serves, one line each, for the start-up banner."""
+
+
+def banner_secret(secret: str, whole: bool) -> str:
+    """A secret as the start banner shows it: whole for the generated demo defaults ([api] print_secrets),
+    otherwise (the banner goes to the journal) no more than its first 4 characters, to tell which it is."""
+    return secret if whole else secret[: min(4, len(secret) // 4)] + "…"

@@ -13,13 +13,10 @@ import os
 import re
 
 from appliance.config import BgpNeighborConfig, Config
+from appliance.config.checks import MAX_PASSWORD_BYTES
 
 STATIC_PROTOCOL = {4: "anycast4", 6: "anycast6"}
 CHANNEL = {4: "ipv4", 6: "ipv6"}
-
-# Linux's TCP_MD5SIG_MAXKEYLEN. BIRD parses a longer key but the session then fails when BIRD
-# sets the key on its socket, which is a worse place to find out.
-MAX_PASSWORD_BYTES = 80
 
 
 def render_bird_conf(config: Config) -> str:
@@ -29,7 +26,8 @@ def render_bird_conf(config: Config) -> str:
         raise ValueError("the configuration has no [bgp] table, so there is no BIRD configuration to render")
     families = {prefix.version for prefix in config.anycast.prefixes}
     out = [
-        f"# Rendered by Edgecall for node {config.node.id} from the appliance configuration;",
+        # Even in a comment: a line break in the id would start a line of configuration.
+        f"# Rendered by Edgecall for node {_quoted(config.node.id, 'node.id')} from the appliance configuration;",
         "# edits here are lost at the next render.",
         "",
         # Explicit: BIRD otherwise takes the lowest IPv4 address it sees, which may be an anycast one.
@@ -129,7 +127,10 @@ def _password(password: str, index: int) -> str:
 
 
 def _quoted(text: str, key: str) -> str:
-    # BIRD 2.0.12's strings have no escapes: a string ends at the next '"' and may not span lines.
-    if '"' in text or "\n" in text:
-        raise ValueError(f"{key}: BIRD cannot quote a '\"' or a line break in {text!r}")
+    """`text` as a BIRD string: every string from the configuration is written through here.
+
+    BIRD 2.0.12's strings have no escapes: a string ends at the next '"' and may not span lines;
+    other control characters (a NUL ends the C string early) have no business in one either."""
+    if '"' in text or any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ValueError(f"{key}: BIRD cannot quote a '\"', a line break or a control character in {text!r}")
     return f'"{text}"'

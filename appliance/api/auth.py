@@ -1,54 +1,87 @@
-"""Bearer-token auth for everything under an app (/v1/apps/{appId}/...) or a TURN key (/v1/turn/keys/{keyId}/...).
+"""Bearer-token auth, decided per route on exactly what the router matched.
 
-Checked on the path prefix, before routing, so that every endpoint later added
-under these prefixes is covered and one app can never reach another's.
+Every handler under an app (/v1/apps/{appId}/...) or a TURN key (/v1/turn/keys/{keyId}/...) is
+registered through `guarded`, which reads the id from the route's own match (never from a second
+parse of the path: a percent-encoded "/" decodes differently in each) and checks that the token is
+that app's or key's secret before the handler runs. A route with such an id and no guard is a
+mistake that tests/unit/test_api_auth.py finds by walking the router.
 """
 from __future__ import annotations
 
+import functools
 import hmac
-import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from ..config import Config
 from .errors import ApiError
 
-# Cloudflare's own clients call /apps/... without /v1 too (CALLS_API.md 1.1).
-APP_PATH = re.compile(r"^(?:/v1)?/apps/(?P<id>[^/]+)(?:/|$)")
-TURN_KEY_PATH = re.compile(r"^/v1/turn/keys/(?P<id>[^/]+)(?:/|$)")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Realm:
+    """A kind of principal a route acts for: its name in errors, its path parameter, where the
+    checked id is kept on the request."""
+
+    what: str
+    param: str
+    slot: web.RequestKey[str]
+
 
 # Set on the request once its bearer token is checked: the app or TURN key it acts for.
 APP = web.RequestKey("app", str)
 TURN_KEY = web.RequestKey("turn_key", str)
 
+APPS = Realm("app", "appId", APP)
+TURN_KEYS = Realm("TURN key", "keyId", TURN_KEY)
 
-def _bearer(request: web.Request) -> str | None:
+# Each realm's {id: secret}, from the configuration, kept on the application.
+SECRETS = web.AppKey("secrets", dict)
+
+
+def secrets(config: Config) -> dict[Realm, dict[str, bytes]]:
+    return {
+        APPS: {app.id: app.secret.encode() for app in config.apps},
+        TURN_KEYS: {key.id: key.token.encode() for key in config.turn.keys},
+    }
+
+
+def bearer(request: web.Request) -> bytes | None:
+    """The bearer token as bytes; None when there is none or it cannot be one (not UTF-8 text)."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    try:
+        return token.encode()
+    except UnicodeError:
+        return None
 
 
-def auth_middleware(config: Config):
-    apps = {app.id: app.secret for app in config.apps}
-    keys = {key.id: key.token for key in config.turn.keys}
-    realms = ((APP_PATH, apps, APP, "app"), (TURN_KEY_PATH, keys, TURN_KEY, "TURN key"))
+def check(request: web.Request, realm: Realm) -> str:
+    """The id the route names for `realm`, once the request's token is shown to be its secret."""
+    ident = request.match_info[realm.param]
+    known = request.app[SECRETS][realm]
+    if ident not in known:
+        raise ApiError(404, "not_found", f"no {realm.what} {ident!r}")
+    token = bearer(request)
+    if token is None:
+        raise ApiError(401, "unauthorized", "an Authorization: Bearer <secret> header is required")
+    if not hmac.compare_digest(token, known[ident]):
+        raise ApiError(401, "unauthorized", f"the bearer token is not the secret of {realm.what} {ident!r}")
+    return ident
 
-    @web.middleware
-    async def middleware(request: web.Request, handler) -> web.StreamResponse:
-        if request.method == "OPTIONS":
-            return await handler(request)
-        for pattern, secrets, slot, what in realms:
-            match = pattern.match(request.path)
-            if not match:
-                continue
-            ident = match["id"]
-            if ident not in secrets:
-                raise ApiError(404, "not_found", f"no {what} {ident!r}")
-            token = _bearer(request)
-            if token is None:
-                raise ApiError(401, "unauthorized", "an Authorization: Bearer <secret> header is required")
-            if not hmac.compare_digest(token.encode(), secrets[ident].encode()):
-                raise ApiError(401, "unauthorized", f"the bearer token is not the secret of {what} {ident!r}")
-            request[slot] = ident
+
+def guarded(realm: Realm, handler: Handler) -> Handler:
+    """`handler`, run only for a request whose token is the secret of the `realm` id its route names."""
+
+    @functools.wraps(handler)
+    async def checked(request: web.Request) -> web.StreamResponse:
+        request[realm.slot] = check(request, realm)
         return await handler(request)
 
-    return middleware
+    checked.realm = realm  # type: ignore[attr-defined]
+    return checked

@@ -1,19 +1,23 @@
 """The Calls-compatible SFU API (CALLS_API.md section 1), under /v1/apps/{appId}/ and /apps/{appId}/.
 
-The bearer token was checked by the auth middleware; handlers only reach the app's own sessions.
+Every route is guarded (auth.py): a handler runs only for the app its route names, with that app's token.
 Batches answer 200 with per-item errors; whole-request failures carry errorCode and errorDescription.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
+
 from aiohttp import web
 
 from ..sfu.datachannels import SERVER_EVENTS
 from ..sfu.errors import SfuError
-from .auth import APP
+from .auth import APP, APPS, guarded
 from .body import read_json
 from .errors import ApiError
 from .health import BOX
+from .limits import LIMITS
 
 # CALLS_API.md 4: at most 64 tracks per API call.
 MAX_TRACKS = 64
@@ -94,6 +98,7 @@ async def new_session(request: web.Request) -> web.Response:
     # CALLS_API.md 1.1: a session relaying to a third-party WebRTC endpoint, where the SFU is
     # the full ICE agent.
     thirdparty = request.query.get("thirdparty", "").lower() in ("true", "1")
+    request.app[LIMITS].new_session(request[APP], sfu.live[request[APP]], time.monotonic())
     session = sfu.new_session(request[APP], now, thirdparty)
     answer = {"sessionId": session.id}
     offer = _description(body, "offer")
@@ -210,15 +215,28 @@ def _datachannels(operation: str):
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
+    routes = [
+        ("POST", "sessions/new", new_session),
+        ("POST", "sessions/{sessionId}/tracks/new", new_tracks),
+        ("PUT", "sessions/{sessionId}/renegotiate", renegotiate),
+        ("PUT", "sessions/{sessionId}/tracks/close", close_tracks),
+        ("PUT", "sessions/{sessionId}/tracks/update", update_tracks),
+        ("GET", "sessions/{sessionId}", get_session),
+        ("POST", "sessions/{sessionId}/datachannels/establish", establish_datachannel),
+        ("POST", "sessions/{sessionId}/datachannels/new", _datachannels("new")),
+        ("PUT", "sessions/{sessionId}/datachannels/close", _datachannels("close")),
+        ("PUT", "sessions/{sessionId}/datachannels/update", _datachannels("update")),
+    ]
     # Cloudflare's own clients also call /apps/... without /v1 (CALLS_API.md 1.1).
     for base in ("/v1/apps/{appId}", "/apps/{appId}"):
-        router.add_post(f"{base}/sessions/new", new_session)
-        router.add_post(f"{base}/sessions/{{sessionId}}/tracks/new", new_tracks)
-        router.add_put(f"{base}/sessions/{{sessionId}}/renegotiate", renegotiate)
-        router.add_put(f"{base}/sessions/{{sessionId}}/tracks/close", close_tracks)
-        router.add_put(f"{base}/sessions/{{sessionId}}/tracks/update", update_tracks)
-        router.add_get(f"{base}/sessions/{{sessionId}}", get_session)
-        router.add_post(f"{base}/sessions/{{sessionId}}/datachannels/establish", establish_datachannel)
-        router.add_post(f"{base}/sessions/{{sessionId}}/datachannels/new", _datachannels("new"))
-        router.add_put(f"{base}/sessions/{{sessionId}}/datachannels/close", _datachannels("close"))
-        router.add_put(f"{base}/sessions/{{sessionId}}/datachannels/update", _datachannels("update"))
+        for method, path, handler in routes:
+            router.add_route(method, f"{base}/{path}", guarded(APPS, _counted(handler)))
+
+
+def _counted(handler):
+    """`handler`, after the request is counted against its app's requests_per_second."""
+    @functools.wraps(handler)
+    async def counted(request: web.Request) -> web.StreamResponse:
+        request.app[LIMITS].request(request[APP], time.monotonic())
+        return await handler(request)
+    return counted

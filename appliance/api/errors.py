@@ -9,15 +9,16 @@ log = get_logger("api")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, description: str):
+    def __init__(self, status: int, code: str, description: str, headers: dict[str, str] | None = None):
         super().__init__(description)
         self.status = status
         self.code = code
         self.description = description
+        self.headers = headers or {}
 
 
-def json_error(status: int, code: str, description: str) -> web.Response:
-    return web.json_response({"errorCode": code, "errorDescription": description}, status=status)
+def json_error(status: int, code: str, description: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"errorCode": code, "errorDescription": description}, status=status, headers=headers)
 
 
 # aiohttp's own HTTP errors mapped to the contract's codes.
@@ -35,7 +36,7 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as e:
-        return json_error(e.status, e.code, e.description)
+        return json_error(e.status, e.code, e.description, e.headers)
     except web.HTTPException as e:
         if e.status < 400:
             raise

@@ -1,11 +1,15 @@
 """/healthz and /metrics."""
 from __future__ import annotations
 
+import hmac
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
 from ..control import status
+from .auth import bearer
+from .errors import ApiError
 
 BOX = web.AppKey("box", object)
 
@@ -31,6 +35,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     box = request.app[BOX]
+    token = box.config.api.metrics_token
+    if token is not None:
+        # Checked here, on the route: only /metrics has this token.
+        given = bearer(request)
+        if given is None or not hmac.compare_digest(given, token.encode()):
+            raise ApiError(401, "unauthorized", "/metrics needs an Authorization: Bearer <api.metrics_token> header")
     box.health()  # refresh edgecall_service_up before it is read
     response = web.Response(body=generate_latest(box.registry))
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST

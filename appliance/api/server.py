@@ -9,12 +9,14 @@ from aiohttp import web
 from prometheus_client import Counter, Histogram
 
 from ..logs import get_logger
-from ..service import StartError
+from ..service import StartError, banner_secret
 from . import calls, turn_credentials
-from .auth import auth_middleware
+from .auth import SECRETS, secrets
+from .body import MAX_BODY_BYTES
 from .cors import cors_middleware
 from .errors import error_middleware
 from .health import BOX, healthz, metrics
+from .limits import LIMITS, AppLimits
 
 log = get_logger("api")
 
@@ -53,10 +55,12 @@ def make_app(box) -> web.Application:
             _metrics_middleware(box.registry),
             cors_middleware(config.api.cors_origins),
             error_middleware,
-            auth_middleware(config),
-        ]
+        ],
+        client_max_size=MAX_BODY_BYTES,
     )
     app[BOX] = box
+    app[SECRETS] = secrets(config)
+    app[LIMITS] = AppLimits(config.apps, time.monotonic(), box.registry)
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
@@ -76,7 +80,8 @@ class ApiService:
     async def start(self) -> None:
         listen = self.box.config.api.listen
         self._runner = web.AppRunner(
-            self.app, access_log=None, shutdown_timeout=self.box.config.api.shutdown_timeout, handle_signals=False
+            self.app, access_log=None, shutdown_timeout=self.box.config.api.shutdown_timeout, handle_signals=False,
+            keepalive_timeout=self.box.config.api.idle_timeout,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, str(listen.host), listen.port, reuse_address=True)
@@ -102,7 +107,8 @@ class ApiService:
         return f"http://{self.box.config.api.listen}"
 
     def urls(self) -> list[str]:
+        whole = self.box.config.api.print_secrets
         lines = [f"API        {self.base_url}/  (health {self.base_url}/healthz, metrics {self.base_url}/metrics)"]
         for app in self.box.config.apps:
-            lines.append(f"app        id {app.id}  secret {app.secret}")
+            lines.append(f"app        id {app.id}  secret {banner_secret(app.secret, whole)}")
         return lines

@@ -1,7 +1,8 @@
 """The Calls-compatible TURN credentials API (CALLS_API.md section 3), under /v1/turn/keys/{keyId}/.
 
-Credentials are TURN REST credentials (username "<expiry>:<customIdentifier>", password
-base64(HMAC-SHA1(secret, username))), so coturn-style clients and the box verify them alike.
+Credentials are TURN REST credentials (password base64(HMAC-SHA1(secret, username))), each
+signed with a secret derived from the key that asked, its username "<expiry>.<tag>:<customIdentifier>"
+(turn/credentials.py): the box knows which key issued a credential and holds each key to its quota.
 Keys are one operator's: any key of the box may revoke any credential the box minted.
 """
 from __future__ import annotations
@@ -10,12 +11,13 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from ..turn.credentials import MAX_IDENTIFIER, RevocationsFull, valid_identifier
+from .auth import TURN_KEY, TURN_KEYS, guarded
 from .body import read_json
 from .errors import ApiError
 from .health import BOX
 
 DEFAULT_TTL = 86400
-MAX_IDENTIFIER = 256
 
 
 def _turn(request: web.Request):
@@ -34,7 +36,7 @@ def _ttl(body: dict) -> int:
 
 def _identifier(body: dict) -> str:
     identifier = body.get("customIdentifier", "")
-    if not isinstance(identifier, str) or len(identifier) > MAX_IDENTIFIER or not identifier.isprintable():
+    if not isinstance(identifier, str) or not valid_identifier(identifier):
         raise ApiError(
             400, "invalid_params", f"customIdentifier: expected printable text of at most {MAX_IDENTIFIER} characters"
         )
@@ -69,7 +71,7 @@ def ice_urls(request: web.Request) -> tuple[list[str], list[str]]:
 async def _credentials(request: web.Request) -> tuple[list[str], list[str], str, str]:
     body = await read_json(request)
     turn = _turn(request)
-    username, credential = turn.mint(_ttl(body), _identifier(body))
+    username, credential = turn.mint(_ttl(body), _identifier(body), request[TURN_KEY])
     stun, urls = ice_urls(request)
     return stun, urls, username, credential
 
@@ -89,13 +91,17 @@ async def generate(request: web.Request) -> web.Response:
 
 async def revoke(request: web.Request) -> web.Response:
     username = request.match_info["username"]
-    if not _turn(request).revoke(username):
+    try:
+        revoked = await _turn(request).revoke(username)
+    except RevocationsFull as e:
+        raise ApiError(503, "temporarily_unavailable_error", str(e)) from None
+    if not revoked:
         raise ApiError(404, "not_found", f"{quote(username)!r} is not a credential this box could have minted, or it has expired")
     return web.Response(status=204)
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
     base = "/v1/turn/keys/{keyId}/credentials"
-    router.add_post(f"{base}/generate-ice-servers", generate_ice_servers)
-    router.add_post(f"{base}/generate", generate)
-    router.add_post(f"{base}/{{username}}/revoke", revoke)
+    router.add_post(f"{base}/generate-ice-servers", guarded(TURN_KEYS, generate_ice_servers))
+    router.add_post(f"{base}/generate", guarded(TURN_KEYS, generate))
+    router.add_post(f"{base}/{{username}}/revoke", guarded(TURN_KEYS, revoke))

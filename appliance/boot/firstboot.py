@@ -17,6 +17,8 @@ id = "edgecall"
 
 [api]
 listen = "$address:8080"
+# The service's start banner shows the generated secrets whole, as the console does.
+print_secrets = true
 
 [[apps]]
 id = "demo"

@@ -1,6 +1,7 @@
 """The appliance's configuration: one TOML file, refused whole when anything in it is wrong."""
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import string
@@ -80,9 +81,18 @@ def _line_from_message(message: str) -> int:
     return 1
 
 
+def _demo_state_dir() -> str:
+    base = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(base):  # the XDG spec: a relative value is ignored
+        base = os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "edgecall")
+
+
 def embedded_default() -> Config:
     template = resources.files(__package__).joinpath("default.toml").read_text()
     text = string.Template(template).substitute(
+        # JSON's string escapes are TOML's.
+        state_dir=json.dumps(_demo_state_dir(), ensure_ascii=False),
         demo_secret=secrets.token_urlsafe(18),
         turn_secret=secrets.token_urlsafe(24),
         turn_key_token=secrets.token_urlsafe(24),

@@ -97,6 +97,12 @@ def _turn(config: Config) -> Iterator[Finding]:
     for i, secret in enumerate(turn.secrets):
         if not secret:
             yield ("turn", "secrets", i), "expected a non-empty secret, found \"\""
+    for i, key in enumerate(turn.keys):
+        if key.id == "rest":
+            # Quotas and /metrics name the credentials signed with turn.secrets themselves "rest".
+            yield ("turn", "keys", i, "id"), "expected an id other than \"rest\", the issuer name of turn.secrets"
+    if turn.stream_idle_timeout <= 0:
+        yield ("turn", "stream_idle_timeout"), "expected more than 0 seconds"
 
 
 def _secrets(config: Config) -> Iterator[Finding]:
@@ -106,6 +112,8 @@ def _secrets(config: Config) -> Iterator[Finding]:
     for i, key in enumerate(config.turn.keys):
         if not key.token:
             yield ("turn", "keys", i, "token"), "expected a non-empty token, found \"\""
+    if config.api.metrics_token == "":
+        yield ("api", "metrics_token"), "expected a non-empty token, found \"\" (leave the key out for an open /metrics)"
 
 
 def _net(config: Config) -> Iterator[Finding]:
@@ -135,8 +143,31 @@ def _announce(config: Config) -> Iterator[Finding]:
         yield ("announce", "timeout"), f"expected more than 0 and less than announce.interval ({announce.interval} s)"
 
 
+# Linux's TCP_MD5SIG_MAXKEYLEN. BIRD parses a longer key but the session then fails when BIRD
+# sets the key on its socket, which is a worse place to find out.
+MAX_PASSWORD_BYTES = 80
+
+
+def _bird_strings(config: Config) -> Iterator[Finding]:
+    """What the bird.conf renderer writes as BIRD strings, which have no escapes: refused here, with the key
+    and line, rather than by the renderer at boot."""
+    strings = [(("announce", "bird_dir"), config.announce.bird_dir)]
+    for i, neighbor in enumerate(config.bgp.neighbors if config.bgp else ()):
+        path = ("bgp", "neighbors", i, "password")
+        if neighbor.password == "":
+            yield path, "expected a non-empty password (leave the key out for none)"
+        elif neighbor.password is not None and len(neighbor.password.encode()) > MAX_PASSWORD_BYTES:
+            yield path, f"a TCP MD5 password has at most {MAX_PASSWORD_BYTES} bytes"
+        elif neighbor.password is not None:
+            strings.append((path, neighbor.password))
+    for path, text in strings:
+        if '"' in text or any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+            yield path, "BIRD cannot quote a '\"', a line break or a control character"
+
+
 def findings(config: Config) -> list[Finding]:
     out: list[Finding] = []
-    for check in (_port_clashes, _relay_ranges, _duplicates, _turn, _secrets, _net, _announce, backbone_findings):
+    for check in (_port_clashes, _relay_ranges, _duplicates, _turn, _secrets, _net, _announce, _bird_strings,
+                  backbone_findings):
         out.extend(check(config))
     return out

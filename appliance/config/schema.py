@@ -9,15 +9,18 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .values import (ASN, IP, Count, Endpoint, Endpoints, Interface, InterfaceName, IPAddr, IPIface, IPv4, Listener,
-                     Network, NonNegative, Port, PortRange, Seconds)
+from .values import (ASN, IP, AbsolutePath, Count, Endpoint, Endpoints, Id, Interface, InterfaceName, IPAddr, IPIface,
+                     IPv4, Listener, Network, NonNegative, Port, PortRange, Seconds, Share)
 
 LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
 
 
 @dataclass(frozen=True)
 class NodeConfig:
-    id: str = "edge-1"
+    id: Id = "edge-1"
+    # What the services keep across restarts (TURN revocations), on the image's state partition;
+    # the unit's StateDirectory= makes it the service user's.
+    state_dir: AbsolutePath = "/var/lib/edgecall"
 
 
 @dataclass(frozen=True)
@@ -26,12 +29,28 @@ class ApiConfig:
     cors_origins: tuple[str, ...] = ("*",)
     # How long SIGTERM waits for in-flight requests before the process exits.
     shutdown_timeout: Seconds = 1.0
+    # A connection is closed when it has not sent a whole request's headers this long after it
+    # opened or after its last answer (keep-alive), and a request whose body takes longer than
+    # body_timeout gets 408: idle or trickling clients cannot hold the box's files.
+    idle_timeout: Seconds = 15.0
+    body_timeout: Seconds = 10.0
+    # The start banner (which goes to the journal) shows app secrets and TURN key tokens whole
+    # only when this is set, as the generated demo defaults do; otherwise their first characters.
+    print_secrets: bool = False
+    # When set, /metrics answers only requests with "Authorization: Bearer <metrics_token>".
+    metrics_token: str | None = None
 
 
 @dataclass(frozen=True)
 class AppConfig:
-    id: str
+    id: Id
     secret: str
+    # Live sessions the app may hold at once, and new sessions per second (burst: one second's
+    # worth); past either, sessions/new answers 429 with Retry-After. 0: no limit.
+    max_sessions: NonNegative = 5000
+    sessions_per_second: NonNegative = 100
+    # Every API request of the app, per second (Cloudflare documents 50 per session). 0: no limit.
+    requests_per_second: NonNegative = 1000
 
 
 @dataclass(frozen=True)
@@ -50,8 +69,10 @@ class SfuConfig:
 
 @dataclass(frozen=True)
 class TurnKeyConfig:
-    id: str
+    id: Id
     token: str
+    # Allocations this key's credentials may hold at once, all usernames together (486 beyond).
+    quota: Count | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +99,14 @@ class TurnConfig:
     nonce_lifetime: Count = 600
     # Allocations one username may hold at once (486 beyond).
     user_quota: Count = 10
+    # Allocations the credentials signed with `secrets` themselves (the issuer "rest") may hold at once.
+    rest_quota: Count | None = None
+    # The share of relay ports no one issuer (a TURN key, or "rest") may take: kept for the others (486 beyond).
+    issuer_reserve: Share = 0.2
+    # A TCP/TLS client connection holding no allocation is closed after this long (the TLS handshake included).
+    stream_idle_timeout: Seconds = 30.0
+    # TCP/TLS client connections open at once, RFC 6062 data connections included; more are refused and counted.
+    max_streams: Count = 32768
     # Permissions plus RFC 6062 peer connections per allocation (508 beyond).
     max_peers: Count = 100
     # Per-allocation relay budget, both directions together (Cloudflare's TURN documents about
@@ -89,6 +118,10 @@ class TurnConfig:
     new_peer_burst: Count = 10
     # How long a customIdentifier's usage totals are kept after its last allocation ends.
     usage_retention: Count = 3600
+    # /metrics labels usage by the top this many customIdentifiers; the rest are summed as "other".
+    metrics_identifiers: NonNegative = 50
+    # Revoked credentials held at once (each until it expires); past it a revocation answers 503.
+    max_revocations: Count = 50_000
     keys: tuple[TurnKeyConfig, ...] = ()
 
     @property
@@ -168,7 +201,7 @@ class DrainConfig:
 
 @dataclass(frozen=True)
 class BackbonePeerConfig:
-    node: str
+    node: Id
     underlay: IP
     overlay: IP
     relay_ports: PortRange

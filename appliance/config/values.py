@@ -7,6 +7,8 @@ was found.
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -69,6 +71,18 @@ def parse_interface_name(raw: object) -> str:
     return text
 
 
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def parse_id(raw: object) -> str:
+    # Ids travel into URL paths, metric labels, interface names and bird.conf: an alphabet none of them quote.
+    expected = "an id of 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+    text = _text(raw, expected)
+    if not _ID.fullmatch(text):
+        raise Invalid(expected)
+    return text
+
+
 def parse_port(raw: object) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= 65535:
         raise Invalid("a port from 1 to 65535")
@@ -99,16 +113,33 @@ def parse_seconds(raw: object) -> float:
     return float(raw)
 
 
+def parse_share(raw: object) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 <= raw < 1:
+        raise Invalid("a share from 0 up to (not including) 1, like 0.2")
+    return float(raw)
+
+
+def parse_absolute_path(raw: object) -> str:
+    # A service's working directory is /: a relative path would land wherever it was started.
+    text = _text(raw, "an absolute path")
+    if not os.path.isabs(text):
+        raise Invalid("an absolute path")
+    return text
+
+
 IP = Annotated[IPAddr, parse_ip]
 IPv4 = Annotated[ipaddress.IPv4Address, parse_ipv4]
 Network = Annotated[IPNet, parse_network]
 Interface = Annotated[IPIface, parse_interface]
 InterfaceName = Annotated[str, parse_interface_name]
+Id = Annotated[str, parse_id]
 Port = Annotated[int, parse_port]
 ASN = Annotated[int, parse_asn]
 Count = Annotated[int, parse_positive]
 NonNegative = Annotated[int, parse_non_negative]
 Seconds = Annotated[float, parse_seconds]
+Share = Annotated[float, parse_share]
+AbsolutePath = Annotated[str, parse_absolute_path]
 
 
 @dataclass(frozen=True, order=True)

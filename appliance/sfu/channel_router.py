@@ -27,7 +27,7 @@ class ChannelRouter:
     @staticmethod
     def section(session: CallSession) -> Transceiver | None:
         """The session's m=application, if it has one that is not closed."""
-        return next((t for t in session.transceivers if t.role == "data" and not t.closed), None)
+        return session.application()
 
     def answer_section(self, session: CallSession, offered: sdp.RemoteSection) -> Transceiver:
         """What the SFU answers to an offered m=application: its own, unless the offer rejects it or

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from .errors import ItemError
 
 SUPPORTED = {"audio": {"opus", "pcmu", "pcma"}, "video": {"vp8", "vp9", "h264", "av1"}}
 # Feedback the SFU takes part in: keyframe requests (it turns a subscriber's into PLI toward the
@@ -36,13 +36,6 @@ class Codec:
     channels: int | None = None
     fmtp: str = ""
     feedback: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_parameters(cls, p: RTCRtpCodecParameters) -> Codec:
-        subtype = p.mimeType.split("/", 1)[1]
-        fmtp = ";".join(k if v is None else f"{k}={v}" for k, v in p.parameters.items())
-        feedback = [f.type + (f" {f.parameter}" if f.parameter else "") for f in p.rtcpFeedback]
-        return cls(p.payloadType, subtype, p.clockRate, p.channels, fmtp, feedback)
 
     @property
     def key(self) -> tuple:
@@ -83,16 +76,37 @@ def _fmtp(codec: Codec) -> dict[str, str]:
     return dict(part.partition("=")[::2] for part in codec.fmtp.split(";") if part)
 
 
-def same_codec(a: Codec, b: Codec) -> bool:
-    """Whether a receiver that negotiated `b` can decode what a sender of `a` sends: same codec,
-    and for H.264 the same packetization mode and profile (the level may differ)."""
-    if (a.name.lower(), a.clock, a.channels or 1) != (b.name.lower(), b.clock, b.channels or 1):
-        return False
-    if a.name.lower() != "h264":
-        return True
-    fa, fb = _fmtp(a), _fmtp(b)
-    return (fa.get("packetization-mode", "0") == fb.get("packetization-mode", "0")
-            and fa.get("profile-level-id", "42001f")[:4].lower() == fb.get("profile-level-id", "42001f")[:4].lower())
+def match_key(codec: Codec) -> tuple:
+    """What a receiver must have negotiated to decode what a sender of `codec` sends: the same
+    codec, and for H.264 the same packetization mode and profile (the level may differ)."""
+    name = codec.name.lower()
+    if name != "h264":
+        return name, codec.clock, codec.channels or 1
+    fmtp = _fmtp(codec)
+    return (name, codec.clock, codec.channels or 1, fmtp.get("packetization-mode", "0"),
+            fmtp.get("profile-level-id", "42001f")[:4].lower())
+
+
+def match(sent: list[Codec], offered: list[Codec]) -> tuple[dict[int, int], list[Codec]]:
+    """Which of a receiver's `offered` codecs take each of the `sent` ones: the sender's payload
+    type -> the receiver's (its last match), and every offered codec that matches one, in the
+    sender's order. One pass over each list, however long both are."""
+    by_key: dict[tuple, list[Codec]] = {}
+    for codec in offered:
+        by_key.setdefault(match_key(codec), []).append(codec)
+    pt_map: dict[int, int] = {}
+    taken: dict[int, Codec] = {}
+    done: set[tuple] = set()
+    for codec in sent:
+        key = match_key(codec)
+        found = by_key.get(key)
+        if found:
+            pt_map[codec.pt] = found[-1].pt
+            if key not in done:
+                done.add(key)
+                for theirs in found:
+                    taken.setdefault(theirs.pt, theirs)
+    return pt_map, list(taken.values())
 
 
 def feedback(retransmissions: bool) -> set[str]:
@@ -147,22 +161,28 @@ class PayloadTypes:
     """A session's payload-type numbers for what the SFU sends: one per codec key, the same
     across all of the session's m-sections (BUNDLE shares the number space)."""
 
-    FIRST, LAST = 96, 127
+    # The dynamic range first, then the lower one Chrome also uses (35-63, RFC 8829 5.1.4's "any
+    # number not statically assigned"): a video track with every browser codec and its RTX needs
+    # more than the 32 numbers of 96-127.
+    NUMBERS = (*range(96, 128), *range(35, 64))
 
     def __init__(self) -> None:
         self._by_key: dict[tuple, int] = {}
+        self._used: set[int] = set()  # _by_key's values, kept: offers can reserve thousands of keys
 
     def reserve(self, codecs: list[Codec]) -> None:
         """Numbers the client already uses in its own sections stay theirs."""
         for codec in codecs:
-            self._by_key.setdefault(codec.key, codec.pt)
+            self._used.add(self._by_key.setdefault(codec.key, codec.pt))
 
     def assign(self, codec: Codec) -> Codec:
         pt = self._by_key.get(codec.key)
         if pt is None:
-            used = set(self._by_key.values())
-            pt = next((n for n in range(self.FIRST, self.LAST + 1) if n not in used), None)
+            used = self._used
+            pt = next((n for n in self.NUMBERS if n not in used), None)
             if pt is None:
-                raise ValueError("no free payload type left in this session")
+                raise ItemError("invalid_params", "no free payload type left in this session: it carries more "
+                                                  f"than {len(self.NUMBERS)} distinct codecs")
             self._by_key[codec.key] = pt
+            used.add(pt)
         return codec.with_pt(pt)

@@ -51,7 +51,7 @@ class CallSession:
     pwd: str = ""
     port_session: Any = None
     remote: RemoteDescription | None = None
-    transceivers: list[Transceiver] = field(default_factory=list)
+    transceivers: list[Transceiver] = field(default_factory=list)  # in m-section order; add() appends
     payload_types: PayloadTypes = field(default_factory=PayloadTypes)
     extension_ids: extensions.ExtensionIds = field(default_factory=extensions.ExtensionIds)
     by_ssrc: dict[int, Stream] = field(default_factory=dict)  # media SSRC -> the stream it carries
@@ -74,6 +74,11 @@ class CallSession:
 
     def __post_init__(self) -> None:
         self.ufrag, self.pwd = new_credentials()
+        # Each request looks m-sections up by mid, and so may a packet: by index, not by scanning.
+        # A transceiver keeps its mid and is never removed, so add() keeps the index whole.
+        self._by_mid: dict[str, Transceiver] = {}
+        self._data: list[Transceiver] = []  # the m=application ones: one live, perhaps a few closed
+        self._free_mid = 0  # no number below it is free: mids are only ever added
 
     def bandwidth(self) -> float | None:
         """What the SFU may send this session, in bit/s; None while nothing measures it. While
@@ -88,15 +93,25 @@ class CallSession:
             return min(estimator.estimate, estimator.acked_bitrate)
         return estimator.estimate
 
+    def add(self, transceiver: Transceiver) -> Transceiver:
+        self.transceivers.append(transceiver)
+        self._by_mid[transceiver.mid] = transceiver
+        if transceiver.role == "data":
+            self._data.append(transceiver)
+        return transceiver
+
     def transceiver(self, mid: str) -> Transceiver | None:
-        return next((t for t in self.transceivers if t.mid == mid), None)
+        return self._by_mid.get(mid)
+
+    def application(self) -> Transceiver | None:
+        """The m=application that is not closed, if any."""
+        return next((t for t in self._data if not t.closed), None)
 
     def next_mid(self) -> str:
-        used = {t.mid for t in self.transceivers}
-        number = 0
-        while str(number) in used:
-            number += 1
-        return str(number)
+        """The lowest number no m-section of the session has as its mid."""
+        while str(self._free_mid) in self._by_mid:
+            self._free_mid += 1
+        return str(self._free_mid)
 
     # --- the port's handler: the hot path first -------------------------------------------------
 

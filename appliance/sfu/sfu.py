@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import secrets
 import time
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +15,8 @@ from ..rtc.checks import ChecksFailed
 from ..rtc.ice import ConsentExpired
 from . import extensions, rtcp, sdp
 from .channel_router import ChannelRouter
-from .codecs import (OFFERED, Codec, accept, accept_extensions, accept_rtx, apt, feedback, rtx_for,
-                     same_codec, subscriber_feedback)
+from .codecs import (OFFERED, Codec, accept, accept_extensions, accept_rtx, apt, feedback, match, rtx_for,
+                     subscriber_feedback)
 from .errors import ItemError, SfuError
 from .forward import Leg
 from .layers import preferences
@@ -45,6 +46,7 @@ class Sfu(Repair, LayerSwitching, Reports):
         # [sfu] retransmissions: the cache answers NACKs and the box NACKs its publishers.
         self.retransmissions = retransmissions
         self.sessions: dict[str, CallSession] = {}
+        self.live: Counter[str] = Counter()  # live sessions per app, for the API's per-app cap
         self.legs_by_ssrc: dict[int, Leg] = {}
         self.counters = SfuCounters()
         self.repair = RepairCounters()
@@ -59,6 +61,7 @@ class Sfu(Repair, LayerSwitching, Reports):
     def new_session(self, app: str, now: float, thirdparty: bool = False) -> CallSession:
         session = CallSession(secrets.token_hex(16), app, now, self, thirdparty=thirdparty)
         self.sessions[session.id] = session
+        self.live[app] += 1
         return session
 
     def session(self, app: str, session_id: str) -> CallSession:
@@ -75,7 +78,8 @@ class Sfu(Repair, LayerSwitching, Reports):
         self.channels.close_session(session)
         if session.port_session is not None:
             self.media.port.remove_session(session.port_session)
-        self.sessions.pop(session.id, None)
+        if self.sessions.pop(session.id, None) is not None:
+            self.live[session.app] -= 1
 
     def session_event(self, session: CallSession, event: Any) -> None:
         if isinstance(event, Connected):
@@ -96,6 +100,7 @@ class Sfu(Repair, LayerSwitching, Reports):
         """Apply a client offer carrying local tracks; (answer, per-item results)."""
         self._check_not_negotiating(session)
         offer = self._parse(offer_text, "offer")
+        _check_room(session, offer)
         wanted = {item.get("mid"): item for item in items if isinstance(item, dict)}
         results: list[dict] = []
         for section in offer.sections:
@@ -110,7 +115,7 @@ class Sfu(Repair, LayerSwitching, Reports):
                 name = (item or {}).get("trackName") or secrets.token_hex(16)
                 results.append(self._publish(session, section, name))
             else:
-                session.transceivers.append(self._answer_unused(session, section))
+                session.add(self._answer_unused(session, section))
         for mid, item in wanted.items():
             results.append(_item_error(item, "invalid_params", f"the offer has no sending m-section with mid {mid!r}"))
         self._set_remote(session, offer, now)
@@ -126,7 +131,7 @@ class Sfu(Repair, LayerSwitching, Reports):
         session.extension_ids.reserve(local.extensions)
         if not codecs or name in session.tracks:
             local.rejected = True
-            session.transceivers.append(Transceiver(local, "idle"))
+            session.add(Transceiver(local, "idle"))
             if name in session.tracks:
                 return {"trackName": name, "mid": "", "errorCode": "repeated_local_track_error",
                         "errorDescription": f"this session already publishes a track named {name!r}"}
@@ -134,7 +139,7 @@ class Sfu(Repair, LayerSwitching, Reports):
                     "errorDescription": f"no codec the SFU forwards is offered for mid {section.mid}"}
         session.payload_types.reserve(codecs + rtx_codecs)
         track = self._register(session, self._track(session, name, section, codecs, rtx_codecs, local.extensions))
-        session.transceivers.append(Transceiver(local, "push", track=track))
+        session.add(Transceiver(local, "push", track=track))
         # autoDiscover clients read the kind of each track the SFU named (CALLS_API.md 1.3).
         return {"trackName": name, "mid": section.mid, "kind": section.kind}
 
@@ -166,28 +171,37 @@ class Sfu(Repair, LayerSwitching, Reports):
         (offer, per-item results). The tracks are published when the answer comes to `renegotiate`."""
         self._check_not_negotiating(session)
         results = []
+        taken = {t.pending_name for t in session.transceivers if t.pending} | set(session.tracks)
         for item in items:
             name, kind = item.get("trackName"), item.get("kind")
             if kind not in ("audio", "video"):
                 results.append(_item_error(item, "invalid_params", "kind: \"audio\" or \"video\" is required "
                                                                    "when the SFU generates the offer"))
                 continue
-            taken = {t.pending_name for t in session.transceivers if t.pending} | set(session.tracks)
             if not isinstance(name, str) or not name or name in taken:
                 results.append(_item_error(item, "repeated_local_track_error",
                                            f"trackName: expected a name this session does not publish yet, found {name!r}"))
                 continue
-            mid = session.next_mid()
+            full = _no_room(session, 1)
+            if full:
+                results.append(_item_error(item, "invalid_params", full))
+                continue
             wanted = feedback(self.retransmissions)
-            codecs = [session.payload_types.assign(c.with_feedback(wanted)) for c in OFFERED[kind]]
-            if self.retransmissions and kind == "video":
-                codecs += [session.payload_types.assign(rtx_for(codec)) for codec in codecs]
+            try:
+                codecs = [session.payload_types.assign(c.with_feedback(wanted)) for c in OFFERED[kind]]
+                if self.retransmissions and kind == "video":
+                    codecs += [session.payload_types.assign(rtx_for(codec)) for codec in codecs]
+            except ItemError as e:
+                results.append(_item_error(item, e.code, e.description))
+                continue
+            taken.add(name)
+            mid = session.next_mid()
             # A bidirectional stream also carries what a pull with mid "#<trackName>" sends back.
             direction = "sendrecv" if item.get("bidirectionalMediaStream") else "recvonly"
             offered = {uri: session.extension_ids.assign(uri) for uri in (*extensions.FORWARDED[kind],
                                                                            extensions.TRANSPORT_CC)}
             local = sdp.LocalSection(mid, kind, direction, codecs, {u: i for u, i in offered.items() if i is not None})
-            session.transceivers.append(Transceiver(local, "push", pending=True, pending_name=name))
+            session.add(Transceiver(local, "push", pending=True, pending_name=name))
             results.append({"trackName": name, "mid": mid})
         if not any(t.pending for t in session.transceivers):
             return None, results
@@ -199,24 +213,27 @@ class Sfu(Repair, LayerSwitching, Reports):
         client's own payload type numbers."""
         self._check_not_negotiating(session)
         offer = self._parse(offer_text, "offer")
-        free = [s for s in offer.sections if session.transceiver(s.mid) is None and not s.rejected
-                and s.direction in ("recvonly", "sendrecv")]
+        _check_room(session, offer)
+        free: dict[str, deque[sdp.RemoteSection]] = {}  # the new receiving sections, by kind, in order
+        for s in offer.sections:
+            if session.transceiver(s.mid) is None and not s.rejected and s.direction in ("recvonly", "sendrecv"):
+                free.setdefault(s.kind, deque()).append(s)
         results = []
         for item in items:
             try:
                 track = self._find_track(session, item if isinstance(item, dict) else {})
-                section = next((s for s in free if s.kind == track.kind), None)
-                if section is None:
+                sections = free.get(track.kind)
+                if not sections:
                     raise ItemError("invalid_session_description", f"the offer has no free receiving {track.kind} section")
-                pairs = [(mine, theirs) for mine in track.codecs for theirs in section.codecs if same_codec(mine, theirs)]
-                if not pairs:
+                section = sections[0]
+                pt_map, taken = match(track.codecs, section.codecs)
+                if not pt_map:
                     raise ItemError("invalid_session_description", "the offer takes none of the track's codecs")
             except ItemError as e:
                 results.append(_item_error(item, e.code, e.description))
                 continue
-            free.remove(section)
-            pt_map = {mine.pt: theirs.pt for mine, theirs in pairs}
-            codecs = list({theirs.pt: self._subscriber_codec(theirs, True) for _, theirs in pairs}.values())
+            sections.popleft()
+            codecs = [self._subscriber_codec(theirs, True) for theirs in taken]
             rtx_codecs = accept_rtx(section.codecs, codecs) if self.retransmissions and track.kind == "video" else []
             leg = self._leg(session, track, section.mid, codecs + rtx_codecs, pt_map, section.extensions,
                             {apt(c): c.pt for c in rtx_codecs})
@@ -225,7 +242,7 @@ class Sfu(Repair, LayerSwitching, Reports):
             results.append({"sessionId": track.session.id, "trackName": track.name, "mid": section.mid})
         for section in offer.sections:
             if session.transceiver(section.mid) is None:
-                session.transceivers.append(self._answer_unused(session, section))
+                session.add(self._answer_unused(session, section))
         self._set_remote(session, offer, now)
         return self._describe(session, "answer", offer), results
 
@@ -259,7 +276,7 @@ class Sfu(Repair, LayerSwitching, Reports):
             leg.rtx_pts = rtx_pts
         self._map_extensions(leg, track, ids)
         self.legs_by_ssrc[ssrc] = leg
-        session.transceivers.append(Transceiver(local, "pull", source=track, leg=leg))
+        session.add(Transceiver(local, "pull", source=track, leg=leg))
         return leg
 
     @staticmethod
@@ -290,6 +307,9 @@ class Sfu(Repair, LayerSwitching, Reports):
         mid = item.get("mid")
         if isinstance(mid, str) and mid.startswith("#"):
             return self._subscribe_back(session, track, mid[1:])
+        full = _no_room(session, 1)
+        if full:
+            raise ItemError("invalid_params", full)
         prefs = preferences(item.get("simulcast"))
         codecs = [self._subscriber_codec(session.payload_types.assign(codec), False) for codec in track.codecs]
         pt_map = {original.pt: mine.pt for original, mine in zip(track.codecs, codecs)}
@@ -316,12 +336,12 @@ class Sfu(Repair, LayerSwitching, Reports):
             raise ItemError("invalid_params", f"mid: the m-section of {name!r} already carries a remote track")
         if track.kind != transceiver.section.kind:
             raise ItemError("invalid_params", f"a {track.kind} track cannot go out on a {transceiver.section.kind} m-section")
-        pairs = [(c.pt, mine.pt) for c in track.codecs for mine in transceiver.section.codecs if same_codec(c, mine)]
-        if not pairs:
+        pt_map = match(track.codecs, transceiver.section.codecs)[0]
+        if not pt_map:
             raise ItemError("invalid_session_description", "the m-section negotiated none of the track's codecs")
         section = transceiver.section
         section.ssrc, section.cname, section.msid = self._new_ssrc(), session.cname, f"{track.session.id} {track.name}"
-        leg = Leg(self.media.port.send_rtp, session.port_session, section.ssrc, dict(pairs), section.mid, session)
+        leg = Leg(self.media.port.send_rtp, session.port_session, section.ssrc, pt_map, section.mid, session)
         leg.source = track
         rtx_pts = {apt(c): c.pt for c in section.codecs if apt(c) is not None}
         if rtx_pts:
@@ -394,7 +414,10 @@ class Sfu(Repair, LayerSwitching, Reports):
         return {"mid": transceiver.mid, "sessionId": track.session.id, "trackName": track.name}
 
     def _find_track(self, session: CallSession, item: dict) -> PublishedTrack:
-        source_session = self.sessions.get(item.get("sessionId") or "")
+        for key in ("sessionId", "trackName"):
+            if not isinstance(item.get(key), str):
+                raise ItemError("invalid_params", f"{key}: expected a string, found {type(item.get(key)).__name__}")
+        source_session = self.sessions.get(item["sessionId"])
         track = None
         if source_session is not None and source_session.app == session.app and not source_session.closed:
             track = source_session.tracks.get(item.get("trackName"))
@@ -433,7 +456,10 @@ class Sfu(Repair, LayerSwitching, Reports):
             return self.push(session, offer_text, [], False, now)[0], channel
         if self.channels.section(session) is not None:
             return None, channel
-        session.transceivers.append(self.channels.offer_section(session))
+        full = _no_room(session, 1)
+        if full:
+            raise SfuError(400, "invalid_params", full)
+        session.add(self.channels.offer_section(session))
         return self._offer(session), channel
 
     # --- closing ----------------------------------------------------------------------------------
@@ -539,7 +565,7 @@ class Sfu(Repair, LayerSwitching, Reports):
         try:
             return sdp.parse(text, kind)
         except sdp.SdpError as e:
-            raise SfuError(400, "invalid_session_description", str(e)) from None
+            raise SfuError(400, e.code, str(e)) from None
 
     def _set_remote(self, session: CallSession, remote: sdp.RemoteDescription, now: float) -> None:
         first = session.remote is None
@@ -601,6 +627,22 @@ class Sfu(Repair, LayerSwitching, Reports):
         return sdp.write(kind, params, sections)
 
 
+def _no_room(session: CallSession, adding: int) -> str | None:
+    """Why the session cannot take `adding` more m-sections (every description of it lists them
+    all, so it has no more than one may), or None."""
+    total = len(session.transceivers) + adding
+    if total <= sdp.MAX_SECTIONS:
+        return None
+    return f"the session would have {total} m-sections; at most {sdp.MAX_SECTIONS} (MAX_SECTIONS) are accepted"
+
+
+def _check_room(session: CallSession, offer: sdp.RemoteDescription) -> None:
+    """A client offer's new m-sections must fit in the session (Chrome gives a recycled one a new mid)."""
+    full = _no_room(session, sum(1 for s in offer.sections if session.transceiver(s.mid) is None))
+    if full:
+        raise SfuError(400, "invalid_params", full)
+
+
 def _item_error(item: Any, code: str, description: str) -> dict:
-    base = {k: item[k] for k in ("sessionId", "trackName") if isinstance(item, dict) and k in item}
+    base = {k: item[k] for k in ("sessionId", "trackName") if isinstance(item, dict) and isinstance(item.get(k), str)}
     return {**base, "mid": "", "errorCode": code, "errorDescription": description}

@@ -13,7 +13,8 @@ from typing import Any
 from appliance.stun import FAMILY_IPV4, FAMILY_IPV6, TRANSPORT_TCP, Message
 
 from .auth import Auth
-from .ratelimit import RelayBudget, RelayLimits, TokenBucket
+from ..buckets import TokenBucket
+from .ratelimit import RelayBudget, RelayLimits
 from .usage import Usage
 
 Peer = tuple  # (host, port) for IPv4, (host, port, 0, 0) for IPv6: see peer_key

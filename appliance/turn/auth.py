@@ -16,6 +16,8 @@ class Auth:
     username: str
     key: bytes
     sha256: bool
+    # Whose secret verified it: a TURN key's id, or "rest" (credentials.REST).
+    issuer: str
 
 
 class Authenticator:
@@ -46,10 +48,10 @@ class Authenticator:
             return self.challenge(request, 401, client_host, now)
         sha256 = request.uses_sha256
         if known is not None and known.username == username and request.check_integrity(known.key):
-            return Auth(username, known.key, sha256)
-        for key in self.credentials.keys(username, realm):
+            return Auth(username, known.key, sha256, known.issuer)
+        for issuer, key in self.credentials.keys(username, realm):
             if request.check_integrity(key):
-                return Auth(username, key, sha256)
+                return Auth(username, key, sha256, issuer)
         return self.challenge(request, 401, client_host, now)
 
     def challenge(self, request: Message, code: int, client_host: str, now: float) -> Message:

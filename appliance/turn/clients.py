@@ -58,13 +58,14 @@ class UdpClient:
 
 class StreamClient:
     """A client's TCP or TLS connection: a control connection that may hold an allocation,
-    or, after ConnectionBind, an RFC 6062 data connection spliced to a peer."""
+    or, after ConnectionBind, an RFC 6062 data connection spliced to a peer. One that holds
+    neither is closed at `expires`."""
 
-    __slots__ = ("transport", "local", "remote", "sink", "framer", "allocation", "connection", "closed")
+    __slots__ = ("transport", "local", "remote", "sink", "framer", "allocation", "connection", "closed", "expires")
     stream = True
     reply_addr = None
 
-    def __init__(self, transport: str, local: Address, remote: Any, sink: Any) -> None:
+    def __init__(self, transport: str, local: Address, remote: Any, sink: Any, expires: float) -> None:
         self.transport = transport
         self.local = local
         self.remote = remote
@@ -73,3 +74,4 @@ class StreamClient:
         self.allocation: Allocation | None = None
         self.connection: PeerConnection | None = None
         self.closed = False
+        self.expires = expires

@@ -4,25 +4,73 @@ The scheme coturn, eturnal and pion share (draft-uberti-behave-turn-rest): the
 username is "<expiry unix time>:<customIdentifier>" (or just "<expiry>"), and the
 password is base64(HMAC-SHA1(secret, username)). Several secrets allow rotation: the
 first signs, every one verifies.
+
+Credentials the API mints for a TURN key (`[[turn.keys]]`) are signed instead with a secret
+derived from a shared secret and the key, and their username carries a short tag of that
+secret: "<expiry>.<tag>:<customIdentifier>". The secret that verifies names the credential's
+*issuer* (a key's id, or "rest" for the shared secrets themselves), which quotas count by, and
+the tag picks that one secret, so that checking a request costs one try (one per shared secret
+for "rest") whatever the number of keys.
+
+A username is in force only until its expiry and no further than `max_ttl` ahead: a box never
+mints one for longer, so a 30-year username signed with a leaked secret is refused all the same.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 
 from appliance.stun import long_term_key
 
 from .deadlines import Deadlines
 
+# What the minting API accepts as a customIdentifier.
+MAX_IDENTIFIER = 256
+# Eleven digits reach the year 5138; int() of a longer run is slow and past 4,300 digits raises.
+MAX_EXPIRY_DIGITS = 11
+# Boxes of a cluster mint by their own clocks: an expiry this much past now + max_ttl is still theirs.
+CLOCK_SKEW = 60
+
+
+def valid_identifier(identifier: str) -> bool:
+    return len(identifier) <= MAX_IDENTIFIER and identifier.isprintable()
+
+
+# The issuer of credentials signed with a shared secret itself (config refuses it as a key id).
+REST = "rest"
+_TAG = re.compile(r"[0-9a-f]{8}")
+
+
+def split_username(username: str) -> tuple[int, str | None, str] | None:
+    """(expiry, issuer tag or None, customIdentifier) of a REST username, or None when it is not one."""
+    head, _, identifier = username.partition(":")
+    expiry, dot, tag = head.partition(".")
+    if not expiry.isascii() or not expiry.isdigit() or len(expiry) > MAX_EXPIRY_DIGITS:
+        return None
+    if dot and not _TAG.fullmatch(tag):
+        return None
+    return int(expiry), tag if dot else None, identifier
+
 
 def parse_username(username: str) -> tuple[int, str] | None:
     """(expiry, customIdentifier) of a REST username, or None when it is not one."""
-    expiry, _, identifier = username.partition(":")
-    if not expiry.isascii() or not expiry.isdigit():
-        return None
-    return int(expiry), identifier
+    parsed = split_username(username)
+    return None if parsed is None else (parsed[0], parsed[2])
+
+
+def key_secret(secret: str, key_id: str, token: str) -> str:
+    """The secret a TURN key's credentials are signed with: only the box (which holds both the
+    shared secret and the key's token) can derive it, so no key can pass for another."""
+    mac = hmac.new(secret.encode("utf-8"), f"turn key\0{key_id}\0{token}".encode("utf-8"), hashlib.sha256)
+    return base64.b64encode(mac.digest()).decode("ascii")
+
+
+def issuer_tag(secret: str) -> str:
+    """Eight hex digits that name a derived secret without giving it away."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()[:8]
 
 
 def rest_password(secret: str, username: str) -> str:
@@ -31,48 +79,93 @@ def rest_password(secret: str, username: str) -> str:
 
 
 class RestCredentials:
-    """Mints and checks REST credentials against a list of shared secrets."""
+    """Mints and checks REST credentials against a list of shared secrets and the TURN keys
+    (key id -> token) whose credentials are signed with secrets derived from them."""
 
-    def __init__(self, secrets: Sequence[str], max_ttl: int) -> None:
+    def __init__(self, secrets: Sequence[str], max_ttl: int, keys: Mapping[str, str] | None = None) -> None:
         self.secrets = tuple(secrets)
         self.max_ttl = max_ttl
+        self.issuers = (REST, *(keys or {}))
+        # Issuer -> (tag, secret) that signs: the first shared secret's. Tag -> (issuer, secret)
+        # pairs that verify, every shared secret's (None: untagged usernames, the shared secrets).
+        self._signers: dict[str, tuple[str | None, str]] = {}
+        self._verifiers: dict[str | None, list[tuple[str, str]]] = {None: [(REST, s) for s in self.secrets]}
+        if self.secrets:
+            self._signers[REST] = (None, self.secrets[0])
+        for key_id, token in (keys or {}).items():
+            for secret in self.secrets:
+                derived = key_secret(secret, key_id, token)
+                tag = issuer_tag(derived)
+                self._signers.setdefault(key_id, (tag, derived))
+                self._verifiers.setdefault(tag, []).append((key_id, derived))
 
-    def mint(self, now: float, ttl: int, identifier: str = "") -> tuple[str, str]:
-        """(username, credential) valid for `ttl` seconds, capped at `max_ttl`."""
+    def mint(self, now: float, ttl: int, identifier: str = "", issuer: str = REST) -> tuple[str, str]:
+        """(username, credential) of `issuer` valid for `ttl` seconds, capped at `max_ttl`."""
         if not self.secrets:
             raise ValueError("no TURN secret to sign credentials with")
         if ttl <= 0:
             raise ValueError("a credential's time to live must be positive")
+        if issuer not in self._signers:
+            raise ValueError(f"no TURN key {issuer!r} to sign credentials for")
+        tag, secret = self._signers[issuer]
         expiry = int(now) + min(ttl, self.max_ttl)
-        username = f"{expiry}:{identifier}" if identifier else str(expiry)
-        return username, rest_password(self.secrets[0], username)
+        head = str(expiry) if tag is None else f"{expiry}.{tag}"
+        username = f"{head}:{identifier}" if identifier else head
+        return username, rest_password(secret, username)
 
     def usable(self, username: str, now: float) -> bool:
-        """Whether `username` is a REST username that has not expired."""
+        """Whether `username` is a REST username in force: not expired, not beyond `max_ttl`."""
         parsed = parse_username(username)
-        return parsed is not None and parsed[0] > now
+        return parsed is not None and now < parsed[0] <= now + self.max_ttl + CLOCK_SKEW
 
-    def keys(self, username: str, realm: str) -> Iterator[bytes]:
-        """The long-term keys `username` may sign with: one for each secret."""
-        for secret in self.secrets:
-            yield long_term_key(username, realm, rest_password(secret, username))
+    def revocable(self, username: str, now: float) -> bool:
+        """Whether `username` is one the minting API could have returned, still in force."""
+        parsed = split_username(username)
+        return (parsed is not None and parsed[1] in self._verifiers and self.usable(username, now)
+                and valid_identifier(parsed[2]))
+
+    def keys(self, username: str, realm: str) -> Iterator[tuple[str, bytes]]:
+        """(issuer, long-term key) pairs `username` may sign with: one for each shared secret,
+        of the issuer its tag names."""
+        parsed = split_username(username)
+        for issuer, secret in self._verifiers.get(None if parsed is None else parsed[1], ()):
+            yield issuer, long_term_key(username, realm, rest_password(secret, username))
+
+
+class RevocationsFull(Exception):
+    """A box holds at most `capacity` revocations; each frees when its credential expires."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(
+            f"{capacity} revocations are held, the most this box keeps; they free as the credentials expire"
+        )
 
 
 class Revocations:
-    """Revoked usernames, each kept until its own expiry (after which it is refused anyway)."""
+    """Revoked usernames, each kept until its own expiry (after which it is refused anyway).
 
-    def __init__(self) -> None:
+    Only usernames the box could have minted are kept, so an entry's identifier is at most
+    `MAX_IDENTIFIER` characters and it lives at most `max_ttl`; past `capacity` entries `add` raises `RevocationsFull`
+    (dropping one would let a revoked credential work again).
+    """
+
+    def __init__(self, credentials: RestCredentials, capacity: int) -> None:
+        self.credentials = credentials
+        self.capacity = capacity
         self._expiry: dict[str, int] = {}
         self._deadlines: Deadlines[str] = Deadlines()
 
     def add(self, username: str, now: float) -> bool:
-        """Revoke `username`; False when it is no REST username or has already expired."""
-        parsed = parse_username(username)
-        if parsed is None or parsed[0] <= now:
+        """Revoke `username`; False when it is no credential this box could have minted, or has expired."""
+        if not self.credentials.revocable(username, now):
             return False
-        if username not in self._expiry:
-            self._expiry[username] = parsed[0]
-            self._deadlines.push(parsed[0], username)
+        if username in self._expiry:
+            return True
+        if len(self._expiry) >= self.capacity:
+            raise RevocationsFull(self.capacity)
+        expiry = parse_username(username)[0]
+        self._expiry[username] = expiry
+        self._deadlines.push(expiry, username)
         return True
 
     def __contains__(self, username: str) -> bool:

@@ -4,7 +4,10 @@ UDP (client listeners and relays) uses plain non-blocking sockets read from the 
 loop's reader callbacks: a datagram goes from `recvfrom` through one synchronous core call
 to `sendto`, with no transport object, task or await in between (ARCHITECTURE principle 4).
 TCP and TLS (clients, and RFC 6062 peer connections) use asyncio protocols: streams are
-not the hot path, and TLS needs asyncio's SSL layer.
+not the hot path. TLS runs over memory BIOs on an accepted TCP connection, so that the core
+counts and times a TLS client from accept: a handshake that never completes is bounded like
+any connection that holds nothing (the event loops' own TLS servers hand a connection over
+only once its handshake is done).
 """
 from __future__ import annotations
 
@@ -69,6 +72,70 @@ class StreamSink:
 
     def close(self) -> None:
         self.transport.close()
+
+
+class _TlsSession:
+    """Server-side TLS over a pair of memory BIOs: ciphertext in, plaintext out, and back."""
+
+    __slots__ = ("_incoming", "_outgoing", "_tls", "_established")
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._established = False
+
+    def receive(self, data: bytes) -> bytes:
+        """Take ciphertext from the client; the plaintext it completes. Raises ssl.SSLError on a
+        bad handshake or record, ssl.SSLZeroReturnError when the client closes TLS."""
+        self._incoming.write(data)
+        if not self._established:
+            try:
+                self._tls.do_handshake()
+            except ssl.SSLWantReadError:
+                return b""
+            self._established = True
+        chunks = []
+        while True:
+            try:
+                chunk = self._tls.read(RECV_SIZE)
+            except ssl.SSLWantReadError:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def send(self, data: bytes) -> None:
+        self._tls.write(data)
+
+    def close(self) -> None:
+        try:
+            self._tls.unwrap()  # queues close_notify; the client's answer is not waited for
+        except ssl.SSLError:
+            pass
+
+    def ciphertext(self) -> bytes:
+        """What is to be written to the connection."""
+        return self._outgoing.read()
+
+
+class TlsSink(StreamSink):
+    """A client's TLS connection: the core's bytes are encrypted on the way out."""
+
+    __slots__ = ("tls",)
+
+    def __init__(self, transport: asyncio.Transport, tls: _TlsSession) -> None:
+        super().__init__(transport)
+        self.tls = tls
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        if not self.transport.is_closing():
+            self.tls.send(data)
+            super().sendto(self.tls.ciphertext())
+
+    def close(self) -> None:
+        if not self.transport.is_closing():
+            self.tls.close()
+            self.transport.write(self.tls.ciphertext())
+        super().close()
 
 
 class TurnIO:
@@ -142,7 +209,7 @@ class TurnIO:
 
     async def open_stream_listener(self, transport: str, host: str, port: int, tls: ssl.SSLContext | None) -> None:
         server = await self.loop.create_server(
-            lambda: _ClientStream(self, transport), host, port, ssl=tls, reuse_address=True,
+            lambda: _ClientStream(self, transport, tls), host, port, reuse_address=True,
             family=socket.AF_INET6 if ":" in host else socket.AF_INET,
         )
         self._servers.append(server)
@@ -286,26 +353,55 @@ class TurnIO:
 class _ClientStream(asyncio.Protocol):
     """A client's TCP or TLS connection to a TURN listener."""
 
-    def __init__(self, io: TurnIO, transport_name: str) -> None:
+    def __init__(self, io: TurnIO, transport_name: str, context: ssl.SSLContext | None) -> None:
         self.io = io
         self.transport_name = transport_name
+        self.context = context
+        self.transport: asyncio.Transport | None = None
+        self.tls: _TlsSession | None = None
         self.stream = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         local = transport.get_extra_info("sockname")
         remote = transport.get_extra_info("peername")
-        self.stream = self.io.core.stream_opened(self.transport_name, local[:2], remote, StreamSink(transport))
+        if self.context is None:
+            sink = StreamSink(transport)
+        else:
+            self.tls = _TlsSession(self.context)
+            sink = TlsSink(transport, self.tls)
+        self.stream = self.io.core.stream_opened(self.transport_name, local[:2], remote, sink, time.time())
+        if self.stream is None:  # over max_streams
+            transport.abort()
+            return
+        self.io.flush()  # arms the core's timer, which closes the connection if it never allocates
 
     def data_received(self, data: bytes) -> None:
+        if self.stream is None:
+            return
+        if self.tls is not None:
+            try:
+                data = self.tls.receive(data)
+            except ssl.SSLError as e:  # a bad handshake or record, or the client's close_notify
+                log.debug("TLS connection ended", peer=str(self.transport.get_extra_info("peername")), reason=str(e))
+                data = None
+            handshake = self.tls.ciphertext()  # handshake records, or the alert before closing
+            if handshake:
+                self.transport.write(handshake)
+            if data is None:
+                self.transport.close()
+            if not data:
+                return
         self.io.core.stream_received(self.stream, data, time.time())
         self.io.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.stream is not None:
             self.io.core.stream_closed(self.stream, time.time())
+            self.stream = None
             self.io.flush()
 
 

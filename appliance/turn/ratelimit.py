@@ -1,10 +1,12 @@
-"""Token buckets for per-allocation limits: packets/s and bytes/s on the relay path,
-new peers/s on the control path. Over a limit the packet is dropped, never an error.
+"""The relay budget of an allocation: packets/s and bytes/s on the relay path (new peers/s use
+appliance.buckets). Over a limit the packet is dropped, never an error.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from ..buckets import accrued
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +56,8 @@ class RelayBudget:
         limits = self.limits
         elapsed = max(0.0, now - self.refilled_at)
         self.refilled_at = now
-        packets = min(limits.packet_burst, self.packet_tokens + 1 + _accrued(elapsed, limits.packets_per_second)) - 1
-        octets = min(limits.byte_burst, self.byte_tokens + size + _accrued(elapsed, limits.bytes_per_second)) - size
+        packets = min(limits.packet_burst, self.packet_tokens + 1 + accrued(elapsed, limits.packets_per_second)) - 1
+        octets = min(limits.byte_burst, self.byte_tokens + size + accrued(elapsed, limits.bytes_per_second)) - size
         if packets < 0 or octets < 0:
             self.packet_tokens = packets + 1
             self.byte_tokens = octets + size
@@ -63,34 +65,3 @@ class RelayBudget:
         self.packet_tokens = packets
         self.byte_tokens = octets
         return True
-
-
-class TokenBucket:
-    """A plain token bucket for the control path (new peers per second)."""
-
-    __slots__ = ("rate", "burst", "tokens", "stamp")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.stamp = now
-
-    def take(self, amount: float, now: float) -> bool:
-        tokens = min(self.burst, self.tokens + _accrued(max(0.0, now - self.stamp), self.rate))
-        self.stamp = now
-        if tokens < amount:
-            self.tokens = tokens
-            return False
-        self.tokens = tokens - amount
-        return True
-
-
-def _accrued(elapsed: float, rate: float) -> float:
-    # 0 * inf is nan; no time passed means nothing accrued, whatever the rate.
-    return elapsed * rate if elapsed else 0.0
-
-
-def unlimited(rate: float) -> float:
-    """Config's 0 ("no limit") as the infinite rate the buckets understand."""
-    return math.inf if rate <= 0 else rate

@@ -40,7 +40,8 @@ from .indications import pack_data, read_send, xor_peer_address
 from .nonce import Nonces
 from .policy import PeerPolicy
 from .ports import RelayPorts
-from .ratelimit import TokenBucket, unlimited
+from .quotas import IssuerQuotas
+from ..buckets import TokenBucket, unlimited
 from .settings import TurnSettings
 from .shell import CloseRelay, CloseStream, ConnectToPeer, Event, RelayBinder
 from .usage import Usage, UsageBook
@@ -65,6 +66,8 @@ class Counters:
     rate_limited: int = 0  # over an allocation's packets/s or bits/s
     peers_limited: int = 0  # over an allocation's new peers/s
     auth_failures: int = 0  # signed requests refused with 401
+    streams_refused: int = 0  # TCP/TLS connections refused over max_streams
+    idle_streams: int = 0  # TCP/TLS connections closed for holding no allocation past stream_idle_timeout
 
 
 class _Refused(Exception):
@@ -96,10 +99,12 @@ class TurnServer:
         self.credentials = credentials
         self.policy = policy
         self.binder = binder
-        self.revocations = Revocations()
+        self.revocations = Revocations(credentials, settings.max_revocations)
         self.auth = Authenticator(settings.realm, credentials, self.revocations,
                                   Nonces(settings.nonce_lifetime, nonce_key))
         self.ports = RelayPorts(*settings.relay_ports)
+        first, last = settings.relay_ports
+        self.quotas = IssuerQuotas(last - first + 1, settings.issuer_reserve, dict(settings.issuer_quotas))
         self.usage_book = UsageBook(settings.usage_retention)
         self.counters = Counters()
         self._relay_address = {family_of(address): address for address in settings.relay_addresses}
@@ -109,6 +114,8 @@ class TurnServer:
         self._by_username: dict[str, set[Allocation]] = {}
         self._relays: dict[int, Allocation] = {}
         self._connections: dict[int, PeerConnection] = {}
+        # Client TCP/TLS connections from accept until the shell reports them closed.
+        self._streams: set[StreamClient] = set()
         self._deadlines: Deadlines[Any] = Deadlines()
         self._out: list[tuple[bytes, Any, Any]] = []
         self._events: deque[Event] = deque()
@@ -127,6 +134,7 @@ class TurnServer:
             Permission: self._expire_permission,
             Channel: self._expire_channel,
             PeerConnection: self._expire_connection,
+            StreamClient: self._expire_stream,
         }
 
     @classmethod
@@ -136,7 +144,7 @@ class TurnServer:
         own_addresses = [turn.relay_address, *(listener.endpoint.host for listener in turn.listen), *own]
         return cls(
             TurnSettings.from_config(turn),
-            RestCredentials(turn.secrets, turn.credential_max_ttl),
+            RestCredentials(turn.secrets, turn.credential_max_ttl, {key.id: key.token for key in turn.keys}),
             PeerPolicy(turn.allow_peers, own_addresses),
             binder,
         )
@@ -174,13 +182,30 @@ class TurnServer:
         """Register a UDP listening socket; pass the result to `from_client`."""
         return UdpListener(address, sink)
 
-    def stream_opened(self, transport: str, local: tuple[str, int], remote: Any, sink: Any) -> StreamClient:
-        """Register an accepted TCP or TLS client connection; pass the result to `stream_received`."""
-        return StreamClient(transport, local, remote, sink)
+    @property
+    def streams(self) -> int:
+        """Client TCP/TLS connections open now."""
+        return len(self._streams)
+
+    def stream_opened(self, transport: str, local: tuple[str, int], remote: Any, sink: Any,
+                      now: float) -> StreamClient | None:
+        """Register an accepted TCP or TLS client connection (for TLS, before its handshake);
+        pass the result to `stream_received`. None: over `max_streams`, close it at once."""
+        if len(self._streams) >= self.settings.max_streams:
+            self.counters.streams_refused += 1
+            return None
+        stream = StreamClient(transport, local, remote, sink, now + self.settings.stream_idle_timeout)
+        self._streams.add(stream)
+        self._deadlines.push(stream.expires, stream)
+        return stream
 
     def stream_closed(self, stream: StreamClient, now: float) -> None:
         """The shell saw the client connection close: its allocation (RFC 8656 2.1: the
         5-tuple is gone) or its spliced peer connection goes with it."""
+        self._streams.discard(stream)
+        self._end_stream(stream, now)
+
+    def _end_stream(self, stream: StreamClient, now: float) -> None:
         if stream.closed:
             return
         stream.closed = True
@@ -307,7 +332,7 @@ class TurnServer:
         except StunError:
             self.counters.malformed += 1
             self._events.append(CloseStream(stream.sink))
-            self.stream_closed(stream, now)
+            self._end_stream(stream, now)
 
     def _stream_frame(self, stream: StreamClient, frame: bytes, now: float) -> None:
         first = frame[0]
@@ -501,7 +526,12 @@ class TurnServer:
             self._out.append((cached[1], client.reply_addr, client.sink))  # a retransmission
             return
         plan = self._plan(client, request)
+        quotas = self.quotas
         if len(self._by_username.get(auth.username, ())) >= self.settings.user_quota:
+            quotas.refuse(auth.issuer, "user")
+            raise _Refused(486)
+        if not quotas.admits(auth.issuer):
+            quotas.refuse(auth.issuer, "issuer")
             raise _Refused(486)
         relays, extra = self._open_relays(plan, now)
         lifetime = self._lifetime(request.get(Attr.LIFETIME))
@@ -516,6 +546,7 @@ class TurnServer:
         client.allocation = allocation
         self._allocations[allocation.id] = allocation
         self._by_username.setdefault(auth.username, set()).add(allocation)
+        quotas.take(auth.issuer)
         self.usage_book.started(identifier)
         self._deadlines.push(allocation.expires, allocation)
         response = request.success(
@@ -759,6 +790,16 @@ class TurnServer:
             del allocation.channels[channel.number]
             del allocation.peer_channels[channel.peer]
 
+    def _expire_stream(self, stream: StreamClient, now: float) -> None:
+        # A connection that holds nothing costs a file and memory: it gets a short time to
+        # allocate (RFC 6062 gives an unbound peer connection 30 s), and again once its allocation ends.
+        if stream.closed or stream.allocation is not None or stream.connection is not None:
+            return
+        if not self._extended(stream, now):
+            self.counters.idle_streams += 1
+            self._events.append(CloseStream(stream.sink))
+            self._end_stream(stream, now)
+
     def _expire_connection(self, connection: PeerConnection, now: float) -> None:
         if self._connections.get(connection.id) is not connection or self._extended(connection, now):
             return
@@ -766,9 +807,11 @@ class TurnServer:
             self._answer_connect(connection, connection.request.error(447))
         self._forget_connection(connection)
 
-    def revoke(self, username: str, now: float) -> int:
-        """Refuse `username` from now on and end its allocations; how many ended."""
-        self.revocations.add(username, now)
+    def revoke(self, username: str, now: float) -> int | None:
+        """Refuse `username` from now on and end its allocations; how many ended, or None when it is
+        no credential this box could have minted (or it has expired). Raises `RevocationsFull`."""
+        if not self.revocations.add(username, now):
+            return None
         ended = list(self._by_username.get(username, ()))
         for allocation in ended:
             self._delete(allocation, now)
@@ -776,7 +819,11 @@ class TurnServer:
 
     def _delete(self, allocation: Allocation, now: float) -> None:
         allocation.alive = False
-        allocation.client.allocation = None
+        client = allocation.client
+        client.allocation = None
+        if client.stream and not client.closed:
+            client.expires = now + self.settings.stream_idle_timeout
+            self._deadlines.push(client.expires, client)
         for relay in allocation.relays:
             del self._relays[relay.id]
             self.ports.release(relay.address, relay.protocol, relay.port)
@@ -792,4 +839,5 @@ class TurnServer:
         same_user.discard(allocation)
         if not same_user:
             del self._by_username[allocation.username]
+        self.quotas.release(allocation.auth.issuer)
         self.usage_book.ended(allocation.identifier, allocation.usage(now), now)

@@ -3,19 +3,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import ssl
 import time
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ..logs import get_logger
-from ..service import StartError
+from ..service import StartError, banner_secret
+from .credentials import REST, RevocationsFull, parse_username
 from .io import TurnIO
+from .revocation_store import RevocationFile, RevocationStore
 from .server import TurnServer
+from .usage import top_identifiers
 
 log = get_logger("turn")
 
-# Usage per customIdentifier (Cloudflare's TURN analytics dimension), from the core's usage book.
+# Usage per customIdentifier (Cloudflare's TURN analytics dimension), from the core's usage book:
+# the top `[turn] metrics_identifiers` of them, the rest summed as identifier="other".
 USAGE_METRICS = {
     "allocations": "Allocations made, by customIdentifier.",
     "seconds": "Allocation time used, by customIdentifier.",
@@ -46,6 +51,9 @@ class TurnService:
         self.config = box.config.turn
         self.core: TurnServer | None = None
         self.io: TurnIO | None = None
+        self.revocation_store: RevocationStore = RevocationFile(
+            os.path.join(box.config.node.state_dir, "turn-revocations.jsonl")
+        )
         box.registry.register(_TurnCollector(self))
 
     def _own_addresses(self) -> list:
@@ -58,6 +66,8 @@ class TurnService:
         self.io = TurnIO(asyncio.get_running_loop())
         self.core = TurnServer.from_config(self.config, self.io, own=self._own_addresses())
         self.io.core = self.core
+        # Before any listener opens: no request may slip in ahead of a revocation.
+        await self._restore_revocations()
         tls = None
         for index, listener in enumerate(self.config.listen):
             host, port = str(listener.endpoint.host), listener.endpoint.port
@@ -87,26 +97,47 @@ class TurnService:
         api = f"http://{self.box.config.api.listen}"
         for key in self.config.keys:
             lines.append(
-                f"TURN key   id {key.id}  token {key.token}  "
+                f"TURN key   id {key.id}  token {banner_secret(key.token, self.box.config.api.print_secrets)}  "
                 f"(POST {api}/v1/turn/keys/{key.id}/credentials/generate-ice-servers)"
             )
         return lines
 
     # --- what the credentials API asks ---------------------------------------------------------
 
-    def mint(self, ttl: int, identifier: str) -> tuple[str, str]:
-        return self.core.credentials.mint(time.time(), ttl, identifier)
+    def mint(self, ttl: int, identifier: str, issuer: str = REST) -> tuple[str, str]:
+        """A credential of `issuer` (a TURN key's id): its allocations count toward that issuer's quota."""
+        return self.core.credentials.mint(time.time(), ttl, identifier, issuer)
 
-    def revoke(self, username: str) -> bool:
-        """Refuse `username` from now on and end its allocations; False when it is no
-        credential this box could have minted, or one that has expired anyway."""
-        now = time.time()
-        if not self.core.credentials.usable(username, now):
+    async def revoke(self, username: str) -> bool:
+        """Refuse `username` from now on and end its allocations, and keep that across restarts;
+        False when it is no credential this box could have minted, or one that has expired anyway.
+        Raises `RevocationsFull`."""
+        ended = self.core.revoke(username, time.time())
+        if ended is None:
             return False
-        ended = self.core.revoke(username, now)
         self.io.flush()
         log.info("credential revoked", username=username, allocations_ended=ended)
+        try:
+            # Shielded: a client that hangs up does not cut the write short.
+            await asyncio.shield(self.revocation_store.add(username, parse_username(username)[0]))
+        except OSError as e:
+            log.error("revocation not saved: the credential works again after a restart", username=username,
+                      reason=str(e))
         return True
+
+    async def _restore_revocations(self) -> None:
+        kept = await self.revocation_store.load()
+        now = time.time()
+        restored = 0
+        for username in kept:
+            try:
+                # The checks of a new revocation: entries expired since (or malformed) are dropped.
+                restored += self.core.revoke(username, now) is not None
+            except RevocationsFull as e:
+                log.error("revocations not all restored", restored=restored, reason=str(e))
+                return
+        if kept:
+            log.info("revocations restored", restored=restored, dropped=len(kept) - restored)
 
 
 class _TurnCollector:
@@ -131,11 +162,32 @@ class _TurnCollector:
         for field in dataclasses.fields(core.counters):
             dropped.add_metric([field.name], getattr(core.counters, field.name))
         yield dropped
+        revocations = GaugeMetricFamily("edgecall_turn_revocations", "Revoked credentials held, each until it expires.")
+        revocations.add_metric([], len(core.revocations))
+        yield revocations
+        streams = GaugeMetricFamily("edgecall_turn_streams", "TCP/TLS client connections now (max_streams caps them).")
+        streams.add_metric([], core.streams)
+        yield streams
+        # Issuers are the config's TURN keys and "rest": a bounded label set.
+        held = GaugeMetricFamily("edgecall_turn_issuer_allocations", "TURN allocations now, by credential issuer.",
+                                 labels=["issuer"])
+        for issuer in core.credentials.issuers:
+            held.add_metric([issuer], core.quotas.held.get(issuer, 0))
+        yield held
+        refused = CounterMetricFamily(
+            "edgecall_turn_quota_refused", "Allocate requests refused with 486, by credential issuer and the quota "
+            "reached (user: user_quota; issuer: the issuer's quota or reserve).", labels=["issuer", "quota"],
+        )
+        for issuer in core.credentials.issuers:
+            for quota in ("user", "issuer"):
+                refused.add_metric([issuer, quota], core.quotas.refused.get((issuer, quota), 0))
+        yield refused
         families = {
             name: CounterMetricFamily(f"edgecall_turn_{name}", help_text, labels=["identifier"])
             for name, help_text in USAGE_METRICS.items()
         }
-        for identifier, usage in core.usage_by_identifier(time.time()).items():
+        top = top_identifiers(core.usage_by_identifier(time.time()), self.service.config.metrics_identifiers)
+        for identifier, usage in top.items():
             for name, family in families.items():
                 family.add_metric([identifier], getattr(usage, name))
         yield from families.values()

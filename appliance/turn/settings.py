@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 from appliance.config import TurnConfig
 
-from .ratelimit import RelayLimits, unlimited
+from .credentials import REST
+from ..buckets import unlimited
+from .ratelimit import RelayLimits
 
 _CONFIG = TurnConfig()
 
@@ -23,6 +25,11 @@ class TurnSettings:
     max_lifetime: float = _CONFIG.max_lifetime
     nonce_lifetime: float = _CONFIG.nonce_lifetime
     user_quota: int = _CONFIG.user_quota
+    # (issuer, quota) for the issuers given one; every issuer is also held to the relay ports less the reserve.
+    issuer_quotas: tuple[tuple[str, int], ...] = ()
+    issuer_reserve: float = _CONFIG.issuer_reserve
+    stream_idle_timeout: float = _CONFIG.stream_idle_timeout
+    max_streams: int = _CONFIG.max_streams
     max_peers: int = _CONFIG.max_peers
     # 0 means no limit (benchmarks).
     packets_per_second: float = _CONFIG.rate_limit_pps
@@ -30,6 +37,7 @@ class TurnSettings:
     new_peers_per_second: float = _CONFIG.new_peers_per_second
     new_peer_burst: int = _CONFIG.new_peer_burst
     usage_retention: float = _CONFIG.usage_retention
+    max_revocations: int = _CONFIG.max_revocations
 
     software: str = "Edgecall"
     # RFC 8656: allocations default to 10 minutes, permissions last 300 s, channels 600 s.
@@ -57,10 +65,16 @@ class TurnSettings:
             max_lifetime=turn.max_lifetime,
             nonce_lifetime=turn.nonce_lifetime,
             user_quota=turn.user_quota,
+            issuer_quotas=tuple((key.id, key.quota) for key in turn.keys if key.quota is not None)
+            + (((REST, turn.rest_quota),) if turn.rest_quota is not None else ()),
+            issuer_reserve=turn.issuer_reserve,
+            stream_idle_timeout=turn.stream_idle_timeout,
+            max_streams=turn.max_streams,
             max_peers=turn.max_peers,
             packets_per_second=turn.rate_limit_pps,
             bits_per_second=turn.rate_limit_bps,
             new_peers_per_second=turn.new_peers_per_second,
             new_peer_burst=turn.new_peer_burst,
             usage_retention=turn.usage_retention,
+            max_revocations=turn.max_revocations,
         )

@@ -7,9 +7,13 @@ DATA payloads), in the client's direction of view: from_client is relayed to pee
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, fields
 
 from .deadlines import Deadlines
+
+# The label of the series that sums every identifier outside the top N.
+OTHER = "other"
 
 
 @dataclass(slots=True)
@@ -71,3 +75,21 @@ class UsageBook:
     def __len__(self) -> int:
         """Identifiers with ended totals still kept."""
         return len(self._ended)
+
+
+def top_identifiers(totals: dict[str, Usage], count: int) -> dict[str, Usage]:
+    """The `count` identifiers that relayed the most (then held allocations longest) as they are, and
+    every other one summed under `OTHER`, so each metric has at most count + 1 series and its sum
+    holds. An identifier named "other" is summed there too rather than making a second such series."""
+    ranked = heapq.nlargest(count, (i for i in totals if i != OTHER), key=lambda i: (_weight(totals[i]), i))
+    top = {identifier: totals[identifier] for identifier in ranked}
+    other = Usage()
+    for identifier, usage in totals.items():
+        if identifier not in top:
+            other.add(usage)
+    top[OTHER] = other
+    return top
+
+
+def _weight(usage: Usage) -> tuple[int, float, int]:
+    return usage.bytes_from_client + usage.bytes_to_client, usage.seconds, usage.allocations

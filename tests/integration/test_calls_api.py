@@ -9,7 +9,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
+from appliance.api.body import MAX_BODY_BYTES
+from appliance.sfu import sdp
 from tests.lab.appliance import request
+from tests.unit.sfu import test_offer_limits as limits
 
 
 class Api:
@@ -255,3 +258,31 @@ def test_a_renegotiation_waits_for_the_first_connection_then_425(api):
     status, error = api("POST", f"/sessions/{sid}/tracks/new",
                         {"tracks": [{"location": "remote", "sessionId": sid, "trackName": "a"}]})
     assert status == 425 and error["errorCode"] == "session_error"
+
+
+def test_an_offer_past_the_limits_gets_400_naming_it_and_the_largest_is_accepted(api):
+    """Issue 12: one offer of 28,000 tiny m-sections held the box for a minute."""
+    api, box = api
+    sid = api("POST", "/sessions/new")[1]["sessionId"]
+    attack = limits.offer(limits.tiny(10_000))
+    status, error = api("POST", f"/sessions/{sid}/tracks/new",
+                        {"sessionDescription": {"type": "offer", "sdp": attack}, "tracks": [], "autoDiscover": True})
+    assert status == 400 and error["errorCode"] == "invalid_params", error
+    assert f"at most {sdp.MAX_SECTIONS} (MAX_SECTIONS)" in error["errorDescription"]
+    status, error = api("POST", "/sessions/new", {"sessionDescription": {"type": "offer", "sdp": attack}})
+    assert status == 400 and error["errorCode"] == "invalid_params"
+
+    sections = [limits.audio(str(n), ssrc=1000 + n) for n in range(sdp.MAX_SECTIONS)]
+    largest = limits.padded(sections, sdp.MAX_SDP_BYTES)
+    status, error = api("POST", f"/sessions/{sid}/tracks/new",
+                        {"sessionDescription": {"type": "offer", "sdp": largest + "a=x\r\n"}, "tracks": []})
+    assert status == 400 and error["errorCode"] == "payload_too_large"
+    assert f"at most {sdp.MAX_SDP_BYTES} bytes" in error["errorDescription"]
+    status, raw = request("POST", api.base + f"/sessions/{sid}/tracks/new", b" " * (MAX_BODY_BYTES + 1), api.headers)
+    error = json.loads(raw)
+    assert status == 413 and error["errorCode"] == "payload_too_large" and str(MAX_BODY_BYTES) in error["errorDescription"]
+
+    status, pushed = api("POST", f"/sessions/{sid}/tracks/new",
+                         {"sessionDescription": {"type": "offer", "sdp": largest}, "tracks": [], "autoDiscover": True})
+    assert status == 200 and len(pushed["tracks"]) == sdp.MAX_SECTIONS
+    assert not any("errorCode" in t for t in pushed["tracks"])

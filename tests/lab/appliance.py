@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tomllib
@@ -20,6 +21,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 APPLIANCE = [sys.executable, "-m", "appliance"]
 START_DEADLINE = 30.0
+# What test boxes keep across restarts (TURN revocations): never the real /var/lib/edgecall.
+STATE_DIR = os.path.join(tempfile.gettempdir(), "edgecall-test-state")
 
 
 def free_port(*protocols: str) -> int:
@@ -57,6 +60,7 @@ def box_config(api: int, media: int, turn: int, extra: str = "") -> str:
     return f"""
 [node]
 id = "test-box"
+state_dir = "{STATE_DIR}"
 
 [api]
 listen = "127.0.0.1:{api}"

@@ -94,3 +94,30 @@ class TurnUdpClient:
 
     def allocate(self) -> Message:
         return self.request(Method.ALLOCATE, (Attr.REQUESTED_TRANSPORT, TRANSPORT_UDP))
+
+
+def allocate_over_tcp(server: tuple[str, int], username: str, password: str, realm: str = "edgecall") -> Message:
+    """One UDP-relay Allocate over a new TCP connection (answering the 401 challenge); the answer."""
+    with socket.create_connection(server, timeout=10) as sock:
+        request = Message(Method.ALLOCATE, Class.REQUEST, None, [(Attr.REQUESTED_TRANSPORT, TRANSPORT_UDP)])
+        sock.sendall(request.encode())
+        challenge = _read_message(sock)
+        signed = Message(Method.ALLOCATE, Class.REQUEST, None, [(Attr.REQUESTED_TRANSPORT, TRANSPORT_UDP)])
+        signed.add(Attr.USERNAME, username).add(Attr.REALM, realm).add(Attr.NONCE, challenge.get(Attr.NONCE))
+        sock.sendall(signed.encode(long_term_key(username, realm, password)))
+        return _read_message(sock)
+
+
+def _read_message(sock: socket.socket) -> Message:
+    head = _read_exactly(sock, 20)
+    return Message.parse(head + _read_exactly(sock, int.from_bytes(head[2:4], "big")))
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        data += chunk
+    return data

@@ -76,16 +76,16 @@ async def test_metrics_is_prometheus_text(client):
 
 @pytest.mark.parametrize("prefix", ["/v1/apps", "/apps"])
 async def test_app_paths_need_the_apps_own_bearer_secret(client, prefix):
-    path = f"{prefix}/app-a/no-such-endpoint"
+    path = f"{prefix}/app-a/sessions/s1"
     cases = [
         ({}, 401, "unauthorized"),
         ({"Authorization": "Bearer wrong"}, 401, "unauthorized"),
         ({"Authorization": "Bearer secret-b"}, 401, "unauthorized"),  # another app's secret
         ({"Authorization": "Basic secret-a"}, 401, "unauthorized"),
-        ({"Authorization": "Bearer secret-a"}, 404, "not_found"),  # authorized; the endpoint is not here
+        ({"Authorization": "Bearer secret-a"}, 503, "temporarily_unavailable_error"),  # authorized; no SFU here
     ]
     for headers, status, code in cases:
-        res = await client.post(path, headers=headers)
+        res = await client.get(path, headers=headers)
         assert res.status == status, headers
         assert (await res.json())["errorCode"] == code
 

@@ -1,14 +1,17 @@
 """render_bird_conf: what it writes, checked by reading it and by BIRD's own parser (`bird -p`)."""
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from appliance.config import parse_config
+from appliance.config import ConfigError, NodeConfig, parse_config
 from netconfig.bird_conf import render_announcement, render_bird_conf
 
 BGP = """
@@ -176,14 +179,33 @@ def test_no_bgp_table_is_refused():
     [
         ('"say \\"hi\\""', "cannot quote"),
         ('"line\\nbreak"', "cannot quote"),
+        ('"nul\\u0000"', "cannot quote"),
         ('""', "non-empty"),
         ('"' + "x" * 81 + '"', "at most 80 bytes"),
     ],
-    ids=["double-quote", "newline", "empty", "too-long"],
+    ids=["double-quote", "newline", "nul", "empty", "too-long"],
 )
 def test_passwords_bird_cannot_take_are_refused(password, message):
+    """By the config, with the key and line; and by the renderer, for a Config built in code."""
+    text = with_neighbor(f"password = {password}\n")
+    with pytest.raises(ConfigError, match=rf"test\.toml:{text.count(chr(10))}: bgp\.neighbors\[0\]\.password: .*{message}"):
+        parse_config(text, "test.toml")
+    config = parse_config(with_neighbor('password = "ok"\n'), "test.toml")
+    neighbor = dataclasses.replace(config.bgp.neighbors[0], password=tomllib.loads(f"p = {password}")["p"])
     with pytest.raises(ValueError, match=rf"bgp\.neighbors\[0\]\.password: .*{message}"):
-        render(with_neighbor(f"password = {password}\n"))
+        render_bird_conf(dataclasses.replace(config, bgp=dataclasses.replace(config.bgp, neighbors=(neighbor,))))
+
+
+def test_every_string_from_the_configuration_is_quoted_or_refused():
+    # The config refuses such ids; the renderer must not rely on it (a Config is also built in code).
+    config = parse_config(IPV4_ONLY, "test.toml")
+    assert render_bird_conf(config).startswith('# Rendered by Edgecall for node "ams-1" from')
+    for evil in ('x"; } protocol static evil {', "x\nprotocol static evil {", "x\x00"):
+        with pytest.raises(ValueError, match=r"node\.id: BIRD cannot quote"):
+            render_bird_conf(dataclasses.replace(config, node=NodeConfig(evil)))
+    bird_dir = dataclasses.replace(config.announce, bird_dir='/run/x"; include "/etc/shadow')
+    with pytest.raises(ValueError, match=r"announce\.bird_dir: BIRD cannot quote"):
+        render_bird_conf(dataclasses.replace(config, announce=bird_dir))
 
 
 def test_link_local_neighbor_without_interface_is_refused():
@@ -222,3 +244,13 @@ def test_bird_parses_the_golden_files(sample, tmp_path):
     (tmp_path / "bird.conf.main").write_text(main)
     result = subprocess.run(["bird", "-p", "-c", str(tmp_path / "bird.conf.main")], capture_output=True, text=True, timeout=10)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("key, toml", [
+    ("bgp.neighbors[0].password", '[[bgp.neighbors]]\naddress = "192.0.2.1"\nasn = 65000\npassword = "a\\"; }"\n'),
+    ("announce.bird_dir", '[announce]\nbird_dir = "/run/x\\"y"\n'),
+])
+def test_strings_bird_cannot_quote_are_refused_in_the_config_with_key_and_line(key, toml):
+    text = BGP + toml
+    with pytest.raises(ConfigError, match=rf"test\.toml:{text.count(chr(10))}: {re.escape(key)}: BIRD cannot quote"):
+        parse_config(text, "test.toml")

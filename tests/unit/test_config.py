@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 
 from appliance.cli import main
 from appliance.config import ConfigError, Endpoint, PortRange, load_config, parse_config
-from appliance.config.values import Invalid, Listener
+from appliance.config.values import Invalid, Listener, parse_id
 
 GOOD = textwrap.dedent(
     """
@@ -217,6 +217,50 @@ def test_duplicates_and_keys_without_a_signing_secret():
     ]
 
 
+def test_ids_outside_the_safe_alphabet_are_refused_with_key_and_line():
+    # An id reaches bird.conf, URL paths and interface names: '"; }' or a line break would inject into them.
+    lines = problems(
+        """\
+        [node]
+        id = "x\\"; } protocol static evil {"
+        [[apps]]
+        id = "a\\nb"
+        secret = "s"
+        [[turn.keys]]
+        id = "../k"
+        token = "t"
+        [turn]
+        secrets = ["s"]
+        [backbone]
+        underlay = "198.51.100.1"
+        overlay = "192.0.2.129/25"
+        [[backbone.peers]]
+        node = ["b"]
+        underlay = "198.51.100.2"
+        overlay = "192.0.2.130"
+        relay_ports = "50000-50999"
+        """
+    )
+    expected = "expected an id of 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit, found"
+    assert lines == [
+        f'box.toml:2: node.id: {expected} "x\\"; }} protocol static evil {{"',
+        f'box.toml:4: apps[0].id: {expected} "a\\nb"',
+        f'box.toml:7: turn.keys[0].id: {expected} "../k"',
+        f"box.toml:15: backbone.peers[0].node: {expected} an array",
+    ]
+
+
+@pytest.mark.parametrize("text", ["a", "ams-1", "demo-key", "Edge_1.eu", "0" * 63])
+def test_ids_in_the_safe_alphabet_are_kept(text):
+    assert parse_config(f'[node]\nid = "{text}"\n', "box.toml").node.id == text
+
+
+@pytest.mark.parametrize("text", ["", "-a", ".a", "a b", "a/b", "a%2Fb", "é", "0" * 64, "a\x00"])
+def test_ids_outside_the_safe_alphabet(text):
+    with pytest.raises(Invalid):
+        parse_id(text)
+
+
 def test_an_unreadable_file_is_a_problem_not_a_crash(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(str(tmp_path / "nope.toml"))
@@ -272,3 +316,71 @@ def test_the_media_port_on_several_addresses():
     assert line == "box.toml:2: sfu.udp[1]: udp port 127.0.0.1:3479 clashes with sfu.udp[0] (127.0.0.1:3479)"
     (line,) = problems('[sfu]\nudp = []\n')
     assert line.startswith("box.toml:2: sfu.udp: expected host:port, or a non-empty array of them")
+
+
+def test_state_dir_and_the_turn_bounds_are_checked():
+    lines = problems(
+        """\
+        [node]
+        state_dir = "var/lib/edgecall"
+        [turn]
+        max_revocations = 0
+        metrics_identifiers = -1
+        """
+    )
+    assert lines == [
+        'box.toml:2: node.state_dir: expected an absolute path, found "var/lib/edgecall"',
+        "box.toml:4: turn.max_revocations: expected a positive integer, found 0",
+        "box.toml:5: turn.metrics_identifiers: expected an integer, 0 or more, found -1",
+    ]
+
+
+def test_an_empty_metrics_token_is_refused():
+    assert problems('[api]\nmetrics_token = ""\n') == [
+        'box.toml:2: api.metrics_token: expected a non-empty token, found "" (leave the key out for an open /metrics)'
+    ]
+
+
+def test_the_embedded_default_keeps_state_where_its_user_can_write(monkeypatch, tmp_path):
+    assert parse_config("", "box.toml").node.state_dir == "/var/lib/edgecall"  # the image's, the unit's StateDirectory
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert load_config(None).node.state_dir == str(tmp_path / "edgecall")
+    monkeypatch.setenv("XDG_STATE_HOME", "relative")  # ignored, as the XDG spec says
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert load_config(None).node.state_dir == str(tmp_path / "home" / ".local" / "state" / "edgecall")
+
+
+def test_turn_issuer_quotas_and_stream_limits_are_checked():
+    lines = problems(
+        """\
+        [turn]
+        secrets = ["s"]
+        issuer_reserve = 1
+        rest_quota = 0
+        max_streams = -3
+        [[turn.keys]]
+        id = "k"
+        token = "t"
+        quota = 2.5
+        """
+    )
+    assert lines == [
+        "box.toml:3: turn.issuer_reserve: expected a share from 0 up to (not including) 1, like 0.2, found 1",
+        "box.toml:4: turn.rest_quota: expected a positive integer, found 0",
+        "box.toml:5: turn.max_streams: expected a positive integer, found -3",
+        "box.toml:9: turn.keys[0].quota: expected a positive integer, found 2.5",
+    ]
+    lines = problems('[turn]\nsecrets = ["s"]\nstream_idle_timeout = 0\n[[turn.keys]]\nid = "rest"\ntoken = "t"\n')
+    assert lines == [
+        "box.toml:3: turn.stream_idle_timeout: expected more than 0 seconds",
+        'box.toml:5: turn.keys[0].id: expected an id other than "rest", the issuer name of turn.secrets',
+    ]
+
+
+def test_turn_issuer_quotas_and_stream_limits_parse():
+    turn = parse_config(
+        '[turn]\nsecrets = ["s"]\nrest_quota = 100\nissuer_reserve = 0\nstream_idle_timeout = 2.5\n'
+        '[[turn.keys]]\nid = "k"\ntoken = "t"\nquota = 500\n', "box.toml",
+    ).turn
+    assert (turn.rest_quota, turn.issuer_reserve, turn.stream_idle_timeout, turn.keys[0].quota) == (100, 0.0, 2.5, 500)
+    assert parse_config("", "box.toml").turn.keys == ()

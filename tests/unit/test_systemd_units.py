@@ -64,3 +64,14 @@ def test_systemd_analyze_verify_passes(unit, tmp_path):
     done = subprocess.run(["systemd-analyze", "verify", str(tmp_path / unit.name)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and unit.name not in done.stderr, done.stderr
+
+
+def test_the_appliance_may_open_a_file_for_every_relay_port_and_client_connection():
+    from appliance.config import TurnConfig
+
+    turn = TurnConfig()
+    ports = turn.relay_ports.last - turn.relay_ports.first + 1
+    # UDP and TCP relays on an IPv4 and an IPv6 address, every client connection, and room for the rest.
+    needed = 4 * ports + turn.max_streams
+    (limit,) = service_section(Path(__file__).parents[2] / "systemd" / "appliance.service")["LimitNOFILE"]
+    assert int(limit) >= 2 * needed

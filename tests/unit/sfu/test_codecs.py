@@ -1,6 +1,7 @@
 import pytest
 
 from appliance.sfu.codecs import Codec, PayloadTypes, accept, accept_rtx
+from appliance.sfu.errors import ItemError
 
 
 def test_accept_keeps_forwardable_codecs_and_only_the_feedback_the_sfu_answers():
@@ -29,8 +30,9 @@ def test_payload_types_are_shared_across_a_sessions_sections():
 
 
 def test_payload_types_run_out_cleanly():
+    """96-127 first, then 35-63: Chrome's video codecs with their RTX formats need more than 32 numbers."""
     types = PayloadTypes()
-    for n in range(32):
-        types.assign(Codec(0, "VP8", 90000, None, f"x={n}"))
-    with pytest.raises(ValueError):
+    assigned = [types.assign(Codec(0, "VP8", 90000, None, f"x={n}")).pt for n in range(61)]
+    assert assigned[:32] == list(range(96, 128)) and sorted(assigned[32:]) == list(range(35, 64))
+    with pytest.raises(ItemError, match="no free payload type"):
         types.assign(Codec(0, "VP8", 90000, None, "x=99"))

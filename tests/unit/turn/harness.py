@@ -56,11 +56,12 @@ class Lab:
     """A server with a recording binder; `pump()` sorts its output into client inboxes,
     `sent` (everything for other sinks: relays, peers) and `events`."""
 
-    def __init__(self, relays=(RELAY4, RELAY6), ports=(50000, 50099), **settings: Any) -> None:
+    def __init__(self, relays=(RELAY4, RELAY6), ports=(50000, 50099), keys: dict[str, str] | None = None,
+                 **settings: Any) -> None:
         self.binder = RecordingBinder()
         self.server = TurnServer(
             TurnSettings(relay_addresses=tuple(relays), relay_ports=ports, **settings),
-            RestCredentials([SECRET, "old-secret"], 48 * 3600),
+            RestCredentials([SECRET, "old-secret"], 48 * 3600, keys),
             PeerPolicy(ALLOW, own=[RELAY4, RELAY6]),
             self.binder,
             nonce_key=b"k" * 32,
@@ -93,21 +94,25 @@ class Lab:
 
 
 class TurnClient:
-    """A TURN client speaking to the core over a UDP listener or a stream; answers are parsed."""
+    """A TURN client speaking to the core over a UDP listener or a stream; answers are parsed.
+    Its credential is signed with `secret`, or minted by the server for the TURN key `issuer`."""
 
     def __init__(self, lab: Lab, addr: Any, *, stream: bool = False, identifier: str = "alice", ttl: int = 3600,
-                 secret: str = SECRET, now: float = NOW) -> None:
+                 secret: str = SECRET, issuer: str | None = None, now: float = NOW) -> None:
         self.lab = lab
         self.server = lab.server
         self.addr = addr
-        username, password = RestCredentials([secret], 48 * 3600).mint(now, ttl, identifier)
+        if issuer is None:
+            username, password = RestCredentials([secret], 48 * 3600).mint(now, ttl, identifier)
+        else:
+            username, password = lab.server.credentials.mint(now, ttl, identifier, issuer)
         self.username = username
         self.key = long_term_key(username, REALM, password)
         self.nonce: str | None = None
         self.sink = Sink(f"client{addr}")
         lab.inboxes[self.sink] = []
         if stream:
-            self.stream = self.server.stream_opened("tcp", LISTENER, addr, self.sink)
+            self.stream = self.server.stream_opened("tcp", LISTENER, addr, self.sink, now)
             self.listener = None
         else:
             self.stream = None

@@ -1,0 +1,64 @@
+"""Sessions per second one client gets from `sessions/new` on a real box: at the default per-app caps
+(`[[apps]] sessions_per_second`, `max_sessions`), against the anchor of the same box with the caps off in the
+same run. One keep-alive connection posting as fast as the box answers, for a bounded time."""
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from tests.lab.appliance import REPO, box_config, free_port
+
+SECONDS = 5.0
+
+NO_LIMITS = """
+[[apps]]
+id = "open-app"
+secret = "open-secret"
+max_sessions = 0
+sessions_per_second = 0
+requests_per_second = 0
+"""
+
+
+async def _hammer(url: str, secret: str) -> tuple[int, int]:
+    """(201s, 429s) answered within SECONDS."""
+    created = refused = 0
+    headers = {"Authorization": f"Bearer {secret}"}
+    async with aiohttp.ClientSession() as client:
+        deadline = time.monotonic() + SECONDS
+        while time.monotonic() < deadline:
+            async with client.post(url, headers=headers) as res:
+                await res.read()
+                created += res.status == 201
+                refused += res.status == 429
+    return created, refused
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="edgecall-bench-") as tmp:
+        config = Path(tmp) / "box.toml"
+        api_port = free_port("tcp")
+        config.write_text(box_config(api_port, free_port("udp"), free_port("udp", "tcp"), NO_LIMITS))
+        proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--config", str(config), "--log-level",
+                                 "warning"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            for line in proc.stdout:
+                if line.startswith("Stop with Ctrl-C"):
+                    break
+            base = f"http://127.0.0.1:{api_port}"
+            capped = asyncio.run(_hammer(f"{base}/v1/apps/test-app/sessions/new", "test-app-secret"))
+            open_ = asyncio.run(_hammer(f"{base}/v1/apps/open-app/sessions/new", "open-secret"))
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    rate, anchor = capped[0] / SECONDS, open_[0] / SECONDS
+    print(f"sessions/new from one client for {SECONDS:g} s each, one keep-alive connection:")
+    print(f"  default caps (100/s, 5000 live): {rate:7.1f} sessions/s created, {capped[1] / SECONDS:7.1f}/s "
+          f"answered 429  {rate / anchor:5.2f} x anchor")
+    print(f"  caps off (anchor):               {anchor:7.1f} sessions/s created  1.00 x")
