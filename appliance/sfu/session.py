@@ -51,7 +51,7 @@ class CallSession:
     pwd: str = ""
     port_session: Any = None
     remote: RemoteDescription | None = None
-    transceivers: list[Transceiver] = field(default_factory=list)  # in m-section order; add() appends
+    transceivers: list[Transceiver] = field(default_factory=list)  # in m-section order
     payload_types: PayloadTypes = field(default_factory=PayloadTypes)
     extension_ids: extensions.ExtensionIds = field(default_factory=extensions.ExtensionIds)
     by_ssrc: dict[int, Stream] = field(default_factory=dict)  # media SSRC -> the stream it carries
@@ -75,7 +75,8 @@ class CallSession:
     def __post_init__(self) -> None:
         self.ufrag, self.pwd = new_credentials()
         # Each request looks m-sections up by mid, and so may a packet: by index, not by scanning.
-        # A transceiver keeps its mid and is never removed, so add() keeps the index whole.
+        # A transceiver keeps its mid and stays indexed even once its m-line is recycled (follow),
+        # so that no mid is used twice.
         self._by_mid: dict[str, Transceiver] = {}
         self._data: list[Transceiver] = []  # the m=application ones: one live, perhaps a few closed
         self._free_mid = 0  # no number below it is free: mids are only ever added
@@ -93,15 +94,41 @@ class CallSession:
             return min(estimator.estimate, estimator.acked_bitrate)
         return estimator.estimate
 
-    def add(self, transceiver: Transceiver) -> Transceiver:
-        self.transceivers.append(transceiver)
+    def add(self, transceiver: Transceiver, recycle: bool = False) -> Transceiver:
+        """Add an m-section: at the end, or (`recycle`, in an SFU offer) on the m-line of a transceiver
+        that is stopped and known to the client as rejected, so a long session's descriptions do not
+        grow with every track it ever pulled (JSEP 5.2.2; browsers recycle their own the same way)."""
+        free = self.free_line() if recycle else None
+        if free is None:
+            self.transceivers.append(transceiver)
+        else:
+            self.transceivers[free] = transceiver
         self._by_mid[transceiver.mid] = transceiver
         if transceiver.role == "data":
             self._data.append(transceiver)
         return transceiver
 
+    def free_line(self) -> int | None:
+        """The index of an m-line an SFU offer may give a new transceiver, if any."""
+        return next((i for i, t in enumerate(self.transceivers) if t.closed and t.section.rejected and not t.pending),
+                    None)
+
     def transceiver(self, mid: str) -> Transceiver | None:
         return self._by_mid.get(mid)
+
+    def follow(self, offer: list[str]) -> list[Transceiver]:
+        """Take the m-line order of a client offer (its mids), which lists every m-section of the
+        session: a browser gives a stopped transceiver's m-line to a new one, under a new mid
+        (JSEP 5.2.2), so a transceiver it no longer lists has left the session's descriptions.
+        Those are returned (the caller stops any still open); their mids stay taken. An offer
+        naming a mid the session does not know changes nothing."""
+        listed = [self._by_mid.get(mid) for mid in offer]
+        if None in listed:
+            return []
+        kept = {id(t) for t in listed}
+        gone = [t for t in self.transceivers if id(t) not in kept]
+        self.transceivers = listed
+        return gone
 
     def application(self) -> Transceiver | None:
         """The m=application that is not closed, if any."""

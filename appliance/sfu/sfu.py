@@ -182,7 +182,7 @@ class Sfu(Repair, LayerSwitching, Reports):
                 results.append(_item_error(item, "repeated_local_track_error",
                                            f"trackName: expected a name this session does not publish yet, found {name!r}"))
                 continue
-            full = _no_room(session, 1)
+            full = _no_room(session, 0 if session.free_line() is not None else 1)
             if full:
                 results.append(_item_error(item, "invalid_params", full))
                 continue
@@ -201,7 +201,7 @@ class Sfu(Repair, LayerSwitching, Reports):
             offered = {uri: session.extension_ids.assign(uri) for uri in (*extensions.FORWARDED[kind],
                                                                            extensions.TRANSPORT_CC)}
             local = sdp.LocalSection(mid, kind, direction, codecs, {u: i for u, i in offered.items() if i is not None})
-            session.add(Transceiver(local, "push", pending=True, pending_name=name))
+            session.add(Transceiver(local, "push", pending=True, pending_name=name), recycle=True)
             results.append({"trackName": name, "mid": mid})
         if not any(t.pending for t in session.transceivers):
             return None, results
@@ -276,7 +276,8 @@ class Sfu(Repair, LayerSwitching, Reports):
             leg.rtx_pts = rtx_pts
         self._map_extensions(leg, track, ids)
         self.legs_by_ssrc[ssrc] = leg
-        session.add(Transceiver(local, "pull", source=track, leg=leg))
+        # Without the client's offer, the SFU offers it: it may take a free m-line.
+        session.add(Transceiver(local, "pull", source=track, leg=leg), recycle=offered_extensions is None)
         return leg
 
     @staticmethod
@@ -307,7 +308,7 @@ class Sfu(Repair, LayerSwitching, Reports):
         mid = item.get("mid")
         if isinstance(mid, str) and mid.startswith("#"):
             return self._subscribe_back(session, track, mid[1:])
-        full = _no_room(session, 1)
+        full = _no_room(session, 0 if session.free_line() is not None else 1)
         if full:
             raise ItemError("invalid_params", full)
         prefs = preferences(item.get("simulcast"))
@@ -319,7 +320,7 @@ class Sfu(Repair, LayerSwitching, Reports):
         mid = session.next_mid()
         leg = self._leg(session, track, mid, codecs + rtx_codecs, pt_map, None, {apt(c): c.pt for c in rtx_codecs})
         leg.preferences = prefs
-        session.transceivers[-1].pending = True
+        session.transceiver(mid).pending = True
         result = {"sessionId": track.session.id, "trackName": track.name, "mid": mid}
         if "simulcast" in item:
             result["simulcast"] = item["simulcast"]
@@ -456,10 +457,10 @@ class Sfu(Repair, LayerSwitching, Reports):
             return self.push(session, offer_text, [], False, now)[0], channel
         if self.channels.section(session) is not None:
             return None, channel
-        full = _no_room(session, 1)
+        full = _no_room(session, 0 if session.free_line() is not None else 1)
         if full:
             raise SfuError(400, "invalid_params", full)
-        session.add(self.channels.offer_section(session))
+        session.add(self.channels.offer_section(session), recycle=True)
         return self._offer(session), channel
 
     # --- closing ----------------------------------------------------------------------------------
@@ -568,6 +569,10 @@ class Sfu(Repair, LayerSwitching, Reports):
             raise SfuError(400, e.code, str(e)) from None
 
     def _set_remote(self, session: CallSession, remote: sdp.RemoteDescription, now: float) -> None:
+        if remote.type == "offer":
+            for recycled in session.follow([s.mid for s in remote.sections]):
+                if not recycled.closed:
+                    self._stop(session, recycled)
         first = session.remote is None
         session.remote = remote
         # We are the DTLS server unless the client insists on being it (a=setup:passive).

@@ -221,3 +221,34 @@ async def test_push_and_pull_over_ice_tcp_only(appliance, browser):
     finally:
         for context in contexts:
             await context.close()
+
+
+async def test_an_sfu_offer_after_the_browser_recycled_an_m_line(appliance, browser):
+    """Chrome gives a new transceiver the m-line of a stopped one (with a new mid); the SFU's next offer to that
+    session must list its m-sections in the browser's order, or the browser refuses it. The SFU's own offers
+    recycle a closed pull's m-line the same way, so a long session does not grow with every track it pulled."""
+    box = appliance()
+    contexts = []
+    try:
+        publisher, other = await page_for(browser, box, contexts), await page_for(browser, box, contexts)
+        published = await publisher.evaluate(PUBLISH, [["mic", "cam"], True])
+        cam_mid = published["tracks"][1]["mid"]
+        assert await publisher.evaluate("(mid) => calls.close([mid])", cam_mid) == [{"mid": cam_mid}]
+        again = await publisher.evaluate(PUBLISH, [["cam2"], False])
+        new_mid = again["tracks"][0]["mid"]
+        mids = await publisher.evaluate("() => calls.pc.getTransceivers().map(t => t.mid)")
+        other_id = (await other.evaluate(PUBLISH, [["cam"], False]))["id"]
+        # The SFU offers the publisher's own session a pull: its m-lines must match the browser's.
+        (pulled,) = await publisher.evaluate(PULL, [{"sessionId": other_id, "trackName": "cam"}])
+        await until(publisher, INBOUND, flowing([pulled["mid"]]))
+        assert new_mid != cam_mid and len(mids) >= 2
+        # And the SFU recycles too: a pull after a closed one takes the closed m-line, the session does not grow.
+        m_lines = "() => calls.pc.remoteDescription.sdp.split('\\r\\n').filter(l => l.startsWith('m=')).length"
+        before = await publisher.evaluate(m_lines)
+        assert await publisher.evaluate("(mid) => calls.close([mid])", pulled["mid"]) == [{"mid": pulled["mid"]}]
+        (again,) = await publisher.evaluate(PULL, [{"sessionId": other_id, "trackName": "cam"}])
+        await until(publisher, INBOUND, flowing([again["mid"]]))
+        assert await publisher.evaluate(m_lines) == before and again["mid"] != pulled["mid"]
+    finally:
+        for context in contexts:
+            await context.close()
