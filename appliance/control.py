@@ -20,11 +20,14 @@ import socket
 import stat
 import struct
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .logs import get_logger
 from .service import StartError
+
+if TYPE_CHECKING:
+    from .runner import Box
 
 log = get_logger("control")
 
@@ -107,7 +110,7 @@ def request(config: Config, command: str, timeout: float = 2.0, **fields: Any) -
     return json.loads(line)
 
 
-def status(box) -> dict[str, Any]:
+def status(box: Box) -> dict[str, Any]:
     """The box's state as the control socket and /healthz report it."""
     now = time.monotonic()
     report = box.health()
@@ -123,7 +126,7 @@ def status(box) -> dict[str, Any]:
 class ControlService:
     name = "control"
 
-    def __init__(self, box):
+    def __init__(self, box: Box) -> None:
         self.box = box
         self._server: asyncio.AbstractServer | None = None
         self._path, self._inode = "", 0

@@ -14,16 +14,20 @@ forwarding on, and the conntrack exemption of its own slice.
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass
 
-from appliance.config import BackbonePeerConfig, Config
+from appliance.config import BackboneConfig, BackbonePeerConfig, Config
+from appliance.config.backbone_numbers import (
+    FROM_TUNNEL, FROM_TUNNEL_DROP, LOCAL, STEER, index, interface_name, tunnel_mtu, vni,
+)
 
 from .items import DEFAULT_METRIC, LOCAL_TABLE, Address, LinkUp, Route
 from .nft import NftRule, NftTable
-from .steering import FROM_TUNNEL, FROM_TUNNEL_DROP, LOCAL, PROTOCOLS, STEER, LocalRuleMoved, Rule
+from .steering import PROTOCOLS, LocalRuleMoved, Rule
 from .sysctl import Sysctl
-from .tunnel import Tunnel, index, interface_name, link_type, public_key, tunnel_mtu, vni
+from .tunnel import Tunnel, link_type, public_key
 
 DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
 HOST_BITS = {4: 32, 6: 128}
@@ -66,16 +70,21 @@ def link_of(config: Config, node: str) -> PeerLink | None:
 
 def tunnel(config: Config, link: PeerLink) -> Tunnel:
     backbone = config.backbone
+    if backbone is None:  # links() makes no PeerLink without [backbone]
+        raise ValueError(f"no [backbone] for the link to {link.peer.node}")
     family = backbone.underlay.version
-    common = {"interface": link.interface, "type": link_type(backbone.kind, family), "remote": str(link.peer.underlay),
-              "mtu": tunnel_mtu(backbone.kind, family, backbone.underlay_mtu)}
+    common = Tunnel(link.interface, link_type(backbone.kind, family), str(link.peer.underlay), str(backbone.underlay),
+                    tunnel_mtu(backbone.kind, family, backbone.underlay_mtu))
     own = index(backbone.overlay, backbone.overlay.ip)
     if backbone.kind == "vxlan":
-        return Tunnel(local=str(backbone.underlay), vni=vni(own, link.index), port=backbone.vxlan_port, **common)
+        return dataclasses.replace(common, vni=vni(own, link.index), port=backbone.vxlan_port)
     if backbone.kind == "wireguard":
-        return Tunnel(local=None, port=backbone.wireguard_port + link.index, remote_port=backbone.wireguard_port + own,
-                      public_key=public_key(backbone.private_key), peer_key=link.peer.public_key, **common)
-    return Tunnel(local=str(backbone.underlay), **common)
+        if backbone.private_key is None:  # the config's checks refuse kind = "wireguard" without one
+            raise ValueError("backbone.private_key is needed for kind = \"wireguard\"")
+        return dataclasses.replace(common, local=None, port=backbone.wireguard_port + link.index,
+                                   remote_port=backbone.wireguard_port + own,
+                                   public_key=public_key(backbone.private_key), peer_key=link.peer.public_key)
+    return common
 
 
 def peer_routes(config: Config, link: PeerLink, down: bool) -> set[Route]:
@@ -107,15 +116,15 @@ def wanted_backbone(config: Config, down: frozenset[str] = frozenset()) -> set:
     if backbone.notrack and relays:
         items.add(NftTable())
     for link in links(config):
-        items |= _peer(config, link, relays, down)
+        items |= _peer(config, backbone, link, relays, down)
     return items
 
 
-def _peer(config: Config, link: PeerLink, relays: dict, down: frozenset[str]) -> set:
-    name, first = link.interface, config.backbone.rule_priority
+def _peer(config: Config, backbone: BackboneConfig, link: PeerLink, relays: dict, down: frozenset[str]) -> set:
+    name, first = link.interface, backbone.rule_priority
     items: set = {tunnel(config, link), LinkUp(name), Sysctl(f"net/ipv4/conf/{name}/rp_filter", RP_FILTER_LOOSE)}
     theirs = link.peer.overlays
-    for family, ours in config.backbone.overlays.items():
+    for family, ours in backbone.overlays.items():
         items.add(Address(name, f"{ours.ip}/{HOST_BITS[family]}"))
         if family in theirs:
             items.add(Route(f"{theirs[family]}/{HOST_BITS[family]}", DEFAULT_METRIC[family], None, name))
@@ -126,7 +135,7 @@ def _peer(config: Config, link: PeerLink, relays: dict, down: frozenset[str]) ->
         for protocol in PROTOCOLS:
             items.add(Rule(family, first + STEER, link.table, to=f"{relay}/{HOST_BITS[family]}", protocol=protocol,
                            ports=str(slice_)))
-        if config.backbone.notrack:
+        if backbone.notrack:
             items |= _counted(slice_, relay, "prerouting", notrack=True)
             items |= _counted(slice_, relay, "forward", oif=name)
     return items | peer_routes(config, link, link.peer.node in down)

@@ -24,7 +24,7 @@ def render_bird_conf(config: Config) -> str:
     bgp = config.bgp
     if bgp is None:
         raise ValueError("the configuration has no [bgp] table, so there is no BIRD configuration to render")
-    families = {prefix.version for prefix in config.anycast.prefixes}
+    families: set[int] = {prefix.version for prefix in config.anycast.prefixes}
     out = [
         # Even in a comment: a line break in the id would start a line of configuration.
         f"# Rendered by Edgecall for node {_quoted(config.node.id, 'node.id')} from the appliance configuration;",

@@ -22,16 +22,17 @@ class ItemKind:
     """What every kind of item tells the plan about itself; the defaults suit most kinds."""
 
     kind: ClassVar[str]
-    rank: ClassVar[int]
     # Fields the kernel fills in itself (a route's interface, from its gateway): None in a wanted
     # item accepts whatever the kernel has.
     resolved: ClassVar[tuple[str, ...]] = ()
     # Fields netconfig keeps for itself and the kernel does not hold (the value a setting had
     # before): never compared.
     memo: ClassVar[tuple[str, ...]] = ()
-    # Whether netconfig may change what the kernel holds under this key though it did not make
-    # it. Only settings, which always hold some value; `over` remembers that value to put back.
-    takes_over: ClassVar[bool] = False
+
+    @property
+    def rank(self) -> int:
+        """Its place in dependency order, lowest first: most kinds set one for all their items."""
+        raise NotImplementedError
 
     @property
     def creates(self) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from typing import Any, Protocol
 
 from pyroute2 import IPRoute
 
@@ -110,6 +111,16 @@ class LinkKernel:
             self.ipr.route(verb, **spec)
 
 
+class KindKernel(Protocol):
+    """The reader and writer of some kinds of item: `add` and `remove` get only items of those kinds."""
+
+    def read(self, scope: set) -> set: ...
+
+    def add(self, item: Any) -> None: ...
+
+    def remove(self, item: Any) -> None: ...
+
+
 class Kernel:
     """Every kind of item, each through its own reader and writer."""
 
@@ -117,7 +128,7 @@ class Kernel:
                  nft: NftKernel | None = None, wireguard_factory=None):
         self.links = LinkKernel(ipr)
         rules, nft = RuleKernel(ipr), nft or NftKernel()
-        self._parts = {
+        self._parts: dict[str, KindKernel] = {
             Tunnel.kind: TunnelKernel(self.links, private_keys or {}, wireguard_factory),
             LinkUp.kind: self.links, Address.kind: self.links, Route.kind: self.links,
             Rule.kind: rules, LocalRuleMoved.kind: rules,

@@ -174,7 +174,7 @@ def _compare(fields: dict, loaded: tuple, value: bytes) -> bool:
         fields["protocol"] = value[0]
     elif loaded == ("meta", "NFT_META_OIFNAME"):
         fields["oif"] = value.rstrip(b"\0").decode()
-    elif loaded[0] == "address" and loaded[1] in ADDRESS.get(fields.get("family"), ()):
+    elif loaded[0] == "address" and fields.get("family") in ADDRESS and loaded[1] in ADDRESS[fields["family"]]:
         fields["address_outbound"] = loaded[1] == ADDRESS[fields["family"]][0]
         fields["address"] = str(ipaddress.ip_address(value))
     else:

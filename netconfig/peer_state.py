@@ -78,7 +78,7 @@ class PeerCounters:
 def read_counters(config: Config) -> list[PeerCounters]:
     """Each peer's counters, read from this network namespace (nothing is changed)."""
     peer_links = links(config)
-    if not peer_links:
+    if config.backbone is None or not peer_links:
         return []
     families = relay_addresses(config)
     slices = NftKernel().counters() if config.backbone.notrack and families else {}
@@ -97,6 +97,7 @@ def _counters(ipr: IPRoute, link: PeerLink, stats, slices: dict[NftRule, int], f
         counts = [n for rule, n in slices.items() if rule.chain == chain and (rule.first, rule.last) == (ports.first, ports.last)]
         return sum(counts) if counts else None
 
-    tunnel = (stats["tx_packets"], stats["tx_bytes"], stats["rx_packets"]) if stats else (None, None, None)
-    return PeerCounters(link.peer.node, link.interface, forwarding, *tunnel,
+    tx_packets, tx_bytes, rx_packets = ((stats["tx_packets"], stats["tx_bytes"], stats["rx_packets"]) if stats
+                                        else (None, None, None))
+    return PeerCounters(link.peer.node, link.interface, forwarding, tx_packets, tx_bytes, rx_packets,
                         landed=total("prerouting"), forwarded=total("forward"))

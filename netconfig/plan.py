@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .netstate import Item, same, satisfies
+from .netstate import Item, Sysctl, same, satisfies
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def plan(wanted: Iterable[Item], actual: Iterable[Item], owned: Iterable[Item], 
     owned_by_key = {item.key: item for item in still_owned}
     wanted_by_key = {item.key: item for item in wanted}
     removals = [item for item in still_owned if not same(item, wanted_by_key.get(item.key))]
-    additions = []
+    additions: list[Item] = []
     # Interfaces that the changes themselves make (tunnels) count as there.
     known = set(interfaces) | {item.creates for item in wanted if item.creates}
     for item in sorted(wanted, key=_order):
@@ -57,7 +57,7 @@ def plan(wanted: Iterable[Item], actual: Iterable[Item], owned: Iterable[Item], 
         have = by_key.get(item.key)
         if have is not None and satisfies(have, item):
             (out.present if item.key in owned_by_key else out.foreign).add(item)
-        elif item.takes_over:
+        elif isinstance(item, Sysctl):  # the one kind taken over: `over` keeps the value to put back
             additions.append(item.over(have, owned_by_key.get(item.key)))
         elif have is not None and item.key not in owned_by_key:
             out.problems.append(f"{item}: the kernel holds {have}, which netconfig did not make and will not replace")

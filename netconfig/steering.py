@@ -3,7 +3,7 @@
 With the relay address on `lo` of every box, the kernel's `0: from all lookup local` rule would
 deliver every packet for it locally, whatever its port. So the backbone's rules come first and
 the `local` lookup moves behind them (verified: a rule before it never fires otherwise). From the
-rule priority P of the config:
+rule priority P of the config (the offsets are in appliance/config/backbone_numbers.py):
 
     P      iif <tunnel> lookup local        a peer forwarded it: deliver it here
     P+1    iif <tunnel> blackhole           ...and never route it on (forwarded at most once)
@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from .items import LOCAL_TABLE, ItemKind
 
 PROTOCOLS = {17: "udp", 6: "tcp"}
-FROM_TUNNEL, FROM_TUNNEL_DROP, STEER, LOCAL = range(4)
 
 
 def family_name(family: int) -> str:

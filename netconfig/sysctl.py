@@ -27,7 +27,6 @@ class Sysctl(ItemKind):
     kind = "sysctl"
     rank = 1
     memo = ("previous",)
-    takes_over = True
 
     @property
     def key(self) -> tuple:
@@ -41,9 +40,10 @@ class Sysctl(ItemKind):
             return parts[3]
         return None
 
-    def over(self, have: Sysctl | None, owned: Sysctl | None) -> Sysctl:
-        """This item, remembering what to put back: the value first found, however often it changed since."""
-        previous = owned.previous if owned is not None else have.value if have is not None else None
+    def over(self, have: ItemKind | None, owned: ItemKind | None) -> Sysctl:
+        """This item, remembering what to put back: the value first found, however often it changed since.
+        `have` (the kernel's) and `owned` (netconfig's record) are under this item's key: settings too."""
+        previous = owned.previous if isinstance(owned, Sysctl) else have.value if isinstance(have, Sysctl) else None
         return dataclasses.replace(self, previous=previous)
 
     def __str__(self) -> str:

@@ -2,28 +2,13 @@
 
 A device per peer, rather than one segment for all, gives each peer its own interface counters
 (what was forwarded to it) and a route that names it. Both ends compute every shared number
-from the configuration they both hold, so nothing has to be copied from box to box:
-
-- An address's *index* is its offset in this box's overlay subnet (192.0.2.130 in 192.0.2.128/25
-  is 2). Overlay addresses are unique in the backbone, so indexes are too.
-- VXLAN: the kernel tells VXLAN devices apart by VNI and UDP port alone, so each peer's device
-  needs its own VNI, the same at both ends: (lower index << 12) | higher index.
-- WireGuard: each device listens on its own port. Box X's device toward peer P listens on
-  wireguard_port + index(P) and sends to P at wireguard_port + index(X), where P's device toward
-  X listens. (WireGuard picks a peer by destination address, and every misdirected packet has
-  the same destination, the relay address: hence a device, with one peer, per peer box.)
-- GRE needs nothing: devices are told apart by their remote address.
-
-MTU: the tunnel's MTU is the underlay's minus the encapsulation, so a packet that fits the
-tunnel fits the underlay whole; a bigger relayed packet is fragmented by the forwarding box
-(or refused with ICMP "fragmentation needed" when it carries DF), never silently lost.
+(indexes, VNIs, WireGuard ports, the MTU) from the configuration they both hold, as
+appliance/config/backbone_numbers.py says, so nothing has to be copied from box to box.
 """
 from __future__ import annotations
 
 import base64
 import dataclasses
-import ipaddress
-import re
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -31,22 +16,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .items import ItemKind
 
-# Bytes of encapsulation per kind and underlay family: the outer IP header (20 or 40) plus
-# VXLAN: UDP 8 + VXLAN 8 + the inner Ethernet header 14; GRE: its 4-byte header (ip6gre also
-# adds the 8-byte tunnel encapsulation limit option by default); WireGuard: UDP 8 + its 16-byte
-# header + the 16-byte authentication tag.
-OVERHEAD = {
-    ("vxlan", 4): 50, ("vxlan", 6): 70,
-    ("gre", 4): 24, ("gre", 6): 52,
-    ("wireguard", 4): 60, ("wireguard", 6): 80,
-}
-# IPv6 needs 1280 on every link (RFC 8200 5); Linux turns IPv6 off on a device with less.
-MIN_MTU = 1280
-# VNI = (lower index << INDEX_BITS) | higher index, which must fit VXLAN's 24 bits.
-INDEX_BITS = 12
-MAX_INDEX = (1 << INDEX_BITS) - 1
-PREFIX = "bb-"
-IFNAMSIZ = 15
 # Kept up so that a quiet peer's NAT or stateful firewall on the underlay keeps the path open.
 WIREGUARD_KEEPALIVE = 25
 
@@ -86,28 +55,9 @@ class Tunnel(ItemKind):
         return f"tunnel {self.interface} {self.type} {self.local or 'any'} -> {self.remote}{detail} mtu {self.mtu}"
 
 
-def interface_name(node: str) -> str:
-    """`bb-` and the peer's node id, with what an interface name cannot hold replaced, cut to fit."""
-    return (PREFIX + re.sub(r"[^0-9A-Za-z_-]", "-", node))[:IFNAMSIZ]
-
-
-def index(network: ipaddress.IPv4Interface | ipaddress.IPv6Interface, address) -> int:
-    """`address`'s offset in `network`'s subnet."""
-    return int(ipaddress.ip_address(address)) - int(network.network.network_address)
-
-
-def vni(a: int, b: int) -> int:
-    low, high = sorted((a, b))
-    return (low << INDEX_BITS) | high
-
-
 def link_type(kind: str, family: int) -> str:
     """The kernel's link kind for a configured tunnel kind over an underlay of `family`."""
     return "ip6gre" if kind == "gre" and family == 6 else kind
-
-
-def tunnel_mtu(kind: str, family: int, underlay_mtu: int) -> int:
-    return underlay_mtu - OVERHEAD[(kind, family)]
 
 
 def public_key(private_key: str) -> str:
@@ -151,7 +101,8 @@ class TunnelKernel:
         local, remote = ENDPOINTS[kind]
         # VXLAN keeps IPv6 endpoints in attributes of their own.
         six = "6" if kind == "vxlan" and data.get(local) is None else ""
-        tunnel = Tunnel(name, kind, _text(data.get(remote + six)), _text(data.get(local + six)), mtu)
+        # A device without a remote reads as "" (as a WireGuard device without its peer does).
+        tunnel = Tunnel(name, kind, _text(data.get(remote + six)) or "", _text(data.get(local + six)), mtu)
         if kind == "vxlan":
             return dataclasses.replace(tunnel, vni=data.get("IFLA_VXLAN_ID"), port=data.get("IFLA_VXLAN_PORT"))
         return tunnel
@@ -191,6 +142,8 @@ class TunnelKernel:
         peer = {"public_key": item.peer_key, "endpoint_addr": item.remote, "endpoint_port": item.remote_port,
                 # Everything goes to this device's one peer: the routes say what.
                 "allowed_ips": ["0.0.0.0/0", "::/0"], "persistent_keepalive": WIREGUARD_KEEPALIVE}
+        if item.public_key is None:  # backbone.py gives every WireGuard tunnel this end's public key
+            raise ValueError(f"{item}: no public key to find this end's private key by")
         with self._open_wireguard() as wg:
             wg.set(item.interface, private_key=self.private_keys[item.public_key], listen_port=item.port, peer=peer)
 

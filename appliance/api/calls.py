@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from aiohttp import web
 
@@ -19,13 +20,23 @@ from .errors import ApiError
 from .health import BOX
 from .limits import LIMITS
 
+if TYPE_CHECKING:
+    from ..sfu.sfu import Sfu
+
 # CALLS_API.md 4: at most 64 tracks per API call.
 MAX_TRACKS = 64
 
 
-def _sfu(request: web.Request):
+@runtime_checkable
+class SfuHost(Protocol):
+    """What this API asks of the SFU service (sfu/service.py's SfuService): the SFU it hosts."""
+
+    sfu: Sfu
+
+
+def _sfu(request: web.Request) -> Sfu:
     service = request.app[BOX].service("sfu")
-    if service is None:
+    if not isinstance(service, SfuHost):
         raise ApiError(503, "temporarily_unavailable_error", "the SFU is not enabled on this box")
     return service.sfu
 
@@ -190,7 +201,9 @@ async def get_session(request: web.Request) -> web.Response:
 async def establish_datachannel(request: web.Request) -> web.Response:
     body = await read_json(request)
     sfu, session = _session(request)
-    channel = body.get("dataChannel") if isinstance(body.get("dataChannel"), dict) else {}
+    channel = body.get("dataChannel")
+    if not isinstance(channel, dict):
+        channel = {}
     if (channel.get("location"), channel.get("dataChannelName")) != ("remote", SERVER_EVENTS):
         raise ApiError(400, "invalid_params", f"dataChannel: only {{\"location\": \"remote\", "
                                               f"\"dataChannelName\": \"{SERVER_EVENTS}\"}} can be established")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hmac
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -11,7 +12,10 @@ from ..control import status
 from .auth import bearer
 from .errors import ApiError
 
-BOX = web.AppKey("box", object)
+if TYPE_CHECKING:
+    from ..runner import Box
+
+BOX: web.AppKey[Box] = web.AppKey("box")
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from ..buckets import TokenBucket, unlimited
+from ..plumbing.buckets import TokenBucket, unlimited
 from ..config.schema import AppConfig
 from .errors import ApiError
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import errno
 import time
-from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import Counter, Histogram
@@ -18,9 +19,13 @@ from .errors import error_middleware
 from .health import BOX, healthz, metrics
 from .limits import LIMITS, AppLimits
 
+if TYPE_CHECKING:
+    from ..runner import Box
+
 log = get_logger("api")
 
-STATIC = resources.files(__package__).joinpath("static")
+# A directory on disk (package-data): FileResponse serves files by path.
+STATIC = Path(__file__).with_name("static")
 
 
 def _metrics_middleware(registry):
@@ -45,10 +50,10 @@ def _metrics_middleware(registry):
 
 
 async def index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC.joinpath("index.html"))
+    return web.FileResponse(STATIC / "index.html")
 
 
-def make_app(box) -> web.Application:
+def make_app(box: Box) -> web.Application:
     config = box.config
     app = web.Application(
         middlewares=[
@@ -72,7 +77,7 @@ def make_app(box) -> web.Application:
 class ApiService:
     name = "api"
 
-    def __init__(self, box):
+    def __init__(self, box: Box) -> None:
         self.box = box
         self.app = make_app(box)
         self._runner: web.AppRunner | None = None

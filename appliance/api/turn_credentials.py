@@ -7,6 +7,7 @@ Keys are one operator's: any key of the box may revoke any credential the box mi
 """
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
 from urllib.parse import quote
 
 from aiohttp import web
@@ -20,9 +21,18 @@ from .health import BOX
 DEFAULT_TTL = 86400
 
 
-def _turn(request: web.Request):
+@runtime_checkable
+class CredentialIssuer(Protocol):
+    """What this API asks of the TURN service (turn/service.py's TurnService)."""
+
+    def mint(self, ttl: int, identifier: str, issuer: str) -> tuple[str, str]: ...
+
+    async def revoke(self, username: str) -> bool: ...
+
+
+def _turn(request: web.Request) -> CredentialIssuer:
     service = request.app[BOX].service("turn")
-    if service is None:
+    if not isinstance(service, CredentialIssuer):
         raise ApiError(503, "temporarily_unavailable_error", "the TURN service is not enabled on this box")
     return service
 
@@ -78,7 +88,7 @@ async def _credentials(request: web.Request) -> tuple[list[str], list[str], str,
 
 async def generate_ice_servers(request: web.Request) -> web.Response:
     stun, urls, username, credential = await _credentials(request)
-    servers = [{"urls": stun}] if stun else []
+    servers: list[dict[str, str | list[str]]] = [{"urls": stun}] if stun else []
     servers.append({"urls": urls, "username": username, "credential": credential})
     return web.json_response({"iceServers": servers}, status=201)
 

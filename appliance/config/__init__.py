@@ -66,7 +66,7 @@ def parse_config(text: str, source: str) -> Config:
     config, problems = load(Config, data, lines)
     if config is not None:
         problems += [Problem(line_of(lines, path), dotted(path), msg) for path, msg in checks.findings(config)]
-    if problems:
+    if config is None or problems:  # no config without a problem that says why
         raise ConfigError(source, problems)
     return config
 

@@ -1,13 +1,12 @@
-"""Checks of `[backbone]`: what netconfig derives from it (netconfig/tunnel.py, backbone.py) must be
-derivable the same way on every box, and fit the kernel."""
+"""Checks of `[backbone]`: what netconfig derives from it (backbone_numbers.py) must be derivable the
+same way on every box, and fit the kernel."""
 from __future__ import annotations
 
 import base64
 import binascii
 from collections.abc import Iterator
 
-from netconfig.tunnel import MAX_INDEX, MIN_MTU, OVERHEAD, index, interface_name, tunnel_mtu
-
+from .backbone_numbers import MAX_INDEX, MIN_MTU, OVERHEAD, RULES, index, interface_name, tunnel_mtu
 from .lines import Path
 from .schema import BackboneConfig, Config
 
@@ -15,7 +14,6 @@ Finding = tuple[Path, str]
 # The kernel's own tables: 253 default, 254 main, 255 local (and 0, unspecified).
 FIRST_FREE_TABLE = 256
 MAIN_RULE_PRIORITY = 32766
-RULES = 4  # netconfig/steering.py uses rule_priority to rule_priority + 3
 WIREGUARD_KEY_BYTES = 32
 MAX_PORT = 65535
 
@@ -26,7 +24,7 @@ def backbone_findings(config: Config) -> Iterator[Finding]:
         return
     yield from _box(config, backbone)
     own = backbone.overlays
-    relays = _relay_families(config)
+    relays = _relay_families(config, backbone)
     names: dict[str, int] = {}
     overlays: dict[object, int] = {}
     for i, peer in enumerate(backbone.peers):
@@ -66,7 +64,7 @@ def _box(config: Config, backbone: BackboneConfig) -> Iterator[Finding]:
     for key, interface in (("overlay", backbone.overlay), ("overlay_v6", v6)):
         if interface is not None and not 0 < index(interface, interface.ip) <= MAX_INDEX:
             yield ("backbone", key), f"expected a host address among the first {MAX_INDEX} of its subnet, found {interface}"
-    for family in sorted(_relay_families(config) - set(backbone.overlays)):
+    for family in sorted(_relay_families(config, backbone) - set(backbone.overlays)):
         yield ("backbone", "overlay_v6" if family == 6 else "overlay"), (
             f"expected an IPv{family} overlay address: TURN relays IPv{family}, and another box forwards them to this one through it")
     mtu = tunnel_mtu(backbone.kind, backbone.underlay.version, backbone.underlay_mtu)
@@ -85,8 +83,8 @@ def _box(config: Config, backbone: BackboneConfig) -> Iterator[Finding]:
                                                f"plus an overlay address's index (up to {MAX_INDEX})")
 
 
-def _relay_families(config: Config) -> set[int]:
-    if not config.turn.enabled or not config.backbone.peers:
+def _relay_families(config: Config, backbone: BackboneConfig) -> set[int]:
+    if not config.turn.enabled or not backbone.peers:
         return set()
     return {address.version for address in config.turn.relay_addresses}
 

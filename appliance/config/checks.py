@@ -81,12 +81,12 @@ def _turn(config: Config) -> Iterator[Finding]:
     if not turn.enabled:
         return
     if any(listener.transport == "tls" for listener in turn.listen):
-        for key in ("tls_cert", "tls_key"):
-            value = getattr(turn, key)
+        for name in ("tls_cert", "tls_key"):
+            value = getattr(turn, name)
             if not value:
-                yield ("turn", key), "expected a file path because turn.listen has a tls:// listener, found nothing"
+                yield ("turn", name), "expected a file path because turn.listen has a tls:// listener, found nothing"
             elif not os.access(value, os.R_OK):
-                yield ("turn", key), f"expected a readable file, found {value!r} (missing or unreadable)"
+                yield ("turn", name), f"expected a readable file, found {value!r} (missing or unreadable)"
     v6 = turn.relay_address_v6
     if v6 is not None and (v6.version != 6 or turn.relay_address.version != 4):
         yield ("turn", "relay_address_v6"), (
@@ -151,7 +151,7 @@ MAX_PASSWORD_BYTES = 80
 def _bird_strings(config: Config) -> Iterator[Finding]:
     """What the bird.conf renderer writes as BIRD strings, which have no escapes: refused here, with the key
     and line, rather than by the renderer at boot."""
-    strings = [(("announce", "bird_dir"), config.announce.bird_dir)]
+    strings: list[Finding] = [(("announce", "bird_dir"), config.announce.bird_dir)]
     for i, neighbor in enumerate(config.bgp.neighbors if config.bgp else ()):
         path = ("bgp", "neighbors", i, "password")
         if neighbor.password == "":
@@ -160,9 +160,9 @@ def _bird_strings(config: Config) -> Iterator[Finding]:
             yield path, f"a TCP MD5 password has at most {MAX_PASSWORD_BYTES} bytes"
         elif neighbor.password is not None:
             strings.append((path, neighbor.password))
-    for path, text in strings:
+    for where, text in strings:
         if '"' in text or any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
-            yield path, "BIRD cannot quote a '\"', a line break or a control character"
+            yield where, "BIRD cannot quote a '\"', a line break or a control character"
 
 
 def findings(config: Config) -> list[Finding]:

@@ -12,7 +12,9 @@ Path = tuple[str | int, ...]
 
 def _split_key(text: str) -> tuple[str, ...]:
     """Split a (possibly dotted, possibly quoted) key into its parts."""
-    parts, current, quote = [], [], None
+    parts: list[str] = []
+    current: list[str] = []
+    quote = None
     for ch in text.strip():
         if quote:
             if ch == quote:

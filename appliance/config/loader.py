@@ -7,10 +7,15 @@ import json
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from .lines import Path, dotted, line_of
 from .values import Invalid
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+D = TypeVar("D", bound="DataclassInstance")
 
 
 @dataclass(frozen=True, order=True)
@@ -47,7 +52,7 @@ class Loader:
     def problem(self, path: Path, message: str) -> None:
         self.problems.append(Problem(line_of(self.lines, path), dotted(path), message))
 
-    def build(self, cls: type, data: Any, path: Path) -> Any:
+    def build(self, cls: type[D], data: Any, path: Path) -> D:
         if not isinstance(data, dict):
             self.problem(path, f"expected a table, found {describe(data)}")
             raise _Skip
@@ -89,7 +94,7 @@ class Loader:
                 self.problem(path, f"expected one of {', '.join(map(json.dumps, choices))}, found {describe(raw)}")
                 raise _Skip
             return raw
-        if dataclasses.is_dataclass(hint) and not hasattr(hint, "parse"):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint) and not hasattr(hint, "parse"):
             return self.build(hint, raw, path)
         if hasattr(hint, "parse"):
             return self._parse(hint.parse, raw, path)
@@ -133,7 +138,7 @@ _PLAIN = {
 }
 
 
-def load(cls: type, data: dict, lines: dict[Path, int]) -> tuple[Any | None, list[Problem]]:
+def load(cls: type[D], data: dict, lines: dict[Path, int]) -> tuple[D | None, list[Problem]]:
     loader = Loader(lines)
     try:
         return loader.build(cls, data, ()), loader.problems

@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..plumbing.deadlines import Deadlines
 from ..stun import Attr, Class, Message, Method, StunError, short_term_key
-from ..turn.deadlines import Deadlines
 from .ice import CONSENT_TIMEOUT, Address, ConsentExpired, PathSelected, due_agents, schedule
 
 CHECKS_TIMEOUT = 10.0
@@ -186,7 +186,7 @@ class IceControlling:
             if agent.addr is None:
                 self._retransmit(agent, now)
             else:
-                self._consent(agent, now)
+                self._consent(agent, agent.addr, now)
 
     def datagrams_to_send(self) -> list[tuple[Any, Address, bytes]]:
         outgoing, self._outgoing = self._outgoing, []
@@ -210,16 +210,17 @@ class IceControlling:
                 transaction.due = now + transaction.rto
         self._schedule(agent)
 
-    def _consent(self, agent: _Agent, now: float) -> None:
+    def _consent(self, agent: _Agent, addr: Address, now: float) -> None:
+        """Consent on the selected path (`agent.local`, `addr`)."""
         if now >= agent.consent_until:
             self.remove(agent.owner)
-            self._events.append(ConsentExpired(agent.owner, agent.local, agent.addr))
+            self._events.append(ConsentExpired(agent.owner, agent.local, addr))
             return
         if now >= agent.next_consent:
             # Checks older than the consent timeout cannot refresh anything any more.
             for transaction in [t for t in agent.transactions.values() if t.sent < now - self.consent_timeout]:
                 self._end(transaction)
-            self._request(agent, agent.local, agent.addr, now, consent=True)
+            self._request(agent, agent.local, addr, now, consent=True)
             agent.next_consent = now + self.consent_interval
         self._schedule(agent)
 

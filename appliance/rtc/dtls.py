@@ -185,8 +185,8 @@ class DtlsConnection:
 
     def set_remote_fingerprints(self, fingerprints: list[RTCDtlsFingerprint]) -> None:
         self.remote_fingerprints = fingerprints
-        if self.state is State.UNVERIFIED:
-            self._verify()
+        if self.state is State.UNVERIFIED and self._keys is not None:
+            self._verify(fingerprints, self._keys)
 
     def handle_timeout(self, now: float) -> None:
         if self.state is not State.HANDSHAKE:
@@ -246,20 +246,21 @@ class DtlsConnection:
             self._fail(f"handshake failed ({e})")
             return
         self._flush()
-        self._keys = srtp_sessions(self._ssl, self.server)
-        if self._keys is None:
+        self._keys = keys = srtp_sessions(self._ssl, self.server)
+        if keys is None:
             self._fail("no SRTP profile negotiated")
             return
         self.state = State.UNVERIFIED
         if self.remote_fingerprints is not None:
-            self._verify()
+            self._verify(self.remote_fingerprints, keys)
 
-    def _verify(self) -> None:
+    def _verify(self, fingerprints: list[RTCDtlsFingerprint],
+                keys: tuple[SRTPProtectionProfile, Session, Session]) -> None:
         certificate = self._ssl.get_peer_certificate(as_cryptography=True)
-        if certificate is None or not fingerprints_match(certificate, self.remote_fingerprints):
+        if certificate is None or not fingerprints_match(certificate, fingerprints):
             self._fail("the peer's certificate does not match the SDP fingerprint")
             return
-        profile, self.srtp_rx, self.srtp_tx = self._keys
+        profile, self.srtp_rx, self.srtp_tx = keys
         self.srtp_profile = profile.openssl_profile.decode()
         self.state = State.CONNECTED
         self._events.append(Connected(self.srtp_profile))

@@ -38,12 +38,12 @@ import secrets
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from aiortc.rtcicetransport import RTCIceCandidate
 
+from ..plumbing.deadlines import Deadlines
 from ..stun import Attr, Class, Message, Method, StunError, short_term_key
-from ..turn.deadlines import Deadlines
 
 # RFC 7675 section 5.1: consent is lost after 30 s without a response; a lite agent sees
 # the remote's consent checks, so it lets a path go 30 s after the last one.
@@ -84,15 +84,22 @@ def host_candidates(udp: Sequence[Address], tcp: Sequence[Address] = ()) -> tupl
     return tuple(candidates)
 
 
-def schedule(deadlines: Deadlines, agent: Any, when: float) -> None:
-    """Queue `when` for an agent (anything with a `due`) unless it is due earlier already:
+class Scheduled(Protocol):
+    due: float | None  # the earliest deadline queued for it
+
+
+A = TypeVar("A", bound=Scheduled)
+
+
+def schedule(deadlines: Deadlines[A], agent: A, when: float) -> None:
+    """Queue `when` for an agent unless it is due earlier already:
     a later deadline moves nothing, the due one re-checks and queues the next."""
     if agent.due is None or when < agent.due:
         agent.due = when
         deadlines.push(when, agent)
 
 
-def due_agents(deadlines: Deadlines, now: float) -> Iterator[Any]:
+def due_agents(deadlines: Deadlines[A], now: float) -> Iterator[A]:
     """The agents due at `now`, their `due` cleared; entries an earlier deadline superseded
     (already handled) are skipped."""
     for agent in list(deadlines.due(now)):

@@ -12,7 +12,7 @@ import asyncio
 import socket
 from typing import Any
 
-from ..turn.io import READ_BATCH, RECV_SIZE, udp_socket
+from ..plumbing.udp import READ_BATCH, RECV_SIZE, udp_socket
 from .framing import Rfc4571Framer, frame
 from .port import Listener, MediaPort
 
@@ -109,7 +109,8 @@ class MediaIO:
             sock.close()
         self._sockets.clear()
         for stream in list(self._streams):
-            stream.transport.close()
+            if stream.transport is not None:
+                stream.transport.close()
         for server in self._servers:
             server.close()
         for server in self._servers:
@@ -128,7 +129,9 @@ class _IceTcpStream(asyncio.Protocol):
         self.peer: Any = None
         self.idle: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
+    # A stream protocol is always given a Transport (uvloop's only duck-types it, so no isinstance
+    # here); typeshed types every protocol's argument as the BaseTransport of BaseProtocol.
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -139,20 +142,25 @@ class _IceTcpStream(asyncio.Protocol):
         self.idle = self.io.loop.call_later(TCP_IDLE, self._check_idle)
 
     def data_received(self, data: bytes) -> None:
+        listener = self.listener
+        if listener is None:  # set by connection_made, which comes first
+            return
         received = self.io.port.datagram_received
         now = self.io.loop.time()
         for packet in self.framer.feed(data):
-            received(self.listener, packet, self.peer, now)
+            received(listener, packet, self.peer, now)
 
     def _check_idle(self) -> None:
-        if self.listener.sessions:
+        if self.listener is not None and self.listener.sessions:
             self.idle = self.io.loop.call_later(TCP_IDLE, self._check_idle)
         else:
             self.idle = None
-            self.transport.close()
+            if self.transport is not None:
+                self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.idle is not None:
             self.idle.cancel()
         self.io._streams.discard(self)
-        self.io.port.listener_closed(self.listener)
+        if self.listener is not None:
+            self.io.port.listener_closed(self.listener)

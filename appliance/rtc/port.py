@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import pylibsrtp
 from aiortc.rtcdtlstransport import RTCDtlsFingerprint
 
-from ..turn.deadlines import Deadlines
+from ..plumbing.deadlines import Deadlines
 from .dtls import ApplicationData, Closed, Connected, DtlsConnection, DtlsContext, Failed, State
 from .checks import ChecksFailed, IceControlling
 from .ice import CONSENT_TIMEOUT, Address, ConsentExpired, IceLite, PathSelected
@@ -145,13 +145,14 @@ class MediaPort:
         """The remote description arrived: its ufrag, fingerprints and our DTLS role."""
         self.ice.set_remote(session, ufrag)
         session.remote_fingerprints = fingerprints
-        if session.dtls is None:
+        dtls = session.dtls
+        if dtls is None:
             session.server = server
             if not server and session.addr is not None:
-                self._start_dtls(session, now)
+                self._start_dtls(session, server, now)
         else:
-            session.dtls.set_remote_fingerprints(fingerprints)
-            self._dtls_output(session, now)
+            dtls.set_remote_fingerprints(fingerprints)
+            self._dtls_output(session, dtls, now)
 
     def remove_session(self, session: Session) -> None:
         """Forget the session, telling the peer with a DTLS close_notify."""
@@ -170,8 +171,8 @@ class MediaPort:
         Once per packet per subscriber, so written out rather than sharing `send_rtcp`'s
         steps through `_send`: the extra call measured 0.15 us of 5.0 (bench_media_port).
         """
-        srtp = session.srtp_tx
-        if srtp is None:
+        srtp, listener = session.srtp_tx, session.listener
+        if srtp is None or listener is None:  # srtp_tx is set only while a path is selected
             return False
         try:
             data = srtp.protect(packet)
@@ -179,7 +180,7 @@ class MediaPort:
             self.counters.srtp_errors += 1
             return False
         try:
-            session.listener.sink.sendto(data, session.addr)
+            listener.sink.sendto(data, session.addr)
         except OSError:
             self.counters.send_errors += 1
             return False
@@ -199,9 +200,10 @@ class MediaPort:
 
     def send_data(self, session: Session, data: bytes, now: float) -> bool:
         """DTLS application data (SCTP); False unless DTLS is connected."""
-        if session.dtls is None or not session.dtls.send(data):
+        dtls = session.dtls
+        if dtls is None or not dtls.send(data):
             return False
-        self._dtls_output(session, now)
+        self._dtls_output(session, dtls, now)
         return True
 
     # --- what the shell calls ----------------------------------------------------------------
@@ -259,12 +261,13 @@ class MediaPort:
                     return
                 self.ice.select(session, listener, addr)
                 self._ice_events(now)
-            if session.dtls is None:
+            dtls = session.dtls
+            if dtls is None:
                 # A ClientHello before the answer to our actpass offer: the peer is the client.
                 session.server = True
-                self._start_dtls(session, now)
-            session.dtls.receive(data)
-            self._dtls_output(session, now)
+                dtls = self._start_dtls(session, True, now)
+            dtls.receive(data)
+            self._dtls_output(session, dtls, now)
         else:
             self.counters.malformed += 1
 
@@ -285,11 +288,12 @@ class MediaPort:
         self.checks.handle_timer(now)
         self._ice_events(now)
         for session in list(self._dtls_deadlines.due(now)):
-            if session.dtls_at is None or session.dtls_at > now:
+            dtls = session.dtls
+            if dtls is None or session.dtls_at is None or session.dtls_at > now:
                 continue  # superseded by an earlier deadline that has been handled
             session.dtls_at = None
-            session.dtls.handle_timeout(now)
-            self._dtls_output(session, now)
+            dtls.handle_timeout(now)
+            self._dtls_output(session, dtls, now)
 
     # --- inside ------------------------------------------------------------------------------
 
@@ -334,41 +338,40 @@ class MediaPort:
                 event.local.sessions[event.addr] = session
                 if session.dtls is None:
                     if session.server is False:
-                        self._start_dtls(session, now)
+                        self._start_dtls(session, False, now)
                 else:
-                    self._media_ready(session)
+                    self._media_ready(session, session.dtls)
             else:
                 self._unselect(session)
             session.handler.event(event)
 
     def _unselect(self, session: Session) -> None:
-        listener = session.listener
-        if listener is not None and listener.sessions.get(session.addr) is session:
-            del listener.sessions[session.addr]
+        listener, addr = session.listener, session.addr
+        if listener is not None and addr is not None and listener.sessions.get(addr) is session:
+            del listener.sessions[addr]
         session.listener = session.addr = None
         session.srtp_rx = session.srtp_tx = None
 
-    def _media_ready(self, session: Session) -> None:
-        dtls = session.dtls
+    def _media_ready(self, session: Session, dtls: DtlsConnection) -> None:
         if dtls.state is State.CONNECTED and session.addr is not None:
             session.srtp_rx, session.srtp_tx = dtls.srtp_rx, dtls.srtp_tx
         else:
             session.srtp_rx = session.srtp_tx = None
 
-    def _start_dtls(self, session: Session, now: float) -> None:
-        session.dtls = DtlsConnection(self.context, session.server, session.remote_fingerprints)
-        session.dtls.start()
-        self._dtls_output(session, now)
+    def _start_dtls(self, session: Session, server: bool, now: float) -> DtlsConnection:
+        session.dtls = dtls = DtlsConnection(self.context, server, session.remote_fingerprints)
+        dtls.start()
+        self._dtls_output(session, dtls, now)
+        return dtls
 
-    def _dtls_output(self, session: Session, now: float) -> None:
-        dtls = session.dtls
+    def _dtls_output(self, session: Session, dtls: DtlsConnection, now: float) -> None:
         for datagram in dtls.datagrams_to_send():
             self._send(session, datagram)
         while (event := dtls.next_event()) is not None:
             if isinstance(event, ApplicationData):
                 session.handler.data(event.data)
                 continue
-            self._media_ready(session)
+            self._media_ready(session, dtls)
             session.handler.event(event)
         when = dtls.get_timeout(now)
         if when is not None and (session.dtls_at is None or when < session.dtls_at):

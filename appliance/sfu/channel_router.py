@@ -7,6 +7,9 @@ as they arrive, one by one and in arrival order, so an ordered channel stays ord
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
+from ..rtc.port import MediaPort
 from . import sdp
 from .datachannels import (
     ACK_TIMEOUT, SERVER_EVENTS, SERVER_EVENTS_ID, ChannelRequest, DataChannel, batch_location, describe, item_error,
@@ -18,9 +21,15 @@ from .session import CallSession, Transceiver
 
 
 class ChannelRouter:
-    def __init__(self, sfu) -> None:
-        self.sfu = sfu
+    """Owns the SCTP associations and the relaying between channels; finds publishers in
+    `sessions` (the SFU's), sends on `port`, reads the time from `clock`."""
+
+    def __init__(self, port: MediaPort, clock: Callable[[], float], sessions: Mapping[str, CallSession]) -> None:
+        self.port = port
+        self.clock = clock
+        self.sessions = sessions
         self.associations: dict[CallSession, Association] = {}
+        self.dropped = 0  # SCTP packets and messages that had nowhere to go, for /metrics
 
     # --- the m=application section --------------------------------------------------------------
 
@@ -58,7 +67,7 @@ class ChannelRouter:
         remote = session.remote.section(transceiver.mid) if session.remote is not None else None
         if remote is None or remote.rejected:
             return
-        association = Association(self.sfu.media.port, session.port_session, self.sfu.clock, remote.sctp_port,
+        association = Association(self.port, session.port_session, self.clock, remote.sctp_port,
                                   remote.max_message_size, self._message)
         self.associations[session] = association
         for channel in session.datachannels:
@@ -69,7 +78,7 @@ class ChannelRouter:
         """An SCTP packet from the session's DTLS."""
         association = self.associations.get(session)
         if association is None or not association.receive(data):
-            self.sfu.counters.data_dropped += 1
+            self.dropped += 1
 
     def close_session(self, session: CallSession) -> None:
         association = self.associations.pop(session, None)
@@ -169,12 +178,12 @@ class ChannelRouter:
             source.subscribers.append(channel)
             self._set_reply(channel, request.can_reply)
             if request.wait_for_ack:
-                channel.ack_deadline = self.sfu.clock() + ACK_TIMEOUT
+                channel.ack_deadline = self.clock() + ACK_TIMEOUT
         self._open(channel)
         return channel
 
     def _published(self, session: CallSession, request: ChannelRequest) -> DataChannel:
-        publisher = self.sfu.sessions.get(request.session_id)
+        publisher = self.sessions.get(request.session_id)
         channel = None
         if publisher is not None and publisher.app == session.app and not publisher.closed:
             channel = publisher.datachannels.local(request.name)
@@ -232,12 +241,12 @@ class ChannelRouter:
         elif channel.can_reply and not channel.ended:
             targets = [channel.source]
         else:
-            self.sfu.counters.data_dropped += 1
+            self.dropped += 1
             return
         for target in targets:
             association = self.associations.get(target.session)
             if association is None or not association.send(target.id, message):
-                self.sfu.counters.data_dropped += 1
+                self.dropped += 1
 
 
 def _application(mid: str) -> sdp.LocalSection:

@@ -33,14 +33,16 @@ class SfuCollector:
         dropped = CounterMetricFamily("edgecall_sfu_dropped", "Media-port datagrams dropped, by reason.",
                                       labels=["reason"])
         port = sfu.media.port
-        for layer, counters in (("sfu", sfu.counters), ("port", port.counters), ("ice", port.ice.counters),
+        for layer, counters in (("sfu", sfu.ingest), ("port", port.counters), ("ice", port.ice.counters),
                                 ("checks", port.checks.counters)):
             for field in dataclasses.fields(counters):
                 dropped.add_metric([f"{layer}_{field.name}"], getattr(counters, field.name))
+        dropped.add_metric(["sfu_data_dropped"], sfu.channels.dropped)
         yield dropped
         repair = CounterMetricFamily(
             "edgecall_sfu_repair", "Loss repair and layer moves: sequence numbers subscribers NACKed, answered "
             "from the cache, not in it, NACKed upstream, given up; simulcast layer switches.", labels=["event"])
-        for field in dataclasses.fields(sfu.repair):
-            repair.add_metric([field.name], getattr(sfu.repair, field.name))
+        for counters in (sfu.repair.counters, sfu.switcher.counters):
+            for field in dataclasses.fields(counters):
+                repair.add_metric([field.name], getattr(counters, field.name))
         yield repair

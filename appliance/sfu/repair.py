@@ -1,8 +1,9 @@
-"""Repairing what a network breaks, for the Sfu (a mixin): keyframe requests toward publishers,
-subscribers' NACKs answered from the retransmission cache, and the box's own NACKs upstream."""
+"""Repairing what a network breaks: keyframe requests toward publishers, subscribers' NACKs
+answered from the retransmission cache, and the box's own NACKs upstream."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from . import feedback as rtcp_feedback
 from . import rtcp
@@ -13,7 +14,7 @@ from .tracks import KEYFRAME_INTERVAL
 
 @dataclass
 class RepairCounters:
-    """Retransmissions and keyframe-driven layer moves, for /metrics."""
+    """Retransmissions and keyframe requests, for /metrics."""
 
     nacked_by_subscribers: int = 0  # sequence numbers subscribers asked for
     retransmitted: int = 0  # answered from the cache
@@ -21,11 +22,21 @@ class RepairCounters:
     not_cached: int = 0  # asked for but not in the cache (never received, or too old)
     nacked_upstream: int = 0  # sequence numbers the box asked its publishers for
     given_up: int = 0  # lost packets no retransmission recovered in time
-    layer_switches: int = 0
-    paused_legs: int = 0  # times a leg's video stopped because no layer fitted its bandwidth
+
+
+class RtcpSender(Protocol):
+    """Where the SFU's own RTCP goes out (the media port): protected and sent on a session's path."""
+
+    def send_rtcp(self, session: Any, packet: bytes) -> bool: ...
 
 
 class Repair:
+    """The only writer of its counters; sends through `rtcp_out`, reads the streams and legs it is given."""
+
+    def __init__(self, rtcp_out: RtcpSender) -> None:
+        self.rtcp_out = rtcp_out
+        self.counters = RepairCounters()
+
     def request_keyframe(self, stream: Stream, now: float, force: bool = False) -> None:
         """Ask the publisher for a keyframe on `stream`, at most once per KEYFRAME_INTERVAL
         unless `force` (a new subscriber cannot wait)."""
@@ -37,9 +48,10 @@ class Repair:
         stream.last_keyframe_request = now
         publisher = track.session
         if publisher.port_session is not None:
-            self.media.port.send_rtcp(publisher.port_session, rtcp.pli(publisher.rtcp_ssrc, stream.ssrc))
+            self.rtcp_out.send_rtcp(publisher.port_session, rtcp.pli(publisher.rtcp_ssrc, stream.ssrc))
 
-    def _keyframe_for(self, leg: Leg, now: float) -> None:
+    def keyframe_for(self, leg: Leg, now: float) -> None:
+        """A keyframe at once for what the leg forwards or waits for (a new subscriber, a new layer)."""
         stream = leg.target or leg.stream
         if stream is not None:
             self.request_keyframe(stream, now, force=True)
@@ -47,7 +59,7 @@ class Repair:
     def answer_nack(self, leg: Leg, seqs: list[int], now: float) -> None:
         """A subscriber's NACK: resend from the cache what the box has. What it never received
         is already asked of the publisher (`nack_upstream`) and reaches every leg when it comes."""
-        counters = self.repair
+        counters = self.counters
         counters.nacked_by_subscribers += len(seqs)
         stream = leg.stream
         cache = stream.cache if stream is not None else None
@@ -69,7 +81,7 @@ class Repair:
         seq = leg.source_seq(out_seq)
         packet = leg.stream.cache.get(seq, now) if seq is not None else None
         if packet is not None and leg.retransmit(packet, out_seq, now):
-            self.repair.resent_unasked += 1
+            self.counters.resent_unasked += 1
 
     def nack_upstream(self, stream: Stream, now: float) -> None:
         """NACK the publisher for the stream's new gaps and due retries; a loss given up on costs
@@ -77,8 +89,9 @@ class Repair:
         seqs, given_up = stream.losses.nacks(now)
         publisher = stream.track.session
         if seqs and publisher.port_session is not None and stream.ssrc is not None:
-            self.repair.nacked_upstream += len(seqs)
-            self.media.port.send_rtcp(publisher.port_session, rtcp_feedback.nack(publisher.rtcp_ssrc, stream.ssrc, seqs))
+            self.counters.nacked_upstream += len(seqs)
+            self.rtcp_out.send_rtcp(publisher.port_session,
+                                    rtcp_feedback.nack(publisher.rtcp_ssrc, stream.ssrc, seqs))
         if given_up:
-            self.repair.given_up += given_up
+            self.counters.given_up += given_up
             self.request_keyframe(stream, now)

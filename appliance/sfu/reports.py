@@ -1,29 +1,38 @@
-"""The RTCP the SFU sends on its own, for the Sfu (a mixin): sender and receiver reports, and
-transport-wide congestion control (feedback to publishers, numbering toward subscribers)."""
+"""The RTCP the SFU sends on its own: sender and receiver reports, and transport-wide congestion
+control (feedback to publishers, numbering toward subscribers)."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from . import extensions, rtcp, sdp
+from .forward import Leg
+from .repair import RtcpSender
 from .session import CallSession
 from .transport import TransportSender
 
 
 class Reports:
-    def send_reports(self, now: float) -> None:
+    """Sends through `rtcp_out` what the sessions and legs it is given call for; holds no state."""
+
+    def __init__(self, rtcp_out: RtcpSender) -> None:
+        self.rtcp_out = rtcp_out
+
+    def send_reports(self, sessions: Iterable[CallSession], legs: Iterable[Leg], now: float) -> None:
         """About once a second: a sender report on every leg that carries media, and a receiver
         report to every publisher on the streams it sends (the SFU terminates RTCP per leg)."""
-        send_rtcp = self.media.port.send_rtcp
-        for session in self.sessions.values():
+        send_rtcp = self.rtcp_out.send_rtcp
+        for session in sessions:
             blocks = [stream.stats.report_block(stream.ssrc, now) for t in session.tracks.values()
                       for stream in t.streams if stream.stats.received and stream.ssrc is not None]
             if blocks and session.port_session is not None:
                 send_rtcp(session.port_session, rtcp.receiver_report(session.rtcp_ssrc, blocks))
-        for leg in self.legs_by_ssrc.values():
+        for leg in legs:
             if leg.packets and leg.port_session is not None:
                 # Wall-clock NTP time, not `now`: the subscriber maps RTP time to real time with it.
                 send_rtcp(leg.port_session, rtcp.sender_report(leg.ssrc, leg.last_ts, leg.packets, leg.octets))
 
     @staticmethod
-    def _transport_out(session: CallSession, remote: sdp.RemoteDescription) -> None:
+    def transport_out(session: CallSession, remote: sdp.RemoteDescription) -> None:
         """Number what the session receives from the SFU once its description takes the
         transport-wide sequence extension on a section the SFU sends on (BUNDLE: one id)."""
         if session.transport_out is not None:
@@ -36,13 +45,13 @@ class Reports:
                 session.transport_out = TransportSender(ext_id)
                 return
 
-    def send_transport_feedback(self, now: float) -> None:
+    def send_transport_feedback(self, sessions: Iterable[CallSession], now: float) -> None:
         """Every FEEDBACK_INTERVAL: each publisher's transport-wide arrivals since the last one."""
-        for session in self.sessions.values():
+        for session in sessions:
             receiver = session.transport_in
             if receiver is None or session.port_session is None:
                 continue
             media = next((s.ssrc for t in session.tracks.values() for s in t.streams if s.ssrc is not None), 0)
             packet = receiver.report(session.rtcp_ssrc, media)
             if packet is not None:
-                self.media.port.send_rtcp(session.port_session, packet)
+                self.rtcp_out.send_rtcp(session.port_session, packet)

@@ -7,20 +7,49 @@ from __future__ import annotations
 
 import random
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 from ..rtc.ice import new_credentials
+from ..rtc.port import Event
+from ..rtc.port import Session as PortSession
 from . import extensions, feedback, rtcp, rtx
 from .codecs import PayloadTypes
 from .datachannels import SessionChannels
 from .forward import Leg, payload_offset
 from .losses import DUPLICATE, JUMP
+from .repair import Repair
 from .sdp import LocalSection, RemoteDescription
 from .streams import PACKET_OVERHEAD, Stream
+from .switching import LayerSwitcher
+from .tracks import PublishedTrack
+from .transport import TransportReceiver, TransportSender
 
 LOSSY = 0.02  # a subscriber reporting more loss than this gets no more than it received
-from .tracks import PublishedTrack
+
+
+@dataclass
+class IngestCounters:
+    """What the sessions drop of what publishers send, for /metrics."""
+
+    unknown_ssrc: int = 0
+    malformed: int = 0
+
+
+class SessionOwner(Protocol):
+    """What a session's media and events need from the SFU that holds it."""
+
+    repair: Repair
+    switcher: LayerSwitcher
+    ingest: IngestCounters
+
+    @property
+    def legs_by_ssrc(self) -> Mapping[int, Leg]: ...
+
+    def session_event(self, session: CallSession, event: Event) -> None: ...
+
+    def session_data(self, session: CallSession, data: bytes) -> None: ...
 
 
 @dataclass(eq=False)
@@ -46,10 +75,10 @@ class CallSession:
     id: str
     app: str
     created: float
-    sfu: Any
+    owner: SessionOwner
     ufrag: str = ""
     pwd: str = ""
-    port_session: Any = None
+    port_session: PortSession | None = None
     remote: RemoteDescription | None = None
     transceivers: list[Transceiver] = field(default_factory=list)  # in m-section order
     payload_types: PayloadTypes = field(default_factory=PayloadTypes)
@@ -57,8 +86,8 @@ class CallSession:
     by_ssrc: dict[int, Stream] = field(default_factory=dict)  # media SSRC -> the stream it carries
     rtx_by_ssrc: dict[int, Stream] = field(default_factory=dict)  # RTX SSRC -> the stream it repairs
     stream_ids: dict[str, int] = field(default_factory=dict)  # the publisher's ids of mid, rid, repaired-rid
-    transport_in: Any = None  # TransportReceiver: what the session's publishing side reports on
-    transport_out: Any = None  # TransportSender: what the SFU sends the session, numbered and estimated
+    transport_in: TransportReceiver | None = None  # what the session's publishing side reports on
+    transport_out: TransportSender | None = None  # what the SFU sends the session, numbered and estimated
     tracks: dict[str, PublishedTrack] = field(default_factory=dict)
     sdp_version: int = 0
     sdp_id: int = field(default_factory=lambda: random.getrandbits(62))
@@ -167,12 +196,12 @@ class CallSession:
                 return
             stream.cache.put(seq, packet, now)
             if state == JUMP:
-                self.sfu.request_keyframe(stream, now)
+                self.owner.repair.request_keyframe(stream, now)
             if losses.missing:
-                self.sfu.nack_upstream(stream, now)
+                self.owner.repair.nack_upstream(stream, now)
         stream.stats.update(seq, ts, now)
         if stream.waiting:
-            self.sfu.switch_at_keyframe(stream, packet, now)
+            self.owner.switcher.switch_at_keyframe(stream, packet, now)
         legs = stream.legs
         found = extensions.elements(packet) if track.reads_extensions else None
         if found and track.level_id in found:
@@ -181,7 +210,7 @@ class CallSession:
             return
         offset = payload_offset(packet)
         if offset < 0:
-            self.sfu.counters.malformed += 1
+            self.owner.ingest.malformed += 1
             return
         payload = packet[offset:]  # once per packet, shared by every leg
         if not found:
@@ -204,7 +233,7 @@ class CallSession:
         if stream is None:
             stream = self._bind(packet, ssrc)
             if stream is None:
-                self.sfu.counters.unknown_ssrc += 1
+                self.owner.ingest.unknown_ssrc += 1
                 return
             if stream.ssrc == ssrc:
                 self._receive(stream, packet, now)
@@ -258,26 +287,26 @@ class CallSession:
             stream = self.by_ssrc.get(ssrc)
             if stream is not None:
                 stream.stats.sr_ntp_middle, stream.stats.sr_at = ntp_middle, now
-        sfu = self.sfu
+        legs, repair = self.owner.legs_by_ssrc, self.owner.repair
         for ssrc in rtcp.keyframe_requests(packet):
-            leg = sfu.legs_by_ssrc.get(ssrc)
+            leg = legs.get(ssrc)
             if leg is not None and leg.subscriber is self and leg.source is not None:
                 stream = leg.target or leg.stream
                 if stream is not None:
-                    sfu.request_keyframe(stream, now)
+                    repair.request_keyframe(stream, now)
         for ssrc, seqs in feedback.nacks(packet):
-            leg = sfu.legs_by_ssrc.get(ssrc)
+            leg = legs.get(ssrc)
             if leg is not None and leg.subscriber is self:
-                sfu.answer_nack(leg, seqs, now)
+                repair.answer_nack(leg, seqs, now)
         transport = self.transport_out
         if transport is not None:
             for report in feedback.transport_feedback(packet):
                 transport.estimator.feedback(report, now)
                 for leg, out_seq, was_resend in transport.lost(report):
-                    if leg.subscriber is self and sfu.legs_by_ssrc.get(leg.ssrc) is leg:
-                        sfu.resend_lost(leg, out_seq, was_resend, now)
+                    if leg.subscriber is self and legs.get(leg.ssrc) is leg:
+                        repair.resend_lost(leg, out_seq, was_resend, now)
         for block in feedback.receiver_blocks(packet):
-            leg = sfu.legs_by_ssrc.get(block.ssrc)
+            leg = legs.get(block.ssrc)
             if leg is None or leg.subscriber is not self:
                 continue
             leg.loss = block.fraction_lost / 256
@@ -287,7 +316,7 @@ class CallSession:
                     leg.rtt = rtt
 
     def data(self, data: bytes) -> None:
-        self.sfu.channels.receive(self, data)
+        self.owner.session_data(self, data)
 
-    def event(self, event: Any) -> None:
-        self.sfu.session_event(self, event)
+    def event(self, event: Event) -> None:
+        self.owner.session_event(self, event)

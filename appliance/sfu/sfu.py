@@ -6,7 +6,6 @@ import random
 import secrets
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
 from typing import Any
 
 from ..logs import get_logger
@@ -20,10 +19,10 @@ from .codecs import (OFFERED, Codec, accept, accept_extensions, accept_rtx, apt,
 from .errors import ItemError, SfuError
 from .forward import Leg
 from .layers import preferences
-from .repair import Repair, RepairCounters
+from .repair import Repair
 from .reports import Reports
-from .session import CallSession, Transceiver
-from .switching import LayerSwitching
+from .session import CallSession, IngestCounters, Transceiver
+from .switching import LayerSwitcher
 from .tracks import PublishedTrack
 from .transport import TransportReceiver
 
@@ -33,14 +32,12 @@ log = get_logger("sfu")
 IDLE_TIMEOUT = 30.0
 
 
-@dataclass
-class SfuCounters:
-    unknown_ssrc: int = 0
-    malformed: int = 0
-    data_dropped: int = 0
+class Sfu:
+    """The session model (sessions, their transceivers and tracks) and the composition of the parts
+    that act on media: `repair` (keyframes, NACKs), `switcher` (which stream each leg forwards),
+    `reports` (the SFU's own RTCP), `channels` (data channels). The sessions it creates reach it
+    as their SessionOwner."""
 
-
-class Sfu(Repair, LayerSwitching, Reports):
     def __init__(self, media, retransmissions: bool = True) -> None:
         self.media = media  # appliance.rtc.service.MediaService: its port, certificate, candidates
         # [sfu] retransmissions: the cache answers NACKs and the box NACKs its publishers.
@@ -48,9 +45,12 @@ class Sfu(Repair, LayerSwitching, Reports):
         self.sessions: dict[str, CallSession] = {}
         self.live: Counter[str] = Counter()  # live sessions per app, for the API's per-app cap
         self.legs_by_ssrc: dict[int, Leg] = {}
-        self.counters = SfuCounters()
-        self.repair = RepairCounters()
-        self.channels = ChannelRouter(self)  # the data channels and each session's SCTP association
+        self.ingest = IngestCounters()
+        self.repair = Repair(media.port)
+        self.switcher = LayerSwitcher(self.repair)
+        self.reports = Reports(media.port)
+        # The data channels and each session's SCTP association.
+        self.channels = ChannelRouter(media.port, lambda: self.clock(), self.sessions)
         # Packets of legs that have ended, so the forwarded total never goes down.
         self._ended_leg_packets = 0
         # The media port's clock (the event loop's): every `now` the SFU keeps or passes on is on it.
@@ -88,11 +88,14 @@ class Sfu(Repair, LayerSwitching, Reports):
             log.info("session connected", session=session.id, after=round(now - session.created, 3))
             for transceiver in session.transceivers:
                 if transceiver.leg is not None and not transceiver.closed:
-                    self._keyframe_for(transceiver.leg, now)
+                    self.repair.keyframe_for(transceiver.leg, now)
             self.channels.sync(session)
         elif isinstance(event, (Failed, Closed, ConsentExpired, ChecksFailed)):
             log.info("session ended", session=session.id, reason=type(event).__name__)
             self.close_session(session)
+
+    def session_data(self, session: CallSession, data: bytes) -> None:
+        self.channels.receive(session, data)
 
     # --- pushing: the client offers ---------------------------------------------------------------
 
@@ -238,7 +241,7 @@ class Sfu(Repair, LayerSwitching, Reports):
             leg = self._leg(session, track, section.mid, codecs + rtx_codecs, pt_map, section.extensions,
                             {apt(c): c.pt for c in rtx_codecs})
             leg.preferences = preferences(item.get("simulcast"))
-            self._attach(leg, now)
+            self.switcher.attach(leg, now)
             results.append({"sessionId": track.session.id, "trackName": track.name, "mid": section.mid})
         for section in offer.sections:
             if session.transceiver(section.mid) is None:
@@ -370,7 +373,7 @@ class Sfu(Repair, LayerSwitching, Reports):
             leg = transceiver.leg
             if leg is not None and leg not in transceiver.source.legs:
                 leg.port_session = session.port_session
-                self._attach(leg, now)
+                self.switcher.attach(leg, now)
         session.pending_offer = False
         self._set_remote(session, answer, now)
 
@@ -401,17 +404,17 @@ class Sfu(Repair, LayerSwitching, Reports):
             pt_map = {codec.pt: offered[codec.key] for codec in track.codecs if codec.key in offered}
             if not pt_map:
                 raise ItemError("update_track_error", "the new track's codecs were not negotiated on this m-section")
-            self._detach(leg)
+            self.switcher.detach(leg)
             leg.pt_map, leg.source = pt_map, track
             self._map_extensions(leg, track, transceiver.section.extensions)
             transceiver.source = track
             transceiver.section.msid = f"{track.session.id} {track.name}"
             if prefs is not None:
                 leg.preferences = prefs
-            self._attach(leg, now)
+            self.switcher.attach(leg, now)
         elif prefs is not None:
             leg.preferences = prefs
-            self._choose(leg, now)
+            self.switcher.choose(leg, now)
         return {"mid": transceiver.mid, "sessionId": track.session.id, "trackName": track.name}
 
     def _find_track(self, session: CallSession, item: dict) -> PublishedTrack:
@@ -501,10 +504,10 @@ class Sfu(Repair, LayerSwitching, Reports):
             for leg in list(track.legs):
                 if leg.port_session is not None:
                     self.media.port.send_rtcp(leg.port_session, rtcp.bye(leg.ssrc))
-                self._detach(leg)
+                self.switcher.detach(leg)
         if transceiver.leg is not None:  # a pull, or what a bidirectional push carried back
             leg = transceiver.leg
-            self._detach(leg)
+            self.switcher.detach(leg)
             if self.legs_by_ssrc.pop(leg.ssrc, None) is not None:
                 self._ended_leg_packets += leg.packets
 
@@ -527,6 +530,15 @@ class Sfu(Repair, LayerSwitching, Reports):
                 tracks.append({"location": "remote", "mid": t.mid, "sessionId": t.source.session.id,
                                "trackName": t.source.name, "status": "inactive" if ended else "active"})
         return {"tracks": tracks, "dataChannels": self.channels.describe(session)}
+
+    def send_reports(self, now: float) -> None:
+        self.reports.send_reports(self.sessions.values(), self.legs_by_ssrc.values(), now)
+
+    def send_transport_feedback(self, now: float) -> None:
+        self.reports.send_transport_feedback(self.sessions.values(), now)
+
+    def adapt(self, now: float) -> None:
+        self.switcher.adapt((t for s in self.sessions.values() for t in s.tracks.values()), now)
 
     def forwarded_packets(self) -> int:
         return self._ended_leg_packets + sum(leg.packets for leg in self.legs_by_ssrc.values())
@@ -587,7 +599,7 @@ class Sfu(Repair, LayerSwitching, Reports):
         if first and session.thirdparty:
             # The third party is (usually) ICE-lite: it never checks, so we do.
             port.connect(session.port_session, session.ufrag, remote.ufrag, remote.pwd, remote.candidates, now)
-        self._transport_out(session, remote)
+        self.reports.transport_out(session, remote)
         for transceiver in session.transceivers:
             if transceiver.leg is not None:
                 transceiver.leg.port_session = session.port_session

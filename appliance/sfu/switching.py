@@ -1,15 +1,36 @@
-"""Which simulcast layer each subscriber's leg forwards, for the Sfu (a mixin): the choice
-(layers.py) applied at keyframes, bandwidth trials with padding, pausing when nothing fits."""
+"""Which stream each subscriber's leg forwards: its track's one stream, or (simulcast) the layer
+the choice (layers.py) picks, moved to at keyframes, with bandwidth trials by padding and pauses
+when nothing fits."""
 from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from .forward import Leg, payload_offset
 from .keyframes import starts_keyframe
 from .layers import PAD_OVER, PROBE_WAIT, choose_layer, probe
+from .repair import Repair
 from .streams import Stream
+from .tracks import PublishedTrack
 
 
-class LayerSwitching:
-    def _attach(self, leg: Leg, now: float) -> None:
+@dataclass
+class SwitchCounters:
+    """Layer moves, for /metrics."""
+
+    layer_switches: int = 0
+    paused_legs: int = 0  # times a leg's video stopped because no layer fitted its bandwidth
+
+
+class LayerSwitcher:
+    """Points legs at streams; the only writer of legs' stream, target and waiting lists. Asks
+    `repair` for the keyframes a move waits for."""
+
+    def __init__(self, repair: Repair) -> None:
+        self.repair = repair
+        self.counters = SwitchCounters()
+
+    def attach(self, leg: Leg, now: float) -> None:
         """Start forwarding the leg's track: its one stream at once, or (simulcast) the layer
         `choose_layer` picks, from that layer's next keyframe."""
         track = leg.source
@@ -18,21 +39,22 @@ class LayerSwitching:
         leg.rebase = True
         if track.simulcast:
             leg.next_probe = now + PROBE_WAIT[0]
-            self._choose(leg, now, force=True)
+            self.choose(leg, now, force=True)
         else:
             stream = track.streams[0]
             leg.stream = stream
             stream.legs.append(leg)
-            self._keyframe_for(leg, now)
+            self.repair.keyframe_for(leg, now)
 
     @staticmethod
-    def _detach(leg: Leg) -> None:
+    def detach(leg: Leg) -> None:
+        """Stop forwarding the leg's track (it may be attached again, or to another track)."""
         track = leg.source
         if track is not None and leg in track.legs:
             track.legs.remove(leg)
         _off_streams(leg)
 
-    def _choose(self, leg: Leg, now: float, force: bool = False) -> None:
+    def choose(self, leg: Leg, now: float, force: bool = False) -> None:
         """Point the leg at the layer it should receive; the move happens at a keyframe, asked
         for at once when `force` (a new subscriber waits for nothing else)."""
         estimate = leg.subscriber.bandwidth()
@@ -64,13 +86,13 @@ class LayerSwitching:
             return
         leg.target = wanted
         wanted.waiting.append(leg)
-        self.request_keyframe(wanted, now, force)
+        self.repair.request_keyframe(wanted, now, force)
 
     def _pause(self, leg: Leg) -> None:
         """Stop forwarding video to `leg` (it keeps its place in the track): `_choose` picks a
         layer again when the bandwidth allows, or tries one."""
         if leg.stream is not None:  # was forwarding: a pause, not a leg still waiting
-            self.repair.paused_legs += 1
+            self.counters.paused_legs += 1
         _off_streams(leg)
 
     def switch_at_keyframe(self, stream: Stream, packet: bytes, now: float) -> None:
@@ -78,27 +100,26 @@ class LayerSwitching:
         offset = payload_offset(packet)
         codec = stream.track.codec_names.get(packet[1] & 0x7F, "")
         if offset < 0 or not starts_keyframe(codec, packet[offset:]):
-            self.request_keyframe(stream, now)  # at most every KEYFRAME_INTERVAL
+            self.repair.request_keyframe(stream, now)  # at most every KEYFRAME_INTERVAL
             return
         for leg in stream.waiting:
             if leg.stream is not None and leg in leg.stream.legs:
                 leg.stream.legs.remove(leg)
             leg.stream, leg.target, leg.rebase = stream, None, True
             stream.legs.append(leg)
-            self.repair.layer_switches += 1
+            self.counters.layer_switches += 1
         stream.waiting.clear()
 
-    def adapt(self, now: float) -> None:
+    def adapt(self, tracks: Iterable[PublishedTrack], now: float) -> None:
         """About twice a second: measure each simulcast layer's bitrate and re-choose the layer
         of every leg that receives one."""
-        for session in self.sessions.values():
-            for track in session.tracks.values():
-                if not track.simulcast:
-                    continue
-                for stream in track.streams:
-                    stream.measure(now)
-                for leg in track.legs:
-                    self._choose(leg, now)
+        for track in tracks:
+            if not track.simulcast:
+                continue
+            for stream in track.streams:
+                stream.measure(now)
+            for leg in track.legs:
+                self.choose(leg, now)
 
 
 def _off_streams(leg: Leg) -> None:

@@ -22,7 +22,7 @@ def short_term_key(password: str) -> bytes:
     return password.encode("utf-8")
 
 
-def message_mac(key: bytes, prefix: bytes | memoryview, length: int, sha256: bool) -> bytes:
+def message_mac(key: bytes, prefix: bytes | bytearray | memoryview, length: int, sha256: bool) -> bytes:
     """The HMAC over a message's bytes before its integrity attribute.
 
     `prefix` is the header and the attributes before MESSAGE-INTEGRITY(-SHA256);
@@ -37,6 +37,6 @@ def message_mac(key: bytes, prefix: bytes | memoryview, length: int, sha256: boo
     return mac.digest()
 
 
-def fingerprint(data: bytes | memoryview) -> int:
+def fingerprint(data: bytes | bytearray | memoryview) -> int:
     """CRC-32 of the message up to FINGERPRINT, XORed with 0x5354554e (RFC 8489 14.7)."""
     return zlib.crc32(data) ^ FINGERPRINT_XOR

@@ -197,7 +197,7 @@ class Message:
         computed here, in the order RFC 8489 requires.
         """
         tid = self.transaction_id
-        parts = []
+        parts: list[bytes] = []
         for atype, value in self.attributes:
             if atype in _COMPUTED:
                 continue

@@ -13,7 +13,7 @@ from typing import Any
 from appliance.stun import FAMILY_IPV4, FAMILY_IPV6, TRANSPORT_TCP, Message
 
 from .auth import Auth
-from ..buckets import TokenBucket
+from ..plumbing.buckets import TokenBucket
 from .ratelimit import RelayBudget, RelayLimits
 from .usage import Usage
 

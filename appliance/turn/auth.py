@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from appliance.stun import Attr, Message
 
-from .credentials import RestCredentials, Revocations
+from .credentials import RestCredentials, Revocations, parse_username
 from .nonce import Nonces
 
 
@@ -18,6 +18,8 @@ class Auth:
     sha256: bool
     # Whose secret verified it: a TURN key's id, or "rest" (credentials.REST).
     issuer: str
+    # The username's customIdentifier, which usage is counted by.
+    identifier: str
 
 
 class Authenticator:
@@ -44,14 +46,15 @@ class Authenticator:
             return self.challenge(request, 401, client_host, now)
         if not self.nonces.fresh(nonce, client_host, now):
             return self.challenge(request, 438, client_host, now)
-        if username in self.revocations or not self.credentials.usable(username, now):
+        parsed = parse_username(username)
+        if parsed is None or username in self.revocations or not self.credentials.usable(username, now):
             return self.challenge(request, 401, client_host, now)
         sha256 = request.uses_sha256
         if known is not None and known.username == username and request.check_integrity(known.key):
-            return Auth(username, known.key, sha256, known.issuer)
+            return Auth(username, known.key, sha256, known.issuer, known.identifier)
         for issuer, key in self.credentials.keys(username, realm):
             if request.check_integrity(key):
-                return Auth(username, key, sha256, issuer)
+                return Auth(username, key, sha256, issuer, parsed[1])
         return self.challenge(request, 401, client_host, now)
 
     def challenge(self, request: Message, code: int, client_host: str, now: float) -> Message:

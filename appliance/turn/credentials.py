@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from appliance.stun import long_term_key
 
-from .deadlines import Deadlines
+from ..plumbing.deadlines import Deadlines
 
 # What the minting API accepts as a customIdentifier.
 MAX_IDENTIFIER = 256
@@ -157,13 +157,14 @@ class Revocations:
 
     def add(self, username: str, now: float) -> bool:
         """Revoke `username`; False when it is no credential this box could have minted, or has expired."""
-        if not self.credentials.revocable(username, now):
+        parsed = parse_username(username)
+        if parsed is None or not self.credentials.revocable(username, now):
             return False
         if username in self._expiry:
             return True
         if len(self._expiry) >= self.capacity:
             raise RevocationsFull(self.capacity)
-        expiry = parse_username(username)[0]
+        expiry = parsed[0]
         self._expiry[username] = expiry
         self._deadlines.push(expiry, username)
         return True

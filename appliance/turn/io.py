@@ -15,64 +15,17 @@ import asyncio
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..logs import get_logger
+from ..plumbing.streams import StreamSink
+from ..plumbing.udp import READ_BATCH, RECV_SIZE, set_dont_fragment, udp_socket
+from .clients import StreamClient
 from .server import TurnServer
 from .shell import CloseRelay, CloseStream, ConnectToPeer
 
 log = get_logger("turn")
-
-# Datagrams read per readiness callback before yielding to the loop (fairness between sockets).
-READ_BATCH = 64
-RECV_SIZE = 65536
-# <linux/in.h> and <linux/in6.h>; Python's socket module does not name them.
-IP_MTU_DISCOVER, IPV6_MTU_DISCOVER, PMTUDISC_DO = 10, 23, 2
-
-
-def udp_socket(host: str, port: int, reuse: bool = False) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        if family == socket.AF_INET6:
-            # One family per socket: IPv4 clients of "::" would show as ::ffff: mapped addresses.
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        if reuse:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setblocking(False)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-class StreamSink:
-    """A TCP/TLS connection as the core sees it: `sendto(data, None)` writes, `close()` closes.
-
-    A reader that cannot keep up is cut off once MAX_BACKLOG bytes wait for it, so that a fast
-    sender on the other side of a relay can never grow the box's memory without bound.
-    """
-
-    __slots__ = ("transport",)
-    MAX_BACKLOG = 4 << 20
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
-
-    def sendto(self, data: bytes, addr: Any = None) -> None:
-        transport = self.transport
-        if transport.is_closing():
-            return
-        if transport.get_write_buffer_size() > self.MAX_BACKLOG:
-            log.warning("stream reader too slow; closing", peer=str(transport.get_extra_info("peername")))
-            transport.abort()
-            return
-        transport.write(data)
-
-    def close(self) -> None:
-        self.transport.close()
-
 
 class _TlsSession:
     """Server-side TLS over a pair of memory BIOs: ciphertext in, plaintext out, and back."""
@@ -139,11 +92,11 @@ class TlsSink(StreamSink):
 
 
 class TurnIO:
-    """Owns every socket of the TURN service and runs the core's output."""
+    """Owns every socket of the TURN service and runs the core's output. The core binds its relays
+    through this shell (the RelayBinder), so `make_core` builds it with the shell in hand."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, make_core: Callable[[TurnIO], TurnServer]) -> None:
         self.loop = loop
-        self.core: TurnServer | None = None
         self._udp: dict[int, socket.socket] = {}  # fd -> socket, for reader removal
         self._relay_udp: dict[int, socket.socket] = {}  # relay id -> socket
         self._relay_tcp: dict[int, asyncio.AbstractServer | socket.socket] = {}
@@ -152,6 +105,7 @@ class TurnIO:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None  # the core deadline `_timer` is armed for
         self.send_errors = 0
+        self.core = make_core(self)
 
     # --- RelayBinder: the core asks for relay sockets ---------------------------------------
 
@@ -160,12 +114,8 @@ class TurnIO:
             sock = udp_socket(address, port)
         except OSError:
             return None
-        if dont_fragment:
-            # The DF bit on every datagram to peers (RFC 8656 DONT-FRAGMENT): path MTU discovery "do".
-            if sock.family == socket.AF_INET:
-                sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, PMTUDISC_DO)
-            else:
-                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, PMTUDISC_DO)
+        if dont_fragment:  # RFC 8656 DONT-FRAGMENT
+            set_dont_fragment(sock)
         self._relay_udp[relay_id] = sock
         self._relay_addr[relay_id] = (address, port)
         self._watch(sock, self._on_relay_readable, relay_id)
@@ -306,7 +256,7 @@ class TurnIO:
         sock = self._relay_udp.pop(relay_id, None)
         if sock is not None:
             self._unwatch(sock)
-        server = self._relay_tcp.pop(relay_id, None)
+        server: asyncio.AbstractServer | socket.socket | None = self._relay_tcp.pop(relay_id, None)
         if server is not None:
             server.close()
 
@@ -359,9 +309,11 @@ class _ClientStream(asyncio.Protocol):
         self.context = context
         self.transport: asyncio.Transport | None = None
         self.tls: _TlsSession | None = None
-        self.stream = None
+        self.stream: StreamClient | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
+    # A stream protocol is always given a Transport (uvloop's only duck-types it, so no isinstance
+    # here); typeshed types every protocol's argument as the BaseTransport of BaseProtocol.
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -380,21 +332,24 @@ class _ClientStream(asyncio.Protocol):
         self.io.flush()  # arms the core's timer, which closes the connection if it never allocates
 
     def data_received(self, data: bytes) -> None:
-        if self.stream is None:
+        transport = self.transport
+        if self.stream is None or transport is None:  # the transport is set with the stream
             return
         if self.tls is not None:
+            plain: bytes | None
             try:
-                data = self.tls.receive(data)
+                plain = self.tls.receive(data)
             except ssl.SSLError as e:  # a bad handshake or record, or the client's close_notify
-                log.debug("TLS connection ended", peer=str(self.transport.get_extra_info("peername")), reason=str(e))
-                data = None
+                log.debug("TLS connection ended", peer=str(transport.get_extra_info("peername")), reason=str(e))
+                plain = None
             handshake = self.tls.ciphertext()  # handshake records, or the alert before closing
             if handshake:
-                self.transport.write(handshake)
-            if data is None:
-                self.transport.close()
-            if not data:
+                transport.write(handshake)
+            if plain is None:
+                transport.close()
+            if not plain:
                 return
+            data = plain
         self.io.core.stream_received(self.stream, data, time.time())
         self.io.flush()
 
@@ -414,9 +369,10 @@ class _PeerStream(asyncio.Protocol):
         self.connection_id = connection_id
         self.sink: StreamSink | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
+    # A Transport, as in _ClientStream.connection_made.
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.sink = StreamSink(transport)
-        if self.connection_id is None:
+        if self.relay_id is not None:  # accepted on a relay's listener (when we connect out, connection_id is known)
             peer = transport.get_extra_info("peername")
             self.connection_id = self.io.core.peer_accepted(self.relay_id, peer, self.sink, time.time())
             if self.connection_id is None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from appliance.stun import TRANSPORT_UDP
 
-from .deadlines import Deadlines
+from ..plumbing.deadlines import Deadlines
 
 RANDOM_PROBES = 32
 RESERVATION_LIFETIME = 30.0  # RFC 8656 7.2: "approximately 30 seconds"

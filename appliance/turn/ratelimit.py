@@ -1,12 +1,12 @@
 """The relay budget of an allocation: packets/s and bytes/s on the relay path (new peers/s use
-appliance.buckets). Over a limit the packet is dropped, never an error.
+appliance.plumbing.buckets). Over a limit the packet is dropped, never an error.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from ..buckets import accrued
+from ..plumbing.buckets import accrued
 
 
 @dataclass(frozen=True, slots=True)

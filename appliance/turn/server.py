@@ -31,17 +31,17 @@ from appliance.stun import (
 )
 from appliance.stun.channeldata import PADDING
 
+from ..plumbing.buckets import TokenBucket, unlimited
+from ..plumbing.deadlines import Deadlines
 from .allocation import Allocation, Channel, ConnectionState, PeerConnection, Permission, Relay, family_of, peer_key
 from .auth import Auth, Authenticator
 from .clients import StreamClient, UdpClient, UdpListener
-from .credentials import RestCredentials, Revocations, parse_username
-from .deadlines import Deadlines
+from .credentials import RestCredentials, Revocations
 from .indications import pack_data, read_send, xor_peer_address
 from .nonce import Nonces
 from .policy import PeerPolicy
 from .ports import RelayPorts
 from .quotas import IssuerQuotas
-from ..buckets import TokenBucket, unlimited
 from .settings import TurnSettings
 from .shell import CloseRelay, CloseStream, ConnectToPeer, Event, RelayBinder
 from .usage import Usage, UsageBook
@@ -250,10 +250,12 @@ class TurnServer:
             return None
         permission = allocation.permissions.get(peer[0])
         if permission is None:
-            return self._no_permission(allocation)
+            self._no_permission(allocation)
+            return None
         size = len(data)
         if not allocation.charge(size, now):
-            return self._rate_limited(allocation)
+            self._rate_limited(allocation)
+            return None
         allocation.bytes_to_client += size
         allocation.packets_to_client += 1
         channel = allocation.peer_channels.get(peer)
@@ -277,9 +279,11 @@ class TurnServer:
             self.counters.malformed += 1
             return None
         if channel.host not in allocation.permissions:
-            return self._no_permission(allocation)
+            self._no_permission(allocation)
+            return None
         if not allocation.charge(size, now):
-            return self._rate_limited(allocation)
+            self._rate_limited(allocation)
+            return None
         allocation.bytes_from_client += size
         allocation.packets_from_client += 1
         return frame[4 : 4 + size], channel.peer, channel.sink
@@ -290,15 +294,17 @@ class TurnServer:
             self.counters.malformed += 1
             return None
         peer, port, start, end = fields
-        if peer.__class__ is bytes:
+        if isinstance(peer, bytes):
             permission = allocation.xor_permissions.get(peer)
         else:
             permission = allocation.permissions.get(peer)
         if permission is None or permission.sink is None or port == 0:
-            return self._no_permission(allocation)
+            self._no_permission(allocation)
+            return None
         size = end - start
         if not allocation.charge(size, now):
-            return self._rate_limited(allocation)
+            self._rate_limited(allocation)
+            return None
         allocation.bytes_from_client += size
         allocation.packets_from_client += 1
         return message[start:end], (permission.host, port), permission.sink
@@ -358,13 +364,13 @@ class TurnServer:
         connection.sink = sink
         connection.state = ConnectionState.AWAITING_BIND
         connection.expires = now + self.settings.connection_bind_timeout
-        self._answer_connect(connection, connection.request.success((Attr.CONNECTION_ID, connection.id)))
+        self._answer_connect(connection)
         return True
 
     def peer_connect_failed(self, connection_id: int, now: float) -> None:
         connection = self._connections.get(connection_id)
         if connection is not None and connection.state is ConnectionState.CONNECTING:
-            self._answer_connect(connection, connection.request.error(447))
+            self._answer_connect(connection, 447)
             self._forget_connection(connection)
 
     def peer_accepted(self, relay_id: int, peer: Any, sink: Any, now: float) -> int | None:
@@ -446,8 +452,13 @@ class TurnServer:
                 self._events.append(CloseStream(client.sink))
         connection.client = None
 
-    def _answer_connect(self, connection: PeerConnection, response: Message) -> None:
-        self._reply(connection.allocation.client, connection.request, response, connection.auth)
+    def _answer_connect(self, connection: PeerConnection, error: int | None = None) -> None:
+        """Answer the connection's Connect request: success with its CONNECTION-ID, or `error`."""
+        request = connection.request
+        if request is None:  # answered already (only a CONNECTING connection holds its request)
+            return
+        response = request.success((Attr.CONNECTION_ID, connection.id)) if error is None else request.error(error)
+        self._reply(connection.allocation.client, request, response, connection.auth)
         connection.request = None
 
     def _connection_refusal(self, allocation: Allocation, peer: tuple[str, int]) -> int | None:
@@ -535,7 +546,7 @@ class TurnServer:
             raise _Refused(486)
         relays, extra = self._open_relays(plan, now)
         lifetime = self._lifetime(request.get(Attr.LIFETIME))
-        identifier = parse_username(auth.username)[1]
+        identifier = auth.identifier
         bucket = TokenBucket(self._peer_rate, self.settings.new_peer_burst, now)
         allocation = Allocation(next(self._ids), auth, identifier, client, now, now + lifetime, self._limits, bucket)
         for relay in relays:
@@ -606,11 +617,11 @@ class TurnServer:
         if plan.reserve:
             extra.append((Attr.RESERVATION_TOKEN, self.ports.reserve(first.address, first.port + 1, now)))
         for family in plan.families[1:]:
-            address = self._relay_address.get(family)
-            second = None if address is None else self._bind(
-                family, address, plan, self.ports.candidates(address, plan.transport))
+            second_address = self._relay_address.get(family)
+            second = None if second_address is None else self._bind(
+                family, second_address, plan, self.ports.candidates(second_address, plan.transport))
             if second is None:
-                code = 440 if address is None else 508
+                code = 440 if second_address is None else 508
                 extra.append((Attr.ADDRESS_ERROR_CODE, (family, code, REASONS[code])))
             else:
                 relays.append(second)
@@ -743,7 +754,7 @@ class TurnServer:
                          now: float) -> None:
         connection_id = request.get(Attr.CONNECTION_ID)
         connection = None if connection_id is None else self._connections.get(connection_id)
-        if (not client.stream or allocation is not None or connection is None
+        if (not isinstance(client, StreamClient) or allocation is not None or connection is None
                 or connection.state is not ConnectionState.AWAITING_BIND):
             raise _Refused(400, "No connection awaits this bind here")
         if auth.username != connection.allocation.username:
@@ -804,7 +815,7 @@ class TurnServer:
         if self._connections.get(connection.id) is not connection or self._extended(connection, now):
             return
         if connection.state is ConnectionState.CONNECTING:
-            self._answer_connect(connection, connection.request.error(447))
+            self._answer_connect(connection, 447)
         self._forget_connection(connection)
 
     def revoke(self, username: str, now: float) -> int | None:

@@ -6,6 +6,7 @@ import dataclasses
 import os
 import ssl
 import time
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -16,6 +17,9 @@ from .io import TurnIO
 from .revocation_store import RevocationFile, RevocationStore
 from .server import TurnServer
 from .usage import top_identifiers
+
+if TYPE_CHECKING:
+    from ..runner import Box
 
 log = get_logger("turn")
 
@@ -35,7 +39,10 @@ USAGE_METRICS = {
 ALPN = ["stun.turn", "stun.nat-discovery"]
 
 
-def _tls_context(cert: str, key: str) -> ssl.SSLContext:
+def _tls_context(cert: str | None, key: str | None) -> ssl.SSLContext:
+    if cert is None or key is None:
+        # The config's checks refuse a tls:// listener without both; only a Config built in code gets here.
+        raise ssl.SSLError("a tls:// listener needs turn.tls_cert and turn.tls_key")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
@@ -46,7 +53,7 @@ def _tls_context(cert: str, key: str) -> ssl.SSLContext:
 class TurnService:
     name = "turn"
 
-    def __init__(self, box) -> None:
+    def __init__(self, box: Box) -> None:
         self.box = box
         self.config = box.config.turn
         self.core: TurnServer | None = None
@@ -63,9 +70,9 @@ class TurnService:
         return own
 
     async def start(self) -> None:
-        self.io = TurnIO(asyncio.get_running_loop())
-        self.core = TurnServer.from_config(self.config, self.io, own=self._own_addresses())
-        self.io.core = self.core
+        own = self._own_addresses()
+        self.io = TurnIO(asyncio.get_running_loop(), lambda binder: TurnServer.from_config(self.config, binder, own=own))
+        self.core = self.io.core
         # Before any listener opens: no request may slip in ahead of a revocation.
         await self._restore_revocations()
         tls = None
@@ -106,24 +113,33 @@ class TurnService:
 
     def mint(self, ttl: int, identifier: str, issuer: str = REST) -> tuple[str, str]:
         """A credential of `issuer` (a TURN key's id): its allocations count toward that issuer's quota."""
-        return self.core.credentials.mint(time.time(), ttl, identifier, issuer)
+        return self._core().credentials.mint(time.time(), ttl, identifier, issuer)
 
     async def revoke(self, username: str) -> bool:
         """Refuse `username` from now on and end its allocations, and keep that across restarts;
         False when it is no credential this box could have minted, or one that has expired anyway.
         Raises `RevocationsFull`."""
-        ended = self.core.revoke(username, time.time())
+        parsed = parse_username(username)
+        if parsed is None:
+            return False
+        ended = self._core().revoke(username, time.time())
         if ended is None:
             return False
-        self.io.flush()
+        if self.io is not None:
+            self.io.flush()
         log.info("credential revoked", username=username, allocations_ended=ended)
         try:
             # Shielded: a client that hangs up does not cut the write short.
-            await asyncio.shield(self.revocation_store.add(username, parse_username(username)[0]))
+            await asyncio.shield(self.revocation_store.add(username, parsed[0]))
         except OSError as e:
             log.error("revocation not saved: the credential works again after a restart", username=username,
                       reason=str(e))
         return True
+
+    def _core(self) -> TurnServer:
+        if self.core is None:
+            raise RuntimeError("the TURN service has not started")
+        return self.core
 
     async def _restore_revocations(self) -> None:
         kept = await self.revocation_store.load()
@@ -132,7 +148,7 @@ class TurnService:
         for username in kept:
             try:
                 # The checks of a new revocation: entries expired since (or malformed) are dropped.
-                restored += self.core.revoke(username, now) is not None
+                restored += self._core().revoke(username, now) is not None
             except RevocationsFull as e:
                 log.error("revocations not all restored", restored=restored, reason=str(e))
                 return

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from appliance.config import TurnConfig
 
 from .credentials import REST
-from ..buckets import unlimited
+from ..plumbing.buckets import unlimited
 from .ratelimit import RelayLimits
 
 _CONFIG = TurnConfig()

@@ -9,7 +9,7 @@ and gives it back with the bytes to send: `sink.sendto(data, addr)` for datagram
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class RelayBinder(Protocol):
@@ -44,11 +44,19 @@ class ConnectToPeer:
     peer: tuple[str, int]
 
 
+class ClosableSink(Protocol):
+    """The sink of a TCP/TLS connection: `addr` is None, and it can be closed."""
+
+    def sendto(self, data: bytes, addr: Any = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class CloseStream:
     """Close a TCP/TLS connection (a client's or a peer's) after writing what was queued for it."""
 
-    sink: object
+    sink: ClosableSink
 
 
 Event = CloseRelay | ConnectToPeer | CloseStream

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, fields
 
-from .deadlines import Deadlines
+from ..plumbing.deadlines import Deadlines
 
 # The label of the series that sums every identifier outside the top N.
 OTHER = "other"

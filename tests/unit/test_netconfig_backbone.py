@@ -8,12 +8,13 @@ import base64
 import pytest
 
 from appliance.config import parse_config
+from appliance.config.backbone_numbers import OVERHEAD
 from netconfig.apply import State, read_state, save_owned
 from netconfig.backbone import link_of, peer_routes, tunnel
 from netconfig.netstate import LinkUp, LocalRuleMoved, NftRule, NftTable, Route, Rule, Sysctl, Tunnel, wanted
 from netconfig.peer_state import switching
 from netconfig.plan import Change, plan
-from netconfig.tunnel import OVERHEAD, public_key
+from netconfig.tunnel import public_key
 
 SLICES = {"a": "61000-61499", "b": "61500-61999", "c": "62000-62499"}
 OVERLAYS = {"a": ("192.0.2.129", "2001:db8:bb::1"), "b": ("192.0.2.130", "2001:db8:bb::2"),

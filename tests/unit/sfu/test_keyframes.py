@@ -1,8 +1,8 @@
 """Keyframe requests toward a publisher are aggregated: at most one PLI per stream per 300 ms."""
 from types import SimpleNamespace
 
+from appliance.sfu.repair import Repair
 from appliance.sfu.rtcp import keyframe_requests
-from appliance.sfu.sfu import Sfu
 from appliance.sfu.tracks import KEYFRAME_INTERVAL, PublishedTrack
 
 
@@ -17,26 +17,26 @@ class Port:
         return True
 
 
-def _sfu():
-    return Sfu(SimpleNamespace(port=Port(), candidates=lambda: []))
+def _repair():
+    return Repair(Port())
 
 
 def test_requests_within_the_interval_become_one_pli():
-    sfu = _sfu()
+    repair = _repair()
     publisher = SimpleNamespace(port_session="publisher", rtcp_ssrc=7)
     track = PublishedTrack(publisher, "cam", "1", "video", [], [0xBEEF])
     (stream,) = track.streams
     for offset in (0.0, 0.05, 0.1, KEYFRAME_INTERVAL - 0.01):
-        sfu.request_keyframe(stream, 100.0 + offset)
-    sfu.request_keyframe(stream, 100.0 + KEYFRAME_INTERVAL + 0.01)
-    sfu.request_keyframe(stream, 100.0 + KEYFRAME_INTERVAL + 0.02, force=True)  # a new subscriber cannot wait
-    sent = sfu.media.port.rtcp
+        repair.request_keyframe(stream, 100.0 + offset)
+    repair.request_keyframe(stream, 100.0 + KEYFRAME_INTERVAL + 0.01)
+    repair.request_keyframe(stream, 100.0 + KEYFRAME_INTERVAL + 0.02, force=True)  # a new subscriber cannot wait
+    sent = repair.rtcp_out.rtcp
     assert [session for session, _ in sent] == ["publisher"] * 3
     assert all(keyframe_requests(packet) == [0xBEEF] for _, packet in sent)
 
 
 def test_audio_tracks_get_no_keyframe_requests():
-    sfu = _sfu()
+    repair = _repair()
     track = PublishedTrack(SimpleNamespace(port_session="p", rtcp_ssrc=1), "mic", "0", "audio", [], [5])
-    sfu.request_keyframe(track.streams[0], 1.0, force=True)
-    assert sfu.media.port.rtcp == []
+    repair.request_keyframe(track.streams[0], 1.0, force=True)
+    assert repair.rtcp_out.rtcp == []

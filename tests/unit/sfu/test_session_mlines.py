@@ -4,7 +4,7 @@ from appliance.sfu.session import CallSession, Transceiver
 
 
 def session_with(*mids: str) -> CallSession:
-    session = CallSession("s", "app", 0.0, sfu=None)
+    session = CallSession("s", "app", 0.0, owner=None)
     for mid in mids:
         session.add(Transceiver(LocalSection(mid, "audio", "recvonly"), "push"))
     return session

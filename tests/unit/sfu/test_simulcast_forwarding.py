@@ -202,7 +202,7 @@ def test_the_publisher_is_answered_with_simulcast_recv_and_its_layers_bind_by_ri
     assert {s.rid: s.ssrc for s in world.track.streams} == SSRCS
     mic = world.pub.tracks["mic"].streams[0]
     assert world.pub.by_ssrc == {**{SSRCS[s.rid]: s for s in world.track.streams}, 3735928559: mic}
-    assert world.sfu.counters.unknown_ssrc == 0
+    assert world.sfu.ingest.unknown_ssrc == 0
     assert all(s.active(1.5) and not s.active(2.1) for s in world.track.streams)
 
 
@@ -217,7 +217,7 @@ def test_packets_without_ids_bind_through_their_ssrc_once_known():
     # An unknown SSRC without ids is not guessed into a simulcast track.
     stranger = bare[:8] + (0x12345678).to_bytes(4, "big") + bare[12:]
     world.pub.rtp(stranger, 1.06)
-    assert world.sfu.counters.unknown_ssrc == 1
+    assert world.sfu.ingest.unknown_ssrc == 1
 
 
 def test_a_subscriber_gets_only_its_preferred_layer_from_a_keyframe_on():
@@ -262,7 +262,7 @@ def test_a_layer_switch_happens_at_the_new_layers_keyframe_with_continuous_numbe
     assert 0 < (got[10][1] - got[9][1]) & 0xFFFFFFFF <= 90000  # the timestamp moves on a little
     assert_continuous(got)
     assert len({r[2] for r in got}) == 1  # one SSRC throughout
-    assert world.sfu.repair.layer_switches == 2  # onto h, then onto q
+    assert world.sfu.switcher.counters.layer_switches == 2  # onto h, then onto q
     leg = sub.transceiver("0").leg
     assert leg.stream is world.track.stream("q") and leg.target is None
     assert leg not in world.track.stream("h").legs and world.track.stream("q").legs == [leg]
@@ -372,7 +372,7 @@ def test_a_subscribers_nack_is_answered_from_the_cache_as_rtx():
     _, ts, _, pt, payload = rtx[0]
     assert pt == 97 and ts == wanted[1]
     assert payload[:2] == wanted[0].to_bytes(2, "big") and payload[2:] == wanted[4]
-    assert world.sfu.repair.retransmitted == 1
+    assert world.sfu.repair.counters.retransmitted == 1
     assert world.nacked() == []  # nothing went to the publisher
 
 
@@ -403,7 +403,7 @@ def test_a_lost_packet_is_nacked_upstream_once_whatever_the_number_of_subscriber
         nack_from(world, sub, [gap], 1.075)
     pub.tick(1.1)
     assert world.nacked() == [(SSRCS["h"], [lost])]
-    assert world.sfu.repair.nacked_upstream == 1 and world.sfu.repair.not_cached == 4
+    assert world.sfu.repair.counters.nacked_upstream == 1 and world.sfu.repair.counters.not_cached == 4
     pub.session.rtp(pub.rtx("h", lost), 1.11)
     for sub in subs:
         got = world.media(sub)

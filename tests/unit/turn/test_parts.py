@@ -4,7 +4,7 @@ import random
 
 from appliance.turn.nonce import Nonces
 from appliance.turn.ports import RelayPorts
-from appliance.buckets import TokenBucket
+from appliance.plumbing.buckets import TokenBucket
 from appliance.turn.ratelimit import RelayBudget, RelayLimits
 
 NOW = 1_700_000_000.0

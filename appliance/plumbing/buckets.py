@@ -1,4 +1,4 @@
-"""Token buckets for control paths: rates of requests, sessions, new peers (plumbing several capabilities share)."""
+"""Token buckets for control paths: rates of requests, sessions, new peers."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""A min-heap of deadlines, for everything in the TURN core that expires.
+"""A min-heap of deadlines, for everything a sans-I/O core lets expire (TURN, the media port).
 
 Refreshing something does not touch the heap: the owner re-checks an item's own
 expiry when its deadline comes due and pushes it again if it was extended, so the
