@@ -56,7 +56,8 @@ class SendSideEstimator:
         self._last_arrival_ms: float | None = None
         self._reference: float | None = None
         self._wraps = 0.0
-        self._delay_based = self._loss_based = initial
+        self._delay_based: int = initial
+        self._loss_based: float = initial
         self._lost = self._reported = 0
         self._loss_at: float | None = None
         self._decreased_at = self.congested_at = float("-inf")
@@ -71,7 +72,7 @@ class SendSideEstimator:
         if bitrate > self.estimate:
             bitrate = min(self.maximum, int(bitrate))
             self._delay_based = self._loss_based = bitrate
-            self._aimd.set_estimate(bitrate, now * 1000)
+            self._aimd.set_estimate(bitrate, int(now * 1000))
 
     def sent(self, transport_seq: int, size: int, now: float) -> None:
         slot = transport_seq & _SLOT
@@ -126,11 +127,13 @@ class SendSideEstimator:
         self._last_arrival_ms = arrival_ms
         self._acked.add(size, int(arrival_ms))
         timestamp = int(self._sent_at[slot] * _TIMESTAMP_UNITS) & 0xFFFFFFFF
-        deltas = self._inter_arrival.compute_deltas(timestamp, arrival_ms, size)
+        # aiortc's estimator (libwebrtc's of its time) counts whole milliseconds.
+        arrival = int(arrival_ms)
+        deltas = self._inter_arrival.compute_deltas(timestamp, arrival, size)
         if deltas is not None:
             sent_delta_ms = deltas.timestamp * TIMESTAMP_TO_MS
-            self._kalman.update(deltas.arrival_time, sent_delta_ms, deltas.size, self._detector.state(), arrival_ms)
-            self._detector.detect(self._kalman.offset(), sent_delta_ms, self._kalman.num_of_deltas(), arrival_ms)
+            self._kalman.update(deltas.arrival_time, sent_delta_ms, deltas.size, self._detector.state(), arrival)
+            self._detector.detect(self._kalman.offset(), sent_delta_ms, self._kalman.num_of_deltas(), arrival)
 
     def _update_delay_based(self, now: float) -> None:
         if self._last_arrival_ms is None:
@@ -142,7 +145,7 @@ class SendSideEstimator:
         if not self.acked_bitrate or usage == BandwidthUsage.OVERUSING:
             self.congested_at = now  # the acked bitrate counts only once a whole window follows this
         self.acked_bitrate = acked
-        bitrate = self._aimd.update(usage, acked, now * 1000)
+        bitrate = self._aimd.update(usage, acked, int(now * 1000))
         if bitrate is None:
             return
         if acked > _PROBED * bitrate and now - self.congested_at > _ACKED_WINDOW_MS / 1000:
@@ -152,7 +155,7 @@ class SendSideEstimator:
             bitrate = self._loss_based = acked
         clamped = max(self.minimum, min(self.maximum, bitrate))
         if clamped != self._aimd.current_bitrate:
-            self._aimd.set_estimate(clamped, now * 1000)
+            self._aimd.set_estimate(clamped, int(now * 1000))
         self._delay_based = clamped
 
     def _update_loss_based(self, lost: int, reported: int, now: float) -> None:

@@ -183,7 +183,7 @@ class ChannelRouter:
         return channel
 
     def _published(self, session: CallSession, request: ChannelRequest) -> DataChannel:
-        publisher = self.sessions.get(request.session_id)
+        publisher = self.sessions.get(request.session_id) if request.session_id is not None else None
         channel = None
         if publisher is not None and publisher.app == session.app and not publisher.closed:
             channel = publisher.datachannels.local(request.name)
@@ -195,7 +195,7 @@ class ChannelRouter:
     @staticmethod
     def _set_reply(channel: DataChannel, can_reply: bool) -> None:
         # CALLS_API.md 4: at most one subscriber per publisher channel may reply.
-        if can_reply:
+        if can_reply and channel.source is not None:
             for other in channel.source.subscribers:
                 other.can_reply = False
         channel.can_reply = can_reply
@@ -238,7 +238,7 @@ class ChannelRouter:
         elif channel.ack_deadline is not None:
             channel.ack_deadline = None  # the acknowledgement: consumed, and delivery starts
             return
-        elif channel.can_reply and not channel.ended:
+        elif channel.can_reply and not channel.ended and channel.source is not None:
             targets = [channel.source]
         else:
             self.dropped += 1

@@ -142,6 +142,11 @@ def apt(codec: Codec) -> int | None:
     return int(value) if value.isdigit() else None
 
 
+def rtx_pairs(codecs: list[Codec]) -> dict[int, int]:
+    """RTX payload type -> the payload type it repairs, for the RTX formats among `codecs`."""
+    return {codec.pt: repaired for codec in codecs if (repaired := apt(codec)) is not None}
+
+
 def accept_rtx(offered: list[Codec], accepted: list[Codec]) -> list[Codec]:
     """The offered RTX formats that repair one of the `accepted` codecs."""
     pts = {c.pt for c in accepted}

@@ -60,9 +60,9 @@ class ChannelRequest:
     can_reply: bool = False
     wait_for_ack: bool = False
 
-    def result(self, channel_id: int | None = None) -> dict:
+    def result(self, channel_id: int | None = None) -> dict[str, str | int]:
         """The item as the API echoes it: the id on success, else the caller adds the error."""
-        result = {"dataChannelName": self.name, "location": self.location}
+        result: dict[str, str | int] = {"dataChannelName": self.name, "location": self.location}
         if self.session_id is not None:
             result["sessionId"] = self.session_id
         if channel_id is not None:
@@ -110,10 +110,11 @@ class SessionChannels:
 def batch_location(items: list) -> str:
     """The one location of a `datachannels/new` batch: all items local, or all remote."""
     locations = {item.get("location") if isinstance(item, dict) else None for item in items}
-    if not items or len(locations) != 1 or not locations <= {"local", "remote"}:
+    location = locations.pop() if len(locations) == 1 else None
+    if not items or location not in ("local", "remote"):
         raise SfuError(400, "invalid_params",
                        "dataChannels: expected at least one item, all with location \"local\" or all \"remote\"")
-    return locations.pop()
+    return location
 
 
 def parse_request(item: dict) -> ChannelRequest:

@@ -11,9 +11,17 @@ from __future__ import annotations
 
 import random
 import struct
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from . import extensions
+
+if TYPE_CHECKING:  # what a leg points at; those modules import this one
+    from ..rtc.port import Session as PortSession
+    from .session import CallSession
+    from .streams import Stream
+    from .tracks import PublishedTrack
+    from .transport import TransportSender
 
 _HEADER = struct.Struct(">BBHII")
 _pack_header = _HEADER.pack
@@ -36,16 +44,17 @@ class Leg:
         "padding", "pad_credit", "probe_pads", "probe_started",
     )
 
-    def __init__(self, send, port_session: Any, ssrc: int, pt_map: dict[int, int], mid: str, subscriber: Any) -> None:
+    def __init__(self, send: Callable[[PortSession, bytes], bool], port_session: PortSession | None, ssrc: int,
+                 pt_map: dict[int, int], mid: str, subscriber: CallSession) -> None:
         self.send = send  # MediaPort.send_rtp
         self.port_session = port_session
         self.ssrc = ssrc
         self.pt_map = pt_map
         self.mid = mid
         self.subscriber = subscriber
-        self.source = None  # the PublishedTrack
-        self.stream = None  # the track's stream (simulcast layer) this leg forwards now
-        self.target = None  # the stream it moves to at that stream's next keyframe
+        self.source: PublishedTrack | None = None
+        self.stream: Stream | None = None  # the track's stream (simulcast layer) this leg forwards now
+        self.target: Stream | None = None  # the stream it moves to at that stream's next keyframe
         # Sequence and timestamp start at random values (RFC 3550 5.1) and stay continuous for
         # the subscriber when the leg moves to another source: `rebase` recomputes the deltas.
         self.last_seq = random.getrandbits(16)
@@ -64,10 +73,11 @@ class Leg:
         self.rtt = INITIAL_RTT
         self.loss = 0.0  # fraction lost, from the subscriber's receiver reports
         self.retransmitted = 0
-        self.preferences: dict = {}  # simulcast: preferredRid, priorityOrdering, ridNotAvailable
-        self.transport = None  # the subscriber session's TransportSender, when it reports transport-cc
+        self.preferences: dict[str, Any] = {}  # simulcast: preferredRid, priorityOrdering, ridNotAvailable
+        # The subscriber session's TransportSender, when it reports transport-cc.
+        self.transport: TransportSender | None = None
         # Simulcast by bandwidth: the layer on trial above the estimate, until when, and the next try.
-        self.probing = None
+        self.probing: Stream | None = None
         self.probe_pads = False
         self.probe_started = self.probe_until = self.next_probe = self.probe_wait = 0.0
         # A bandwidth trial: RTX copies of forwarded packets, `padding` per packet on average.
@@ -100,11 +110,14 @@ class Leg:
         out_ts = (ts + self.ts_delta) & 0xFFFFFFFF
         if (out_seq - self.last_seq) & 0xFFFF < 0x8000:  # a late (recovered) packet leaves them
             self.last_seq, self.last_ts = out_seq, out_ts
+        port_session = self.port_session
+        if port_session is None:  # not negotiated yet: nothing can reach the subscriber
+            return
         self.packets += 1
         self.octets += len(payload)
         transport = self.transport
         if transport is None and not elements:  # the common case, in one expression
-            self.send(self.port_session, _pack_header(0x80 | (packet[0] & 0x20), (packet[1] & 0x80) | pt, out_seq,
+            self.send(port_session, _pack_header(0x80 | (packet[0] & 0x20), (packet[1] & 0x80) | pt, out_seq,
                                                       out_ts, self.ssrc) + payload)
             return
         first, marker = 0x80 | (packet[0] & 0x20), packet[1] & 0x80
@@ -120,9 +133,12 @@ class Leg:
         transport = self.transport
         if transport is not None:
             elements += transport.next()
+        port_session = self.port_session
+        if port_session is None:
+            return
         data = (_pack_header(first | (0x10 if elements else 0), second, seq, ts, ssrc) + extensions.block(elements)
                 + body)
-        self.send(self.port_session, data)
+        self.send(port_session, data)
         if transport is not None:
             transport.estimator.sent(transport.seq, len(data), now)
             transport.carried(resend_leg, out_seq, resend)
@@ -131,14 +147,14 @@ class Leg:
              now: float) -> None:
         """Bandwidth-trial padding: RTX copies of the packet just sent (the subscriber drops them
         as duplicates), numbered for transport-wide feedback like any packet."""
-        rtx_pt = self.rtx_pts.get(pt)
-        if rtx_pt is None or self.transport is None:
+        rtx_pt, rtx_ssrc = self.rtx_pts.get(pt), self.rtx_ssrc
+        if rtx_pt is None or rtx_ssrc is None or self.transport is None:
             return
         self.pad_credit += self.padding
         while self.pad_credit >= 1.0:
             self.pad_credit -= 1.0
             self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
-            self._send(first, marker | rtx_pt, self.rtx_seq, out_ts, self.rtx_ssrc, elements,
+            self._send(first, marker | rtx_pt, self.rtx_seq, out_ts, rtx_ssrc, elements,
                        out_seq.to_bytes(2, "big") + payload, now, None, 0, False)
 
     def source_seq(self, out_seq: int) -> int | None:
@@ -175,12 +191,13 @@ class Leg:
             found = extensions.elements(packet)
             forwarded = extensions.body(found, self.ext_map) if found else b""
         first, marker = 0x80 | (packet[0] & 0x20), packet[1] & 0x80
-        rtx_pt = self.rtx_pts.get(pt) if self.rtx_ssrc is not None else None
+        rtx_ssrc = self.rtx_ssrc
+        rtx_pt = self.rtx_pts.get(pt) if rtx_ssrc is not None else None
         for _ in range(2 if self.loss > DUPLICATE_LOSS else 1):
             self.retransmitted += 1
-            if rtx_pt is not None:
+            if rtx_pt is not None and rtx_ssrc is not None:
                 self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
-                self._send(first, marker | rtx_pt, self.rtx_seq, ts, self.rtx_ssrc, forwarded,
+                self._send(first, marker | rtx_pt, self.rtx_seq, ts, rtx_ssrc, forwarded,
                            out_seq.to_bytes(2, "big") + packet[offset:], now, self, out_seq, True)
             else:
                 self._send(first, marker | pt, out_seq, ts, self.ssrc, forwarded, packet[offset:], now, self, out_seq,

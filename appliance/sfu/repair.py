@@ -86,6 +86,8 @@ class Repair:
     def nack_upstream(self, stream: Stream, now: float) -> None:
         """NACK the publisher for the stream's new gaps and due retries; a loss given up on costs
         a keyframe instead (video)."""
+        if stream.losses is None:
+            return
         seqs, given_up = stream.losses.nacks(now)
         publisher = stream.track.session
         if seqs and publisher.port_session is not None and stream.ssrc is not None:

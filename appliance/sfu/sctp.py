@@ -88,7 +88,8 @@ class Association:
     def __init__(self, port, port_session, clock: Callable[[], float], remote_port: int | None,
                  max_message_size: int | None, on_message: Callable[[DataChannel, Message], None]) -> None:
         self.dtls = PortDtls(port, port_session, clock)
-        self.sctp = RTCSctpTransport(self.dtls)
+        # aiortc types its transport as its own RTCDtlsTransport; PortDtls gives it the few members it uses.
+        self.sctp = RTCSctpTransport(self.dtls)  # type: ignore[arg-type]
         self.channels: dict[int, RTCDataChannel] = {}
         self._on_message = on_message
         # RFC 8841 6: a=max-message-size:0 means no limit, which aiortc also reads from 0.

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from aiortc.rtcdtlstransport import RTCDtlsFingerprint
+from aiortc.rtcicetransport import RTCIceCandidate
 from aiortc.sdp import candidate_from_sdp, parameters_from_sdp
 
 from .codecs import FEEDBACK, RETRANSMISSION_FEEDBACK, Codec
@@ -146,7 +147,7 @@ def parse(text: object, expected_type: str) -> RemoteDescription:
     by_mid: dict[str, RemoteSection] = {}
     ice = fingerprints = None
     setup = session.setup
-    candidates = []
+    candidates: list[RTCIceCandidate] = []
     for index, lines in enumerate(blocks[1:]):
         section, transport = _read_section(index, lines, candidates)
         if section.mid in by_mid:
@@ -173,7 +174,7 @@ def parse(text: object, expected_type: str) -> RemoteDescription:
     return RemoteDescription(expected_type, ice[0], ice[1], fingerprints, setup or "actpass", sections, addresses)
 
 
-def _read_section(index: int, lines: list[str], candidates: list) -> tuple[RemoteSection, _Transport]:
+def _read_section(index: int, lines: list[str], candidates: list[RTCIceCandidate]) -> tuple[RemoteSection, _Transport]:
     """One m-section from its lines, each read once; its UDP host and srflx candidates go to `candidates`."""
     match = _M_LINE.fullmatch(lines[0])
     if match is None:
@@ -257,7 +258,7 @@ def _read_section(index: int, lines: list[str], candidates: list) -> tuple[Remot
         first = dict(wildcard)  # each feedback at its first line, as the lines order them
         for entry, number in feedback.get(str(pt), {}).items():
             first[entry] = min(number, first.get(entry, number))
-        codecs.append(Codec(pt, encoding, clock, channels, _fmtp(fmtps.get(pt)), sorted(first, key=first.get)))
+        codecs.append(Codec(pt, encoding, clock, channels, _fmtp(fmtps.get(pt)), sorted(first, key=first.__getitem__)))
     fid = set(rtx_ssrcs.values())
     return RemoteSection(
         index=index,

@@ -151,9 +151,12 @@ class CallSession:
         (JSEP 5.2.2), so a transceiver it no longer lists has left the session's descriptions.
         Those are returned (the caller stops any still open); their mids stay taken. An offer
         naming a mid the session does not know changes nothing."""
-        listed = [self._by_mid.get(mid) for mid in offer]
-        if None in listed:
-            return []
+        listed = []
+        for mid in offer:
+            transceiver = self._by_mid.get(mid)
+            if transceiver is None:
+                return []
+            listed.append(transceiver)
         kept = {id(t) for t in listed}
         gone = [t for t in self.transceivers if id(t) not in kept]
         self.transceivers = listed
@@ -189,12 +192,12 @@ class CallSession:
         ts = int.from_bytes(packet[4:8], "big")
         stream.last_packet = now
         stream.octets += len(packet) + PACKET_OVERHEAD
-        losses = stream.losses
-        if losses is not None:
+        losses, cache = stream.losses, stream.cache
+        if losses is not None and cache is not None:
             state = losses.received(seq, now)
             if state == DUPLICATE:
                 return
-            stream.cache.put(seq, packet, now)
+            cache.put(seq, packet, now)
             if state == JUMP:
                 self.owner.repair.request_keyframe(stream, now)
             if losses.missing:

@@ -14,7 +14,7 @@ from ..rtc.checks import ChecksFailed
 from ..rtc.ice import ConsentExpired
 from . import extensions, rtcp, sdp
 from .channel_router import ChannelRouter
-from .codecs import (OFFERED, Codec, accept, accept_extensions, accept_rtx, apt, feedback, match, rtx_for,
+from .codecs import (OFFERED, Codec, accept, accept_extensions, accept_rtx, feedback, match, rtx_for, rtx_pairs,
                      subscriber_feedback)
 from .errors import ItemError, SfuError
 from .forward import Leg
@@ -155,7 +155,7 @@ class Sfu:
             session.transport_in = TransportReceiver(negotiated[extensions.TRANSPORT_CC])
         rids = section.rids if extensions.RID in negotiated else []
         return PublishedTrack(session, name, section.mid, section.kind, codecs, section.ssrcs,
-                              extensions=dict(negotiated), rids=rids, rtx={c.pt: apt(c) for c in rtx_codecs},
+                              extensions=dict(negotiated), rids=rids, rtx=rtx_pairs(rtx_codecs),
                               rtx_ssrcs=section.rtx_ssrcs if rtx_codecs else {}, retransmissions=self.retransmissions)
 
     @staticmethod
@@ -239,7 +239,7 @@ class Sfu:
             codecs = [self._subscriber_codec(theirs, True) for theirs in taken]
             rtx_codecs = accept_rtx(section.codecs, codecs) if self.retransmissions and track.kind == "video" else []
             leg = self._leg(session, track, section.mid, codecs + rtx_codecs, pt_map, section.extensions,
-                            {apt(c): c.pt for c in rtx_codecs})
+                            _repairing(rtx_codecs))
             leg.preferences = preferences(item.get("simulcast"))
             self.switcher.attach(leg, now)
             results.append({"sessionId": track.session.id, "trackName": track.name, "mid": section.mid})
@@ -257,8 +257,9 @@ class Sfu:
             return codec.with_feedback(wanted)
         return Codec(codec.pt, codec.name, codec.clock, codec.channels, codec.fmtp, sorted(wanted))
 
-    def _leg(self, session: CallSession, track: PublishedTrack, mid: str, codecs: list, pt_map: dict,
-             offered_extensions: dict[str, int] | None = None, rtx_pts: dict[int, int] | None = None) -> Leg:
+    def _leg(self, session: CallSession, track: PublishedTrack, mid: str, codecs: list[Codec], pt_map: dict[int, int],
+             offered_extensions: dict[str, int] | None = None, rtx_pts: dict[int, int] | None = None,
+             pending: bool = False) -> Leg:
         """A pulled transceiver and its leg. The forwarded extensions get the session's ids, or the
         ids of the client's offer when the SFU answers one."""
         ssrc = self._new_ssrc()
@@ -266,10 +267,10 @@ class Sfu:
         uris = [uri for uri in extensions.FORWARDED[track.kind] if uri in track.extensions]
         uris.append(extensions.TRANSPORT_CC)
         if offered_extensions is None:
-            ids = {uri: session.extension_ids.assign(uri) for uri in uris}
+            assigned = {uri: session.extension_ids.assign(uri) for uri in uris}
         else:
-            ids = {uri: offered_extensions[uri] for uri in uris if uri in offered_extensions}
-        ids = {uri: ext_id for uri, ext_id in ids.items() if ext_id is not None}
+            assigned = {uri: offered_extensions[uri] for uri in uris if uri in offered_extensions}
+        ids = {uri: ext_id for uri, ext_id in assigned.items() if ext_id is not None}
         local = sdp.LocalSection(mid, track.kind, "sendonly", codecs, ids, ssrc, session.cname, msid)
         leg = Leg(self.media.port.send_rtp, session.port_session, ssrc, pt_map, mid, session)
         leg.source = track
@@ -280,7 +281,8 @@ class Sfu:
         self._map_extensions(leg, track, ids)
         self.legs_by_ssrc[ssrc] = leg
         # Without the client's offer, the SFU offers it: it may take a free m-line.
-        session.add(Transceiver(local, "pull", source=track, leg=leg), recycle=offered_extensions is None)
+        session.add(Transceiver(local, "pull", source=track, leg=leg, pending=pending),
+                    recycle=offered_extensions is None)
         return leg
 
     @staticmethod
@@ -321,9 +323,8 @@ class Sfu:
         if self.retransmissions and track.kind == "video":
             rtx_codecs = [session.payload_types.assign(rtx_for(codec)) for codec in codecs]
         mid = session.next_mid()
-        leg = self._leg(session, track, mid, codecs + rtx_codecs, pt_map, None, {apt(c): c.pt for c in rtx_codecs})
+        leg = self._leg(session, track, mid, codecs + rtx_codecs, pt_map, None, _repairing(rtx_codecs), pending=True)
         leg.preferences = prefs
-        session.transceiver(mid).pending = True
         result = {"sessionId": track.session.id, "trackName": track.name, "mid": mid}
         if "simulcast" in item:
             result["simulcast"] = item["simulcast"]
@@ -347,7 +348,7 @@ class Sfu:
         section.ssrc, section.cname, section.msid = self._new_ssrc(), session.cname, f"{track.session.id} {track.name}"
         leg = Leg(self.media.port.send_rtp, session.port_session, section.ssrc, pt_map, section.mid, session)
         leg.source = track
-        rtx_pts = {apt(c): c.pt for c in section.codecs if apt(c) is not None}
+        rtx_pts = _repairing(section.codecs)
         if rtx_pts:
             leg.rtx_ssrc = section.rtx_ssrc = self._new_ssrc()
             leg.rtx_pts = rtx_pts
@@ -371,7 +372,7 @@ class Sfu:
             if transceiver.role == "push" and transceiver.track is None:
                 self._publish_answered(session, transceiver, section)
             leg = transceiver.leg
-            if leg is not None and leg not in transceiver.source.legs:
+            if leg is not None and transceiver.source is not None and leg not in transceiver.source.legs:
                 leg.port_session = session.port_session
                 self.switcher.attach(leg, now)
         session.pending_offer = False
@@ -397,6 +398,8 @@ class Sfu:
         prefs = preferences(item.get("simulcast")) if "simulcast" in item else None
         track = self._find_track(session, item)
         leg = transceiver.leg
+        if leg is None:  # every pull has its leg
+            raise ItemError("update_track_error", f"no negotiated remote track with mid {item.get('mid')!r}")
         if track is not transceiver.source:
             if track.kind != transceiver.section.kind:
                 raise ItemError("update_track_error", f"a {track.kind} track cannot go to a {transceiver.section.kind} m-section")
@@ -424,7 +427,7 @@ class Sfu:
         source_session = self.sessions.get(item["sessionId"])
         track = None
         if source_session is not None and source_session.app == session.app and not source_session.closed:
-            track = source_session.tracks.get(item.get("trackName"))
+            track = source_session.tracks.get(item["trackName"])
         if track is None or track.closed:
             raise ItemError("not_found_track_error", "Track not found on remote peer. Make sure the publisher peer "
                                                      "is connected and sending packets for this track")
@@ -436,7 +439,7 @@ class Sfu:
         codecs = [c for c in accept(section.kind, section.codecs, self.retransmissions) if c.pt in offered]
         rtx_codecs = [c for c in accept_rtx(section.codecs, codecs) if c.pt in offered] if self.retransmissions else []
         name = transceiver.pending_name
-        if not codecs or section.direction not in ("sendonly", "sendrecv") or name in session.tracks:
+        if not codecs or section.direction not in ("sendonly", "sendrecv") or name is None or name in session.tracks:
             self._stop(session, transceiver)
             return
         kept = {x.pt for x in codecs + rtx_codecs}
@@ -496,9 +499,9 @@ class Sfu:
             track.closed = True
             session.tracks.pop(track.name, None)
             for stream in track.streams:
-                if session.by_ssrc.get(stream.ssrc) is stream:
+                if stream.ssrc is not None and session.by_ssrc.get(stream.ssrc) is stream:
                     del session.by_ssrc[stream.ssrc]
-                if session.rtx_by_ssrc.get(stream.rtx_ssrc) is stream:
+                if stream.rtx_ssrc is not None and session.rtx_by_ssrc.get(stream.rtx_ssrc) is stream:
                     del session.rtx_by_ssrc[stream.rtx_ssrc]
             # Its subscribers' legs end too: a BYE tells each subscriber, GET shows them inactive.
             for leg in list(track.legs):
@@ -513,19 +516,19 @@ class Sfu:
 
     # --- what the API reads -----------------------------------------------------------------------
 
-    def describe_session(self, session: CallSession) -> dict:
-        tracks = []
+    def describe_session(self, session: CallSession) -> dict[str, Any]:
+        tracks: list[dict[str, Any]] = []
         for t in session.transceivers:
             if t.role == "push":
                 # A push the SFU offered is named before its answer publishes it.
                 name = t.track.name if t.track is not None else t.pending_name
-                described = {"location": "local", "mid": t.mid, "trackName": name,
+                described: dict[str, Any] = {"location": "local", "mid": t.mid, "trackName": name,
                              "status": "inactive" if t.closed or t.track is None else "active"}
                 if t.track is not None and t.track.audio_level is not None:
                     # RFC 6464: the last packet's level, in dBov (0 is the loudest, -127 silence).
                     described["audioLevel"] = -t.track.audio_level
                 tracks.append(described)
-            elif t.role == "pull":
+            elif t.role == "pull" and t.source is not None:
                 ended = t.closed or t.source.closed
                 tracks.append({"location": "remote", "mid": t.mid, "sessionId": t.source.session.id,
                                "trackName": t.source.name, "status": "inactive" if ended else "active"})
@@ -642,6 +645,11 @@ class Sfu:
             for section, offered in zip(sections, offer.sections):
                 section.rejected = section.rejected or offered.rejected
         return sdp.write(kind, params, sections)
+
+
+def _repairing(rtx_codecs: list[Codec]) -> dict[int, int]:
+    """Media payload type -> the RTX payload type that repairs it."""
+    return {repaired: pt for pt, repaired in rtx_pairs(rtx_codecs).items()}
 
 
 def _no_room(session: CallSession, adding: int) -> str | None:

@@ -3,11 +3,15 @@ keeps what the box needs to repair and report it: the receiver statistics, the r
 cache and the losses it asks the publisher for, and the legs that currently forward it."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .cache import RetransmissionCache
 from .losses import LossTracker
 from .stats import ReceiveStats
+
+if TYPE_CHECKING:  # a stream belongs to a track and feeds legs; those modules import this one
+    from .forward import Leg
+    from .tracks import PublishedTrack
 
 # Bytes a packet costs on the wire beyond its RTP bytes (SRTP tag, UDP, IPv4 headers): counted in
 # a layer's bitrate, since small packets pay it relatively more.
@@ -18,7 +22,7 @@ class Stream:
     __slots__ = ("track", "rid", "ssrc", "rtx_ssrc", "stats", "cache", "losses", "legs", "waiting", "octets",
                  "bitrate", "last_packet", "last_keyframe_request", "_octets_prior", "_rate_at")
 
-    def __init__(self, track: Any, rid: str | None, ssrc: int | None, clock_rate: int, retransmissions: bool) -> None:
+    def __init__(self, track: PublishedTrack, rid: str | None, ssrc: int | None, clock_rate: int, retransmissions: bool) -> None:
         self.track = track
         self.rid = rid
         self.ssrc = ssrc  # None until the first packet names it (simulcast publishers signal RIDs, not SSRCs)
@@ -26,8 +30,8 @@ class Stream:
         self.stats = ReceiveStats(clock_rate)
         self.cache = RetransmissionCache.for_kind(track.kind) if retransmissions else None
         self.losses = LossTracker() if retransmissions else None
-        self.legs: list = []  # forwarding this stream now
-        self.waiting: list = []  # moving to this stream at its next keyframe
+        self.legs: list[Leg] = []  # forwarding this stream now
+        self.waiting: list[Leg] = []  # moving to this stream at its next keyframe
         self.octets = 0
         self.bitrate = 0.0  # bit/s on the wire, smoothed: what a subscriber needs to receive this layer
         self.last_packet: float | None = None

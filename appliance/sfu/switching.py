@@ -34,6 +34,8 @@ class LayerSwitcher:
         """Start forwarding the leg's track: its one stream at once, or (simulcast) the layer
         `choose_layer` picks, from that layer's next keyframe."""
         track = leg.source
+        if track is None:
+            return
         if leg not in track.legs:
             track.legs.append(leg)
         leg.rebase = True
@@ -63,7 +65,10 @@ class LayerSwitcher:
             if wanted is not None and wanted.bitrate > estimate:
                 # Not even the cheapest layer fits: no video rather than audio lost behind it.
                 wanted = None
-            estimator = leg.subscriber.transport_out.estimator
+            transport = leg.subscriber.transport_out
+            if transport is None:  # no estimate without transport-wide feedback: estimate was None
+                return
+            estimator = transport.estimator
             # Padding (RTX copies of what the leg sends) needs RTX and a layer being forwarded.
             pad = leg.rtx_ssrc is not None and leg.stream is not None and wanted is leg.stream
             wanted, proven = probe(leg, wanted, now, estimator.acked_bitrate, estimator.congested_at, pad)

@@ -6,8 +6,13 @@ is the sender: it numbers every packet of the session and feeds the subscriber's
 send-side estimator (bwe.py), which the simulcast layer choice reads."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from . import feedback
 from .bwe import RING, SendSideEstimator
+
+if TYPE_CHECKING:  # forward.py imports this module's numbering
+    from .forward import Leg
 
 _SLOT = RING - 1
 
@@ -43,10 +48,10 @@ class TransportReceiver:
 
     def report(self, sender_ssrc: int, media_ssrc: int) -> bytes | None:
         """The feedback for everything since the last report, or None when nothing arrived."""
-        arrivals = self.arrivals
-        if not arrivals:
+        arrivals, next_seq = self.arrivals, self.next_seq
+        if not arrivals or next_seq is None:
             return None
-        start, end = max(self.next_seq, self.highest - MAX_REPORTED + 1), self.highest
+        start, end = max(next_seq, self.highest - MAX_REPORTED + 1), self.highest
         times = [arrivals.get(seq) for seq in range(start, end + 1)]
         reference = min(t for t in times if t is not None)
         self.next_seq = end + 1
@@ -70,7 +75,7 @@ class TransportSender:
         self.seq = 0
         self.estimator = SendSideEstimator()
         self._numbers = [-1] * RING
-        self._legs: list = [None] * RING
+        self._legs: list[Leg | None] = [None] * RING
         self._out_seqs = [0] * RING
         self._resends = bytearray(RING)
 
@@ -79,7 +84,7 @@ class TransportSender:
         self.seq = seq = (self.seq + 1) & 0xFFFF
         return bytes((self.element, seq >> 8, seq & 0xFF))
 
-    def carried(self, leg, out_seq: int, resend: bool) -> None:
+    def carried(self, leg: Leg | None, out_seq: int, resend: bool) -> None:
         """The packet just numbered was `leg`'s `out_seq` (a retransmission when `resend`);
         None for padding."""
         slot = self.seq & _SLOT
@@ -88,13 +93,14 @@ class TransportSender:
         self._out_seqs[slot] = out_seq
         self._resends[slot] = resend
 
-    def lost(self, report: feedback.TransportFeedback) -> list[tuple]:
+    def lost(self, report: feedback.TransportFeedback) -> list[tuple[Leg, int, bool]]:
         """(leg, out_seq, was a retransmission) of each noted packet the report says was lost,
         each once."""
         out = []
         for seq, arrival in report.packets:
             slot = seq & _SLOT
-            if arrival is None and self._numbers[slot] == seq and self._legs[slot] is not None:
-                out.append((self._legs[slot], self._out_seqs[slot], bool(self._resends[slot])))
+            leg = self._legs[slot]
+            if arrival is None and self._numbers[slot] == seq and leg is not None:
+                out.append((leg, self._out_seqs[slot], bool(self._resends[slot])))
                 self._legs[slot] = None
         return out
