@@ -95,6 +95,11 @@ async def _ready(session) -> None:
                                              f"{CONNECT_WAIT:g} s; retry once it is connected")
 
 
+def _now() -> float:
+    """The SFU's clock: the event loop's, as the media port's."""
+    return asyncio.get_running_loop().time()
+
+
 def _call(operation, *args):
     try:
         return operation(*args)
@@ -105,7 +110,7 @@ def _call(operation, *args):
 async def new_session(request: web.Request) -> web.Response:
     body = await read_json(request)
     sfu = _sfu(request)
-    now = sfu.clock()
+    now = _now()
     # CALLS_API.md 1.1: a session relaying to a third-party WebRTC endpoint, where the SFU is
     # the full ICE agent.
     thirdparty = request.query.get("thirdparty", "").lower() in ("true", "1")
@@ -129,7 +134,7 @@ async def new_tracks(request: web.Request) -> web.Response:
     items = _items(body, "tracks")
     description = _description(body)
     await _ready(session)
-    now = sfu.clock()
+    now = _now()
     local = [t for t in items if isinstance(t, dict) and t.get("location") == "local"]
     remote = [t for t in items if not (isinstance(t, dict) and t.get("location") == "local")]
     if description is not None:
@@ -161,7 +166,7 @@ async def renegotiate(request: web.Request) -> web.Response:
     description = _description(body, "answer")
     if description is None:
         raise ApiError(400, "invalid_session_description", "sessionDescription: expected the client's answer")
-    _call(sfu.renegotiate, session, description["sdp"], sfu.clock())
+    _call(sfu.renegotiate, session, description["sdp"], _now())
     return web.json_response({})
 
 
@@ -179,7 +184,7 @@ async def close_tracks(request: web.Request) -> web.Response:
         await _ready(session)
     mids = [item.get("mid") if isinstance(item, dict) else None for item in items]
     answer, results = _call(sfu.close_tracks, session, mids, None if description is None else description["sdp"],
-                            force, sfu.clock())
+                            force, _now())
     return _negotiated({"requiresImmediateRenegotiation": False, "tracks": results}, answer)
 
 
@@ -189,7 +194,7 @@ async def update_tracks(request: web.Request) -> web.Response:
     items = _items(body, "tracks")
     if not items:
         raise ApiError(400, "invalid_params", "tracks: expected at least one track")
-    results = _call(sfu.update, session, items, sfu.clock())
+    results = _call(sfu.update, session, items, _now())
     return web.json_response({"requiresImmediateRenegotiation": False, "tracks": results})
 
 
@@ -209,7 +214,7 @@ async def establish_datachannel(request: web.Request) -> web.Response:
                                               f"\"dataChannelName\": \"{SERVER_EVENTS}\"}} can be established")
     offer = _description(body, "offer")
     await _ready(session)
-    description, established = _call(sfu.establish, session, None if offer is None else offer["sdp"], sfu.clock())
+    description, established = _call(sfu.establish, session, None if offer is None else offer["sdp"], _now())
     return _negotiated({"requiresImmediateRenegotiation": description is not None and description["type"] == "offer",
                         "dataChannel": established}, description)
 
@@ -222,7 +227,9 @@ def _datachannels(operation: str):
         items = _items(body, "dataChannels")
         if operation == "new":
             await _ready(session)
-        results = _call(getattr(sfu.channels, operation), session, items)
+            results = _call(sfu.channels.new, session, items, _now())
+        else:
+            results = _call(getattr(sfu.channels, operation), session, items)
         return web.json_response({"dataChannels": results})
     return handler
 

@@ -163,4 +163,4 @@ class _IceTcpStream(asyncio.Protocol):
             self.idle.cancel()
         self.io._streams.discard(self)
         if self.listener is not None:
-            self.io.port.listener_closed(self.listener)
+            self.io.port.listener_closed(self.listener, self.io.loop.time())

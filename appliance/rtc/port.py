@@ -58,7 +58,7 @@ class SessionHandler(Protocol):
     def data(self, data: bytes) -> None:
         """DTLS application data: SCTP packets for the data channels."""
 
-    def event(self, event: Event) -> None: ...
+    def event(self, event: Event, now: float) -> None: ...
 
 
 class Listener:
@@ -271,12 +271,12 @@ class MediaPort:
         else:
             self.counters.malformed += 1
 
-    def listener_closed(self, listener: Listener) -> None:
+    def listener_closed(self, listener: Listener, now: float) -> None:
         """An ICE-TCP connection is gone: its sessions lose their selected path."""
         for addr, session in list(listener.sessions.items()):
             self.ice.forget_path(session)
             self._unselect(session)
-            session.handler.event(PathClosed(listener, addr))
+            session.handler.event(PathClosed(listener, addr), now)
 
     def get_timer(self) -> float | None:
         timers = [t for t in (self.ice.get_timer(), self.checks.get_timer(), self._dtls_deadlines.next())
@@ -343,7 +343,7 @@ class MediaPort:
                     self._media_ready(session, session.dtls)
             else:
                 self._unselect(session)
-            session.handler.event(event)
+            session.handler.event(event, now)
 
     def _unselect(self, session: Session) -> None:
         listener, addr = session.listener, session.addr
@@ -372,7 +372,7 @@ class MediaPort:
                 session.handler.data(event.data)
                 continue
             self._media_ready(session, dtls)
-            session.handler.event(event)
+            session.handler.event(event, now)
         when = dtls.get_timeout(now)
         if when is not None and (session.dtls_at is None or when < session.dtls_at):
             session.dtls_at = when

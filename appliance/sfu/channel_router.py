@@ -8,25 +8,49 @@ as they arrive, one by one and in arrival order, so an ordered channel stays ord
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
-from ..rtc.port import MediaPort
+from ..rtc.port import Session as PortSession
 from . import sdp
 from .datachannels import (
     ACK_TIMEOUT, SERVER_EVENTS, SERVER_EVENTS_ID, ChannelRequest, DataChannel, batch_location, describe, item_error,
     parse_request,
 )
 from .errors import ItemError, SfuError
-from .sctp import DEFAULT_SCTP_PORT, Association, Message
 from .session import CallSession, Transceiver
+
+# RFC 8841 5: the SCTP port when the remote m=application has no a=sctp-port.
+DEFAULT_SCTP_PORT = 5000
+
+Message = str | bytes
+
+
+class Association(Protocol):
+    """One session's SCTP association, as the router drives it (the shell's sctp.py runs it)."""
+
+    def open(self, channel: DataChannel) -> None: ...
+
+    def receive(self, data: bytes) -> bool: ...
+
+    def close(self, channel_id: int) -> None: ...
+
+    def state(self, channel_id: int) -> str | None: ...
+
+    def send(self, channel_id: int, message: Message) -> bool: ...
+
+    def stop(self) -> None: ...
+
+
+# (the session's port session, the remote SCTP port, its a=max-message-size, where messages go) -> an association
+Associate = Callable[[PortSession, int, int | None, Callable[[DataChannel, Message], None]], Association]
 
 
 class ChannelRouter:
-    """Owns the SCTP associations and the relaying between channels; finds publishers in
-    `sessions` (the SFU's), sends on `port`, reads the time from `clock`."""
+    """Owns the sessions' associations (made by `associate`, the shell's) and the relaying between
+    channels; finds publishers in `sessions` (the SFU's)."""
 
-    def __init__(self, port: MediaPort, clock: Callable[[], float], sessions: Mapping[str, CallSession]) -> None:
-        self.port = port
-        self.clock = clock
+    def __init__(self, associate: Associate, sessions: Mapping[str, CallSession]) -> None:
+        self.associate = associate
         self.sessions = sessions
         self.associations: dict[CallSession, Association] = {}
         self.dropped = 0  # SCTP packets and messages that had nowhere to go, for /metrics
@@ -65,10 +89,10 @@ class ChannelRouter:
         if association is not None or transceiver.pending or session.connected_at is None or session.closed:
             return
         remote = session.remote.section(transceiver.mid) if session.remote is not None else None
-        if remote is None or remote.rejected:
+        if remote is None or remote.rejected or session.port_session is None:
             return
-        association = Association(self.port, session.port_session, self.clock, remote.sctp_port,
-                                  remote.max_message_size, self._message)
+        association = self.associate(session.port_session, remote.sctp_port or DEFAULT_SCTP_PORT,
+                                     remote.max_message_size, self._message)
         self.associations[session] = association
         for channel in session.datachannels:
             if not channel.ended:
@@ -103,7 +127,7 @@ class ChannelRouter:
         self._open(channels.add(DataChannel(session, SERVER_EVENTS_ID, SERVER_EVENTS, "remote")))
         return {"dataChannelName": SERVER_EVENTS, "id": SERVER_EVENTS_ID}
 
-    def new(self, session: CallSession, items: list) -> list[dict]:
+    def new(self, session: CallSession, items: list, now: float) -> list[dict]:
         """`datachannels/new`: per-item results, each with the id the client negotiates."""
         batch_location(items)
         # Our DTLS role as `Sfu._set_remote` settles it; before any description, the SFU will offer
@@ -118,7 +142,7 @@ class ChannelRouter:
                 results.append(item_error(echo, e))
                 continue
             try:
-                results.append(request.result(self._add(session, request, dtls_server).id))
+                results.append(request.result(self._add(session, request, dtls_server, now).id))
             except ItemError as e:
                 results.append(item_error(request.result(), e))
         return results
@@ -162,7 +186,7 @@ class ChannelRouter:
 
     # --- inside -----------------------------------------------------------------------------------
 
-    def _add(self, session: CallSession, request: ChannelRequest, dtls_server: bool) -> DataChannel:
+    def _add(self, session: CallSession, request: ChannelRequest, dtls_server: bool, now: float) -> DataChannel:
         channels = session.datachannels
         source = None
         if request.location == "local":
@@ -178,7 +202,7 @@ class ChannelRouter:
             source.subscribers.append(channel)
             self._set_reply(channel, request.can_reply)
             if request.wait_for_ack:
-                channel.ack_deadline = self.clock() + ACK_TIMEOUT
+                channel.ack_deadline = now + ACK_TIMEOUT
         self._open(channel)
         return channel
 

@@ -5,9 +5,11 @@ import dataclasses
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from .sfu import Sfu
+
 
 class SfuCollector:
-    def __init__(self, sfu) -> None:
+    def __init__(self, sfu: Sfu) -> None:
         self.sfu = sfu
 
     def describe(self):
@@ -32,7 +34,7 @@ class SfuCollector:
         yield forwarded
         dropped = CounterMetricFamily("edgecall_sfu_dropped", "Media-port datagrams dropped, by reason.",
                                       labels=["reason"])
-        port = sfu.media.port
+        port = sfu.port
         for layer, counters in (("sfu", sfu.ingest), ("port", port.counters), ("ice", port.ice.counters),
                                 ("checks", port.checks.counters)):
             for field in dataclasses.fields(counters):
@@ -42,7 +44,7 @@ class SfuCollector:
         repair = CounterMetricFamily(
             "edgecall_sfu_repair", "Loss repair and layer moves: sequence numbers subscribers NACKed, answered "
             "from the cache, not in it, NACKed upstream, given up; simulcast layer switches.", labels=["event"])
-        for counters in (sfu.repair.counters, sfu.switcher.counters):
-            for field in dataclasses.fields(counters):
-                repair.add_metric([field.name], getattr(counters, field.name))
+        for moves in (sfu.repair.counters, sfu.switcher.counters):
+            for field in dataclasses.fields(moves):
+                repair.add_metric([field.name], getattr(moves, field.name))
         yield repair

@@ -1,4 +1,5 @@
-"""One session's SCTP association (RFC 8831) on its DTLS connection of the shared media port.
+"""One session's SCTP association (RFC 8831) on its DTLS connection of the shared media port: the
+asyncio shell under the channel router (channel_router.Association is what the router asks of it).
 
 aiortc's `RTCSctpTransport` is the SCTP stack (ARCHITECTURE.md principle 2). It asks of the DTLS
 transport under it only `state`, `_role`, `_register_data_receiver`, `_unregister_data_receiver`
@@ -16,19 +17,18 @@ from aiortc.rtcdatachannel import RTCDataChannel, RTCDataChannelParameters
 from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 
 from ..logs import get_logger
+from ..rtc.port import MediaPort
+from ..rtc.port import Session as PortSession
+from .channel_router import Message
 from .datachannels import DataChannel
 
 log = get_logger("sfu.sctp")
 
-# RFC 8841 5: the SCTP port when the remote m=application has no a=sctp-port.
-DEFAULT_SCTP_PORT = 5000
 # RFC 8841 6: no a=max-message-size means 64 KiB.
 DEFAULT_MAX_MESSAGE_SIZE = 65536
 # SCTP packets waiting for the association's reader: a peer's burst of a full congestion window
 # fits; past that, drops are losses SCTP retransmits, so a stalled reader cannot grow memory.
 RECEIVE_QUEUE = 256
-
-Message = str | bytes
 
 
 class PortDtls:
@@ -36,7 +36,7 @@ class PortDtls:
     already DTLS-connected. SCTP packets received go through a queue to one reader task, so they
     reach `_handle_data` in arrival order, one at a time, as aiortc's own DTLS transport feeds them."""
 
-    def __init__(self, port, port_session, clock: Callable[[], float]) -> None:
+    def __init__(self, port: MediaPort, port_session: PortSession, clock: Callable[[], float]) -> None:
         self.state = "connected"  # RTCSctpTransport refuses a "closed" transport
         # RFC 8832 6 and aiortc: SCTP behaviour follows the DTLS role, not the ICE role.
         self._role = "server" if port_session.server else "client"
@@ -85,7 +85,7 @@ class Association:
 
     _closing: set[asyncio.Task] = set()  # stops under way, held so that they are not collected mid-flight
 
-    def __init__(self, port, port_session, clock: Callable[[], float], remote_port: int | None,
+    def __init__(self, port: MediaPort, port_session: PortSession, clock: Callable[[], float], remote_port: int,
                  max_message_size: int | None, on_message: Callable[[DataChannel, Message], None]) -> None:
         self.dtls = PortDtls(port, port_session, clock)
         # aiortc types its transport as its own RTCDtlsTransport; PortDtls gives it the few members it uses.
@@ -98,7 +98,7 @@ class Association:
         # RFC 8841 9.3: both ends send INIT; aiortc resolves the collision (RFC 9260 5.2.1).
         self._tasks = [
             asyncio.ensure_future(self.dtls.read()),
-            asyncio.ensure_future(self.sctp.start(capabilities, remote_port or DEFAULT_SCTP_PORT)),
+            asyncio.ensure_future(self.sctp.start(capabilities, remote_port)),
         ]
 
     def receive(self, data: bytes) -> bool:

@@ -1,21 +1,21 @@
-"""The SFU as the runner hosts it (service "sfu"): the media port, the session model, and the
-timers of both (RTCP sender reports, the sweep of idle sessions and tracks)."""
+"""The SFU as the runner hosts it (service "sfu"): the media port's sockets, the sans-I/O session
+model on them, and the asyncio pieces around it: the one timer the core asks for, and each session's
+SCTP association (aiortc's, which runs on asyncio)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections.abc import Callable
 
 from ..logs import get_logger
+from ..rtc.port import Session as PortSession
 from ..rtc.service import MediaService
+from .channel_router import Message
+from .datachannels import DataChannel
 from .metrics import SfuCollector
+from .sctp import Association
 from .sfu import Sfu
-from .transport import FEEDBACK_INTERVAL
 
 log = get_logger("sfu")
-
-REPORT_INTERVAL = 1.0
-SWEEP_INTERVAL = 5.0
-ADAPT_INTERVAL = 0.5  # simulcast layer choice
 
 
 class SfuService:
@@ -24,38 +24,41 @@ class SfuService:
     def __init__(self, box) -> None:
         self.box = box
         self.media = MediaService(box)
-        self.sfu = Sfu(self.media, box.config.sfu.retransmissions)
+        self.sfu = Sfu(self.media.port, self.media.candidates, self._associate, box.config.sfu.retransmissions)
         box.registry.register(SfuCollector(self.sfu))
-        self._tasks: list[asyncio.Task] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         await self.media.start()
-        self.sfu.clock = asyncio.get_running_loop().time
-        self._tasks = [
-            asyncio.create_task(self._every(REPORT_INTERVAL, self.sfu.send_reports)),
-            asyncio.create_task(self._every(SWEEP_INTERVAL, self.sfu.sweep)),
-            asyncio.create_task(self._every(ADAPT_INTERVAL, self.sfu.adapt)),
-            asyncio.create_task(self._every(FEEDBACK_INTERVAL, self.sfu.send_transport_feedback)),
-        ]
+        self._loop = asyncio.get_running_loop()
+        self.sfu.start(self._loop.time())
+        self._arm()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._loop = None
         for session in list(self.sfu.sessions.values()):
             self.sfu.close_session(session)
         await self.media.stop()
 
-    @staticmethod
-    async def _every(interval: float, job) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                job(asyncio.get_running_loop().time())
-            except Exception:  # one failed round must not end the timer for the box's lifetime
-                log.exception("periodic job failed", job=job.__name__)
+    def _arm(self) -> None:
+        when = self.sfu.get_timer()
+        if self._loop is not None and when is not None:
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        if self._loop is None:
+            return
+        self.sfu.handle_timer(self._loop.time())
+        self._arm()
+
+    def _associate(self, port_session: PortSession, remote_port: int, max_message_size: int | None,
+                   on_message: Callable[[DataChannel, Message], None]) -> Association:
+        loop = self._loop or asyncio.get_running_loop()
+        return Association(self.media.port, port_session, loop.time, remote_port, max_message_size, on_message)
 
     def health(self) -> str | None:
         return self.media.health()

@@ -47,7 +47,7 @@ class SessionOwner(Protocol):
     @property
     def legs_by_ssrc(self) -> Mapping[int, Leg]: ...
 
-    def session_event(self, session: CallSession, event: Event) -> None: ...
+    def session_event(self, session: CallSession, event: Event, now: float) -> None: ...
 
     def session_data(self, session: CallSession, data: bytes) -> None: ...
 
@@ -321,5 +321,5 @@ class CallSession:
     def data(self, data: bytes) -> None:
         self.owner.session_data(self, data)
 
-    def event(self, event: Event) -> None:
-        self.owner.session_event(self, event)
+    def event(self, event: Event, now: float) -> None:
+        self.owner.session_event(self, event, now)

@@ -1,19 +1,24 @@
 """The SFU's session model behind the Calls API: sessions, pushed and pulled tracks, offers and
-answers. Synchronous; the API layer calls it, the media port calls the sessions it registers."""
+answers. Sans-I/O: the API layer calls it and the media port calls the sessions it registers, each
+passing `now` (the event loop's clock); its periodic work runs from `handle_timer`, when
+`get_timer` says (aioquic's verbs, as the media port and the TURN core)."""
 from __future__ import annotations
 
 import random
 import secrets
-import time
 from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from aiortc.rtcicetransport import RTCIceCandidate
+
 from ..logs import get_logger
-from ..rtc.dtls import Closed, Connected, Failed
 from ..rtc.checks import ChecksFailed
+from ..rtc.dtls import Closed, Connected, Failed
 from ..rtc.ice import ConsentExpired
+from ..rtc.port import Event, MediaPort
 from . import extensions, rtcp, sdp
-from .channel_router import ChannelRouter
+from .channel_router import Associate, ChannelRouter
 from .codecs import (OFFERED, Codec, accept, accept_extensions, accept_rtx, feedback, match, rtx_for, rtx_pairs,
                      subscriber_feedback)
 from .errors import ItemError, SfuError
@@ -24,12 +29,15 @@ from .reports import Reports
 from .session import CallSession, IngestCounters, Transceiver
 from .switching import LayerSwitcher
 from .tracks import PublishedTrack
-from .transport import TransportReceiver
+from .transport import FEEDBACK_INTERVAL, TransportReceiver
 
 log = get_logger("sfu")
 
 # CALLS_API.md 4: a session that never connects, or a track with no media, goes after 30 s.
 IDLE_TIMEOUT = 30.0
+REPORT_INTERVAL = 1.0  # sender and receiver reports
+ADAPT_INTERVAL = 0.5  # simulcast layer choice
+SWEEP_INTERVAL = 5.0  # sessions that never connected, tracks without media
 
 
 class Sfu:
@@ -38,23 +46,47 @@ class Sfu:
     `reports` (the SFU's own RTCP), `channels` (data channels). The sessions it creates reach it
     as their SessionOwner."""
 
-    def __init__(self, media, retransmissions: bool = True) -> None:
-        self.media = media  # appliance.rtc.service.MediaService: its port, certificate, candidates
+    def __init__(self, port: MediaPort, candidates: Callable[[], Sequence[RTCIceCandidate]], associate: Associate,
+                 retransmissions: bool = True) -> None:
+        self.port = port
+        self.candidates = candidates  # the media port's host candidates, written into every description
         # [sfu] retransmissions: the cache answers NACKs and the box NACKs its publishers.
         self.retransmissions = retransmissions
         self.sessions: dict[str, CallSession] = {}
         self.live: Counter[str] = Counter()  # live sessions per app, for the API's per-app cap
         self.legs_by_ssrc: dict[int, Leg] = {}
         self.ingest = IngestCounters()
-        self.repair = Repair(media.port)
+        self.repair = Repair(port)
         self.switcher = LayerSwitcher(self.repair)
-        self.reports = Reports(media.port)
+        self.reports = Reports(port)
         # The data channels and each session's SCTP association.
-        self.channels = ChannelRouter(media.port, lambda: self.clock(), self.sessions)
+        self.channels = ChannelRouter(associate, self.sessions)
         # Packets of legs that have ended, so the forwarded total never goes down.
         self._ended_leg_packets = 0
-        # The media port's clock (the event loop's): every `now` the SFU keeps or passes on is on it.
-        self.clock = time.monotonic
+        # When each periodic job is due next; set by `start`.
+        self._due: dict[Callable[[float], None], float] = {}
+
+    def start(self, now: float) -> None:
+        """Arm the periodic jobs: reports, transport feedback, layer choice, the idle sweep."""
+        self._due = {job: now + interval for job, interval in self._periodic()}
+
+    def _periodic(self) -> list[tuple[Callable[[float], None], float]]:
+        return [(self.send_reports, REPORT_INTERVAL), (self.send_transport_feedback, FEEDBACK_INTERVAL),
+                (self.adapt, ADAPT_INTERVAL), (self.sweep, SWEEP_INTERVAL)]
+
+    def get_timer(self) -> float | None:
+        return min(self._due.values(), default=None)
+
+    def handle_timer(self, now: float) -> None:
+        """Run the jobs that are due, each then due again one interval later (not sooner than now)."""
+        for job, interval in self._periodic():
+            due = self._due.get(job)
+            if due is not None and due <= now:
+                self._due[job] = max(due + interval, now)
+                try:
+                    job(now)
+                except Exception:  # one failed round must not end the job for the box's lifetime
+                    log.exception("periodic job failed", job=job.__name__)
 
     # --- sessions -------------------------------------------------------------------------------
 
@@ -77,13 +109,12 @@ class Sfu:
             self._stop(session, transceiver)
         self.channels.close_session(session)
         if session.port_session is not None:
-            self.media.port.remove_session(session.port_session)
+            self.port.remove_session(session.port_session)
         if self.sessions.pop(session.id, None) is not None:
             self.live[session.app] -= 1
 
-    def session_event(self, session: CallSession, event: Any) -> None:
+    def session_event(self, session: CallSession, event: Event, now: float) -> None:
         if isinstance(event, Connected):
-            now = self.clock()
             session.connected_at = now
             log.info("session connected", session=session.id, after=round(now - session.created, 3))
             for transceiver in session.transceivers:
@@ -272,7 +303,7 @@ class Sfu:
             assigned = {uri: offered_extensions[uri] for uri in uris if uri in offered_extensions}
         ids = {uri: ext_id for uri, ext_id in assigned.items() if ext_id is not None}
         local = sdp.LocalSection(mid, track.kind, "sendonly", codecs, ids, ssrc, session.cname, msid)
-        leg = Leg(self.media.port.send_rtp, session.port_session, ssrc, pt_map, mid, session)
+        leg = Leg(self.port.send_rtp, session.port_session, ssrc, pt_map, mid, session)
         leg.source = track
         leg.transport = session.transport_out
         if rtx_pts:
@@ -346,7 +377,7 @@ class Sfu:
             raise ItemError("invalid_session_description", "the m-section negotiated none of the track's codecs")
         section = transceiver.section
         section.ssrc, section.cname, section.msid = self._new_ssrc(), session.cname, f"{track.session.id} {track.name}"
-        leg = Leg(self.media.port.send_rtp, session.port_session, section.ssrc, pt_map, section.mid, session)
+        leg = Leg(self.port.send_rtp, session.port_session, section.ssrc, pt_map, section.mid, session)
         leg.source = track
         rtx_pts = _repairing(section.codecs)
         if rtx_pts:
@@ -506,7 +537,7 @@ class Sfu:
             # Its subscribers' legs end too: a BYE tells each subscriber, GET shows them inactive.
             for leg in list(track.legs):
                 if leg.port_session is not None:
-                    self.media.port.send_rtcp(leg.port_session, rtcp.bye(leg.ssrc))
+                    self.port.send_rtcp(leg.port_session, rtcp.bye(leg.ssrc))
                 self.switcher.detach(leg)
         if transceiver.leg is not None:  # a pull, or what a bidirectional push carried back
             leg = transceiver.leg
@@ -592,7 +623,7 @@ class Sfu:
         session.remote = remote
         # We are the DTLS server unless the client insists on being it (a=setup:passive).
         server = remote.setup != "passive"
-        port = self.media.port
+        port = self.port
         if session.port_session is None:
             session.port_session = port.add_session(session, session.ufrag, session.pwd, remote_ufrag=remote.ufrag,
                                                     remote_fingerprints=remote.fingerprints, server=server,
@@ -613,7 +644,7 @@ class Sfu:
         """An SFU offer of the session's sections; changes wait for its answer (`renegotiate`)."""
         session.pending_offer = True
         if session.port_session is None:
-            session.port_session = self.media.port.add_session(session, session.ufrag, session.pwd,
+            session.port_session = self.port.add_session(session, session.ufrag, session.pwd,
                                                                controlling=session.thirdparty)
         return self._describe(session, "offer")
 
@@ -631,8 +662,8 @@ class Sfu:
         else:
             setup = "active" if offer.setup == "passive" else "passive"
         params = sdp.LocalParameters(
-            session.ufrag, session.pwd, self.media.port.context.fingerprint, setup,
-            [(c.ip, c.port, c.protocol) for c in self.media.candidates()],
+            session.ufrag, session.pwd, self.port.context.fingerprint, setup,
+            [(c.ip, c.port, c.protocol) for c in self.candidates()],
             session.sdp_id, session.sdp_version, lite=not session.thirdparty,
         )
         if offer is None:

@@ -39,7 +39,7 @@ class _Forward:
     def data(self, data: bytes) -> None:
         pass
 
-    def event(self, event) -> None:
+    def event(self, event, now: float) -> None:
         pass
 
 

@@ -115,7 +115,7 @@ class _Port:
 
 
 def _sfu() -> Sfu:
-    return Sfu(SimpleNamespace(port=_Port(), candidates=lambda: []))
+    return Sfu(_Port(), lambda: [], associate=None)
 
 
 def _publisher(sfu: Sfu, tracks: int):

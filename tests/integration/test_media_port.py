@@ -69,7 +69,7 @@ class Echo:
     def data(self, data: bytes) -> None:
         raise AssertionError("no data channel was negotiated")
 
-    def event(self, event) -> None:
+    def event(self, event, now: float) -> None:
         self.events.append(event)
         if isinstance(event, PathSelected) and self.selected_at is None:
             self.selected_at = time.perf_counter()

@@ -82,7 +82,7 @@ class Handler:
     def data(self, data: bytes) -> None:
         self.received_data.append(data)
 
-    def event(self, event: Any) -> None:
+    def event(self, event: Any, now: float) -> None:
         self.events.append(event)
 
 

@@ -159,7 +159,7 @@ def test_consent_expiry_stops_media_until_the_next_check():
 
 def test_a_closed_tcp_connection_takes_the_path_with_it():
     port, handler, listener, peer = connect()
-    port.listener_closed(listener)
+    port.listener_closed(listener, 1.0)
     assert handler.events[-1] == PathClosed(listener, ADDR) and not port.send_rtp(handler.session, rtp(1))
     other = Listener(Sink())
     again = Peer(port, other, ADDR2)
