@@ -2,13 +2,16 @@
 before it is read, with a 400 that names the limit; the work of every accepted one grows linearly
 with its size, counted in lines of Python executed (the same on every run, unlike time)."""
 import sys
+from types import SimpleNamespace
 
 import pytest
 
 from appliance.sfu import sdp
 from appliance.sfu.errors import SfuError
+from appliance.sfu.sfu import Sfu
 
-from .harness import FINGERPRINT, TRANSPORT, Lab, chrome_offer
+from .test_simulcast_forwarding import Port
+from .test_simulcast_sdp import FINGERPRINT, TRANSPORT, chrome_offer
 
 HEAD = ["v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0", "a=ice-ufrag:abcd", "a=ice-pwd:abcdefghijklmnopqrstuvwx",
         f"a=fingerprint:{FINGERPRINT}", "a=setup:actpass"]
@@ -31,7 +34,7 @@ def audio(mid, direction="sendonly", ssrc=None):
 
 
 def make_sfu():
-    return Lab().sfu
+    return Sfu(Port(), lambda: [], associate=None)
 
 
 def push(sfu, text, items=(), auto_discover=True):
