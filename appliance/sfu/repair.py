@@ -3,7 +3,6 @@ answered from the retransmission cache, and the box's own NACKs upstream."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from . import feedback as rtcp_feedback
 from . import rtcp
@@ -24,17 +23,11 @@ class RepairCounters:
     given_up: int = 0  # lost packets no retransmission recovered in time
 
 
-class RtcpSender(Protocol):
-    """Where the SFU's own RTCP goes out (the media port): protected and sent on a session's path."""
-
-    def send_rtcp(self, session: Any, packet: bytes) -> bool: ...
-
-
 class Repair:
-    """The only writer of its counters; sends through `rtcp_out`, reads the streams and legs it is given."""
+    """The only writer of its counters. Asks a stream's upstream for keyframes and retransmissions
+    (RTCP through the track's Upstream), answers a leg's NACKs through the leg."""
 
-    def __init__(self, rtcp_out: RtcpSender) -> None:
-        self.rtcp_out = rtcp_out
+    def __init__(self) -> None:
         self.counters = RepairCounters()
 
     def request_keyframe(self, stream: Stream, now: float, force: bool = False) -> None:
@@ -46,9 +39,8 @@ class Repair:
         if not force and now - stream.last_keyframe_request < KEYFRAME_INTERVAL:
             return
         stream.last_keyframe_request = now
-        publisher = track.session
-        if publisher.port_session is not None:
-            self.rtcp_out.send_rtcp(publisher.port_session, rtcp.pli(publisher.rtcp_ssrc, stream.ssrc))
+        upstream = track.upstream
+        upstream.send_rtcp(rtcp.pli(upstream.rtcp_ssrc, stream.ssrc))
 
     def keyframe_for(self, leg: Leg, now: float) -> None:
         """A keyframe at once for what the leg forwards or waits for (a new subscriber, a new layer)."""
@@ -89,11 +81,10 @@ class Repair:
         if stream.losses is None:
             return
         seqs, given_up = stream.losses.nacks(now)
-        publisher = stream.track.session
-        if seqs and publisher.port_session is not None and stream.ssrc is not None:
+        upstream = stream.track.upstream
+        if seqs and stream.ssrc is not None:
             self.counters.nacked_upstream += len(seqs)
-            self.rtcp_out.send_rtcp(publisher.port_session,
-                                    rtcp_feedback.nack(publisher.rtcp_ssrc, stream.ssrc, seqs))
+            upstream.send_rtcp(rtcp_feedback.nack(upstream.rtcp_ssrc, stream.ssrc, seqs))
         if given_up:
             self.counters.given_up += given_up
             self.request_keyframe(stream, now)

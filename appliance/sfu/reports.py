@@ -3,12 +3,20 @@ control (feedback to publishers, numbering toward subscribers)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol
 
+from ..rtc.port import Session as PortSession
 from . import extensions, rtcp, sdp
 from .forward import Leg
-from .repair import RtcpSender
 from .session import CallSession
+from .tracks import PublishedTrack, Upstream
 from .transport import TransportSender
+
+
+class RtcpSender(Protocol):
+    """Where RTCP toward subscribers goes out (the media port): protected and sent on a session's path."""
+
+    def send_rtcp(self, session: PortSession, packet: bytes) -> bool: ...
 
 
 class Reports:
@@ -17,15 +25,17 @@ class Reports:
     def __init__(self, rtcp_out: RtcpSender) -> None:
         self.rtcp_out = rtcp_out
 
-    def send_reports(self, sessions: Iterable[CallSession], legs: Iterable[Leg], now: float) -> None:
-        """About once a second: a sender report on every leg that carries media, and a receiver
-        report to every publisher on the streams it sends (the SFU terminates RTCP per leg)."""
+    def send_reports(self, tracks: Iterable[PublishedTrack], legs: Iterable[Leg], now: float) -> None:
+        """About once a second: a receiver report to every upstream on the streams it sends, and a
+        sender report on every leg that carries media (the SFU terminates RTCP per hop)."""
+        blocks: dict[Upstream, list[bytes]] = {}
+        for track in tracks:
+            for stream in track.streams:
+                if stream.stats.received and stream.ssrc is not None:
+                    blocks.setdefault(track.upstream, []).append(stream.stats.report_block(stream.ssrc, now))
+        for upstream, reported in blocks.items():
+            upstream.send_rtcp(rtcp.receiver_report(upstream.rtcp_ssrc, reported))
         send_rtcp = self.rtcp_out.send_rtcp
-        for session in sessions:
-            blocks = [stream.stats.report_block(stream.ssrc, now) for t in session.tracks.values()
-                      for stream in t.streams if stream.stats.received and stream.ssrc is not None]
-            if blocks and session.port_session is not None:
-                send_rtcp(session.port_session, rtcp.receiver_report(session.rtcp_ssrc, blocks))
         for leg in legs:
             if leg.packets and leg.port_session is not None:
                 # Wall-clock NTP time, not `now`: the subscriber maps RTP time to real time with it.

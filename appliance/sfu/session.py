@@ -13,6 +13,7 @@ from typing import Protocol
 
 from ..rtc.ice import new_credentials
 from ..rtc.port import Event
+from ..rtc.port import MediaPort
 from ..rtc.port import Session as PortSession
 from . import extensions, feedback, rtcp, rtx
 from .codecs import PayloadTypes
@@ -23,23 +24,16 @@ from .repair import Repair
 from .sdp import LocalSection, RemoteDescription
 from .streams import PACKET_OVERHEAD, Stream
 from .switching import LayerSwitcher
-from .tracks import PublishedTrack
+from .tracks import IngestCounters, PublishedTrack
 from .transport import TransportReceiver, TransportSender
 
 LOSSY = 0.02  # a subscriber reporting more loss than this gets no more than it received
 
 
-@dataclass
-class IngestCounters:
-    """What the sessions drop of what publishers send, for /metrics."""
-
-    unknown_ssrc: int = 0
-    malformed: int = 0
-
-
 class SessionOwner(Protocol):
     """What a session's media and events need from the SFU that holds it."""
 
+    port: MediaPort
     repair: Repair
     switcher: LayerSwitcher
     ingest: IngestCounters
@@ -184,49 +178,7 @@ class CallSession:
         if stream is None:
             self._unbound(packet, now)
             return
-        self._receive(stream, packet, now)
-
-    def _receive(self, stream: Stream, packet: bytes, now: float) -> None:
-        track = stream.track
-        seq = packet[2] << 8 | packet[3]
-        ts = int.from_bytes(packet[4:8], "big")
-        stream.last_packet = now
-        stream.octets += len(packet) + PACKET_OVERHEAD
-        losses, cache = stream.losses, stream.cache
-        if losses is not None and cache is not None:
-            state = losses.received(seq, now)
-            if state == DUPLICATE:
-                return
-            cache.put(seq, packet, now)
-            if state == JUMP:
-                self.owner.repair.request_keyframe(stream, now)
-            if losses.missing:
-                self.owner.repair.nack_upstream(stream, now)
-        stream.stats.update(seq, ts, now)
-        if stream.waiting:
-            self.owner.switcher.switch_at_keyframe(stream, packet, now)
-        legs = stream.legs
-        found = extensions.elements(packet) if track.reads_extensions else None
-        if found and track.level_id in found:
-            track.audio_level = found[track.level_id][0] & 0x7F
-        if not legs:
-            return
-        offset = payload_offset(packet)
-        if offset < 0:
-            self.owner.ingest.malformed += 1
-            return
-        payload = packet[offset:]  # once per packet, shared by every leg
-        if not found:
-            for leg in legs:
-                leg.forward(packet, payload, seq, ts, b"", now)
-            return
-        bodies: dict[tuple, bytes] = {}
-        for leg in legs:
-            key = leg.ext_key
-            elements = bodies.get(key)
-            if elements is None:
-                elements = bodies[key] = extensions.body(found, leg.ext_map)
-            leg.forward(packet, payload, seq, ts, elements, now)
+        stream.track.receive(stream, packet, now)
 
     def _unbound(self, packet: bytes, now: float) -> None:
         """A packet of an SSRC not seen before, or of a retransmission stream: RID simulcast
@@ -239,7 +191,7 @@ class CallSession:
                 self.owner.ingest.unknown_ssrc += 1
                 return
             if stream.ssrc == ssrc:
-                self._receive(stream, packet, now)
+                stream.track.receive(stream, packet, now)
                 return
         apt = stream.track.rtx.get(packet[1] & 0x7F)
         if apt is None or stream.ssrc is None or stream.losses is None:
@@ -248,7 +200,7 @@ class CallSession:
         # Only what is still missing: RTX also carries the publisher's bandwidth probes, copies
         # of packets the box already has.
         if original is not None and (original[2] << 8 | original[3]) in stream.losses.missing:
-            self._receive(stream, original, now)
+            stream.track.receive(stream, original, now)
 
     def _bind(self, packet: bytes, ssrc: int) -> Stream | None:
         """The stream a new SSRC carries (its RTX SSRC maps there too), from the mid, rid and
@@ -317,6 +269,12 @@ class CallSession:
                 rtt = rtcp.round_trip(block.lsr, block.dlsr)
                 if rtt is not None:
                     leg.rtt = rtt
+
+    # --- the publishing side as its tracks' upstream ----------------------------------------------
+
+    def send_rtcp(self, packet: bytes) -> bool:
+        """Feedback to the client on what it publishes (the tracks' Upstream)."""
+        return self.port_session is not None and self.owner.port.send_rtcp(self.port_session, packet)
 
     def data(self, data: bytes) -> None:
         self.owner.session_data(self, data)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 import secrets
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from aiortc.rtcicetransport import RTCIceCandidate
@@ -56,7 +56,7 @@ class Sfu:
         self.live: Counter[str] = Counter()  # live sessions per app, for the API's per-app cap
         self.legs_by_ssrc: dict[int, Leg] = {}
         self.ingest = IngestCounters()
-        self.repair = Repair(port)
+        self.repair = Repair()
         self.switcher = LayerSwitcher(self.repair)
         self.reports = Reports(port)
         # The data channels and each session's SCTP association.
@@ -185,7 +185,7 @@ class Sfu:
         if extensions.TRANSPORT_CC in negotiated and session.transport_in is None:
             session.transport_in = TransportReceiver(negotiated[extensions.TRANSPORT_CC])
         rids = section.rids if extensions.RID in negotiated else []
-        return PublishedTrack(session, name, section.mid, section.kind, codecs, section.ssrcs,
+        return PublishedTrack(session, session, self, name, section.mid, section.kind, codecs, section.ssrcs,
                               extensions=dict(negotiated), rids=rids, rtx=rtx_pairs(rtx_codecs),
                               rtx_ssrcs=section.rtx_ssrcs if rtx_codecs else {}, retransmissions=self.retransmissions)
 
@@ -565,14 +565,18 @@ class Sfu:
                                "trackName": t.source.name, "status": "inactive" if ended else "active"})
         return {"tracks": tracks, "dataChannels": self.channels.describe(session)}
 
+    def tracks(self) -> Iterator[PublishedTrack]:
+        """Every published track of the box."""
+        return (track for session in self.sessions.values() for track in session.tracks.values())
+
     def send_reports(self, now: float) -> None:
-        self.reports.send_reports(self.sessions.values(), self.legs_by_ssrc.values(), now)
+        self.reports.send_reports(self.tracks(), self.legs_by_ssrc.values(), now)
 
     def send_transport_feedback(self, now: float) -> None:
         self.reports.send_transport_feedback(self.sessions.values(), now)
 
     def adapt(self, now: float) -> None:
-        self.switcher.adapt((t for s in self.sessions.values() for t in s.tracks.values()), now)
+        self.switcher.adapt(self.tracks(), now)
 
     def forwarded_packets(self) -> int:
         return self._ended_leg_packets + sum(leg.packets for leg in self.legs_by_ssrc.values())

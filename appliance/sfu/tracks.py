@@ -1,21 +1,63 @@
-"""Published tracks: what a session pushes, found by (sessionId, trackName), and who pulls it."""
+"""Published tracks: what a session pushes, found by (sessionId, trackName), who pulls it, and the
+per-packet path of its media: from its upstream, through its streams' repair and statistics, to every
+leg that forwards it.
+
+A track's *upstream* is where its packets come from and where its feedback goes (keyframe requests,
+NACKs, receiver reports): the publishing session's PeerConnection today; a trunk from another box
+(the cascading issue) implements the same Upstream and feeds the track through `receive`.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
+from . import extensions
 from .codecs import Codec
 from .extensions import AUDIO_LEVEL
-from .forward import Leg
-from .streams import Stream
+from .forward import Leg, payload_offset
+from .losses import DUPLICATE, JUMP
+from .streams import PACKET_OVERHEAD, Stream
+
+if TYPE_CHECKING:  # they act on tracks' streams and import this module
+    from .repair import Repair
+    from .session import CallSession
+    from .switching import LayerSwitcher
 
 # At most one keyframe request per stream in this many seconds (aggregated PLI).
 KEYFRAME_INTERVAL = 0.3
 
 
+class Upstream(Protocol):
+    """Where a track's packets come from; the box's feedback on them goes back there as RTCP."""
+
+    @property
+    def rtcp_ssrc(self) -> int:
+        """The SSRC the box's feedback toward it is sent from."""
+
+    def send_rtcp(self, packet: bytes) -> bool: ...
+
+
+@dataclass
+class IngestCounters:
+    """What the box drops of what publishers send, for /metrics."""
+
+    unknown_ssrc: int = 0
+    malformed: int = 0
+
+
+class MediaPlane(Protocol):
+    """The box's parts a track's packets pass through."""
+
+    repair: Repair
+    switcher: LayerSwitcher
+    ingest: IngestCounters
+
+
 @dataclass(eq=False)
 class PublishedTrack:
-    session: Any  # the publishing CallSession
+    session: CallSession  # whose track it is in the Calls API: (session.id, name) finds it
+    upstream: Upstream
+    plane: MediaPlane
     name: str
     mid: str
     kind: str
@@ -56,3 +98,47 @@ class PublishedTrack:
 
     def stream(self, rid: str | None) -> Stream | None:
         return next((s for s in self.streams if s.rid == rid), None)
+
+    def receive(self, stream: Stream, packet: bytes, now: float) -> None:
+        """One RTP packet of `stream` (already decrypted and demultiplexed by the upstream): repair
+        and statistics, a waiting layer switch, then out on every leg that forwards the stream. The
+        hot path: one call per packet, shared work done once for all legs."""
+        seq = packet[2] << 8 | packet[3]
+        ts = int.from_bytes(packet[4:8], "big")
+        stream.last_packet = now
+        stream.octets += len(packet) + PACKET_OVERHEAD
+        losses, cache = stream.losses, stream.cache
+        if losses is not None and cache is not None:
+            state = losses.received(seq, now)
+            if state == DUPLICATE:
+                return
+            cache.put(seq, packet, now)
+            if state == JUMP:
+                self.plane.repair.request_keyframe(stream, now)
+            if losses.missing:
+                self.plane.repair.nack_upstream(stream, now)
+        stream.stats.update(seq, ts, now)
+        if stream.waiting:
+            self.plane.switcher.switch_at_keyframe(stream, packet, now)
+        legs = stream.legs
+        found = extensions.elements(packet) if self.reads_extensions else None
+        if found and self.level_id in found:
+            self.audio_level = found[self.level_id][0] & 0x7F
+        if not legs:
+            return
+        offset = payload_offset(packet)
+        if offset < 0:
+            self.plane.ingest.malformed += 1
+            return
+        payload = packet[offset:]  # once per packet, shared by every leg
+        if not found:
+            for leg in legs:
+                leg.forward(packet, payload, seq, ts, b"", now)
+            return
+        bodies: dict[tuple, bytes] = {}
+        for leg in legs:
+            key = leg.ext_key
+            elements = bodies.get(key)
+            if elements is None:
+                elements = bodies[key] = extensions.body(found, leg.ext_map)
+            leg.forward(packet, payload, seq, ts, elements, now)
