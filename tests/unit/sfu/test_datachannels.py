@@ -5,6 +5,7 @@ from appliance.sfu.datachannels import (
     MAX_ID, SERVER_EVENTS_ID, ChannelRequest, DataChannel, SessionChannels, batch_location, describe, parse_request,
 )
 from appliance.sfu.errors import ItemError, SfuError
+from appliance.sfu.session import CallSession
 
 
 def test_ids_follow_the_dtls_role_parity_and_are_never_reused():
@@ -81,9 +82,7 @@ def test_parse_request_errors(item, code):
 
 
 def test_describe_and_ended():
-    class Session:
-        id = "pub"
-    source = DataChannel(Session(), 1, "chat", "local")
+    source = DataChannel(CallSession("pub", "app", 0.0, owner=None), 1, "chat", "local")
     subscriber = DataChannel(None, 3, "chat", "remote", source=source)
     assert describe(subscriber, "active") == {"location": "remote", "dataChannelName": "chat", "id": 3,
                                               "status": "active", "sessionId": "pub"}

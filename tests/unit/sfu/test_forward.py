@@ -5,23 +5,7 @@ from hypothesis import given, strategies as st
 from appliance.sfu.forward import Leg, payload_offset
 from appliance.sfu.rtcp import bye, keyframe_requests, pli, sender_report
 
-
-def rtp(seq, ts, ssrc=1111, pt=111, marker=False, payload=b"payload", extension=b"", csrcs=()):
-    first = 0x80 | (0x10 if extension else 0) | len(csrcs)
-    header = struct.pack(">BBHII", first, (0x80 if marker else 0) | pt, seq, ts, ssrc)
-    header += b"".join(struct.pack(">I", c) for c in csrcs)
-    if extension:
-        header += struct.pack(">HH", 0xBEDE, len(extension) // 4) + extension
-    return header + payload
-
-
-class Sent(list):
-    def __call__(self, session, packet):
-        self.append(packet)
-
-
-def forward(leg, packet):
-    leg.forward(packet, packet[payload_offset(packet):], packet[2] << 8 | packet[3], int.from_bytes(packet[4:8], "big"))
+from .harness import Sent, forward, rtp
 
 
 def test_a_leg_rewrites_ssrc_payload_type_and_drops_extensions_and_csrcs():

@@ -6,12 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from appliance.sfu.keyframes import starts_keyframe
 
-# VP8 payload headers (RFC 7741 4.3, the first three bytes of the VP8 frame tag): |Size0|H|VER|P|.
-# A key frame has P = 0 and the start code 9d 01 2a after its three tag bytes. The byte after the
-# first has its low bit set, so a parser that skips one byte too many sees P = 1.
-VP8_KEY = bytes([0x50, 0x01, 0x01, 0x9D, 0x01, 0x2A, 0x80, 0x02, 0xE0, 0x01])
-# An interframe (P = 1); the next byte has its low bit clear, so a parser one byte off sees P = 0.
-VP8_INTER = bytes([0x51, 0x00, 0x02, 0x10, 0x20])
+from .harness import VP8_INTER, VP8_KEY  # a VP8 keyframe's and an interframe's payload headers
 
 
 def vp8(payload_header, *, x=None, s=True, pid=0, n=False, picture_id=None, long_id=False, tl0=None, tid=None,

@@ -1,12 +1,13 @@
 """Simulcast preferences (CALLS_API.md 1.4, with the older names) and the layer a leg forwards."""
-from types import SimpleNamespace
-
 import pytest
 from hypothesis import given, strategies as st
 
 from appliance.sfu.errors import ItemError
+from appliance.sfu.forward import Leg
 from appliance.sfu.layers import (PAD_TIME, PROBE_TIME, PROBE_WAIT, PROVEN, STAY_SLACK, UP_HEADROOM, choose_layer,
                                   preferences, probe)
+
+from .harness import Sent
 
 # --- preferences -------------------------------------------------------------------------------------
 
@@ -123,7 +124,10 @@ def layers(f=2_500_000, h=700_000, q=150_000, inactive=()):
 
 
 def leg(track, prefs, stream=None, target=None):
-    return SimpleNamespace(source=track, stream=stream, target=target, preferences=preferences(prefs))
+    """A subscriber's leg on `track`, forwarding `stream`, moving to `target`."""
+    made = Leg(Sent(), None, 1, {}, "0", None)
+    made.source, made.stream, made.target, made.preferences = track, stream, target, preferences(prefs)
+    return made
 
 
 def rid(chosen):
@@ -235,8 +239,8 @@ def test_no_active_layer_keeps_what_the_leg_has():
 
 
 def probing_leg(track, current):
-    return SimpleNamespace(source=track, stream=current, target=None, probing=None, probe_until=0.0,
-                           next_probe=0.0, probe_wait=0.0, probe_pads=False, probe_started=0.0)
+    """A leg that has not tried a layer yet (a new leg's trial state)."""
+    return leg(track, {}, current)
 
 
 def test_a_leg_on_a_low_layer_tries_the_next_one_up_and_keeps_it_when_the_path_carries_it():

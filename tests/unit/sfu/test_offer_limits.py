@@ -2,16 +2,13 @@
 before it is read, with a 400 that names the limit; the work of every accepted one grows linearly
 with its size, counted in lines of Python executed (the same on every run, unlike time)."""
 import sys
-from types import SimpleNamespace
 
 import pytest
 
 from appliance.sfu import sdp
 from appliance.sfu.errors import SfuError
-from appliance.sfu.sfu import Sfu
 
-from .test_simulcast_forwarding import Port
-from .test_simulcast_sdp import FINGERPRINT, TRANSPORT, chrome_offer
+from .harness import FINGERPRINT, TRANSPORT, Lab, chrome_offer
 
 HEAD = ["v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0", "a=ice-ufrag:abcd", "a=ice-pwd:abcdefghijklmnopqrstuvwx",
         f"a=fingerprint:{FINGERPRINT}", "a=setup:actpass"]
@@ -34,7 +31,7 @@ def audio(mid, direction="sendonly", ssrc=None):
 
 
 def make_sfu():
-    return Sfu(Port(), lambda: [], associate=None)
+    return Lab().sfu
 
 
 def push(sfu, text, items=(), auto_discover=True):

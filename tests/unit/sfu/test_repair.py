@@ -9,7 +9,7 @@ from appliance.sfu.cache import RetransmissionCache
 from appliance.sfu.forward import Leg, payload_offset
 from appliance.sfu.rtx import unwrap
 
-from .test_forward import Sent, forward, rtp
+from .harness import Sent, forward, rtp
 
 
 def test_the_cache_returns_what_it_holds_until_it_ages_or_is_overwritten():

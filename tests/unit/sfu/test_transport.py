@@ -6,7 +6,7 @@ from appliance.sfu import extensions, feedback
 from appliance.sfu.forward import Leg
 from appliance.sfu.transport import TransportReceiver, TransportSender
 
-from .test_forward import Sent, rtp
+from .harness import Sent, rtp
 
 
 def test_the_feedback_reports_each_number_once_with_its_arrival_or_loss():
