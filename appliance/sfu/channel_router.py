@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from ..rtc.port import Session as PortSession
+from ..rtc.sctp import Message
 from . import sdp
 from .datachannels import (
     ACK_TIMEOUT, SERVER_EVENTS, SERVER_EVENTS_ID, ChannelRequest, DataChannel, batch_location, describe, item_error,
@@ -21,8 +22,6 @@ from .session import CallSession, Transceiver
 
 # RFC 8841 5: the SCTP port when the remote m=application has no a=sctp-port.
 DEFAULT_SCTP_PORT = 5000
-
-Message = str | bytes
 
 
 class Association(Protocol):

@@ -1,6 +1,6 @@
 """Data channels of the Calls API (CALLS_API.md 1.3 "DataChannels", section 4), sans-I/O: the
 channels a session negotiated out of band, who publishes to whom, their stream ids, and the checks
-of a `datachannels/new` batch. The SCTP association carrying them is `appliance.sfu.sctp`'s; the
+of a `datachannels/new` batch. The SCTP association carrying them is `appliance.rtc.sctp`'s; the
 router joining both is `appliance.sfu.channel_router`.
 
 A `local` channel is one the client publishes on; a `remote` channel receives everything published
@@ -10,9 +10,12 @@ back to the publisher only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ItemError, SfuError
+
+if TYPE_CHECKING:  # a session holds its channels
+    from .session import CallSession
 
 # The channel `datachannels/establish` opens, always on stream 0 (CALLS_API.md 1.3).
 SERVER_EVENTS = "server-events"
@@ -27,7 +30,7 @@ MAX_RELIABILITY = 65535
 
 @dataclass(eq=False)
 class DataChannel:
-    session: Any  # the CallSession whose SCTP association carries it
+    session: CallSession  # whose SCTP association carries it
     id: int
     name: str
     location: str  # "local" (the client publishes) or "remote" (the client receives `source`)

@@ -3,9 +3,13 @@ bandwidth. Layers are ranked by what they cost (their measured bitrate) unless t
 asks for RID order (`asciibetical`: "a" is the best)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ItemError
+
+if TYPE_CHECKING:  # the legs and streams it chooses between
+    from .forward import Leg
+    from .streams import Stream
 
 ORDERINGS = {"none", "asciibetical"}
 # ridNotAvailable, with the names earlier revisions of the API used for the same choice.
@@ -61,11 +65,13 @@ def preferences(raw: Any) -> dict:
     return out
 
 
-def choose_layer(leg: Any, now: float, estimate: float | None):
+def choose_layer(leg: Leg, now: float, estimate: float | None) -> Stream | None:
     """The stream `leg` should forward: its preferred RID if given (or the fallback its
     preferences name when that layer is not sent), stepping down for bandwidth only with
     `asciibetical` ordering; with no preference, the best layer the estimate carries."""
     track = leg.source
+    if track is None:
+        return None
     current = leg.target or leg.stream
     active = [s for s in track.streams if s.active(now)]
     if not active:
@@ -81,11 +87,16 @@ def choose_layer(leg: Any, now: float, estimate: float | None):
             return current
         if fallback == "lowest":
             return min(active, key=lambda s: s.bitrate)
-        ranked = sorted(active, key=lambda s: s.rid)
-        chosen = next((s for s in ranked if s.rid > rid), ranked[-1])
+        ranked = sorted(active, key=_rid)
+        chosen = next((s for s in ranked if _rid(s) > rid), ranked[-1])
     if prefs.get("priorityOrdering") == "asciibetical":
-        return _fitting([s for s in sorted(active, key=lambda s: s.rid) if s.rid >= chosen.rid], current, estimate)
+        return _fitting([s for s in sorted(active, key=_rid) if _rid(s) >= _rid(chosen)], current, estimate)
     return chosen
+
+
+def _rid(stream: Stream) -> str:
+    """A simulcast layer's RID (every stream of a simulcast track has one)."""
+    return stream.rid or ""
 
 
 def _fitting(ranked: list, current, estimate: float | None):
@@ -106,7 +117,8 @@ def _fitting(ranked: list, current, estimate: float | None):
     return ranked[-1]
 
 
-def probe(leg: Any, wanted, now: float, acked: float, congested_at: float, pad: bool = False):
+def probe(leg: Leg, wanted: Stream | None, now: float, acked: float, congested_at: float,
+          pad: bool = False) -> tuple[Stream | None, float | None]:
     """For a leg that follows its bandwidth: (the layer to forward: `wanted`, the one the
     estimate carries, None for none, or on a trial the layer above; the bitrate a trial proved
     the path carries, or None). With `pad` (the leg can send padding) a trial keeps the layer
@@ -127,7 +139,8 @@ def probe(leg: Any, wanted, now: float, acked: float, congested_at: float, pad: 
     if now < leg.next_probe:
         return wanted, None
     floor = wanted.bitrate if wanted is not None else -1.0  # paused: the cheapest layer is a try
-    higher = [s for s in leg.source.streams if s.active(now) and s.bitrate > floor]
+    streams = leg.source.streams if leg.source is not None else []
+    higher = [s for s in streams if s.active(now) and s.bitrate > floor]
     if not higher:
         leg.next_probe = now + PROBE_WAIT[0]
         return wanted, None

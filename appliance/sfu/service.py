@@ -1,6 +1,6 @@
-"""The SFU as the runner hosts it (service "sfu"): the media port's sockets, the sans-I/O session
-model on them, and the asyncio pieces around it: the one timer the core asks for, and each session's
-SCTP association (aiortc's, which runs on asyncio)."""
+"""The SFU as the runner hosts it (service "sfu"), its only asyncio part: the media port's sockets,
+the sans-I/O session model on them, the one timer the core asks for, and each session's SCTP
+association (appliance.rtc.sctp, aiortc's, which runs on asyncio)."""
 from __future__ import annotations
 
 import asyncio
@@ -8,11 +8,10 @@ from collections.abc import Callable
 
 from ..logs import get_logger
 from ..rtc.port import Session as PortSession
+from ..rtc.sctp import Association, Message
 from ..rtc.service import MediaService
-from .channel_router import Message
 from .datachannels import DataChannel
 from .metrics import SfuCollector
-from .sctp import Association
 from .sfu import Sfu
 
 log = get_logger("sfu")
@@ -56,7 +55,7 @@ class SfuService:
         self._arm()
 
     def _associate(self, port_session: PortSession, remote_port: int, max_message_size: int | None,
-                   on_message: Callable[[DataChannel, Message], None]) -> Association:
+                   on_message: Callable[[DataChannel, Message], None]) -> Association[DataChannel]:
         loop = self._loop or asyncio.get_running_loop()
         return Association(self.media.port, port_session, loop.time, remote_port, max_message_size, on_message)
 

@@ -250,7 +250,7 @@ class RecordingPort:
 class RecordingAssociation:
     """A session's SCTP association as the channel router drives it (channel_router.Association),
     without SCTP: which channels it opened and closed and the messages it was given to send. The
-    shell's association (appliance/sfu/sctp.py, aiortc's SCTP) is tested end to end by
+    shell's association (appliance/rtc/sctp.py, aiortc's SCTP) is tested end to end by
     tests/integration/test_datachannels.py. Channels are open at once while `ready`."""
 
     def __init__(self, port_session: RecordedSession, remote_port: int, max_message_size: int | None,

@@ -1,5 +1,6 @@
-"""One session's SCTP association (RFC 8831) on its DTLS connection of the shared media port: the
-asyncio shell under the channel router (channel_router.Association is what the router asks of it).
+"""One session's SCTP association (RFC 8831) on its DTLS connection of the shared media port. It
+runs on asyncio (aiortc's SCTP stack), so it belongs to the shell: the SFU's channel router drives it
+through its own Association protocol and is handed one by the SFU service.
 
 aiortc's `RTCSctpTransport` is the SCTP stack (ARCHITECTURE.md principle 2). It asks of the DTLS
 transport under it only `state`, `_role`, `_register_data_receiver`, `_unregister_data_receiver`
@@ -12,17 +13,40 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
 
 from aiortc.rtcdatachannel import RTCDataChannel, RTCDataChannelParameters
 from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 
 from ..logs import get_logger
-from ..rtc.port import MediaPort
-from ..rtc.port import Session as PortSession
-from .channel_router import Message
-from .datachannels import DataChannel
+from .port import MediaPort
+from .port import Session as PortSession
 
-log = get_logger("sfu.sctp")
+log = get_logger("rtc.sctp")
+
+Message = str | bytes
+
+
+class ChannelSpec(Protocol):
+    """A negotiated data channel as the association opens it (RFC 8832's parameters, agreed out of band)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def ordered(self) -> bool: ...
+
+    @property
+    def max_retransmits(self) -> int | None: ...
+
+    @property
+    def max_packet_life_time(self) -> int | None: ...
+
+
+C = TypeVar("C", bound=ChannelSpec)
 
 # RFC 8841 6: no a=max-message-size means 64 KiB.
 DEFAULT_MAX_MESSAGE_SIZE = 65536
@@ -77,7 +101,7 @@ class PortDtls:
                 log.exception("SCTP packet not handled")
 
 
-class Association:
+class Association(Generic[C]):
     """The session's SCTP association and its negotiated channels, by stream id.
 
     `on_message(channel, message)` gets every message the client sends on a channel opened here.
@@ -86,7 +110,7 @@ class Association:
     _closing: set[asyncio.Task] = set()  # stops under way, held so that they are not collected mid-flight
 
     def __init__(self, port: MediaPort, port_session: PortSession, clock: Callable[[], float], remote_port: int,
-                 max_message_size: int | None, on_message: Callable[[DataChannel, Message], None]) -> None:
+                 max_message_size: int | None, on_message: Callable[[C, Message], None]) -> None:
         self.dtls = PortDtls(port, port_session, clock)
         # aiortc types its transport as its own RTCDtlsTransport; PortDtls gives it the few members it uses.
         self.sctp = RTCSctpTransport(self.dtls)  # type: ignore[arg-type]
@@ -104,7 +128,7 @@ class Association:
     def receive(self, data: bytes) -> bool:
         return self.dtls.feed(data)
 
-    def open(self, channel: DataChannel) -> None:
+    def open(self, channel: C) -> None:
         parameters = RTCDataChannelParameters(
             label=channel.name, ordered=channel.ordered, maxRetransmits=channel.max_retransmits,
             maxPacketLifeTime=channel.max_packet_life_time, negotiated=True, id=channel.id)
