@@ -12,16 +12,30 @@ from __future__ import annotations
 import random
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import extensions
 
 if TYPE_CHECKING:  # what a leg points at; those modules import this one
     from ..rtc.port import Session as PortSession
-    from .session import CallSession
     from .streams import Stream
     from .tracks import PublishedTrack
     from .transport import TransportSender
+
+
+class Downstream(Protocol):
+    """Where a leg's packets go: a subscriber's PeerConnection (a CallSession) today, a trunk to
+    another box in the cascading issue. A leg reads these on each packet, so they have one owner."""
+
+    @property
+    def port_session(self) -> PortSession | None:
+        """The port's session to send on; None until negotiated."""
+
+    @property
+    def transport_out(self) -> TransportSender | None:
+        """The transport-wide numbering and estimate, when the receiver reports transport-cc."""
+
+    def bandwidth(self) -> float | None: ...
 
 _HEADER = struct.Struct(">BBHII")
 _pack_header = _HEADER.pack
@@ -37,17 +51,16 @@ class Leg:
     """One subscriber's copy of a track: its SSRC, payload types and a continuous sequence."""
 
     __slots__ = (
-        "send", "port_session", "ssrc", "pt_map", "seq_delta", "ts_delta", "rebase", "last_seq", "last_ts",
+        "send", "ssrc", "pt_map", "seq_delta", "ts_delta", "rebase", "last_seq", "last_ts",
         "base_seq", "packets", "octets", "mid", "subscriber", "source", "stream", "target", "ext_map", "ext_key",
-        "rtx_ssrc", "rtx_pts", "rtx_seq", "resent", "rtt", "retransmitted", "preferences", "transport",
+        "rtx_ssrc", "rtx_pts", "rtx_seq", "resent", "rtt", "retransmitted", "preferences",
         "probing", "probe_until", "next_probe", "probe_wait", "loss",
         "padding", "pad_credit", "probe_pads", "probe_started",
     )
 
-    def __init__(self, send: Callable[[PortSession, bytes], bool], port_session: PortSession | None, ssrc: int,
-                 pt_map: dict[int, int], mid: str, subscriber: CallSession) -> None:
+    def __init__(self, send: Callable[[PortSession, bytes], bool], ssrc: int, pt_map: dict[int, int], mid: str,
+                 subscriber: Downstream) -> None:
         self.send = send  # MediaPort.send_rtp
-        self.port_session = port_session
         self.ssrc = ssrc
         self.pt_map = pt_map
         self.mid = mid
@@ -74,8 +87,6 @@ class Leg:
         self.loss = 0.0  # fraction lost, from the subscriber's receiver reports
         self.retransmitted = 0
         self.preferences: dict[str, Any] = {}  # simulcast: preferredRid, priorityOrdering, ridNotAvailable
-        # The subscriber session's TransportSender, when it reports transport-cc.
-        self.transport: TransportSender | None = None
         # Simulcast by bandwidth: the layer on trial above the estimate, until when, and the next try.
         self.probing: Stream | None = None
         self.probe_pads = False
@@ -110,12 +121,13 @@ class Leg:
         out_ts = (ts + self.ts_delta) & 0xFFFFFFFF
         if (out_seq - self.last_seq) & 0xFFFF < 0x8000:  # a late (recovered) packet leaves them
             self.last_seq, self.last_ts = out_seq, out_ts
-        port_session = self.port_session
+        subscriber = self.subscriber
+        port_session = subscriber.port_session
         if port_session is None:  # not negotiated yet: nothing can reach the subscriber
             return
         self.packets += 1
         self.octets += len(payload)
-        transport = self.transport
+        transport = subscriber.transport_out
         if transport is None and not elements:  # the common case, in one expression
             self.send(port_session, _pack_header(0x80 | (packet[0] & 0x20), (packet[1] & 0x80) | pt, out_seq,
                                                       out_ts, self.ssrc) + payload)
@@ -130,10 +142,11 @@ class Leg:
         """Send one packet with these extension elements, plus the session's transport-wide
         number when it reports transport-cc, noting what to resend if that number is lost:
         `resend_leg`'s `out_seq` (a retransmission when `resend`), or nothing (None: padding)."""
-        transport = self.transport
+        subscriber = self.subscriber
+        transport = subscriber.transport_out
         if transport is not None:
             elements += transport.next()
-        port_session = self.port_session
+        port_session = subscriber.port_session
         if port_session is None:
             return
         data = (_pack_header(first | (0x10 if elements else 0), second, seq, ts, ssrc) + extensions.block(elements)
@@ -148,7 +161,7 @@ class Leg:
         """Bandwidth-trial padding: RTX copies of the packet just sent (the subscriber drops them
         as duplicates), numbered for transport-wide feedback like any packet."""
         rtx_pt, rtx_ssrc = self.rtx_pts.get(pt), self.rtx_ssrc
-        if rtx_pt is None or rtx_ssrc is None or self.transport is None:
+        if rtx_pt is None or rtx_ssrc is None or self.subscriber.transport_out is None:
             return
         self.pad_credit += self.padding
         while self.pad_credit >= 1.0:

@@ -37,9 +37,10 @@ class Reports:
             upstream.send_rtcp(rtcp.receiver_report(upstream.rtcp_ssrc, reported))
         send_rtcp = self.rtcp_out.send_rtcp
         for leg in legs:
-            if leg.packets and leg.port_session is not None:
+            port_session = leg.subscriber.port_session
+            if leg.packets and port_session is not None:
                 # Wall-clock NTP time, not `now`: the subscriber maps RTP time to real time with it.
-                send_rtcp(leg.port_session, rtcp.sender_report(leg.ssrc, leg.last_ts, leg.packets, leg.octets))
+                send_rtcp(port_session, rtcp.sender_report(leg.ssrc, leg.last_ts, leg.packets, leg.octets))
 
     @staticmethod
     def transport_out(session: CallSession, remote: sdp.RemoteDescription) -> None:

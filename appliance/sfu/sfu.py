@@ -303,9 +303,8 @@ class Sfu:
             assigned = {uri: offered_extensions[uri] for uri in uris if uri in offered_extensions}
         ids = {uri: ext_id for uri, ext_id in assigned.items() if ext_id is not None}
         local = sdp.LocalSection(mid, track.kind, "sendonly", codecs, ids, ssrc, session.cname, msid)
-        leg = Leg(self.port.send_rtp, session.port_session, ssrc, pt_map, mid, session)
+        leg = Leg(self.port.send_rtp, ssrc, pt_map, mid, session)
         leg.source = track
-        leg.transport = session.transport_out
         if rtx_pts:
             leg.rtx_ssrc = local.rtx_ssrc = self._new_ssrc()
             leg.rtx_pts = rtx_pts
@@ -377,7 +376,7 @@ class Sfu:
             raise ItemError("invalid_session_description", "the m-section negotiated none of the track's codecs")
         section = transceiver.section
         section.ssrc, section.cname, section.msid = self._new_ssrc(), session.cname, f"{track.session.id} {track.name}"
-        leg = Leg(self.port.send_rtp, session.port_session, section.ssrc, pt_map, section.mid, session)
+        leg = Leg(self.port.send_rtp, section.ssrc, pt_map, section.mid, session)
         leg.source = track
         rtx_pts = _repairing(section.codecs)
         if rtx_pts:
@@ -404,7 +403,6 @@ class Sfu:
                 self._publish_answered(session, transceiver, section)
             leg = transceiver.leg
             if leg is not None and transceiver.source is not None and leg not in transceiver.source.legs:
-                leg.port_session = session.port_session
                 self.switcher.attach(leg, now)
         session.pending_offer = False
         self._set_remote(session, answer, now)
@@ -536,8 +534,8 @@ class Sfu:
                     del session.rtx_by_ssrc[stream.rtx_ssrc]
             # Its subscribers' legs end too: a BYE tells each subscriber, GET shows them inactive.
             for leg in list(track.legs):
-                if leg.port_session is not None:
-                    self.port.send_rtcp(leg.port_session, rtcp.bye(leg.ssrc))
+                if leg.subscriber.port_session is not None:
+                    self.port.send_rtcp(leg.subscriber.port_session, rtcp.bye(leg.ssrc))
                 self.switcher.detach(leg)
         if transceiver.leg is not None:  # a pull, or what a bidirectional push carried back
             leg = transceiver.leg
@@ -638,10 +636,6 @@ class Sfu:
             # The third party is (usually) ICE-lite: it never checks, so we do.
             port.connect(session.port_session, session.ufrag, remote.ufrag, remote.pwd, remote.candidates, now)
         self.reports.transport_out(session, remote)
-        for transceiver in session.transceivers:
-            if transceiver.leg is not None:
-                transceiver.leg.port_session = session.port_session
-                transceiver.leg.transport = session.transport_out
         self.channels.sync(session)
 
     def _offer(self, session: CallSession) -> dict:

@@ -49,6 +49,7 @@ from appliance.sfu import feedback
 from appliance.sfu.datachannels import DataChannel
 from appliance.sfu.forward import Leg, payload_offset
 from appliance.sfu.sfu import Sfu
+from appliance.sfu.transport import TransportSender
 
 # --- SDP as Chrome writes it -----------------------------------------------------------------------
 
@@ -179,6 +180,18 @@ class Sent(list):
 
     def __call__(self, session, packet):
         self.append(packet)
+
+
+@dataclass(eq=False)
+class Downstream:
+    """A leg's subscriber as a leg's own tests need it (appliance.sfu.forward.Downstream): where its
+    packets go and the transport-wide numbering, when set."""
+
+    port_session: Any = "session"
+    transport_out: TransportSender | None = None
+
+    def bandwidth(self) -> float | None:
+        return None
 
 
 def forward(leg: Leg, packet: bytes) -> None:

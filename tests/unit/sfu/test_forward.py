@@ -5,12 +5,12 @@ from hypothesis import given, strategies as st
 from appliance.sfu.forward import Leg, payload_offset
 from appliance.sfu.rtcp import bye, keyframe_requests, pli, sender_report
 
-from .harness import Sent, forward, rtp
+from .harness import Downstream, Sent, forward, rtp
 
 
 def test_a_leg_rewrites_ssrc_payload_type_and_drops_extensions_and_csrcs():
     sent = Sent()
-    leg = Leg(sent, "session", 0xABCDEF01, {111: 96}, "0", None)
+    leg = Leg(sent, 0xABCDEF01, {111: 96}, "0", Downstream())
     forward(leg, rtp(100, 5000, marker=True, extension=b"\x10\xff\x00\x00", csrcs=(7, 8)))
     (out,) = sent
     first, second, seq, ts, ssrc = struct.unpack(">BBHII", out[:12])
@@ -21,13 +21,13 @@ def test_a_leg_rewrites_ssrc_payload_type_and_drops_extensions_and_csrcs():
 
 def test_unknown_payload_types_are_not_forwarded():
     sent = Sent()
-    forward(Leg(sent, "s", 1, {111: 96}, "0", None), rtp(1, 1, pt=100))
+    forward(Leg(sent, 1, {111: 96}, "0", Downstream()), rtp(1, 1, pt=100))
     assert sent == []
 
 
 def test_sequence_and_timestamp_stay_continuous_across_a_source_change_and_wrap():
     sent = Sent()
-    leg = Leg(sent, "s", 1, {111: 96}, "0", None)
+    leg = Leg(sent, 1, {111: 96}, "0", Downstream())
     for i in range(3):
         forward(leg, rtp(65534 + i & 0xFFFF, 4294967000 + 960 * i & 0xFFFFFFFF))
     leg.rebase = True  # another publisher now feeds this leg
@@ -72,7 +72,7 @@ def test_forwarded_extensions_take_the_subscribers_ids_and_others_are_dropped():
     found = extensions.elements(packet)
     assert found == {4: b"0", 1: b"\xaa"}
     sent = Sent()
-    leg = Leg(sent, "s", 9, {111: 96}, "0", None)
+    leg = Leg(sent, 9, {111: 96}, "0", Downstream())
     leg.set_extensions(extensions.id_map({extensions.AUDIO_LEVEL: 1, "urn:ietf:params:rtp-hdrext:sdes:mid": 4},
                                          {extensions.AUDIO_LEVEL: 3}))
     leg.forward(packet, packet[payload_offset(packet):], 7, 960, extensions.body(found, leg.ext_map))

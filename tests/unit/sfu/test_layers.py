@@ -7,7 +7,7 @@ from appliance.sfu.forward import Leg
 from appliance.sfu.layers import (PAD_TIME, PROBE_TIME, PROBE_WAIT, PROVEN, STAY_SLACK, UP_HEADROOM, choose_layer,
                                   preferences, probe)
 
-from .harness import Sent
+from .harness import Downstream, Sent
 
 # --- preferences -------------------------------------------------------------------------------------
 
@@ -125,7 +125,7 @@ def layers(f=2_500_000, h=700_000, q=150_000, inactive=()):
 
 def leg(track, prefs, stream=None, target=None):
     """A subscriber's leg on `track`, forwarding `stream`, moving to `target`."""
-    made = Leg(Sent(), None, 1, {}, "0", None)
+    made = Leg(Sent(), 1, {}, "0", Downstream())
     made.source, made.stream, made.target, made.preferences = track, stream, target, preferences(prefs)
     return made
 

@@ -9,7 +9,7 @@ from appliance.sfu.cache import RetransmissionCache
 from appliance.sfu.forward import Leg, payload_offset
 from appliance.sfu.rtx import unwrap
 
-from .harness import Sent, forward, rtp
+from .harness import Downstream, Sent, forward, rtp
 
 
 def test_the_cache_returns_what_it_holds_until_it_ages_or_is_overwritten():
@@ -114,7 +114,7 @@ def test_rtx_unwrap_never_raises(data):
 
 def _leg(rtx=False):
     sent = Sent()
-    leg = Leg(sent, "s", 0xAAAA, {96: 100}, "0", None)
+    leg = Leg(sent, 0xAAAA, {96: 100}, "0", Downstream())
     leg.stream = object()
     if rtx:
         leg.rtx_ssrc, leg.rtx_pts = 0xBBBB, {100: 101}

@@ -147,7 +147,7 @@ def test_a_pull_answered_by_renegotiate_starts_at_its_layers_keyframe():
     world.lab.at(1.04)
     sub.renegotiate()
     leg = sub.leg("0")
-    assert leg.target is world.track.stream("q") and leg.port_session == sub.port_session
+    assert leg.target is world.track.stream("q") and leg.subscriber.port_session == sub.port_session
     assert SSRCS["q"] in world.pub.plis()
     pub.tick(1.066, keys=("h",))
     pub.tick(1.1, keys=("q",))

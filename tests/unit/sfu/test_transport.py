@@ -6,7 +6,7 @@ from appliance.sfu import extensions, feedback
 from appliance.sfu.forward import Leg
 from appliance.sfu.transport import TransportReceiver, TransportSender
 
-from .harness import Sent, rtp
+from .harness import Downstream, Sent, rtp
 
 
 def test_the_feedback_reports_each_number_once_with_its_arrival_or_loss():
@@ -28,9 +28,9 @@ def test_the_feedback_reports_each_number_once_with_its_arrival_or_loss():
 def test_a_subscriber_leg_numbers_every_packet_of_its_session():
     sent = Sent()
     transport = TransportSender(3)
-    legs = [Leg(sent, "s", ssrc, {96: 100}, "0", None) for ssrc in (1, 2)]
+    legs = [Leg(sent, ssrc, {96: 100}, "0", Downstream()) for ssrc in (1, 2)]
     for leg in legs:
-        leg.transport = transport
+        leg.subscriber.transport_out = transport
         leg.forward(rtp(10, 0, pt=96), b"payload", 10, 0, b"", 1.0)
     numbers = [struct.unpack(">H", extensions.find(p, 3))[0] for p in sent]
     assert numbers == [1, 2]
@@ -40,8 +40,8 @@ def test_a_subscriber_leg_numbers_every_packet_of_its_session():
 def test_a_leg_on_a_bandwidth_trial_pads_with_rtx_copies():
     sent = Sent()
     transport = TransportSender(3)
-    leg = Leg(sent, "s", 1, {96: 100}, "0", None)
-    leg.transport, leg.rtx_ssrc, leg.rtx_pts = transport, 2, {100: 101}
+    leg = Leg(sent, 1, {96: 100}, "0", Downstream())
+    leg.subscriber.transport_out, leg.rtx_ssrc, leg.rtx_pts = transport, 2, {100: 101}
     leg.padding = 1.5  # three copies per two packets
     for seq in (10, 11):
         leg.forward(rtp(seq, 0, pt=96), b"payload", seq, 0, b"", 1.0)
@@ -57,8 +57,8 @@ def test_a_leg_on_a_bandwidth_trial_pads_with_rtx_copies():
 def test_the_feedback_names_each_lost_media_packet_once_and_never_padding():
     sent = Sent()
     transport = TransportSender(3)
-    leg = Leg(sent, "s", 1, {96: 100}, "0", None)
-    leg.transport, leg.rtx_ssrc, leg.rtx_pts, leg.padding = transport, 2, {100: 101}, 1.0
+    leg = Leg(sent, 1, {96: 100}, "0", Downstream())
+    leg.subscriber.transport_out, leg.rtx_ssrc, leg.rtx_pts, leg.padding = transport, 2, {100: 101}, 1.0
     leg.forward(rtp(10, 0, pt=96), b"payload", 10, 0, b"", 1.0)  # number 1, its padding number 2
     out_seq = struct.unpack(">H", sent[0][2:4])[0]
     report = feedback.transport_feedback(feedback.transport_feedback_packet(9, 1, 1, 0, 1.0, [None, None]))[0]
