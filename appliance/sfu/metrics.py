@@ -23,7 +23,7 @@ class SfuCollector:
             "edgecall_sfu_connected_sessions": ("Sessions whose DTLS is connected.",
                                                 sum(s.connected_at is not None for s in sessions)),
             "edgecall_sfu_published_tracks": ("Tracks published now.", sum(len(s.tracks) for s in sessions)),
-            "edgecall_sfu_legs": ("Subscriber copies of tracks being forwarded now.", len(sfu.legs_by_ssrc)),
+            "edgecall_sfu_legs": ("Subscriber copies of tracks being forwarded now.", sum(1 for _ in sfu.legs())),
         }
         for name, (text, value) in gauges.items():
             family = GaugeMetricFamily(name, text)

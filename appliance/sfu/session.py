@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -37,9 +36,6 @@ class SessionOwner(Protocol):
     repair: Repair
     switcher: LayerSwitcher
     ingest: IngestCounters
-
-    @property
-    def legs_by_ssrc(self) -> Mapping[int, Leg]: ...
 
     def session_event(self, session: CallSession, event: Event, now: float) -> None: ...
 
@@ -79,6 +75,7 @@ class CallSession:
     extension_ids: extensions.ExtensionIds = field(default_factory=extensions.ExtensionIds)
     by_ssrc: dict[int, Stream] = field(default_factory=dict)  # media SSRC -> the stream it carries
     rtx_by_ssrc: dict[int, Stream] = field(default_factory=dict)  # RTX SSRC -> the stream it repairs
+    legs: dict[int, Leg] = field(default_factory=dict)  # what the SFU sends it, by the leg's SSRC
     stream_ids: dict[str, int] = field(default_factory=dict)  # the publisher's ids of mid, rid, repaired-rid
     transport_in: TransportReceiver | None = None  # what the session's publishing side reports on
     transport_out: TransportSender | None = None  # what the SFU sends the session, numbered and estimated
@@ -242,27 +239,27 @@ class CallSession:
             stream = self.by_ssrc.get(ssrc)
             if stream is not None:
                 stream.stats.sr_ntp_middle, stream.stats.sr_at = ntp_middle, now
-        legs, repair = self.owner.legs_by_ssrc, self.owner.repair
+        legs, repair = self.legs, self.owner.repair
         for ssrc in rtcp.keyframe_requests(packet):
             leg = legs.get(ssrc)
-            if leg is not None and leg.subscriber is self and leg.source is not None:
+            if leg is not None and leg.source is not None:
                 stream = leg.target or leg.stream
                 if stream is not None:
                     repair.request_keyframe(stream, now)
         for ssrc, seqs in feedback.nacks(packet):
             leg = legs.get(ssrc)
-            if leg is not None and leg.subscriber is self:
+            if leg is not None:
                 repair.answer_nack(leg, seqs, now)
         transport = self.transport_out
         if transport is not None:
             for report in feedback.transport_feedback(packet):
                 transport.estimator.feedback(report, now)
                 for leg, out_seq, was_resend in transport.lost(report):
-                    if leg.subscriber is self and legs.get(leg.ssrc) is leg:
+                    if legs.get(leg.ssrc) is leg:
                         repair.resend_lost(leg, out_seq, was_resend, now)
         for block in feedback.receiver_blocks(packet):
             leg = legs.get(block.ssrc)
-            if leg is None or leg.subscriber is not self:
+            if leg is None:
                 continue
             leg.loss = block.fraction_lost / 256
             if block.lsr:

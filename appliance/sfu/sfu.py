@@ -54,7 +54,6 @@ class Sfu:
         self.retransmissions = retransmissions
         self.sessions: dict[str, CallSession] = {}
         self.live: Counter[str] = Counter()  # live sessions per app, for the API's per-app cap
-        self.legs_by_ssrc: dict[int, Leg] = {}
         self.ingest = IngestCounters()
         self.repair = Repair()
         self.switcher = LayerSwitcher(self.repair)
@@ -293,7 +292,7 @@ class Sfu:
              pending: bool = False) -> Leg:
         """A pulled transceiver and its leg. The forwarded extensions get the session's ids, or the
         ids of the client's offer when the SFU answers one."""
-        ssrc = self._new_ssrc()
+        ssrc = self._new_ssrc(session)
         msid = f"{track.session.id} {track.name}"
         uris = [uri for uri in extensions.FORWARDED[track.kind] if uri in track.extensions]
         uris.append(extensions.TRANSPORT_CC)
@@ -306,10 +305,10 @@ class Sfu:
         leg = Leg(self.port.send_rtp, ssrc, pt_map, mid, session)
         leg.source = track
         if rtx_pts:
-            leg.rtx_ssrc = local.rtx_ssrc = self._new_ssrc()
+            leg.rtx_ssrc = local.rtx_ssrc = self._new_ssrc(session)
             leg.rtx_pts = rtx_pts
         self._map_extensions(leg, track, ids)
-        self.legs_by_ssrc[ssrc] = leg
+        session.legs[ssrc] = leg
         # Without the client's offer, the SFU offers it: it may take a free m-line.
         session.add(Transceiver(local, "pull", source=track, leg=leg, pending=pending),
                     recycle=offered_extensions is None)
@@ -375,15 +374,15 @@ class Sfu:
         if not pt_map:
             raise ItemError("invalid_session_description", "the m-section negotiated none of the track's codecs")
         section = transceiver.section
-        section.ssrc, section.cname, section.msid = self._new_ssrc(), session.cname, f"{track.session.id} {track.name}"
+        section.ssrc, section.cname, section.msid = self._new_ssrc(session), session.cname, f"{track.session.id} {track.name}"
         leg = Leg(self.port.send_rtp, section.ssrc, pt_map, section.mid, session)
         leg.source = track
         rtx_pts = _repairing(section.codecs)
         if rtx_pts:
-            leg.rtx_ssrc = section.rtx_ssrc = self._new_ssrc()
+            leg.rtx_ssrc = section.rtx_ssrc = self._new_ssrc(session)
             leg.rtx_pts = rtx_pts
         self._map_extensions(leg, track, section.extensions)
-        self.legs_by_ssrc[leg.ssrc] = leg
+        session.legs[leg.ssrc] = leg
         transceiver.leg, transceiver.source, transceiver.pending = leg, track, True
         return {"sessionId": track.session.id, "trackName": track.name, "mid": section.mid}
 
@@ -540,7 +539,7 @@ class Sfu:
         if transceiver.leg is not None:  # a pull, or what a bidirectional push carried back
             leg = transceiver.leg
             self.switcher.detach(leg)
-            if self.legs_by_ssrc.pop(leg.ssrc, None) is not None:
+            if session.legs.pop(leg.ssrc, None) is not None:
                 self._ended_leg_packets += leg.packets
 
     # --- what the API reads -----------------------------------------------------------------------
@@ -563,12 +562,16 @@ class Sfu:
                                "trackName": t.source.name, "status": "inactive" if ended else "active"})
         return {"tracks": tracks, "dataChannels": self.channels.describe(session)}
 
+    def legs(self) -> Iterator[Leg]:
+        """Every leg the box sends."""
+        return (leg for session in self.sessions.values() for leg in session.legs.values())
+
     def tracks(self) -> Iterator[PublishedTrack]:
         """Every published track of the box."""
         return (track for session in self.sessions.values() for track in session.tracks.values())
 
     def send_reports(self, now: float) -> None:
-        self.reports.send_reports(self.tracks(), self.legs_by_ssrc.values(), now)
+        self.reports.send_reports(self.tracks(), self.legs(), now)
 
     def send_transport_feedback(self, now: float) -> None:
         self.reports.send_transport_feedback(self.sessions.values(), now)
@@ -577,7 +580,7 @@ class Sfu:
         self.switcher.adapt(self.tracks(), now)
 
     def forwarded_packets(self) -> int:
-        return self._ended_leg_packets + sum(leg.packets for leg in self.legs_by_ssrc.values())
+        return self._ended_leg_packets + sum(leg.packets for leg in self.legs())
 
     def sweep(self, now: float) -> None:
         """End sessions that never connected, and tracks with no media, after IDLE_TIMEOUT."""
@@ -597,10 +600,13 @@ class Sfu:
 
     # --- helpers ------------------------------------------------------------------------------------
 
-    def _new_ssrc(self) -> int:
+    @staticmethod
+    def _new_ssrc(session: CallSession) -> int:
+        """An SSRC for what the SFU sends `session`, none of its other streams' (RFC 3550 8.1)."""
+        taken = {leg.rtx_ssrc for leg in session.legs.values()} | {session.rtcp_ssrc}
         while True:
             ssrc = random.getrandbits(32)
-            if ssrc and ssrc not in self.legs_by_ssrc:
+            if ssrc and ssrc not in session.legs and ssrc not in taken:
                 return ssrc
 
     @staticmethod
