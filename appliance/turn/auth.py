@@ -1,6 +1,7 @@
 """Long-term credential authentication of TURN requests (RFC 8489 9.2.4) with REST usernames."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from appliance.stun import Attr, Message
@@ -23,11 +24,16 @@ class Auth:
 
 
 class Authenticator:
-    def __init__(self, realm: str, credentials: RestCredentials, revocations: Revocations, nonces: Nonces) -> None:
+    """`now` is the core's monotonic time (nonces); a username's expiry is checked on `wall`, the
+    injected wall clock (Unix seconds), read only for a request that gets that far."""
+
+    def __init__(self, realm: str, credentials: RestCredentials, revocations: Revocations, nonces: Nonces,
+                 wall: Callable[[], float]) -> None:
         self.realm = realm
         self.credentials = credentials
         self.revocations = revocations
         self.nonces = nonces
+        self.wall = wall
 
     def check(self, request: Message, client_host: str, now: float, known: Auth | None = None) -> Auth | Message:
         """The request's `Auth`, or the error response to send (401, 438 or 400).
@@ -47,7 +53,7 @@ class Authenticator:
         if not self.nonces.fresh(nonce, client_host, now):
             return self.challenge(request, 438, client_host, now)
         parsed = parse_username(username)
-        if parsed is None or username in self.revocations or not self.credentials.usable(username, now):
+        if parsed is None or username in self.revocations or not self.credentials.usable(username, self.wall()):
             return self.challenge(request, 401, client_host, now)
         sha256 = request.uses_sha256
         if known is not None and known.username == username and request.check_integrity(known.key):

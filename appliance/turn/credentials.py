@@ -14,6 +14,9 @@ for "rest") whatever the number of keys.
 
 A username is in force only until its expiry and no further than `max_ttl` ahead: a box never
 mints one for longer, so a 30-year username signed with a leaked secret is refused all the same.
+
+Expiries are Unix times, which every box and app agree on: minting and checking them takes a reading
+of the wall clock (`wall`, Unix seconds), never the monotonic `now` the rest of the core runs on.
 """
 from __future__ import annotations
 
@@ -99,8 +102,8 @@ class RestCredentials:
                 self._signers.setdefault(key_id, (tag, derived))
                 self._verifiers.setdefault(tag, []).append((key_id, derived))
 
-    def mint(self, now: float, ttl: int, identifier: str = "", issuer: str = REST) -> tuple[str, str]:
-        """(username, credential) of `issuer` valid for `ttl` seconds, capped at `max_ttl`."""
+    def mint(self, wall: float, ttl: int, identifier: str = "", issuer: str = REST) -> tuple[str, str]:
+        """(username, credential) of `issuer` valid for `ttl` seconds from `wall`, capped at `max_ttl`."""
         if not self.secrets:
             raise ValueError("no TURN secret to sign credentials with")
         if ttl <= 0:
@@ -108,20 +111,20 @@ class RestCredentials:
         if issuer not in self._signers:
             raise ValueError(f"no TURN key {issuer!r} to sign credentials for")
         tag, secret = self._signers[issuer]
-        expiry = int(now) + min(ttl, self.max_ttl)
+        expiry = int(wall) + min(ttl, self.max_ttl)
         head = str(expiry) if tag is None else f"{expiry}.{tag}"
         username = f"{head}:{identifier}" if identifier else head
         return username, rest_password(secret, username)
 
-    def usable(self, username: str, now: float) -> bool:
-        """Whether `username` is a REST username in force: not expired, not beyond `max_ttl`."""
+    def usable(self, username: str, wall: float) -> bool:
+        """Whether `username` is a REST username in force at `wall`: not expired, not beyond `max_ttl`."""
         parsed = parse_username(username)
-        return parsed is not None and now < parsed[0] <= now + self.max_ttl + CLOCK_SKEW
+        return parsed is not None and wall < parsed[0] <= wall + self.max_ttl + CLOCK_SKEW
 
-    def revocable(self, username: str, now: float) -> bool:
-        """Whether `username` is one the minting API could have returned, still in force."""
+    def revocable(self, username: str, wall: float) -> bool:
+        """Whether `username` is one the minting API could have returned, in force at `wall`."""
         parsed = split_username(username)
-        return (parsed is not None and parsed[1] in self._verifiers and self.usable(username, now)
+        return (parsed is not None and parsed[1] in self._verifiers and self.usable(username, wall)
                 and valid_identifier(parsed[2]))
 
     def keys(self, username: str, realm: str) -> Iterator[tuple[str, bytes]]:
@@ -147,6 +150,9 @@ class Revocations:
     Only usernames the box could have minted are kept, so an entry's identifier is at most
     `MAX_IDENTIFIER` characters and it lives at most `max_ttl`; past `capacity` entries `add` raises `RevocationsFull`
     (dropping one would let a revoked credential work again).
+
+    An entry's timer runs on the monotonic clock, armed for when the wall clock should reach the expiry;
+    the entry goes only once the wall clock has, so a clock set back keeps it as long as the credential works.
     """
 
     def __init__(self, credentials: RestCredentials, capacity: int) -> None:
@@ -155,10 +161,10 @@ class Revocations:
         self._expiry: dict[str, int] = {}
         self._deadlines: Deadlines[str] = Deadlines()
 
-    def add(self, username: str, now: float) -> bool:
+    def add(self, username: str, now: float, wall: float) -> bool:
         """Revoke `username`; False when it is no credential this box could have minted, or has expired."""
         parsed = parse_username(username)
-        if parsed is None or not self.credentials.revocable(username, now):
+        if parsed is None or not self.credentials.revocable(username, wall):
             return False
         if username in self._expiry:
             return True
@@ -166,7 +172,7 @@ class Revocations:
             raise RevocationsFull(self.capacity)
         expiry = parsed[0]
         self._expiry[username] = expiry
-        self._deadlines.push(expiry, username)
+        self._deadlines.push(now + (expiry - wall), username)
         return True
 
     def __contains__(self, username: str) -> bool:
@@ -175,9 +181,13 @@ class Revocations:
     def __len__(self) -> int:
         return len(self._expiry)
 
-    def prune(self, now: float) -> None:
+    def prune(self, now: float, wall: float) -> None:
         for username in self._deadlines.due(now):
-            del self._expiry[username]
+            expiry = self._expiry[username]
+            if expiry <= wall:
+                del self._expiry[username]
+            else:  # the wall clock was set back: still in force
+                self._deadlines.push(now + (expiry - wall), username)
 
     def next_expiry(self) -> float | None:
         return self._deadlines.next()

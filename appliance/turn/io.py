@@ -7,14 +7,14 @@ TCP and TLS (clients, and RFC 6062 peer connections) use asyncio protocols: stre
 not the hot path. TLS runs over memory BIOs on an accepted TCP connection, so that the core
 counts and times a TLS client from accept: a handshake that never completes is bounded like
 any connection that holds nothing (the event loops' own TLS servers hand a connection over
-only once its handshake is done).
+only once its handshake is done). The core's `now` is the event loop's time, and its timer is
+armed on that clock with `call_at`.
 """
 from __future__ import annotations
 
 import asyncio
 import socket
 import ssl
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -179,7 +179,7 @@ class TurnIO:
     def _on_client_readable(self, sock: socket.socket, listener) -> None:
         core = self.core
         from_client = core.from_client
-        now = time.time()
+        now = self.loop.time()
         queued = False
         for _ in range(READ_BATCH):
             try:
@@ -201,7 +201,7 @@ class TurnIO:
 
     def _on_relay_readable(self, sock: socket.socket, relay_id: int) -> None:
         from_peer = self.core.from_peer
-        now = time.time()
+        now = self.loop.time()
         for _ in range(READ_BATCH):
             try:
                 data, addr = sock.recvfrom(RECV_SIZE)
@@ -244,11 +244,11 @@ class TurnIO:
             self._timer.cancel()
             self._timer = None
         if when is not None:
-            self._timer = self.loop.call_later(max(0.0, when - time.time()), self._on_timer)
+            self._timer = self.loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = self._timer_when = None
-        self.core.handle_timer(time.time())
+        self.core.handle_timer(self.loop.time())
         self.flush()
 
     def _close_relay(self, relay_id: int) -> None:
@@ -279,7 +279,7 @@ class TurnIO:
             except (OSError, asyncio.TimeoutError) as e:
                 log.debug("peer connect failed", peer=f"{event.peer[0]}:{event.peer[1]}", reason=str(e))
                 sock.close()
-        now = time.time()
+        now = self.loop.time()
         if sink is None:
             self.core.peer_connect_failed(event.connection_id, now)
         elif not self.core.peer_connected(event.connection_id, sink, now):
@@ -325,7 +325,7 @@ class _ClientStream(asyncio.Protocol):
         else:
             self.tls = _TlsSession(self.context)
             sink = TlsSink(transport, self.tls)
-        self.stream = self.io.core.stream_opened(self.transport_name, local[:2], remote, sink, time.time())
+        self.stream = self.io.core.stream_opened(self.transport_name, local[:2], remote, sink, self.io.loop.time())
         if self.stream is None:  # over max_streams
             transport.abort()
             return
@@ -350,12 +350,12 @@ class _ClientStream(asyncio.Protocol):
             if not plain:
                 return
             data = plain
-        self.io.core.stream_received(self.stream, data, time.time())
+        self.io.core.stream_received(self.stream, data, self.io.loop.time())
         self.io.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.stream is not None:
-            self.io.core.stream_closed(self.stream, time.time())
+            self.io.core.stream_closed(self.stream, self.io.loop.time())
             self.stream = None
             self.io.flush()
 
@@ -374,7 +374,7 @@ class _PeerStream(asyncio.Protocol):
         self.sink = StreamSink(transport)
         if self.relay_id is not None:  # accepted on a relay's listener (when we connect out, connection_id is known)
             peer = transport.get_extra_info("peername")
-            self.connection_id = self.io.core.peer_accepted(self.relay_id, peer, self.sink, time.time())
+            self.connection_id = self.io.core.peer_accepted(self.relay_id, peer, self.sink, self.io.loop.time())
             if self.connection_id is None:
                 transport.close()
             self.io.flush()
@@ -382,12 +382,12 @@ class _PeerStream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.connection_id is None:
             return
-        out = self.io.core.peer_stream_received(self.connection_id, data, time.time())
+        out = self.io.core.peer_stream_received(self.connection_id, data, self.io.loop.time())
         if out is not None:
             out[2].sendto(out[0], out[1])
         self.io.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.connection_id is not None:
-            self.io.core.peer_closed(self.connection_id, time.time())
+            self.io.core.peer_closed(self.connection_id, self.io.loop.time())
             self.io.flush()

@@ -33,7 +33,8 @@ class RevocationFile:
     (adds that arrive during a write go out together in the next one), so each costs one short write.
     A crash can only cut the last line short, which loading ignores. Once as many lines have been
     appended as the last rewrite kept (and at least `compact_after`), the file is rewritten whole
-    without the expired entries: temp file, fsync, rename, so a crash leaves the old file or the new."""
+    without the expired entries: temp file, fsync, rename, so a crash leaves the old file or the new.
+    Expiries are Unix times (the usernames'), so `clock` is the wall clock."""
 
     def __init__(self, path: str, clock: Callable[[], float] = time.time, compact_after: int = 1024) -> None:
         self.path = path

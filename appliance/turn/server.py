@@ -1,7 +1,9 @@
 """The TURN server core: RFC 8656 (and RFC 5766 clients), RFC 6156 IPv6, RFC 6062 TCP relays.
 
-Sans-I/O. The asyncio shell feeds it bytes and the time (`now`, Unix seconds: REST
-usernames expire in Unix time) and sends what it gets back:
+Sans-I/O. The asyncio shell feeds it bytes and the time (`now`, the event loop's monotonic
+clock, for every lifetime, timer, rate and duration) and sends what it gets back. What is
+stamped in Unix time, the expiry of REST usernames, is read on `wall`, the wall clock the shell
+injects (credentials.py):
 
 - Relay hot paths return `(data, addr, sink)` for the shell to `sink.sendto(data, addr)`,
   or None: `from_client` (a client's UDP datagram), `from_peer` (a peer's UDP datagram
@@ -94,14 +96,15 @@ class _Plan:
 
 class TurnServer:
     def __init__(self, settings: TurnSettings, credentials: RestCredentials, policy: PeerPolicy,
-                 binder: RelayBinder, *, nonce_key: bytes | None = None) -> None:
+                 binder: RelayBinder, *, wall: Callable[[], float], nonce_key: bytes | None = None) -> None:
         self.settings = settings
         self.credentials = credentials
         self.policy = policy
         self.binder = binder
+        self._wall = wall
         self.revocations = Revocations(credentials, settings.max_revocations)
         self.auth = Authenticator(settings.realm, credentials, self.revocations,
-                                  Nonces(settings.nonce_lifetime, nonce_key))
+                                  Nonces(settings.nonce_lifetime, nonce_key), wall)
         self.ports = RelayPorts(*settings.relay_ports)
         first, last = settings.relay_ports
         self.quotas = IssuerQuotas(last - first + 1, settings.issuer_reserve, dict(settings.issuer_quotas))
@@ -138,7 +141,8 @@ class TurnServer:
         }
 
     @classmethod
-    def from_config(cls, turn: TurnConfig, binder: RelayBinder, own: Iterable[Any] = ()) -> TurnServer:
+    def from_config(cls, turn: TurnConfig, binder: RelayBinder, own: Iterable[Any] = (), *,
+                    wall: Callable[[], float]) -> TurnServer:
         """A server for the config's `[turn]` table; `own` adds the box's other addresses
         (anycast, SFU) to the relay and listener addresses peers may never be."""
         own_addresses = [turn.relay_address, *(listener.endpoint.host for listener in turn.listen), *own]
@@ -147,6 +151,7 @@ class TurnServer:
             RestCredentials(turn.secrets, turn.credential_max_ttl, {key.id: key.token for key in turn.keys}),
             PeerPolicy(turn.allow_peers, own_addresses),
             binder,
+            wall=wall,
         )
 
     # --- what the shell reads -----------------------------------------------------------
@@ -774,7 +779,7 @@ class TurnServer:
         for item in self._deadlines.due(now):
             self._expirers[type(item)](item, now)
         self.ports.expire(now)
-        self.revocations.prune(now)
+        self.revocations.prune(now, self._wall())
         self.usage_book.prune(now)
 
     def _extended(self, item: Any, now: float) -> bool:
@@ -821,7 +826,7 @@ class TurnServer:
     def revoke(self, username: str, now: float) -> int | None:
         """Refuse `username` from now on and end its allocations; how many ended, or None when it is
         no credential this box could have minted (or it has expired). Raises `RevocationsFull`."""
-        if not self.revocations.add(username, now):
+        if not self.revocations.add(username, now, self._wall()):
             return None
         ended = list(self._by_username.get(username, ()))
         for allocation in ended:

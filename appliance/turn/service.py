@@ -6,6 +6,7 @@ import dataclasses
 import os
 import ssl
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -53,13 +54,17 @@ def _tls_context(cert: str | None, key: str | None) -> ssl.SSLContext:
 class TurnService:
     name = "turn"
 
-    def __init__(self, box: Box) -> None:
+    def __init__(self, box: Box, wall: Callable[[], float] = time.time) -> None:
         self.box = box
         self.config = box.config.turn
         self.core: TurnServer | None = None
         self.io: TurnIO | None = None
+        # The core's clocks: `now` is the event loop's from start (time.monotonic, asyncio's own, until then);
+        # `wall` only mints and checks REST usernames' expiries, which are Unix times.
+        self.clock: Callable[[], float] = time.monotonic
+        self.wall = wall
         self.revocation_store: RevocationStore = RevocationFile(
-            os.path.join(box.config.node.state_dir, "turn-revocations.jsonl")
+            os.path.join(box.config.node.state_dir, "turn-revocations.jsonl"), self.wall
         )
         box.registry.register(_TurnCollector(self))
 
@@ -71,7 +76,9 @@ class TurnService:
 
     async def start(self) -> None:
         own = self._own_addresses()
-        self.io = TurnIO(asyncio.get_running_loop(), lambda binder: TurnServer.from_config(self.config, binder, own=own))
+        loop = asyncio.get_running_loop()
+        self.clock = loop.time
+        self.io = TurnIO(loop, lambda binder: TurnServer.from_config(self.config, binder, own=own, wall=self.wall))
         self.core = self.io.core
         # Before any listener opens: no request may slip in ahead of a revocation.
         await self._restore_revocations()
@@ -113,7 +120,7 @@ class TurnService:
 
     def mint(self, ttl: int, identifier: str, issuer: str = REST) -> tuple[str, str]:
         """A credential of `issuer` (a TURN key's id): its allocations count toward that issuer's quota."""
-        return self._core().credentials.mint(time.time(), ttl, identifier, issuer)
+        return self._core().credentials.mint(self.wall(), ttl, identifier, issuer)
 
     async def revoke(self, username: str) -> bool:
         """Refuse `username` from now on and end its allocations, and keep that across restarts;
@@ -122,7 +129,7 @@ class TurnService:
         parsed = parse_username(username)
         if parsed is None:
             return False
-        ended = self._core().revoke(username, time.time())
+        ended = self._core().revoke(username, self.clock())
         if ended is None:
             return False
         if self.io is not None:
@@ -143,7 +150,7 @@ class TurnService:
 
     async def _restore_revocations(self) -> None:
         kept = await self.revocation_store.load()
-        now = time.time()
+        now = self.clock()
         restored = 0
         for username in kept:
             try:
@@ -202,7 +209,7 @@ class _TurnCollector:
             name: CounterMetricFamily(f"edgecall_turn_{name}", help_text, labels=["identifier"])
             for name, help_text in USAGE_METRICS.items()
         }
-        top = top_identifiers(core.usage_by_identifier(time.time()), self.service.config.metrics_identifiers)
+        top = top_identifiers(core.usage_by_identifier(self.service.clock()), self.service.config.metrics_identifiers)
         for identifier, usage in top.items():
             for name, family in families.items():
                 family.add_metric([identifier], getattr(usage, name))

@@ -19,7 +19,7 @@ OTHER = "other"
 @dataclass(slots=True)
 class Usage:
     allocations: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # on the core's monotonic clock: a step of the wall clock bills no one
     bytes_from_client: int = 0
     packets_from_client: int = 0
     bytes_to_client: int = 0

@@ -15,9 +15,9 @@ from tests.unit.turn.harness import RecordingBinder
 async def _measure(count: int, identifier) -> tuple[int, int]:
     """(bytes the core holds for `count` revocations, bytes of the file), minted as the API does."""
     config = TurnConfig(secrets=("s",), keys=(TurnKeyConfig("key", "token"),))
-    server = TurnServer.from_config(config, RecordingBinder())
-    now = time.time()
-    usernames = [server.credentials.mint(now, 86400, identifier(i), "key")[0] for i in range(count)]
+    server = TurnServer.from_config(config, RecordingBinder(), wall=time.time)
+    wall, now = time.time(), time.monotonic()
+    usernames = [server.credentials.mint(wall, 86400, identifier(i), "key")[0] for i in range(count)]
     with tempfile.TemporaryDirectory() as directory:
         store = RevocationFile(os.path.join(directory, "turn-revocations.jsonl"))
         tracemalloc.start()

@@ -13,6 +13,8 @@ REALM = "edgecall"
 RELAY4 = "203.0.113.1"
 RELAY6 = "2001:db8::1"
 LISTENER = ("203.0.113.1", 3478)
+# The fake clock: tests pass it as `now` (the event loop's monotonic time); the Lab's wall clock reads the
+# same until a test moves it.
 NOW = 1_700_000_000.0
 # Peers live in the documentation ranges, opened on purpose as the lab's config does.
 ALLOW = [ipaddress.ip_network("192.0.2.0/24"), ipaddress.ip_network("2001:db8:5::/48")]
@@ -54,16 +56,19 @@ class RecordingBinder:
 
 class Lab:
     """A server with a recording binder; `pump()` sorts its output into client inboxes,
-    `sent` (everything for other sinks: relays, peers) and `events`."""
+    `sent` (everything for other sinks: relays, peers) and `events`. `wall` is the fake wall
+    clock the server reads usernames' expiries on (Unix seconds): set it to move that clock."""
 
     def __init__(self, relays=(RELAY4, RELAY6), ports=(50000, 50099), keys: dict[str, str] | None = None,
                  **settings: Any) -> None:
         self.binder = RecordingBinder()
+        self.wall = NOW
         self.server = TurnServer(
             TurnSettings(relay_addresses=tuple(relays), relay_ports=ports, **settings),
             RestCredentials([SECRET, "old-secret"], 48 * 3600, keys),
             PeerPolicy(ALLOW, own=[RELAY4, RELAY6]),
             self.binder,
+            wall=lambda: self.wall,
             nonce_key=b"k" * 32,
         )
         self.inboxes: dict[Sink, list[bytes]] = {}
@@ -95,7 +100,8 @@ class Lab:
 
 class TurnClient:
     """A TURN client speaking to the core over a UDP listener or a stream; answers are parsed.
-    Its credential is signed with `secret`, or minted by the server for the TURN key `issuer`."""
+    Its credential, minted at the lab's wall clock, is signed with `secret`, or minted by the server
+    for the TURN key `issuer`."""
 
     def __init__(self, lab: Lab, addr: Any, *, stream: bool = False, identifier: str = "alice", ttl: int = 3600,
                  secret: str = SECRET, issuer: str | None = None, now: float = NOW) -> None:
@@ -103,9 +109,9 @@ class TurnClient:
         self.server = lab.server
         self.addr = addr
         if issuer is None:
-            username, password = RestCredentials([secret], 48 * 3600).mint(now, ttl, identifier)
+            username, password = RestCredentials([secret], 48 * 3600).mint(lab.wall, ttl, identifier)
         else:
-            username, password = lab.server.credentials.mint(now, ttl, identifier, issuer)
+            username, password = lab.server.credentials.mint(lab.wall, ttl, identifier, issuer)
         self.username = username
         self.key = long_term_key(username, REALM, password)
         self.nonce: str | None = None

@@ -89,15 +89,15 @@ def test_keys_are_one_per_secret():
 
 def test_revocations_are_kept_until_the_username_expires():
     revocations = Revocations(RestCredentials(["s"], 48 * 3600), capacity=10)
-    assert revocations.add("1700000100:alice", NOW)
-    assert revocations.add("1700000100:alice", NOW)  # again: still one entry
-    assert not revocations.add("1699999999:old", NOW)  # already expired: nothing to keep
-    assert not revocations.add("static-user", NOW)
+    assert revocations.add("1700000100:alice", NOW, NOW)
+    assert revocations.add("1700000100:alice", NOW, NOW)  # again: still one entry
+    assert not revocations.add("1699999999:old", NOW, NOW)  # already expired: nothing to keep
+    assert not revocations.add("static-user", NOW, NOW)
     assert "1700000100:alice" in revocations and len(revocations) == 1
     assert revocations.next_expiry() == 1700000100
-    revocations.prune(NOW + 99)
+    revocations.prune(NOW + 99, NOW + 99)
     assert "1700000100:alice" in revocations
-    revocations.prune(NOW + 100)
+    revocations.prune(NOW + 100, NOW + 100)
     assert len(revocations) == 0 and revocations.next_expiry() is None
 
 
@@ -111,23 +111,23 @@ def test_revocations_are_kept_until_the_username_expires():
 )
 def test_revocations_refuse_names_the_box_could_not_have_minted(username):
     revocations = Revocations(RestCredentials(["s"], 48 * 3600), capacity=10)
-    assert not revocations.add(username, NOW)
+    assert not revocations.add(username, NOW, NOW)
     assert len(revocations) == 0
 
 
 def test_ten_thousand_revocations_of_4kb_names_expiring_in_2286_keep_nothing():
     revocations = Revocations(RestCredentials(["s"], 48 * 3600), capacity=50_000)
-    refused = sum(not revocations.add(f"9999999999:{i:04d}" + "x" * 4096, NOW) for i in range(10_000))
+    refused = sum(not revocations.add(f"9999999999:{i:04d}" + "x" * 4096, NOW, NOW) for i in range(10_000))
     assert refused == 10_000 and len(revocations) == 0 and revocations.next_expiry() is None
 
 
 def test_revocations_are_capped_and_free_as_credentials_expire():
     revocations = Revocations(RestCredentials(["s"], 48 * 3600), capacity=3)
     for i in range(3):
-        assert revocations.add(f"{int(NOW) + 10 + i}:user{i}", NOW)
-    assert revocations.add(f"{int(NOW) + 10}:user0", NOW)  # already held: no room needed
+        assert revocations.add(f"{int(NOW) + 10 + i}:user{i}", NOW, NOW)
+    assert revocations.add(f"{int(NOW) + 10}:user0", NOW, NOW)  # already held: no room needed
     with pytest.raises(RevocationsFull, match="3 revocations are held"):
-        revocations.add(f"{int(NOW) + 3600}:another", NOW)
+        revocations.add(f"{int(NOW) + 3600}:another", NOW, NOW)
     assert len(revocations) == 3
-    revocations.prune(NOW + 10)
-    assert revocations.add(f"{int(NOW) + 3600}:another", NOW + 10)
+    revocations.prune(NOW + 10, NOW + 10)
+    assert revocations.add(f"{int(NOW) + 3600}:another", NOW + 10, NOW + 10)

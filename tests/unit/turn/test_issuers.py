@@ -122,7 +122,7 @@ def test_metrics_have_allocations_and_refusals_per_issuer_and_nothing_else():
     lab = Lab(keys=KEYS, issuer_quotas=(("key-a", 1),))
     for client in clients(lab, 3, "key-a"):
         client.allocate()
-    service = types.SimpleNamespace(core=lab.server, io=None, config=TurnConfig())
+    service = types.SimpleNamespace(core=lab.server, io=None, config=TurnConfig(), clock=lambda: NOW)
     families = {family.name: family for family in _TurnCollector(service).collect()}
     held = {s.labels["issuer"]: s.value for s in families["edgecall_turn_issuer_allocations"].samples}
     assert held == {REST: 0, "key-a": 1, "key-b": 0}

@@ -116,6 +116,7 @@ def test_nonce_is_bound_to_the_client_address(lab):
 
 def test_expired_username_is_refused(lab):
     client = lab.client(ttl=60)
+    lab.wall = NOW + 61
     assert error_code(client.allocate(now=NOW + 61)) == 401
 
 
@@ -615,6 +616,7 @@ def test_revoke_ends_allocations_and_refuses_the_username(lab):
     assert error_code(client.allocate()) == 401
     # Kept until the username itself expires.
     assert client.username in lab.server.revocations
+    lab.wall = NOW + 3601
     lab.server.handle_timer(NOW + 3601)
     assert client.username not in lab.server.revocations
 
@@ -623,7 +625,7 @@ def test_revoked_username_cannot_refresh():
     lab = Lab()
     client = lab.client()
     client.allocate()
-    lab.server.revocations.add(client.username, NOW)
+    lab.server.revocations.add(client.username, NOW, NOW)
     assert error_code(client.request(Method.REFRESH)) == 401
 
 
@@ -640,7 +642,8 @@ def test_usage_of_an_identifier_with_several_allocations(lab):
 def test_from_config():
     turn = TurnConfig(secrets=("s",), relay_address=ipaddress.ip_address("203.0.113.5"),
                       relay_ports=PortRange(50000, 50010), allow_peers=(ipaddress.ip_network("192.0.2.0/24"),))
-    server = TurnServer.from_config(turn, RecordingBinder(), own=[ipaddress.ip_address("203.0.113.10")])
+    server = TurnServer.from_config(turn, RecordingBinder(), own=[ipaddress.ip_address("203.0.113.10")],
+                                    wall=lambda: NOW)
     assert server.settings.relay_addresses == ("203.0.113.5",) and server.settings.relay_ports == (50000, 50010)
     assert server.policy.permits("192.0.2.1")
     assert not server.policy.permits("203.0.113.5") and not server.policy.permits("203.0.113.10")
