@@ -185,6 +185,7 @@ def _read_section(index: int, lines: list[str], candidates: list[RTCIceCandidate
             _pt(pt)
     transport = _Transport()
     mid = direction = msid = sctp_port = max_message_size = None
+    bundle_only = False
     rtpmaps: dict[int, tuple[str, int, int | None]] = {}
     fmtps: dict[int, str] = {}
     feedback: dict[str, dict[str, int]] = {}  # payload type as written, or "*" -> feedback -> first line
@@ -234,6 +235,8 @@ def _read_section(index: int, lines: list[str], candidates: list[RTCIceCandidate
                 candidates.append(candidate)
         elif name == "mid":
             mid = value
+        elif name == "bundle-only":
+            bundle_only = True
         elif name == "msid":
             msid = value
         elif name in _DIRECTIONS:
@@ -265,7 +268,9 @@ def _read_section(index: int, lines: list[str], candidates: list[RTCIceCandidate
         mid=mid,
         kind=kind,
         direction=direction or "sendrecv",
-        rejected=port == 0,
+        # RFC 8843 6: port 0 with a=bundle-only is a section offered inside the BUNDLE group (Firefox's
+        # max-bundle offers), not a rejected one.
+        rejected=port == 0 and not bundle_only,
         codecs=codecs,
         extensions=extensions,
         ssrcs=[ssrc for ssrc in ssrcs if ssrc not in fid],

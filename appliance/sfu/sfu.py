@@ -147,8 +147,11 @@ class Sfu:
             if section.kind in ("audio", "video") and sending and (item is not None or auto_discover):
                 name = (item or {}).get("trackName") or secrets.token_hex(16)
                 results.append(self._publish(session, section, name))
-            else:
-                session.add(self._answer_unused(session, section))
+                continue
+            if item is not None:  # asked for, but its m-section cannot carry it: said, never dropped
+                results.append(_item_error(item, "invalid_params", f"the offer's m-section with mid {section.mid} "
+                                           f"does not send media (rejected, inactive or recvonly)"))
+            session.add(self._answer_unused(session, section))
         for mid, item in wanted.items():
             results.append(_item_error(item, "invalid_params", f"the offer has no sending m-section with mid {mid!r}"))
         self._set_remote(session, offer, now)

@@ -576,6 +576,20 @@ class Endpoint:
              data: bool = False):
         """Add m-lines sending `tracks` (and an m=application with `data`) and push with its offer;
         the per-item results. Unless `items` are given, they name each new track by its mid."""
+        new = self._add_tracks(tracks, data)
+        if items is None:
+            items = [{"location": "local", "mid": mid, "trackName": name} for mid, name in new]
+        answer, results = self.sfu.push(self.session, self.offer(), items, auto_discover, self.lab.now)
+        self._take(answer)
+        return results
+
+    def offer_with(self, *tracks: Track) -> str:
+        """Its offer after adding m-lines that send `tracks`, for a test to change before pushing it."""
+        self._add_tracks(tracks, False)
+        return self.offer()
+
+    def _add_tracks(self, tracks: Iterable[Track], data: bool) -> list[tuple[str, str]]:
+        """(mid, track name) of the m-lines added for `tracks`, each with its own SSRCs."""
         new = []
         for track in tracks:
             if track.kind == "video" and track.ssrc is None and not track.rids:
@@ -585,11 +599,7 @@ class Endpoint:
             new.append((self._add(MLine(self._next_mid(), track.kind, "sendonly", track)).mid, track.name))
         if data and not any(l.kind == "application" and not l.stopped for l in self.lines):
             self._add(MLine(self._next_mid(), "application", "sendrecv"))
-        if items is None:
-            items = [{"location": "local", "mid": mid, "trackName": name} for mid, name in new]
-        answer, results = self.sfu.push(self.session, self.offer(), items, auto_discover, self.lab.now)
-        self._take(answer)
-        return results
+        return new
 
     def offer_push(self, *tracks: Track, bidirectional: bool = False, answer: bool = True):
         """Local tracks the SFU offers to receive (`kind` given); answered at once unless not `answer`."""
