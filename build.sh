@@ -7,8 +7,8 @@ VENV=$ROOT/.venv
 
 # Debian packages that build the firmware image and boot it in the image test (./build.sh image, the slow tests).
 IMAGE_PACKAGES=(mmdebstrap squashfs-tools dosfstools mtools e2fsprogs grub-pc-bin grub-efi-amd64-bin qemu-system-x86 qemu-utils ovmf openssh-client fdisk)
-# Debian packages the test lab uses (see ../shared/TESTING.md): real browser, TURN client, router, BGP, NATS, netns tools.
-DEB_PACKAGES=(chromium bird2 frr coturn nats-server iproute2 iputils-ping tcpdump nftables)
+# Debian packages the test lab uses (see ../shared/TESTING.md): real browsers, TURN client, router, BGP, NATS, netns tools.
+DEB_PACKAGES=(chromium firefox-esr bird2 frr coturn nats-server iproute2 iputils-ping tcpdump nftables)
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "build.sh: $*"; exit 1; }

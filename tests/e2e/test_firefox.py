@@ -1,0 +1,52 @@
+"""The Calls flow in Firefox ESR, the second browser engine: with max-bundle Firefox offers its later
+m-sections as port 0 + a=bundle-only (RFC 8843), which the box must take as bundled, not rejected."""
+import time
+from pathlib import Path
+
+import pytest
+
+CLIENT = (Path(__file__).parent / "calls_client.js").read_text()
+
+pytestmark = pytest.mark.browser
+
+PUSH_AND_PULL = """
+const [base, done] = [arguments[0], arguments[arguments.length - 1]];
+(async () => {
+  const pub = new Calls(base, 'test-app', 'test-app-secret');
+  await pub.open();
+  const stream = await navigator.mediaDevices.getUserMedia({audio: true, video: true});
+  const tracks = [...stream.getAudioTracks(), ...stream.getVideoTracks()];
+  const pushed = await pub.push(tracks.map((t, i) => [t, ["mic", "cam"][i]]));
+  const offer = pub.pc.localDescription.sdp;
+  await pub.connected;
+  const sub = new Calls(base, 'test-app', 'test-app-secret');
+  await sub.open();
+  const pulled = await sub.pull(["mic", "cam"].map(trackName => ({sessionId: pub.sessionId, trackName})));
+  await sub.connected;
+  window.subscriber = sub;
+  done({pushed, pulled, bundleOnly: offer.includes("a=bundle-only")});
+})().catch(e => done({error: String(e)}));
+"""
+INBOUND = """
+const done = arguments[arguments.length - 1];
+window.subscriber.inbound().then(done, e => done({error: String(e)}));
+"""
+
+
+def test_firefox_pushes_camera_and_microphone_and_pulls_them_back(appliance, firefox):
+    box = appliance()
+    firefox.navigate(box.url("/"))
+    firefox.execute_script(CLIENT, sandbox=None)
+    result = firefox.execute_async_script(PUSH_AND_PULL, script_args=[box.api], sandbox=None)
+    assert "error" not in result, result
+    assert result["bundleOnly"], "Firefox no longer offers bundle-only sections: this test checks nothing new"
+    assert [(t["trackName"], t.get("kind")) for t in result["pushed"]] == [("mic", "audio"), ("cam", "video")]
+    assert all("errorCode" not in t for t in result["pulled"]), result["pulled"]
+    mids = {t["trackName"]: t["mid"] for t in result["pulled"]}
+    stats = {}
+    for _ in range(150):  # bounded: 30 s
+        stats = firefox.execute_async_script(INBOUND, sandbox=None)
+        if stats.get(mids["cam"], {}).get("count", 0) > 10 and stats.get(mids["mic"], {}).get("count", 0) > 4800:
+            break
+        time.sleep(0.2)
+    assert stats[mids["cam"]]["count"] > 10 and stats[mids["mic"]]["count"] > 4800, stats
