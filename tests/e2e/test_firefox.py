@@ -50,3 +50,47 @@ def test_firefox_pushes_camera_and_microphone_and_pulls_them_back(appliance, fir
             break
         time.sleep(0.2)
     assert stats[mids["cam"]]["count"] > 10 and stats[mids["mic"]]["count"] > 4800, stats
+
+# Data channels: Firefox gathers no host candidates for a page that never asked for camera or
+# microphone (../shared/TESTING.md), so the page asks for the fake microphone first.
+DATA = """
+const [base, done] = [arguments[0], arguments[arguments.length - 1]];
+(async () => {
+  window.keep = await navigator.mediaDevices.getUserMedia({audio: true});
+  const pub = new Calls(base, 'test-app', 'test-app-secret');
+  await pub.open({dataOffer: true});
+  await pub.connected;
+  const [chat] = await pub.dataChannels([{location: "local", dataChannelName: "chat"}]);
+  const sub = new Calls(base, 'test-app', 'test-app-secret');
+  await sub.open();
+  await sub.establish();
+  await sub.connected;
+  const [remote] = await sub.dataChannels([{location: "remote", sessionId: pub.sessionId, dataChannelName: "chat"}]);
+  const open = (c) => c.readyState === "open" ? null : new Promise(r => c.addEventListener("open", r, {once: true}));
+  await Promise.all([open(pub.channels.chat), open(sub.channels.chat)]);
+  window.pub = pub;
+  window.sub = sub;
+  done({chat, remote});
+})().catch(e => done({error: String(e)}));
+"""
+SEND = """
+for (const m of arguments[0]) window.pub.channels.chat.send(typeof m === "string" ? m : new Uint8Array(m));
+"""
+
+
+def test_firefox_data_channel_messages_reach_a_subscriber_in_order(appliance, firefox):
+    box = appliance()
+    firefox.navigate(box.url("/"))
+    firefox.execute_script(CLIENT, sandbox=None)
+    result = firefox.execute_async_script(DATA, script_args=[box.api], sandbox=None)
+    assert "error" not in result, result
+    assert result["chat"]["location"] == "local" and result["remote"]["dataChannelName"] == "chat"
+    messages = ["hello", [0, 1, 2, 255], "", "x" * 200_000, "bye"]
+    firefox.execute_script(SEND, script_args=[messages], sandbox=None)
+    received = []
+    for _ in range(150):  # bounded: 30 s
+        received = firefox.execute_script("return window.sub.messages.chat;", sandbox=None)
+        if len(received) >= len(messages):
+            break
+        time.sleep(0.2)
+    assert received == messages
