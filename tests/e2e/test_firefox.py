@@ -94,3 +94,69 @@ def test_firefox_data_channel_messages_reach_a_subscriber_in_order(appliance, fi
             break
         time.sleep(0.2)
     assert received == messages
+
+FAN_OUT = """
+const [base, subscribers, tcpOnly, done] = [arguments[0], arguments[1], arguments[2], arguments[arguments.length - 1]];
+(async () => {
+  const pub = new Calls(base, 'test-app', 'test-app-secret', {tcpOnly});
+  await pub.open();
+  const stream = await navigator.mediaDevices.getUserMedia({audio: true, video: true});
+  await pub.push([...stream.getAudioTracks(), ...stream.getVideoTracks()].map((t, i) => [t, ["mic", "cam"][i]]));
+  await pub.connected;
+  window.subs = [];
+  const pulled = [];
+  for (let i = 0; i < subscribers; i++) {
+    const sub = new Calls(base, 'test-app', 'test-app-secret', {tcpOnly});
+    await sub.open();
+    pulled.push(await sub.pull(["mic", "cam"].map(trackName => ({sessionId: pub.sessionId, trackName}))));
+    await sub.connected;
+    window.subs.push(sub);
+  }
+  done({pulled});
+})().catch(e => done({error: String(e)}));
+"""
+FAN_OUT_INBOUND = """
+const done = arguments[arguments.length - 1];
+Promise.all(window.subs.map(s => s.inbound())).then(done, e => done({error: String(e)}));
+"""
+
+
+def _fan_out(box, firefox, subscribers: int, tcp_only: bool) -> None:
+    firefox.navigate(box.url("/"))
+    firefox.execute_script(CLIENT, sandbox=None)
+    result = firefox.execute_async_script(FAN_OUT, script_args=[box.api, subscribers, tcp_only], sandbox=None)
+    assert "error" not in result, result
+    mids = [{t["trackName"]: t["mid"] for t in pulled} for pulled in result["pulled"]]
+    stats: list = []
+    for _ in range(150):  # bounded: 30 s
+        stats = firefox.execute_async_script(FAN_OUT_INBOUND, sandbox=None)
+        if all(s.get(m["cam"], {}).get("count", 0) > 10 and s.get(m["mic"], {}).get("count", 0) > 4800
+               for s, m in zip(stats, mids)):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"media never flowed to every subscriber: {stats}")
+
+
+def test_firefox_five_subscribers_pull_one_publisher(appliance, firefox):
+    _fan_out(appliance(), firefox, 5, tcp_only=False)
+
+
+def test_firefox_pushes_and_pulls_over_ice_tcp_only(appliance, firefox):
+    """ICE-TCP (RFC 6544 passive candidates on [sfu] tcp) when UDP cannot reach the box."""
+    from tests.lab.appliance import box_config, free_port
+
+    tcp = free_port("tcp")
+    box = appliance(box_config(free_port("tcp"), free_port("udp"), free_port("udp", "tcp"))
+                    .replace("[sfu]\n", f'[sfu]\ntcp = "127.0.0.1:{tcp}"\n'))
+    _fan_out(box, firefox, 1, tcp_only=True)
+    protocol = firefox.execute_async_script(REMOTE_PROTOCOL, sandbox=None)
+    assert protocol == "tcp", protocol
+
+
+REMOTE_PROTOCOL = """
+const done = arguments[arguments.length - 1];
+window.subs[0].pc.getStats().then(stats => {
+  const pair = [...stats.values()].find(s => s.type === "candidate-pair" && s.nominated && s.state === "succeeded");
+  done(pair ? stats.get(pair.remoteCandidateId).protocol : null);
+}, e => done(String(e)));
+"""
