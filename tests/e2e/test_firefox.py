@@ -160,3 +160,57 @@ window.subs[0].pc.getStats().then(stats => {
   done(pair ? stats.get(pair.remoteCandidateId).protocol : null);
 }, e => done(String(e)));
 """
+
+# Two PeerConnections in the page, relay only, through the box's TURN with credentials from its API.
+RELAY = """
+const [api, transport, done] = [arguments[0], arguments[1], arguments[arguments.length - 1]];
+(async () => {
+  const res = await fetch(api + "/v1/turn/keys/test-key/credentials/generate-ice-servers", {
+    method: "POST", headers: {Authorization: "Bearer test-key-token"}, body: JSON.stringify({ttl: 600}),
+  });
+  let servers = (await res.json()).iceServers.filter(s => s.username);
+  servers = servers.map(s => ({...s, urls: s.urls.filter(u => u.startsWith("turn:") && u.endsWith("transport=" + transport))}));
+  const config = {iceServers: servers, iceTransportPolicy: "relay"};
+  const [a, b] = [new RTCPeerConnection(config), new RTCPeerConnection(config)];
+  const gathered = (pc) => new Promise(r => {
+    if (pc.iceGatheringState === "complete") r();
+    pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && r());
+  });
+  const stream = await navigator.mediaDevices.getUserMedia({video: true});
+  stream.getTracks().forEach(t => a.addTrack(t, stream));
+  await a.setLocalDescription(await a.createOffer());
+  await gathered(a);
+  await b.setRemoteDescription(a.localDescription);
+  await b.setLocalDescription(await b.createAnswer());
+  await gathered(b);
+  await a.setRemoteDescription(b.localDescription);
+  window.relayed = b;
+  done({});
+})().catch(e => done({error: String(e)}));
+"""
+RELAYED = """
+const done = arguments[arguments.length - 1];
+window.relayed.getStats().then(stats => {
+  let frames = 0, type = null;
+  for (const s of stats.values()) {
+    if (s.type === "inbound-rtp" && s.kind === "video") frames = s.framesDecoded || 0;
+    if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") type = stats.get(s.localCandidateId).candidateType;
+  }
+  done({frames, type});
+}, e => done({error: String(e)}));
+"""
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_firefox_connects_through_the_boxs_turn_only(appliance, firefox, transport):
+    box = appliance()
+    firefox.navigate(box.url("/"))
+    result = firefox.execute_async_script(RELAY, script_args=[box.api, transport], sandbox=None)
+    assert "error" not in result, result
+    state: dict = {}
+    for _ in range(150):  # bounded: 30 s
+        state = firefox.execute_async_script(RELAYED, sandbox=None)
+        if state.get("frames", 0) > 10:
+            break
+        time.sleep(0.2)
+    assert state.get("frames", 0) > 10 and state["type"] == "relay", state
