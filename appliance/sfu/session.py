@@ -11,17 +11,15 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..rtc.ice import new_credentials
-from ..rtc.port import Event
-from ..rtc.port import MediaPort
+from ..rtc.port import Event, MediaPort
 from ..rtc.port import Session as PortSession
 from . import extensions, feedback, rtcp, rtx
 from .codecs import PayloadTypes
 from .datachannels import SessionChannels
-from .forward import Leg, payload_offset
-from .losses import DUPLICATE, JUMP
+from .forward import Leg
 from .repair import Repair
 from .sdp import LocalSection, RemoteDescription
-from .streams import PACKET_OVERHEAD, Stream
+from .streams import Stream
 from .switching import LayerSwitcher
 from .tracks import IngestCounters, PublishedTrack
 from .transport import TransportReceiver, TransportSender

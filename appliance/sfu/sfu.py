@@ -218,7 +218,7 @@ class Sfu:
                 results.append(_item_error(item, "repeated_local_track_error",
                                            f"trackName: expected a name this session does not publish yet, found {name!r}"))
                 continue
-            full = _no_room(session, 0 if session.free_line() is not None else 1)
+            full = _no_room_for_one(session)
             if full:
                 results.append(_item_error(item, "invalid_params", full))
                 continue
@@ -345,7 +345,7 @@ class Sfu:
         mid = item.get("mid")
         if isinstance(mid, str) and mid.startswith("#"):
             return self._subscribe_back(session, track, mid[1:])
-        full = _no_room(session, 0 if session.free_line() is not None else 1)
+        full = _no_room_for_one(session)
         if full:
             raise ItemError("invalid_params", full)
         prefs = preferences(item.get("simulcast"))
@@ -494,7 +494,7 @@ class Sfu:
             return self.push(session, offer_text, [], False, now)[0], channel
         if self.channels.section(session) is not None:
             return None, channel
-        full = _no_room(session, 0 if session.free_line() is not None else 1)
+        full = _no_room_for_one(session)
         if full:
             raise SfuError(400, "invalid_params", full)
         session.add(self.channels.offer_section(session), recycle=True)
@@ -697,6 +697,12 @@ def _no_room(session: CallSession, adding: int) -> str | None:
     if total <= sdp.MAX_SECTIONS:
         return None
     return f"the session would have {total} m-sections; at most {sdp.MAX_SECTIONS} (MAX_SECTIONS) are accepted"
+
+
+def _no_room_for_one(session: CallSession) -> str | None:
+    """Why an SFU offer cannot add one m-section to the session, or None: it takes a free m-line when
+    there is one (CallSession.add with recycle), and only otherwise grows the session."""
+    return None if session.free_line() is not None else _no_room(session, 1)
 
 
 def _check_room(session: CallSession, offer: sdp.RemoteDescription) -> None:

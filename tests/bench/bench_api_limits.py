@@ -4,15 +4,11 @@ same run. One keep-alive connection posting as fast as the box answers, for a bo
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import aiohttp
 
-from tests.lab.appliance import REPO, box_config, free_port
+from tests.bench.box import running_box
 
 SECONDS = 5.0
 
@@ -41,22 +37,9 @@ async def _hammer(url: str, secret: str) -> tuple[int, int]:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="edgecall-bench-") as tmp:
-        config = Path(tmp) / "box.toml"
-        api_port = free_port("tcp")
-        config.write_text(box_config(api_port, free_port("udp"), free_port("udp", "tcp"), NO_LIMITS))
-        proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--config", str(config), "--log-level",
-                                 "warning"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        try:
-            for line in proc.stdout:
-                if line.startswith("Stop with Ctrl-C"):
-                    break
-            base = f"http://127.0.0.1:{api_port}"
-            capped = asyncio.run(_hammer(f"{base}/v1/apps/test-app/sessions/new", "test-app-secret"))
-            open_ = asyncio.run(_hammer(f"{base}/v1/apps/open-app/sessions/new", "open-secret"))
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    with running_box(NO_LIMITS) as (_, base):
+        capped = asyncio.run(_hammer(f"{base}/v1/apps/test-app/sessions/new", "test-app-secret"))
+        open_ = asyncio.run(_hammer(f"{base}/v1/apps/open-app/sessions/new", "open-secret"))
     rate, anchor = capped[0] / SECONDS, open_[0] / SECONDS
     print(f"sessions/new from one client for {SECONDS:g} s each, one keep-alive connection:")
     print(f"  default caps (100/s, 5000 live): {rate:7.1f} sessions/s created, {capped[1] / SECONDS:7.1f}/s "

@@ -9,17 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.request
-from pathlib import Path
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
-from tests.lab.appliance import REPO, box_config, free_port
+from tests.bench.box import running_box
 
 RUNS = 10
 
@@ -81,20 +77,8 @@ async def _measure(api: str) -> tuple[list[float], list[float]]:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="edgecall-bench-") as tmp:
-        config = Path(tmp) / "box.toml"
-        api_port = free_port("tcp")
-        config.write_text(box_config(api_port, free_port("udp"), free_port("udp", "tcp")))
-        proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--config", str(config), "--log-level",
-                                 "warning"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        try:
-            for line in proc.stdout:
-                if line.startswith("Stop with Ctrl-C"):
-                    break
-            box, direct = asyncio.run(_measure(f"http://127.0.0.1:{api_port}/v1/apps/test-app"))
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    with running_box() as (_, base):
+        box, direct = asyncio.run(_measure(f"{base}/v1/apps/test-app"))
     b, d = statistics.median(box) * 1000, statistics.median(direct) * 1000
     print(f"median of {RUNS}, aiortc client on loopback:")
     print(f"  sessions/new -> connected through the box  {b:7.1f} ms  {b / d:5.2f} x anchor")

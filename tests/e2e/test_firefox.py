@@ -27,6 +27,22 @@ const [base, done] = [arguments[0], arguments[arguments.length - 1]];
   done({pushed, pulled, bundleOnly: offer.includes("a=bundle-only")});
 })().catch(e => done({error: String(e)}));
 """
+def until(read, condition):
+    """`read()` every 0.2 s until `condition` holds for its value (bounded: 30 s); the last value."""
+    value = read()
+    for _ in range(150):
+        if condition(value):
+            break
+        time.sleep(0.2)
+        value = read()
+    return value
+
+
+def flowing(stats: dict, mids: dict) -> bool:
+    """Video frames decoded and audio samples received past what shows media flows."""
+    return stats.get(mids["cam"], {}).get("count", 0) > 10 and stats.get(mids["mic"], {}).get("count", 0) > 4800
+
+
 INBOUND = """
 const done = arguments[arguments.length - 1];
 window.subscriber.inbound().then(done, e => done({error: String(e)}));
@@ -43,12 +59,7 @@ def test_firefox_pushes_camera_and_microphone_and_pulls_them_back(appliance, fir
     assert [(t["trackName"], t.get("kind")) for t in result["pushed"]] == [("mic", "audio"), ("cam", "video")]
     assert all("errorCode" not in t for t in result["pulled"]), result["pulled"]
     mids = {t["trackName"]: t["mid"] for t in result["pulled"]}
-    stats = {}
-    for _ in range(150):  # bounded: 30 s
-        stats = firefox.execute_async_script(INBOUND, sandbox=None)
-        if stats.get(mids["cam"], {}).get("count", 0) > 10 and stats.get(mids["mic"], {}).get("count", 0) > 4800:
-            break
-        time.sleep(0.2)
+    stats = until(lambda: firefox.execute_async_script(INBOUND, sandbox=None), lambda s: flowing(s, mids))
     assert stats[mids["cam"]]["count"] > 10 and stats[mids["mic"]]["count"] > 4800, stats
 
 # Data channels: Firefox gathers no host candidates for a page that never asked for camera or
@@ -87,12 +98,8 @@ def test_firefox_data_channel_messages_reach_a_subscriber_in_order(appliance, fi
     assert result["chat"]["location"] == "local" and result["remote"]["dataChannelName"] == "chat"
     messages = ["hello", [0, 1, 2, 255], "", "x" * 200_000, "bye"]
     firefox.execute_script(SEND, script_args=[messages], sandbox=None)
-    received = []
-    for _ in range(150):  # bounded: 30 s
-        received = firefox.execute_script("return window.sub.messages.chat;", sandbox=None)
-        if len(received) >= len(messages):
-            break
-        time.sleep(0.2)
+    received = until(lambda: firefox.execute_script("return window.sub.messages.chat;", sandbox=None),
+                     lambda got: len(got) >= len(messages))
     assert received == messages
 
 FAN_OUT = """
@@ -127,14 +134,9 @@ def _fan_out(box, firefox, subscribers: int, tcp_only: bool) -> None:
     result = firefox.execute_async_script(FAN_OUT, script_args=[box.api, subscribers, tcp_only], sandbox=None)
     assert "error" not in result, result
     mids = [{t["trackName"]: t["mid"] for t in pulled} for pulled in result["pulled"]]
-    stats: list = []
-    for _ in range(150):  # bounded: 30 s
-        stats = firefox.execute_async_script(FAN_OUT_INBOUND, sandbox=None)
-        if all(s.get(m["cam"], {}).get("count", 0) > 10 and s.get(m["mic"], {}).get("count", 0) > 4800
-               for s, m in zip(stats, mids)):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"media never flowed to every subscriber: {stats}")
+    stats = until(lambda: firefox.execute_async_script(FAN_OUT_INBOUND, sandbox=None),
+                  lambda got: all(flowing(s, m) for s, m in zip(got, mids)))
+    assert all(flowing(s, m) for s, m in zip(stats, mids)), f"media never flowed to every subscriber: {stats}"
 
 
 def test_firefox_five_subscribers_pull_one_publisher(appliance, firefox):
@@ -207,10 +209,5 @@ def test_firefox_connects_through_the_boxs_turn_only(appliance, firefox, transpo
     firefox.navigate(box.url("/"))
     result = firefox.execute_async_script(RELAY, script_args=[box.api, transport], sandbox=None)
     assert "error" not in result, result
-    state: dict = {}
-    for _ in range(150):  # bounded: 30 s
-        state = firefox.execute_async_script(RELAYED, sandbox=None)
-        if state.get("frames", 0) > 10:
-            break
-        time.sleep(0.2)
+    state = until(lambda: firefox.execute_async_script(RELAYED, sandbox=None), lambda s: s.get("frames", 0) > 10)
     assert state.get("frames", 0) > 10 and state["type"] == "relay", state

@@ -1,0 +1,30 @@
+"""A loopback box for a bench to load: the real `appliance run` on free ports."""
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.lab.appliance import REPO, box_config, free_port
+
+
+@contextlib.contextmanager
+def running_box(extra: str = "") -> Iterator[tuple[subprocess.Popen, str]]:
+    """(the box's process, its API's base URL) while the block runs; `extra` is appended TOML."""
+    with tempfile.TemporaryDirectory(prefix="edgecall-bench-") as tmp:
+        config = Path(tmp) / "box.toml"
+        api_port = free_port("tcp")
+        config.write_text(box_config(api_port, free_port("udp"), free_port("udp", "tcp"), extra))
+        proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--config", str(config), "--log-level",
+                                 "warning"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            for line in proc.stdout:
+                if line.startswith("Stop with Ctrl-C"):
+                    break
+            yield proc, f"http://127.0.0.1:{api_port}"
+        finally:
+            proc.terminate()
+            proc.wait(10)
