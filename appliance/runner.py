@@ -169,12 +169,14 @@ def run(box: Box) -> int:
 def assemble(config: Config) -> Box:
     """The box with every service its configuration enables, in start order."""
     from .api.server import ApiService
+    from .cluster.service import ClusterService
     from .sfu.service import SfuService
     from .turn.service import TurnService
 
     box = Box(config)
     if config.sfu.enabled:
         box.services.append(SfuService(box))
+    box.services.append(ClusterService(box))
     if config.turn.enabled:
         box.services.append(TurnService(box))
     box.services.append(ApiService(box))

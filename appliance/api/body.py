@@ -35,15 +35,20 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """The body as a JSON object; an empty body is {}."""
+async def read_body(request: web.Request) -> bytes:
+    """The body's bytes, within [api] body_timeout (else 408)."""
     limit = request.app[BOX].config.api.body_timeout
     try:
         async with asyncio.timeout(limit):
-            raw = await request.read()
+            return await request.read()
     except TimeoutError:
         raise ApiError(408, "decoding_error", f"the body did not arrive within {limit:g} s (api.body_timeout)",
                        {"Connection": "close"}) from None
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object; an empty body is {}."""
+    raw = await read_body(request)
     if not raw.strip():
         return {}
     try:

@@ -15,12 +15,14 @@ from aiohttp import web
 from ..sfu.datachannels import SERVER_EVENTS
 from ..sfu.errors import SfuError
 from .auth import APP, APPS, guarded
-from .body import read_json
+from .body import read_body, read_json
 from .errors import ApiError
+from .forwarding import Forwarder
 from .health import BOX
 from .limits import LIMITS
 
 if TYPE_CHECKING:
+    from ..cluster.nodes import NodeRecord
     from ..sfu.sfu import Sfu
 
 # CALLS_API.md 4: at most 64 tracks per API call.
@@ -32,6 +34,26 @@ class SfuHost(Protocol):
     """What this API asks of the SFU service (sfu/service.py's SfuService): the SFU it hosts."""
 
     sfu: Sfu
+
+
+@runtime_checkable
+class ClusterHost(Protocol):
+    """What this API asks of the cluster service (cluster/service.py's ClusterService)."""
+
+    async def owner_of(self, session_id: str) -> NodeRecord | None: ...
+
+    async def settled(self) -> None: ...
+
+    async def find_tracks(self, items: list) -> None: ...
+
+
+# The cluster's request forwarder (forwarding.py), when the box has a cluster part.
+FORWARDER = web.AppKey("forwarder", Forwarder)
+
+
+def _cluster(request: web.Request) -> ClusterHost | None:
+    service = request.app[BOX].service("cluster")
+    return service if isinstance(service, ClusterHost) else None
 
 
 def _sfu(request: web.Request) -> Sfu:
@@ -134,9 +156,10 @@ async def new_tracks(request: web.Request) -> web.Response:
     items = _items(body, "tracks")
     description = _description(body)
     await _ready(session)
-    now = _now()
     local = [t for t in items if isinstance(t, dict) and t.get("location") == "local"]
     remote = [t for t in items if not (isinstance(t, dict) and t.get("location") == "local")]
+    await _find_remote(request, remote)
+    now = _now()
     if description is not None:
         if description.get("type") != "offer":
             raise ApiError(400, "invalid_session_description", "tracks/new takes an offer; answers go to renegotiate")
@@ -194,6 +217,7 @@ async def update_tracks(request: web.Request) -> web.Response:
     items = _items(body, "tracks")
     if not items:
         raise ApiError(400, "invalid_params", "tracks: expected at least one track")
+    await _find_remote(request, items)
     results = _call(sfu.update, session, items, _now())
     return web.json_response({"requiresImmediateRenegotiation": False, "tracks": results})
 
@@ -234,6 +258,34 @@ def _datachannels(operation: str):
     return handler
 
 
+async def _find_remote(request: web.Request, items: list) -> None:
+    """Tracks published on other boxes a moment ago are found too (the cluster reads the store)."""
+    cluster = _cluster(request)
+    if cluster is not None and items:
+        await cluster.find_tracks(items)
+
+
+def _at_owner(handler):
+    """`handler` for a session of this box; a session another box holds is served by that box
+    (forwarding.py). What the handler changed is in the cluster store before the client hears of it."""
+    @functools.wraps(handler)
+    async def routed(request: web.Request) -> web.StreamResponse:
+        cluster = _cluster(request)
+        session_id = request.match_info.get("sessionId")
+        if cluster is not None and session_id is not None and session_id not in _sfu(request).sessions:
+            forwarder = request.app.get(FORWARDER)
+            if forwarder is not None and not forwarder.forwarded(request):
+                owner = await cluster.owner_of(session_id)
+                if owner is not None:
+                    return await forwarder.forward(request, owner.api, await read_body(request))
+        response = await handler(request)
+        if cluster is not None:
+            await cluster.settled()
+        return response
+    return routed
+
+
+
 def add_routes(router: web.UrlDispatcher) -> None:
     routes = [
         ("POST", "sessions/new", new_session),
@@ -250,13 +302,15 @@ def add_routes(router: web.UrlDispatcher) -> None:
     # Cloudflare's own clients also call /apps/... without /v1 (CALLS_API.md 1.1).
     for base in ("/v1/apps/{appId}", "/apps/{appId}"):
         for method, path, handler in routes:
-            router.add_route(method, f"{base}/{path}", guarded(APPS, _counted(handler)))
+            router.add_route(method, f"{base}/{path}", guarded(APPS, _counted(_at_owner(handler))))
 
 
 def _counted(handler):
     """`handler`, after the request is counted against its app's requests_per_second."""
     @functools.wraps(handler)
     async def counted(request: web.Request) -> web.StreamResponse:
-        request.app[LIMITS].request(request[APP], time.monotonic())
+        forwarder = request.app.get(FORWARDER)
+        if forwarder is None or not forwarder.forwarded(request):  # counted once, where it arrived
+            request.app[LIMITS].request(request[APP], time.monotonic())
         return await handler(request)
     return counted

@@ -16,6 +16,7 @@ from .auth import SECRETS, secrets
 from .body import MAX_BODY_BYTES
 from .cors import cors_middleware
 from .errors import error_middleware
+from .forwarding import Forwarder
 from .health import BOX, healthz, metrics
 from .limits import LIMITS, AppLimits
 
@@ -69,6 +70,9 @@ def make_app(box: Box) -> web.Application:
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    secret = getattr(box.service("cluster"), "secret", None)
+    if secret is not None:
+        app[calls.FORWARDER] = Forwarder(config.node.id, secret)
     turn_credentials.add_routes(app.router)
     calls.add_routes(app.router)
     return app
@@ -103,6 +107,9 @@ class ApiService:
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
+        forwarder = self.app.get(calls.FORWARDER)
+        if forwarder is not None:
+            await forwarder.close()
 
     def health(self) -> str | None:
         return None if self._runner else "not listening"

@@ -165,9 +165,21 @@ def _bird_strings(config: Config) -> Iterator[Finding]:
             yield where, "BIRD cannot quote a '\"', a line break or a control character"
 
 
+def _cluster(config: Config) -> Iterator[Finding]:
+    cluster = config.cluster
+    for i, url in enumerate(cluster.nats):
+        scheme = url.partition("://")[0]
+        if scheme not in ("nats", "tls") or "://" not in url:
+            yield ("cluster", "nats", i), f"expected a nats:// or tls:// URL, found {url!r}"
+    if cluster.nats and not cluster.secret:
+        yield ("cluster", "nats"), "a cluster needs [cluster] secret: it seals the store and authenticates trunks"
+    if cluster.secret is not None and len(cluster.secret) < 16:
+        yield ("cluster", "secret"), "expected at least 16 characters (a random string shared by every box)"
+
+
 def findings(config: Config) -> list[Finding]:
     out: list[Finding] = []
     for check in (_port_clashes, _relay_ranges, _duplicates, _turn, _secrets, _net, _announce, _bird_strings,
-                  backbone_findings):
+                  _cluster, backbone_findings):
         out.extend(check(config))
     return out

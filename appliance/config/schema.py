@@ -249,7 +249,25 @@ class BackboneConfig:
 
 @dataclass(frozen=True)
 class ClusterConfig:
+    # NATS servers (nats:// or tls:// URLs), this box's own first; empty: a single box with its
+    # store in the process.
     nats: tuple[str, ...] = ()
+    # Required with nats: seals what the store holds (ICE passwords, the cluster certificate's
+    # key) and authenticates what boxes send each other (trunks, forwarded requests).
+    secret: str | None = None
+    # A box sends one track to at most this many boxes; further boxes take it from one of those.
+    trunk_fanout: Count = 8
+    # Where this box sends and receives media trunks: by default the backbone overlay address,
+    # port 3480 (loopback without a backbone).
+    trunk: Endpoint | None = None
+    # Where other boxes reach this box's API (forwarded requests): by default the overlay
+    # address with [api] listen's port.
+    api: Endpoint | None = None
+    # NATS authentication and TLS, as nats-server issues them.
+    nats_credentials: AbsolutePath | None = None
+    nats_ca: AbsolutePath | None = None
+    # A node whose heartbeat (every `heartbeat` seconds) stops is gone after nodes' TTL (5 s).
+    heartbeat: Seconds = 1.0
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import extensions
 
 if TYPE_CHECKING:  # what a leg points at; those modules import this one
-    from ..rtc.port import Session as PortSession
     from .streams import Stream
     from .tracks import PublishedTrack
     from .transport import TransportSender
@@ -28,14 +27,18 @@ class Downstream(Protocol):
     another box in the cascading issue. A leg reads these on each packet, so they have one owner."""
 
     @property
-    def port_session(self) -> PortSession | None:
-        """The port's session to send on; None until negotiated."""
+    def port_session(self) -> Any:
+        """What the leg's `send` sends on: the media port's session (None until negotiated), or
+        the trunk peer of another box."""
 
     @property
     def transport_out(self) -> TransportSender | None:
         """The transport-wide numbering and estimate, when the receiver reports transport-cc."""
 
     def bandwidth(self) -> float | None: ...
+
+    def send_rtcp(self, packet: bytes) -> bool:
+        """Reports and goodbyes on what the leg sends."""
 
 _HEADER = struct.Struct(">BBHII")
 _pack_header = _HEADER.pack
@@ -58,9 +61,9 @@ class Leg:
         "padding", "pad_credit", "probe_pads", "probe_started",
     )
 
-    def __init__(self, send: Callable[[PortSession, bytes], bool], ssrc: int, pt_map: dict[int, int], mid: str,
+    def __init__(self, send: Callable[[Any, bytes], bool], ssrc: int, pt_map: dict[int, int], mid: str,
                  subscriber: Downstream) -> None:
-        self.send = send  # MediaPort.send_rtp
+        self.send = send  # MediaPort.send_rtp, or TrunkPort.send_rtp
         self.ssrc = ssrc
         self.pt_map = pt_map
         self.mid = mid

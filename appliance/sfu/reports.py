@@ -35,12 +35,10 @@ class Reports:
                     blocks.setdefault(track.upstream, []).append(stream.stats.report_block(stream.ssrc, now))
         for upstream, reported in blocks.items():
             upstream.send_rtcp(rtcp.receiver_report(upstream.rtcp_ssrc, reported))
-        send_rtcp = self.rtcp_out.send_rtcp
         for leg in legs:
-            port_session = leg.subscriber.port_session
-            if leg.packets and port_session is not None:
+            if leg.packets and leg.subscriber.port_session is not None:
                 # Wall-clock NTP time, not `now`: the subscriber maps RTP time to real time with it.
-                send_rtcp(port_session, rtcp.sender_report(leg.ssrc, leg.last_ts, leg.packets, leg.octets))
+                leg.subscriber.send_rtcp(rtcp.sender_report(leg.ssrc, leg.last_ts, leg.packets, leg.octets))
 
     @staticmethod
     def transport_out(session: CallSession, remote: sdp.RemoteDescription) -> None:

@@ -75,6 +75,16 @@ def sender_reports(packet: bytes) -> list[tuple[int, int]]:
     return out
 
 
+def byes(packet: bytes) -> list[int]:
+    """The SSRCs a compound RTCP packet says goodbye for (BYE, RFC 3550 6.6)."""
+    out: list[int] = []
+    for first, pt, offset, end in _parts(packet):
+        if pt == PT_BYE:
+            count = first & 0x1F
+            out.extend(int.from_bytes(packet[i:i + 4], "big") for i in range(offset + 4, min(end, offset + 4 + 4 * count), 4))
+    return out
+
+
 def keyframe_requests(packet: bytes) -> list[int]:
     """The media SSRCs a compound RTCP packet asks keyframes for (PLI, FIR)."""
     out: list[int] = []

@@ -17,6 +17,7 @@ from . import extensions, feedback, rtcp, rtx
 from .codecs import PayloadTypes
 from .datachannels import SessionChannels
 from .forward import Leg
+from .leg_feedback import from_receiver
 from .repair import Repair
 from .sdp import LocalSection, RemoteDescription
 from .streams import Stream
@@ -238,16 +239,7 @@ class CallSession:
             if stream is not None:
                 stream.stats.sr_ntp_middle, stream.stats.sr_at = ntp_middle, now
         legs, repair = self.legs, self.owner.repair
-        for ssrc in rtcp.keyframe_requests(packet):
-            leg = legs.get(ssrc)
-            if leg is not None and leg.source is not None:
-                stream = leg.target or leg.stream
-                if stream is not None:
-                    repair.request_keyframe(stream, now)
-        for ssrc, seqs in feedback.nacks(packet):
-            leg = legs.get(ssrc)
-            if leg is not None:
-                repair.answer_nack(leg, seqs, now)
+        from_receiver(packet, legs, repair, now)
         transport = self.transport_out
         if transport is not None:
             for report in feedback.transport_feedback(packet):
@@ -255,20 +247,12 @@ class CallSession:
                 for leg, out_seq, was_resend in transport.lost(report):
                     if legs.get(leg.ssrc) is leg:
                         repair.resend_lost(leg, out_seq, was_resend, now)
-        for block in feedback.receiver_blocks(packet):
-            leg = legs.get(block.ssrc)
-            if leg is None:
-                continue
-            leg.loss = block.fraction_lost / 256
-            if block.lsr:
-                rtt = rtcp.round_trip(block.lsr, block.dlsr)
-                if rtt is not None:
-                    leg.rtt = rtt
 
     # --- the publishing side as its tracks' upstream ----------------------------------------------
 
     def send_rtcp(self, packet: bytes) -> bool:
-        """Feedback to the client on what it publishes (the tracks' Upstream)."""
+        """RTCP to the client: feedback on what it publishes (the tracks' Upstream), reports and
+        goodbyes on what it receives (the legs' Downstream)."""
         return self.port_session is not None and self.owner.port.send_rtcp(self.port_session, packet)
 
     def data(self, data: bytes) -> None:

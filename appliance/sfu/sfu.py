@@ -8,6 +8,7 @@ import random
 import secrets
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
+from itertools import chain
 from typing import Any
 
 from aiortc.rtcicetransport import RTCIceCandidate
@@ -24,6 +25,7 @@ from .codecs import (OFFERED, Codec, accept, accept_extensions, accept_rtx, feed
 from .errors import ItemError, SfuError
 from .forward import Leg
 from .layers import preferences
+from .remote import Remote
 from .repair import Repair
 from .reports import Reports
 from .session import CallSession, IngestCounters, Transceiver
@@ -64,6 +66,8 @@ class Sfu:
         self._ended_leg_packets = 0
         # When each periodic job is due next; set by `start`.
         self._due: dict[Callable[[float], None], float] = {}
+        # The rest of the cluster, when the box is part of one (appliance.cluster sets it).
+        self.remote: Remote | None = None
 
     def start(self, now: float) -> None:
         """Arm the periodic jobs: reports, transport feedback, layer choice, the idle sweep."""
@@ -93,6 +97,8 @@ class Sfu:
         session = CallSession(secrets.token_hex(16), app, now, self, thirdparty=thirdparty)
         self.sessions[session.id] = session
         self.live[app] += 1
+        if self.remote is not None:
+            self.remote.opened(session)
         return session
 
     def session(self, app: str, session_id: str) -> CallSession:
@@ -111,6 +117,8 @@ class Sfu:
             self.port.remove_session(session.port_session)
         if self.sessions.pop(session.id, None) is not None:
             self.live[session.app] -= 1
+            if self.remote is not None:
+                self.remote.closed(session)
 
     def session_event(self, session: CallSession, event: Event, now: float) -> None:
         if isinstance(event, Connected):
@@ -191,8 +199,7 @@ class Sfu:
                               extensions=dict(negotiated), rids=rids, rtx=rtx_pairs(rtx_codecs),
                               rtx_ssrcs=section.rtx_ssrcs if rtx_codecs else {}, retransmissions=self.retransmissions)
 
-    @staticmethod
-    def _register(session: CallSession, track: PublishedTrack) -> PublishedTrack:
+    def _register(self, session: CallSession, track: PublishedTrack) -> PublishedTrack:
         """Make `track` findable by name (pulls) and its streams by SSRC (the hot path)."""
         session.tracks[track.name] = track
         for stream in track.streams:
@@ -200,6 +207,8 @@ class Sfu:
                 session.by_ssrc[stream.ssrc] = stream
             if stream.rtx_ssrc is not None:
                 session.rtx_by_ssrc[stream.rtx_ssrc] = stream
+        if self.remote is not None:
+            self.remote.published(track)
         return track
 
     def offer_push(self, session: CallSession, items: list[dict], now: float):
@@ -257,7 +266,7 @@ class Sfu:
         results = []
         for item in items:
             try:
-                track = self._find_track(session, item if isinstance(item, dict) else {})
+                track = self._find_track(session, item if isinstance(item, dict) else {}, now)
                 sections = free.get(track.kind)
                 if not sections:
                     raise ItemError("invalid_session_description", f"the offer has no free receiving {track.kind} section")
@@ -331,17 +340,17 @@ class Sfu:
         results = []
         for item in items:
             try:
-                results.append(self._subscribe(session, item))
+                results.append(self._subscribe(session, item, now))
             except ItemError as e:
                 results.append(_item_error(item, e.code, e.description))
         if not any(t.pending for t in session.transceivers):
             return None, results
         return self._offer(session), results
 
-    def _subscribe(self, session: CallSession, item: dict) -> dict:
+    def _subscribe(self, session: CallSession, item: dict, now: float) -> dict:
         if not isinstance(item, dict) or item.get("location") != "remote":
             raise ItemError("invalid_params", "expected location \"remote\" with sessionId and trackName")
-        track = self._find_track(session, item)
+        track = self._find_track(session, item, now)
         mid = item.get("mid")
         if isinstance(mid, str) and mid.startswith("#"):
             return self._subscribe_back(session, track, mid[1:])
@@ -427,7 +436,7 @@ class Sfu:
         if transceiver is None or transceiver.role != "pull" or transceiver.closed or transceiver.pending:
             raise ItemError("update_track_error", f"no negotiated remote track with mid {item.get('mid')!r}")
         prefs = preferences(item.get("simulcast")) if "simulcast" in item else None
-        track = self._find_track(session, item)
+        track = self._find_track(session, item, now)
         leg = transceiver.leg
         if leg is None:  # every pull has its leg
             raise ItemError("update_track_error", f"no negotiated remote track with mid {item.get('mid')!r}")
@@ -451,7 +460,7 @@ class Sfu:
             self.switcher.choose(leg, now)
         return {"mid": transceiver.mid, "sessionId": track.session.id, "trackName": track.name}
 
-    def _find_track(self, session: CallSession, item: dict) -> PublishedTrack:
+    def _find_track(self, session: CallSession, item: dict, now: float) -> PublishedTrack:
         for key in ("sessionId", "trackName"):
             if not isinstance(item.get(key), str):
                 raise ItemError("invalid_params", f"{key}: expected a string, found {type(item.get(key)).__name__}")
@@ -459,6 +468,8 @@ class Sfu:
         track = None
         if source_session is not None and source_session.app == session.app and not source_session.closed:
             track = source_session.tracks.get(item["trackName"])
+        elif source_session is None and self.remote is not None:
+            track = self.remote.find(session.app, item["sessionId"], item["trackName"], now)
         if track is None or track.closed:
             raise ItemError("not_found_track_error", "Track not found on remote peer. Make sure the publisher peer "
                                                      "is connected and sending packets for this track")
@@ -529,21 +540,28 @@ class Sfu:
             track = transceiver.track
             track.closed = True
             session.tracks.pop(track.name, None)
+            if self.remote is not None:
+                self.remote.ended(track)
             for stream in track.streams:
                 if stream.ssrc is not None and session.by_ssrc.get(stream.ssrc) is stream:
                     del session.by_ssrc[stream.ssrc]
                 if stream.rtx_ssrc is not None and session.rtx_by_ssrc.get(stream.rtx_ssrc) is stream:
                     del session.rtx_by_ssrc[stream.rtx_ssrc]
             # Its subscribers' legs end too: a BYE tells each subscriber, GET shows them inactive.
-            for leg in list(track.legs):
-                if leg.subscriber.port_session is not None:
-                    self.port.send_rtcp(leg.subscriber.port_session, rtcp.bye(leg.ssrc))
-                self.switcher.detach(leg)
+            self.end_legs(track)
         if transceiver.leg is not None:  # a pull, or what a bidirectional push carried back
             leg = transceiver.leg
             self.switcher.detach(leg)
             if session.legs.pop(leg.ssrc, None) is not None:
                 self._ended_leg_packets += leg.packets
+
+    def end_legs(self, track: PublishedTrack) -> None:
+        """A track has ended: a BYE tells each subscriber (a client, or a box at the end of a trunk),
+        GET shows its pulls inactive."""
+        for leg in list(track.legs):
+            if leg.subscriber.port_session is not None:
+                leg.subscriber.send_rtcp(rtcp.bye(leg.ssrc))
+            self.switcher.detach(leg)
 
     # --- what the API reads -----------------------------------------------------------------------
 
@@ -574,13 +592,17 @@ class Sfu:
         return (track for session in self.sessions.values() for track in session.tracks.values())
 
     def send_reports(self, now: float) -> None:
-        self.reports.send_reports(self.tracks(), self.legs(), now)
+        tracks, legs = self.tracks(), self.legs()
+        if self.remote is not None:
+            tracks, legs = chain(tracks, self.remote.tracks()), chain(legs, self.remote.legs())
+        self.reports.send_reports(tracks, legs, now)
 
     def send_transport_feedback(self, now: float) -> None:
         self.reports.send_transport_feedback(self.sessions.values(), now)
 
     def adapt(self, now: float) -> None:
-        self.switcher.adapt(self.tracks(), now)
+        tracks = self.tracks()
+        self.switcher.adapt(chain(tracks, self.remote.tracks()) if self.remote is not None else tracks, now)
 
     def forwarded_packets(self) -> int:
         return self._ended_leg_packets + sum(leg.packets for leg in self.legs())
@@ -600,6 +622,8 @@ class Sfu:
                     if now - last > IDLE_TIMEOUT:
                         log.info("track without media; closed", session=session.id, track=track.name)
                         self._stop(session, transceiver)
+        if self.remote is not None:
+            self.remote.sweep(now)
 
     # --- helpers ------------------------------------------------------------------------------------
 

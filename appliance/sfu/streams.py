@@ -39,6 +39,16 @@ class Stream:
         self._octets_prior = 0
         self._rate_at: float | None = None
 
+    def restart(self) -> None:
+        """The stream's source changed (a trunk re-attached elsewhere in its tree): its sequence
+        numbers start over, so what the box cached and counted missing is forgotten."""
+        if self.cache is not None:
+            self.cache = RetransmissionCache.for_kind(self.track.kind)
+        if self.losses is not None:
+            self.losses = LossTracker()
+        for leg in self.legs:
+            leg.rebase = True
+
     def active(self, now: float, within: float = 1.0) -> bool:
         return self.last_packet is not None and now - self.last_packet <= within
 

@@ -3,8 +3,8 @@ per-packet path of its media: from its upstream, through its streams' repair and
 leg that forwards it.
 
 A track's *upstream* is where its packets come from and where its feedback goes (keyframe requests,
-NACKs, receiver reports): the publishing session's PeerConnection today; a trunk from another box
-(the cascading issue) implements the same Upstream and feeds the track through `receive`.
+NACKs, receiver reports): the publishing session's PeerConnection, or a trunk from another box
+(appliance.cluster), which feeds the track through `receive` the same way.
 """
 from __future__ import annotations
 
@@ -20,11 +20,20 @@ from .streams import PACKET_OVERHEAD, Stream
 
 if TYPE_CHECKING:  # they act on tracks' streams and import this module
     from .repair import Repair
-    from .session import CallSession
     from .switching import LayerSwitcher
 
 # At most one keyframe request per stream in this many seconds (aggregated PLI).
 KEYFRAME_INTERVAL = 0.3
+
+
+class Publisher(Protocol):
+    """Whose track it is in the Calls API: a session of this box (a CallSession), or of another."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def app(self) -> str: ...
 
 
 class Upstream(Protocol):
@@ -55,7 +64,7 @@ class MediaPlane(Protocol):
 
 @dataclass(eq=False)
 class PublishedTrack:
-    session: CallSession  # whose track it is in the Calls API: (session.id, name) finds it
+    session: Publisher  # (session.id, name) finds it
     upstream: Upstream
     plane: MediaPlane
     name: str

@@ -33,6 +33,7 @@ router_id = "192.0.2.10"
 
 [cluster]
 nats = ["nats://192.0.2.20:4222"]
+secret = "a-cluster-secret-of-some-length"
 """
 
 

@@ -60,6 +60,7 @@ GOOD = textwrap.dedent(
 
     [cluster]
     nats = ["nats://192.0.2.130:4222"]
+    secret = "a-cluster-secret-of-some-length"
     """
 )
 
@@ -384,3 +385,22 @@ def test_turn_issuer_quotas_and_stream_limits_parse():
     ).turn
     assert (turn.rest_quota, turn.issuer_reserve, turn.stream_idle_timeout, turn.keys[0].quota) == (100, 0.0, 2.5, 500)
     assert parse_config("", "box.toml").turn.keys == ()
+
+
+def test_a_cluster_needs_nats_urls_and_a_secret_long_enough():
+    assert problems(
+        """\
+        [cluster]
+        nats = ["nats://192.0.2.20:4222", "http://192.0.2.21:4222"]
+        """
+    ) == [
+        "box.toml:2: cluster.nats: a cluster needs [cluster] secret: it seals the store and authenticates trunks",
+        "box.toml:2: cluster.nats[1]: expected a nats:// or tls:// URL, found 'http://192.0.2.21:4222'",
+    ]
+    assert problems('[cluster]\ntrunk_fanout = 0\n') == [
+        "box.toml:2: cluster.trunk_fanout: expected a positive integer, found 0"]
+    assert problems('[cluster]\nsecret = "short"\n') == [
+        "box.toml:2: cluster.secret: expected at least 16 characters (a random string shared by every box)"]
+    config = parse_config('[cluster]\nnats = ["tls://192.0.2.20:4222"]\nsecret = "0123456789abcdef"\n'
+                          'trunk = "192.0.2.129:3480"\n', "box.toml")
+    assert config.cluster.trunk_fanout == 8 and str(config.cluster.trunk) == "192.0.2.129:3480"

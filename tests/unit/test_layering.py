@@ -1,5 +1,6 @@
-"""Who may import whom: the media plane nothing of TURN, config nothing of netconfig, and the shared
-plumbing no capability, so that each can be read, tested and moved without the others."""
+"""Who may import whom: the media plane nothing of TURN or of the cluster (which builds on it through
+sfu/remote.py), config nothing of netconfig, and the shared plumbing no capability, so that each can
+be read, tested and moved without the others."""
 from __future__ import annotations
 
 import ast
@@ -12,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # (the packages, what none of their modules may import)
 RULES = [
-    (("appliance.rtc", "appliance.sfu"), ("appliance.turn",)),
+    (("appliance.rtc", "appliance.sfu"), ("appliance.turn", "appliance.cluster")),
     (("appliance.config",), ("netconfig",)),
     (("appliance.plumbing",), ("appliance.api", "appliance.config", "appliance.rtc", "appliance.sfu",
                               "appliance.turn", "netconfig")),

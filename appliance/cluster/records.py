@@ -1,0 +1,59 @@
+"""What the store holds about sessions and tracks, so that any box can find them: JSON, one entry per
+session (key: its id) and per published track (key: `<sessionId>.<trackName>` made a store key)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from ..sfu import extensions
+from ..sfu.codecs import Codec
+from ..sfu.tracks import PublishedTrack
+from .store import key
+
+
+def track_key(session_id: str, name: str) -> str:
+    return key(f"{session_id}.{name}")
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    app: str
+    owner: str  # the node that holds it
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> SessionRecord:
+        return cls(**json.loads(data))
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    """What a box needs to subscribe its clients to a track published elsewhere: the codecs and
+    layers to offer them, and the root of the track's tree (the publisher's box)."""
+
+    app: str
+    session: str
+    name: str
+    kind: str
+    owner: str
+    codecs: list[dict] = field(default_factory=list)
+    extensions: dict[str, int] = field(default_factory=dict)  # the forwarded ones, as trunks carry them
+    rids: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, track: PublishedTrack, owner: str) -> TrackRecord:
+        forwarded = {uri: i for uri, i in track.extensions.items() if uri in extensions.FORWARDED[track.kind]}
+        return cls(track.session.app, track.session.id, track.name, track.kind, owner,
+                   [asdict(codec) for codec in track.codecs], forwarded, list(track.rids))
+
+    def codec_list(self) -> list[Codec]:
+        return [Codec(**raw) for raw in self.codecs]
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> TrackRecord:
+        return cls(**json.loads(data))

@@ -1,0 +1,328 @@
+"""The cluster as the runner hosts it (service "cluster"), its only asyncio part: the store (in the
+process for a single box, NATS when `[cluster] nats` is set), this box's heartbeat, the watches that
+keep membership and the tracks directory fresh, the trunk socket, and requests between boxes.
+
+Writes to the store go through one queue, in order, so a track's record is never deleted before it
+was written; the API waits for the queue (`settled`) before it answers, so what it announces (a
+session, a track) can be found on every box once the client hears of it.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import socket
+from collections.abc import Callable
+
+from ..logs import get_logger
+from ..plumbing.udp import READ_BATCH, RECV_SIZE, udp_socket
+from ..service import StartError
+from .memory import MemoryStore
+from .nodes import Membership, NodeRecord
+from .records import SessionRecord, TrackRecord, track_key
+from .seal import Sealer, Unsealed
+from .store import NODES, SESSIONS, TRACKS, Bucket, Store, StoreUnavailable, key
+from .trunk_port import TrunkPort
+from .trunks import Trunks
+
+log = get_logger("cluster")
+
+TRUNK_PORT = 3480
+REQUEST_TIMEOUT = 1.0
+WRITE_RETRIES = 5
+
+
+class ClusterService:
+    name = "cluster"
+
+    def __init__(self, box, store: Store | None = None) -> None:
+        self.box = box
+        config = box.config
+        self.config = config.cluster
+        self.me = config.node.id
+        # A single box seals with a secret of its own: nothing outside the process reads its store.
+        self.secret = self.config.secret or secrets.token_hex(32)
+        self.sealer = Sealer(self.secret, "requests")
+        self._given_store = store
+        self.store: Store | None = None
+        self.membership = Membership(self.me, self.config.heartbeat)
+        self.sessions: dict[str, SessionRecord] = {}
+        sfu_service = box.service("sfu")
+        self.sfu = getattr(sfu_service, "sfu", None)
+        self.port = TrunkPort(self.me, secrets.token_hex(8), self.secret)
+        # Trunks carry tracks between SFUs: a box without one (TURN only) has none.
+        self.trunks: Trunks | None = None
+        if self.sfu is not None:
+            self.trunks = Trunks(self.me, self.port, self.sfu, self.membership, self.config.trunk_fanout,
+                                 self._ask, self._write)
+            self.port.handler = self.trunks
+            self.sfu.remote = self.trunks
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sock: socket.socket | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._writes: asyncio.Queue[tuple[Bucket, str, bytes | None]] = asyncio.Queue()
+        self._pending_writes = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self.trunk_address: tuple[str, int] | None = None
+        self.failures = 0  # store operations that failed after their retries
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.store = self._given_store or await self._connect()
+        await self.store.serve(f"edgecall.{self.me}.trunk", self._answer)
+        if self.trunks is not None:
+            await self._open_trunks()
+        await self._heartbeat()
+        self._tasks = [asyncio.create_task(job()) for job in (self._beat, self._watch_nodes, self._watch_tracks,
+                                                               self._watch_sessions, self._writer)]
+
+    async def _open_trunks(self) -> None:
+        assert self.store is not None and self._loop is not None
+        trunk = self._trunk_endpoint()
+        try:
+            self._sock = udp_socket(*trunk)
+        except OSError as e:
+            await self.store.close()
+            raise StartError(f"cannot listen for trunks on {trunk[0]}:{trunk[1]} (cluster.trunk): "
+                             f"{e.strerror or e}") from None
+        self.trunk_address = self._sock.getsockname()[:2]
+        self.port.sink = self._sock
+        self._loop.add_reader(self._sock.fileno(), self._on_readable)
+
+    async def _connect(self) -> Store:
+        if not self.config.nats:
+            return MemoryStore()
+        from .nats_store import NatsStore
+        try:
+            return await NatsStore.connect(list(self.config.nats), self.me, credentials=self.config.nats_credentials,
+                                           ca=self.config.nats_ca)
+        except StoreUnavailable as e:
+            raise StartError(f"cannot reach the cluster store (cluster.nats): {e}") from None
+
+    def _trunk_endpoint(self) -> tuple[str, int]:
+        if self.config.trunk is not None:
+            return str(self.config.trunk.host), self.config.trunk.port
+        backbone = self.box.config.backbone
+        if backbone is not None:
+            return str(backbone.overlay.ip), TRUNK_PORT
+        # A box with no backbone has no other box to trunk with but those of a test on loopback.
+        return "127.0.0.1", 0
+
+    def api_address(self) -> str:
+        """Where other boxes send this box's forwarded API requests."""
+        if self.config.api is not None:
+            return str(self.config.api)
+        listen = self.box.config.api.listen
+        backbone = self.box.config.backbone
+        if backbone is not None:
+            host = backbone.overlay.ip
+            return f"[{host}]:{listen.port}" if host.version == 6 else f"{host}:{listen.port}"
+        return str(listen)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.store is not None:
+            with contextlib.suppress(StoreUnavailable):
+                await asyncio.wait_for(self.store.delete(NODES, key(self.me)), REQUEST_TIMEOUT)
+            if self._given_store is None:
+                await self.store.close()
+        if self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+
+    def health(self) -> str | None:
+        if self.store is None:
+            return "not started"
+        return None
+
+    def urls(self) -> list[str]:
+        where = "NATS " + ", ".join(self.config.nats) if self.config.nats else "single box (store in the process)"
+        trunk = f"{self.trunk_address[0]}:{self.trunk_address[1]}" if self.trunk_address else "none"
+        return [f"Cluster    {where}; trunks udp {trunk}"]
+
+    # --- heartbeat and watches ----------------------------------------------------------------------
+
+    def _record(self) -> NodeRecord:
+        sessions = len(self.sfu.sessions) if self.sfu is not None else 0
+        return NodeRecord(self.me, self.api_address(), self.trunk_address or ("", 0), self.port.epoch, sessions,
+                          self.box.drain.active)
+
+    async def _heartbeat(self) -> None:
+        assert self.store is not None
+        await self.store.put(NODES, key(self.me), self._record().encode())
+
+    async def _beat(self) -> None:
+        assert self._loop is not None
+        while True:
+            await asyncio.sleep(self.config.heartbeat)
+            try:
+                await self._heartbeat()
+            except StoreUnavailable as e:
+                log.warning("heartbeat not written", reason=str(e))
+            now = self._loop.time()
+            for node in self.membership.expire(now):
+                if self.trunks is not None:
+                    self.trunks.node_gone(node, now)
+
+    async def _watch(self, bucket: Bucket, apply: Callable[[str, bytes | None], None]) -> None:
+        """Apply every change of `bucket`, watching again after the store drops the watch."""
+        assert self.store is not None
+        while True:
+            try:
+                async for entry in self.store.watch(bucket):
+                    if entry is not None:
+                        try:
+                            apply(entry.key, entry.value)
+                        except Exception:
+                            log.exception("applying a store change failed", bucket=bucket.name, key=entry.key)
+            except StoreUnavailable as e:
+                log.warning("watch lost; watching again", bucket=bucket.name, reason=str(e))
+            await asyncio.sleep(1.0)
+
+    async def _watch_nodes(self) -> None:
+        def apply(node: str, value: bytes | None) -> None:
+            assert self._loop is not None
+            now = self._loop.time()
+            record = self.membership.heard(node, value, now)
+            if record is None and self.trunks is not None:
+                self.trunks.node_gone(node, now)
+        await self._watch(NODES, apply)
+
+    async def _watch_tracks(self) -> None:
+        if self.trunks is not None:
+            await self._watch(TRACKS, self.trunks.track_record)
+
+    async def _watch_sessions(self) -> None:
+        def apply(session_id: str, value: bytes | None) -> None:
+            if value is None:
+                self.sessions.pop(session_id, None)
+                return
+            try:
+                self.sessions[session_id] = SessionRecord.decode(value)
+            except (ValueError, TypeError) as e:
+                log.warning("unreadable session record", key=session_id, reason=str(e))
+        await self._watch(SESSIONS, apply)
+
+    # --- writes, in order -------------------------------------------------------------------------
+
+    def _write(self, bucket: Bucket, entry_key: str, value: bytes | None) -> None:
+        self._pending_writes += 1
+        self._settled.clear()
+        self._writes.put_nowait((bucket, entry_key, value))
+
+    async def _writer(self) -> None:
+        assert self.store is not None
+        while True:
+            bucket, entry_key, value = await self._writes.get()
+            for attempt in range(WRITE_RETRIES):
+                try:
+                    if value is None:
+                        await self.store.delete(bucket, entry_key)
+                    else:
+                        await self.store.put(bucket, entry_key, value)
+                    break
+                except StoreUnavailable as e:
+                    if attempt == WRITE_RETRIES - 1:
+                        self.failures += 1
+                        log.error("store write lost", bucket=bucket.name, key=entry_key, reason=str(e))
+                    else:
+                        await asyncio.sleep(0.2 * 2 ** attempt)
+            self._pending_writes -= 1
+            if not self._pending_writes:
+                self._settled.set()
+
+    async def settled(self, timeout: float = REQUEST_TIMEOUT) -> None:
+        """Wait until what the box wrote so far is in the store (bounded: the API answers anyway)."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), timeout)
+
+    # --- what the API asks --------------------------------------------------------------------------
+
+    async def owner_of(self, session_id: str) -> NodeRecord | None:
+        """The other box that holds `session_id`, when one of the cluster's live boxes does."""
+        record = self.sessions.get(session_id)
+        if record is None and self.store is not None:
+            with contextlib.suppress(StoreUnavailable):
+                entry = await self.store.get(SESSIONS, key(session_id))
+                if entry is not None and entry.value is not None:
+                    record = SessionRecord.decode(entry.value)
+        if record is None or record.owner == self.me:
+            return None
+        return self.membership.get(record.owner)
+
+    async def find_tracks(self, items: list) -> None:
+        """Make sure the tracks a request pulls from other boxes are known here, reading the store
+        for any the watch has not brought yet (a track published a moment ago on another box)."""
+        if self.trunks is None or self.store is None or self.sfu is None:
+            return
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("sessionId"), str):
+                continue
+            if not isinstance(item.get("trackName"), str) or item["sessionId"] in self.sfu.sessions:
+                continue
+            track_id = track_key(item["sessionId"], item["trackName"])
+            if track_id in self.trunks.records or track_id in self.trunks.remote:
+                continue
+            with contextlib.suppress(StoreUnavailable):
+                entry = await self.store.get(TRACKS, track_id)
+                if entry is not None and entry.value is not None:
+                    self.trunks.records[track_id] = TrackRecord.decode(entry.value)
+
+    # --- requests between boxes -------------------------------------------------------------------
+
+    def _ask(self, node: str, message: dict, answered: Callable[[dict | None, float], None]) -> None:
+        subject = f"edgecall.{node}.trunk"
+        task = asyncio.create_task(self._request(subject, message, answered))
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    async def _request(self, subject: str, message: dict, answered: Callable[[dict | None, float], None]) -> None:
+        assert self.store is not None and self._loop is not None
+        reply = None
+        try:
+            data = await self.store.request(subject, self.sealer.seal(json.dumps(message).encode(), subject),
+                                            REQUEST_TIMEOUT)
+            reply = json.loads(self.sealer.open(data, subject + " reply"))
+        except (StoreUnavailable, Unsealed, ValueError) as e:
+            log.warning("no answer from a box", subject=subject, reason=str(e))
+        answered(reply if isinstance(reply, dict) else None, self._loop.time())
+
+    async def _answer(self, data: bytes) -> bytes:
+        assert self._loop is not None
+        subject = f"edgecall.{self.me}.trunk"
+        try:
+            request = json.loads(self.sealer.open(data, subject))
+        except (Unsealed, ValueError) as e:
+            log.warning("refused a request", reason=str(e))
+            reply: dict = {"error": "not sealed with this cluster's secret"}
+        else:
+            reply = self.trunks.handle(request, self._loop.time()) if self.trunks is not None else {"error": "no SFU"}
+        return self.sealer.seal(json.dumps(reply).encode(), subject + " reply")
+
+    # --- the trunk socket -------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        sock, loop = self._sock, self._loop
+        if sock is None or loop is None:
+            return
+        received = self.port.datagram_received
+        now = loop.time()
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = sock.recvfrom(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue
+            received(data, addr, now)
+

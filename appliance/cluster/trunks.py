@@ -1,0 +1,402 @@
+"""Cascading trees per track: one copy of a track per receiving box, fanned out there.
+
+A box whose client pulls a track published on another box makes a *remote track*: a PublishedTrack
+like any other (its subscribers' legs, cache, loss tracking and reports are the SFU's own), whose
+upstream is a trunk. It asks the track's root (the publisher's box, from the tracks bucket) to send
+it the track's layers on SSRCs it chose. A box that already sends the track to `fanout` boxes
+answers with a redirect to one of them instead, so the tree deepens rather than widening at the
+root; any box that receives a track can serve it onward, since trunk legs attach to remote tracks
+as they do to local ones.
+
+Repair is per hop: each box caches what its trunk brings and answers its own subscribers' NACKs;
+its losses are NACKed to its parent once; keyframe requests aggregate per stream at each box
+(tracks.KEYFRAME_INTERVAL); each hop reports receiving statistics to its parent.
+
+When a parent box dies, its children re-attach at the root (which may redirect them again) and
+restart their streams, asking for a keyframe. When the root dies or the track ends, the remote
+track ends: its subscribers see what they see on one box (a BYE, the pull inactive).
+
+Sans-I/O: requests to other boxes go out through `ask` (the shell sends them and calls back with
+the answer), store writes through `write`; `now` is passed in.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..logs import get_logger
+from ..sfu import extensions, rtcp
+from ..sfu.forward import Leg
+from ..sfu.leg_feedback import from_receiver
+from ..sfu.repair import Repair
+from ..sfu.session import CallSession
+from ..sfu.switching import LayerSwitcher
+from ..sfu.tracks import IngestCounters, PublishedTrack
+from .nodes import Membership
+from .records import SessionRecord, TrackRecord, track_key
+from .store import SESSIONS, TRACKS, Bucket
+from .trunk_port import TrunkPeer, TrunkPort
+
+log = get_logger("cluster")
+
+# A remote track no subscriber has needed for this long is let go (its trunk torn down).
+GRACE = 10.0
+# An unanswered subscription is asked again after this long.
+RETRY = 2.0
+
+Ask = Callable[[str, dict, Callable[[dict | None, float], None]], None]
+Write = Callable[[Bucket, str, bytes | None], None]
+
+
+class Plane(Protocol):
+    """The parts of the SFU trunks act with (appliance.sfu.sfu.Sfu)."""
+
+    sessions: dict[str, CallSession]
+    repair: Repair
+    switcher: LayerSwitcher
+    ingest: IngestCounters
+    retransmissions: bool
+
+    def end_legs(self, track: PublishedTrack) -> None: ...
+
+
+@dataclass(frozen=True)
+class RemoteSession:
+    """The publisher of a remote track, as the Calls API names it."""
+
+    id: str
+    app: str
+
+
+class TrunkDownstream:
+    """Another box as the receiver of a leg (forward.Downstream): no transport-wide feedback, no
+    estimate (the backbone is provisioned), reports over the trunk."""
+
+    __slots__ = ("port", "peer")
+
+    def __init__(self, port: TrunkPort, peer: TrunkPeer) -> None:
+        self.port = port
+        self.peer = peer
+
+    @property
+    def port_session(self) -> TrunkPeer:
+        return self.peer
+
+    @property
+    def transport_out(self) -> None:
+        return None
+
+    def bandwidth(self) -> float | None:
+        return None
+
+    def send_rtcp(self, packet: bytes) -> bool:
+        return self.port.send_rtcp(self.peer, packet)
+
+
+class RemoteTrack:
+    """A track of another box that this box receives: the PublishedTrack its subscribers take, the
+    parent it comes from (the root, or a box the root redirected to) and the SSRC this box chose
+    for each layer. It is the track's Upstream: feedback goes to the parent over the trunk."""
+
+    def __init__(self, record: TrackRecord, port: TrunkPort, plane: Plane, parent: TrunkPeer, now: float) -> None:
+        self.record = record
+        self.port = port
+        self.parent = parent
+        self.rtcp_ssrc = random.getrandbits(32)
+        self.confirmed = False  # the parent accepted the subscription
+        self.asked_at = now
+        self.idle_since: float | None = now  # no leg takes it yet
+        self.track = PublishedTrack(
+            RemoteSession(record.session, record.app), self, plane, record.name, "", record.kind,
+            record.codec_list(), [] if record.rids else [_new_ssrc()], extensions=dict(record.extensions),
+            rids=list(record.rids), retransmissions=plane.retransmissions)
+        for stream in self.track.streams:
+            if stream.ssrc is None:
+                stream.ssrc = _new_ssrc()
+        self.attach(parent)
+
+    @property
+    def layers(self) -> dict[str, int]:
+        """What to ask the parent for: each layer's RID ("" for a track of one stream) and SSRC."""
+        return {stream.rid or "": stream.ssrc for stream in self.track.streams if stream.ssrc is not None}
+
+    def attach(self, parent: TrunkPeer) -> None:
+        self.parent.streams = {s: st for s, st in self.parent.streams.items() if st.track is not self.track}
+        self.parent = parent
+        for stream in self.track.streams:
+            if stream.ssrc is not None:
+                parent.streams[stream.ssrc] = stream
+
+    def detach(self) -> None:
+        for stream in self.track.streams:
+            if stream.ssrc is not None and self.parent.streams.get(stream.ssrc) is stream:
+                del self.parent.streams[stream.ssrc]
+
+    def send_rtcp(self, packet: bytes) -> bool:
+        return self.port.send_rtcp(self.parent, packet)
+
+
+def _new_ssrc() -> int:
+    return random.getrandbits(32) or 1
+
+
+class Trunks:
+    """The cluster's side of the SFU (sfu.remote.Remote) and the trunk port's handler."""
+
+    def __init__(self, me: str, port: TrunkPort, plane: Plane, membership: Membership, fanout: int,
+                 ask: Ask, write: Write) -> None:
+        self.me = me
+        self.port = port
+        self.plane = plane
+        self.membership = membership
+        self.fanout = fanout
+        self.ask = ask
+        self.write = write
+        self.records: dict[str, TrackRecord] = {}  # the tracks bucket, as the watch keeps it
+        self.remote: dict[str, RemoteTrack] = {}  # by track key
+        # Who receives each track this box sends onward: node -> its legs (one per layer).
+        self.children: dict[PublishedTrack, dict[str, list[Leg]]] = {}
+        self._redirects = 0
+        self.unknown_ssrc = 0
+
+    # --- the SFU's seam ---------------------------------------------------------------------------
+
+    def find(self, app: str, session_id: str, name: str, now: float) -> PublishedTrack | None:
+        track_id = track_key(session_id, name)
+        remote = self.remote.get(track_id)
+        if remote is not None and not remote.track.closed:
+            return remote.track if remote.record.app == app else None
+        record = self.records.get(track_id)
+        if record is None or record.app != app or record.owner == self.me:
+            return None
+        parent = self._peer(record.owner)
+        if parent is None:
+            return None
+        remote = self.remote[track_id] = RemoteTrack(record, self.port, self.plane, parent, now)
+        log.info("pulling a remote track", session=session_id, track=name, root=record.owner)
+        self._subscribe(track_id, remote, now)
+        return remote.track
+
+    def published(self, track: PublishedTrack) -> None:
+        self.write(TRACKS, track_key(track.session.id, track.name), TrackRecord.of(track, self.me).encode())
+
+    def ended(self, track: PublishedTrack) -> None:
+        self.write(TRACKS, track_key(track.session.id, track.name), None)
+        self._drop_children(track)
+
+    def opened(self, session: CallSession) -> None:
+        self.write(SESSIONS, session.id, SessionRecord(session.app, self.me).encode())
+
+    def closed(self, session: CallSession) -> None:
+        self.write(SESSIONS, session.id, None)
+
+    def tracks(self) -> Iterator[PublishedTrack]:
+        return (remote.track for remote in self.remote.values())
+
+    def legs(self) -> Iterator[Leg]:
+        return (leg for legs in self.children.values() for each in legs.values() for leg in each)
+
+    def sweep(self, now: float) -> None:
+        for track_id, remote in list(self.remote.items()):
+            if remote.track.legs:
+                remote.idle_since = None
+            elif remote.idle_since is None:
+                remote.idle_since = now
+            elif now - remote.idle_since > GRACE:
+                log.info("remote track no longer pulled; trunk released", track=remote.record.name)
+                self._close(track_id, tell_parent=True)
+                continue
+            if not remote.confirmed and now - remote.asked_at > RETRY:
+                self._subscribe(track_id, remote, now)
+
+    # --- the store's watches ----------------------------------------------------------------------
+
+    def track_record(self, track_id: str, data: bytes | None) -> None:
+        """A change in the tracks bucket: a deletion ends the remote track (the publisher left)."""
+        if data is None:
+            self.records.pop(track_id, None)
+            if track_id in self.remote:
+                self._close(track_id, tell_parent=False)
+            return
+        try:
+            self.records[track_id] = TrackRecord.decode(data)
+        except (ValueError, TypeError) as e:
+            log.warning("unreadable track record", key=track_id, reason=str(e))
+
+    def node_gone(self, node: str, now: float) -> None:
+        """A box left the cluster: what it sent this box re-attaches at the root (or ends, when it
+        was the root), and what this box sent it stops."""
+        peer = self.port.forget(node)
+        for track_id, remote in list(self.remote.items()):
+            if remote.parent.node != node:
+                continue
+            root = remote.record.owner
+            new_parent = None if root == node else self._peer(root)
+            if new_parent is None:
+                self._close(track_id, tell_parent=False)
+                continue
+            log.info("parent box gone; re-attaching at the root", track=remote.record.name, parent=node, root=root)
+            self._reattach(track_id, remote, new_parent, now)
+        if peer is not None:
+            for track, legs in self.children.items():
+                for leg in legs.pop(node, []):
+                    self.plane.switcher.detach(leg)
+
+    # --- requests from other boxes ----------------------------------------------------------------
+
+    def handle(self, request: dict, now: float) -> dict:
+        op = request.get("op")
+        if op == "subscribe":
+            return self._serve_subscribe(request, now)
+        if op == "unsubscribe":
+            track = self._track(str(request.get("session")), str(request.get("name")))
+            if track is not None:
+                for leg in self.children.get(track, {}).pop(str(request.get("from")), []):
+                    self._end_leg(leg)
+            return {"ok": True}
+        return {"error": f"unknown op {op!r}"}
+
+    def _serve_subscribe(self, request: dict, now: float) -> dict:
+        node = request.get("from")
+        layers = request.get("layers")
+        track = self._track(str(request.get("session")), str(request.get("name")))
+        if track is None or track.closed:
+            return {"error": "not_found"}
+        if not isinstance(node, str) or node == self.me or not isinstance(layers, dict):
+            return {"error": "bad request"}
+        peer = self._peer(node)
+        if peer is None:
+            return {"error": f"node {node} is not a member of the cluster"}
+        children = self.children.setdefault(track, {})
+        if node not in children and len(children) >= self.fanout:
+            ranked = sorted(children)
+            self._redirects += 1
+            return {"redirect": ranked[self._redirects % len(ranked)]}
+        for leg in children.pop(node, []):
+            self._end_leg(leg)
+        legs = []
+        pt_map = {codec.pt: codec.pt for codec in track.codecs}
+        forwarded = {uri: i for uri, i in track.extensions.items() if uri in extensions.FORWARDED[track.kind]}
+        for rid, ssrc in layers.items():
+            if not isinstance(ssrc, int) or not isinstance(rid, str) or (rid and track.stream(rid) is None):
+                continue
+            leg = Leg(self.port.send_rtp, ssrc, pt_map, "", TrunkDownstream(self.port, peer))
+            leg.source = track
+            leg.set_extensions(extensions.id_map(track.extensions, forwarded))
+            if rid:
+                leg.preferences = {"preferredRid": rid, "ridNotAvailable": "none"}
+            peer.legs[ssrc] = leg
+            self.plane.switcher.attach(leg, now)
+            legs.append(leg)
+        track.reads_extensions = track.reads_extensions or bool(forwarded)
+        children[node] = legs
+        return {"ok": True}
+
+    # --- the trunk port's handler: the hot path first ---------------------------------------------
+
+    def rtp(self, peer: TrunkPeer, packet: bytes, now: float) -> None:
+        stream = peer.streams.get(int.from_bytes(packet[8:12], "big"))
+        if stream is None:
+            self.unknown_ssrc += 1
+            return
+        stream.track.receive(stream, packet, now)
+
+    def rtcp(self, peer: TrunkPeer, packet: bytes, now: float) -> None:
+        for ssrc, ntp_middle in rtcp.sender_reports(packet):
+            stream = peer.streams.get(ssrc)
+            if stream is not None:
+                stream.stats.sr_ntp_middle, stream.stats.sr_at = ntp_middle, now
+        for ssrc in rtcp.byes(packet):
+            stream = peer.streams.get(ssrc)
+            if stream is not None:
+                self._close(track_key(stream.track.session.id, stream.track.name), tell_parent=False)
+        from_receiver(packet, peer.legs, self.plane.repair, now)
+
+    # --- helpers ------------------------------------------------------------------------------------
+
+    def _peer(self, node: str) -> TrunkPeer | None:
+        record = self.membership.get(node)
+        if record is None:
+            return None
+        return self.port.peer(node, record.epoch, record.trunk)
+
+    def _track(self, session_id: str, name: str) -> PublishedTrack | None:
+        """A track this box can send onward: its own, or one it receives."""
+        session = self.plane.sessions.get(session_id)
+        if session is not None:
+            return session.tracks.get(name)
+        remote = self.remote.get(track_key(session_id, name))
+        return remote.track if remote is not None and not remote.track.closed else None
+
+    def _subscribe(self, track_id: str, remote: RemoteTrack, now: float) -> None:
+        remote.asked_at = now
+        remote.confirmed = False
+        parent = remote.parent
+        message = {"op": "subscribe", "from": self.me, "session": remote.record.session, "name": remote.record.name,
+                   "layers": remote.layers}
+
+        def answered(reply: dict | None, at: float) -> None:
+            if self.remote.get(track_id) is not remote or remote.parent is not parent:
+                return  # closed or re-attached since
+            if reply is None:
+                return  # asked again on the next sweep
+            if reply.get("ok"):
+                remote.confirmed = True
+                return
+            target = reply.get("redirect")
+            peer = self._peer(target) if isinstance(target, str) and target != self.me else None
+            if peer is not None:
+                remote.attach(peer)
+                self._subscribe(track_id, remote, at)
+                return
+            log.info("remote track refused", track=remote.record.name, parent=parent.node, reason=reply.get("error"))
+            self._close(track_id, tell_parent=False)
+
+        self.ask(parent.node, message, answered)
+
+    def _reattach(self, track_id: str, remote: RemoteTrack, parent: TrunkPeer, now: float) -> None:
+        remote.attach(parent)
+        for stream in remote.track.streams:
+            stream.restart()
+        for leg in remote.track.legs:
+            self.plane.repair.keyframe_for(leg, now)
+        self._subscribe(track_id, remote, now)
+
+    def _close(self, track_id: str, tell_parent: bool) -> None:
+        remote = self.remote.pop(track_id, None)
+        if remote is None:
+            return
+        track = remote.track
+        track.closed = True
+        self._drop_children(track)
+        self.plane.end_legs(track)
+        remote.detach()
+        if tell_parent and self.membership.alive(remote.parent.node):
+            message = {"op": "unsubscribe", "from": self.me, "session": remote.record.session,
+                       "name": remote.record.name}
+            self.ask(remote.parent.node, message, lambda reply, at: None)
+
+    def _drop_children(self, track: PublishedTrack) -> None:
+        """Forget who receives `track` from this box (its legs end with the track)."""
+        for legs in self.children.pop(track, {}).values():
+            for leg in legs:
+                peer = leg.subscriber.port_session
+                if isinstance(peer, TrunkPeer) and peer.legs.get(leg.ssrc) is leg:
+                    del peer.legs[leg.ssrc]
+
+    def _end_leg(self, leg: Leg) -> None:
+        self.plane.switcher.detach(leg)
+        peer = leg.subscriber.port_session
+        if isinstance(peer, TrunkPeer) and peer.legs.get(leg.ssrc) is leg:
+            del peer.legs[leg.ssrc]
+
+    def describe(self) -> dict[str, Any]:
+        """For status and /healthz: what this box receives and sends over trunks."""
+        return {
+            "receiving": [{"session": r.record.session, "track": r.record.name, "from": r.parent.node,
+                           "legs": len(r.track.legs)} for r in self.remote.values()],
+            "sending": [{"session": t.session.id, "track": t.name, "to": sorted(c)} for t, c in self.children.items()
+                        if c],
+        }

@@ -1,0 +1,36 @@
+"""The SFU's seam toward the rest of a cluster (appliance.cluster implements it): tracks published on
+other boxes, found by (sessionId, trackName) and received over a trunk; what this box publishes and
+which sessions it holds, told so that other boxes can find them; the legs it sends other boxes.
+A box with no cluster part leaves `Sfu.remote` None: an island."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .forward import Leg
+    from .session import CallSession
+    from .tracks import PublishedTrack
+
+
+class Remote(Protocol):
+    def find(self, app: str, session_id: str, name: str, now: float) -> PublishedTrack | None:
+        """A track of `app` published on another box, ready to take legs (its trunk is asked for
+        if this box does not receive it yet), or None when no box of the cluster publishes it."""
+
+    def published(self, track: PublishedTrack) -> None: ...
+
+    def ended(self, track: PublishedTrack) -> None: ...
+
+    def opened(self, session: CallSession) -> None: ...
+
+    def closed(self, session: CallSession) -> None: ...
+
+    def tracks(self) -> Iterable[PublishedTrack]:
+        """The remote tracks this box receives (their streams are reported on and measured)."""
+
+    def legs(self) -> Iterable[Leg]:
+        """The legs this box sends other boxes."""
+
+    def sweep(self, now: float) -> None:
+        """Let go of trunks no subscriber needs any more."""

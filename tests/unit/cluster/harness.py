@@ -1,0 +1,125 @@
+"""Several boxes of a cluster in memory: each an Sfu of the SFU lab (tests/unit/sfu/harness.py)
+with its Trunks and a real TrunkPort (real SRTP on the trunk), joined by an in-memory backbone that
+carries datagrams between trunk ports when `pump` runs, and a stand-in for the store: each box's
+writes reach every box's tracks directory at once, as the watch delivers them, and requests between
+boxes are answered on `pump`. The boxes share one clock.
+
+    cluster = Cluster("a", "b")
+    a, b = cluster["a"], cluster["b"]
+    pub, sub = a.endpoint("pub"), b.endpoint("sub")
+    pub.push(video("cam"))
+    sub.pull(pub, "cam")                   # b asks a for a trunk
+    cluster.pump()
+    pub.sender("cam").send(key=True)
+    cluster.pump()                         # a -> b over the trunk, b -> sub
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from appliance.cluster.nodes import Membership, NodeRecord
+from appliance.cluster.store import TRACKS, Bucket
+from appliance.cluster.trunk_port import TrunkPort
+from appliance.cluster.trunks import Trunks
+
+from ..sfu.harness import Endpoint, Lab
+
+SECRET = "the cluster secret of the lab"
+
+
+class Wire:
+    """A trunk port's socket on the lab's backbone: what it sends waits for `pump`."""
+
+    def __init__(self, cluster: Cluster, addr: tuple[str, int]) -> None:
+        self.cluster = cluster
+        self.addr = addr
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.cluster.in_flight.append((self.addr, addr, data))
+
+
+class Box:
+    def __init__(self, cluster: Cluster, name: str, number: int, fanout: int) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.lab = Lab(now=cluster.now)
+        self.addr = (f"192.0.2.{number + 1}", 3480)
+        self.record = NodeRecord(name, f"192.0.2.{number + 1}:8080", self.addr, epoch=f"epoch-{name}")
+        self.membership = Membership(name, heartbeat=1.0)
+        self.port = TrunkPort(name, self.record.epoch, SECRET)
+        self.port.sink = Wire(cluster, self.addr)
+        self.writes: list[tuple[str, str, bytes | None]] = []
+        self.trunks = Trunks(name, self.port, self.lab.sfu, self.membership, fanout, self.ask, self.write)
+        self.port.handler = self.trunks
+        self.lab.sfu.remote = self.trunks
+        self.alive = True
+
+    def endpoint(self, name: str, **options: Any) -> Endpoint:
+        return self.lab.endpoint(name, **options)
+
+    def ask(self, node: str, message: dict, answered: Callable[[dict | None, float], None]) -> None:
+        self.cluster.requests.append((node, message, answered))
+
+    def write(self, bucket: Bucket, key: str, value: bytes | None) -> None:
+        self.writes.append((bucket.name, key, value))
+        if bucket is TRACKS:
+            for box in self.cluster.boxes.values():
+                if box.alive:
+                    box.trunks.track_record(key, value)
+
+    @property
+    def sent_on_trunks(self) -> int:
+        return sum(peer.counters.packets_out for peer in self.port.peers.values())
+
+
+class Cluster:
+    def __init__(self, *names: str, fanout: int = 8) -> None:
+        self.now = 0.0
+        self.in_flight: list[tuple[tuple[str, int], tuple[str, int], bytes]] = []
+        self.requests: list[tuple[str, dict, Callable[[dict | None, float], None]]] = []
+        self.boxes = {name: Box(self, name, i, fanout) for i, name in enumerate(names)}
+        for box in self.boxes.values():
+            for other in self.boxes.values():
+                box.membership.heard(other.name, other.record.encode(), self.now)
+        # Datagrams to drop on their way, by a test: a predicate on (from box, to box, datagram).
+        self.lose: Callable[[str, str, bytes], bool] = lambda src, dst, data: False
+
+    def __getitem__(self, name: str) -> Box:
+        return self.boxes[name]
+
+    def _box_at(self, addr: tuple[str, int]) -> Box | None:
+        return next((b for b in self.boxes.values() if b.addr == addr and b.alive), None)
+
+    def pump(self, rounds: int = 50) -> None:
+        """Deliver requests and datagrams until none are left (bounded)."""
+        for _ in range(rounds):
+            if not self.in_flight and not self.requests:
+                return
+            requests, self.requests = self.requests, []
+            for node, message, answered in requests:
+                target = self.boxes.get(node)
+                reply = target.trunks.handle(message, self.now) if target is not None and target.alive else None
+                answered(reply, self.now)
+            datagrams, self.in_flight = self.in_flight, []
+            for src, dst, data in datagrams:
+                sender, receiver = self._box_at(src), self._box_at(dst)
+                if receiver is None or self.lose(sender.name if sender else "?", receiver.name, data):
+                    continue
+                receiver.port.datagram_received(data, src, self.now)
+        raise AssertionError("the lab's backbone did not settle")
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        for box in self.boxes.values():
+            box.lab.at(self.now)
+        return self.now
+
+    def kill(self, name: str) -> None:
+        """A box dies: the others hear that it is gone (its heartbeats stopped)."""
+        dead = self.boxes[name]
+        dead.alive = False
+        for box in self.boxes.values():
+            if box.alive:
+                box.membership.heard(name, None, self.now)
+                box.trunks.node_gone(name, self.now)

@@ -1,0 +1,239 @@
+"""Cascading trees per track (appliance/cluster/trunks.py) between boxes of an in-memory cluster with
+real SRTP on the trunks: one copy per (track, box), repair per hop, keyframes aggregated per hop, the
+tree deepening past the fan-out and repairing itself when a box dies, and the track's end reaching
+every box."""
+from __future__ import annotations
+
+from appliance.cluster.trunk_port import TrunkPort
+from appliance.cluster.trunks import GRACE
+
+from ..sfu.harness import audio, label, labels, video
+from .harness import SECRET, Cluster
+
+
+def published(cluster: Cluster, box: str = "a", name: str = "cam", rids=()):
+    pub = cluster[box].endpoint("pub")
+    pub.push(video(name, rids=rids))
+    pub.connect()
+    return pub
+
+
+def subscribed(cluster: Cluster, box: str, pub, name: str = "cam", who: str = "sub", simulcast=None):
+    sub = cluster[box].endpoint(who)
+    results = sub.pull(pub, name, simulcast=simulcast)
+    assert "errorCode" not in results[0], results
+    sub.connect()
+    cluster.pump()
+    return sub, results[0]["mid"]
+
+
+def test_a_track_published_on_one_box_reaches_subscribers_on_another_as_one_copy():
+    cluster = Cluster("a", "b")
+    pub = published(cluster)
+    subs = [subscribed(cluster, "b", pub, who=f"sub{i}") for i in range(3)]
+    cam = pub.sender("cam")
+    for frame in range(5):
+        cam.send(key=frame == 0)
+        cluster.pump()
+    for sub, mid in subs:
+        assert labels(sub.media(mid)) == [f"{n}.{p}" for n in range(5) for p in (0, 1)]
+    # One copy crossed the backbone for three subscribers (and keyframe requests went upstream once).
+    assert cluster["a"].sent_on_trunks == 10
+    assert cluster["b"].trunks.describe()["receiving"] == [
+        {"session": pub.id, "track": "cam", "from": "a", "legs": 3}]
+    assert cluster["a"].trunks.describe()["sending"] == [{"session": pub.id, "track": "cam", "to": ["b"]}]
+
+
+def test_a_track_no_box_publishes_is_not_found_and_another_apps_track_is_not_seen():
+    cluster = Cluster("a", "b")
+    pub = published(cluster)
+    stranger = cluster["b"].endpoint("stranger", app="other-app")
+    assert stranger.pull(pub, "cam")[0]["errorCode"] == "not_found_track_error"
+    sub = cluster["b"].endpoint("sub")
+    assert sub.pull(pub, "nothing")[0]["errorCode"] == "not_found_track_error"
+
+
+def test_a_subscribers_nack_is_answered_by_its_own_box():
+    cluster = Cluster("a", "b")
+    pub = published(cluster)
+    sub, mid = subscribed(cluster, "b", pub)
+    cam = pub.sender("cam")
+    cam.send(key=True)
+    cluster.pump()
+    first = sub.media(mid)[0]
+    sub.nack(mid, [first.sequence_number])
+    cluster.pump()
+    assert [label(p) for p in sub.rtx(mid)] == ["0.0"]
+    assert cluster["b"].lab.sfu.repair.counters.retransmitted == 1
+    assert cluster["a"].lab.sfu.repair.counters.nacked_by_subscribers == 0
+    assert pub.nacks() == []
+
+
+def test_a_loss_on_the_trunk_is_nacked_once_by_the_receiving_box_and_repaired_there():
+    cluster = Cluster("a", "b")
+    pub = published(cluster)
+    sub, mid = subscribed(cluster, "b", pub)
+    cam = pub.sender("cam")
+    cam.send(key=True)
+    cluster.pump()
+    dropped = []
+
+    def lose_one(src: str, dst: str, data: bytes) -> bool:
+        if src == "a" and 127 < data[0] < 192 and not 191 < data[1] < 224 and not dropped:
+            dropped.append(data)
+            return True
+        return False
+
+    cluster.lose = lose_one
+    cam.send()
+    cluster.pump()
+    cluster.lose = lambda src, dst, data: False
+    cam.send()
+    cluster.pump()
+    b, a = cluster["b"].lab.sfu.repair.counters, cluster["a"].lab.sfu.repair.counters
+    assert b.nacked_upstream == 1  # b asked a once for the one packet lost on the trunk
+    assert a.nacked_by_subscribers == 1 and a.retransmitted == 1  # a answered from its cache
+    assert sorted(labels(sub.media(mid))) == ["0.0", "0.1", "1.0", "1.1", "2.0", "2.1"]
+    assert sub.nacks() == [] and pub.nacks() == []  # the subscriber saw no loss; the publisher no NACK
+
+
+def test_keyframe_requests_from_many_subscribers_reach_the_publisher_once_per_interval():
+    cluster = Cluster("a", "b", "c")
+    pub = published(cluster)
+    subs = [subscribed(cluster, box, pub, who=f"{box}{i}") for box in ("b", "c") for i in range(3)]
+    cam = pub.sender("cam")
+    cam.send(key=True)
+    cluster.pump()
+    cluster.advance(1.0)
+    before = len(pub.plis())
+    for sub, mid in subs:
+        sub.pli(mid, now=cluster.now)
+    cluster.pump()
+    assert len(pub.plis()) - before == 1
+
+
+def test_past_the_fanout_the_tree_deepens_and_heals_when_a_middle_box_dies():
+    cluster = Cluster("a", "b", "c", "d", fanout=2)
+    pub = published(cluster)
+    subs = {box: subscribed(cluster, box, pub, who=f"sub-{box}") for box in ("b", "c", "d")}
+    sending = cluster["a"].trunks.describe()["sending"]
+    assert sending[0]["to"] == ["b", "c"]  # the root serves two boxes; d was sent to one of them
+    parent = cluster["d"].trunks.describe()["receiving"][0]["from"]
+    assert parent in ("b", "c")
+    cam = pub.sender("cam")
+    cam.send(key=True)
+    cluster.pump()
+    sub_d, mid_d = subs["d"]
+    assert labels(sub_d.media(mid_d)) == ["0.0", "0.1"]
+    assert cluster["a"].sent_on_trunks == 4  # two boxes, two packets: d's copy came from its parent
+
+    cluster.kill(parent)
+    cluster.pump()
+    # d re-attached at the root (the root now has room) and asked for a keyframe for its subscriber.
+    assert cluster["d"].trunks.describe()["receiving"][0]["from"] == "a"
+    plis = len(pub.plis())
+    assert plis >= 1
+    cam.send(key=True)
+    cluster.pump()
+    assert labels(sub_d.media(mid_d))[-2:] == ["1.0", "1.1"]
+    # The subscriber's sequence numbers go on without a jump across the re-attachment.
+    seqs = [p.sequence_number for p in sub_d.media(mid_d)]
+    assert [(b - a) & 0xFFFF for a, b in zip(seqs, seqs[1:])] == [1, 1, 1]
+
+
+def test_when_the_publisher_leaves_every_box_ends_the_track_for_its_subscribers():
+    cluster = Cluster("a", "b")
+    pub = published(cluster)
+    sub, mid = subscribed(cluster, "b", pub)
+    pub.sender("cam").send(key=True)
+    cluster.pump()
+    pub.leave()
+    cluster.pump()
+    assert sub.ssrc(mid) in sub.byes()
+    assert [t["status"] for t in sub.describe()["tracks"]] == ["inactive"]
+    assert cluster["b"].trunks.describe()["receiving"] == []
+
+
+def test_when_the_root_box_dies_its_tracks_end_on_other_boxes():
+    cluster = Cluster("a", "b")
+    pub = published(cluster)
+    sub, mid = subscribed(cluster, "b", pub)
+    cluster.kill("a")
+    assert sub.ssrc(mid) in sub.byes()
+    assert cluster["b"].trunks.remote == {}
+
+
+def test_a_trunk_nobody_needs_is_released_after_a_grace_period():
+    cluster = Cluster("a", "b")
+    pub = published(cluster)
+    sub, mid = subscribed(cluster, "b", pub)
+    sub.close(mid, force=True)
+    cluster["b"].lab.sweep(cluster.advance(1.0))
+    assert cluster["b"].trunks.remote  # still there: a pull may come back at once
+    cluster["b"].lab.sweep(cluster.advance(GRACE + 1.0))
+    cluster.pump()
+    assert cluster["b"].trunks.remote == {}
+    assert cluster["a"].trunks.describe()["sending"] == []
+    sent = cluster["a"].sent_on_trunks
+    pub.sender("cam").send(key=True)
+    cluster.pump()
+    assert cluster["a"].sent_on_trunks == sent
+
+
+def test_simulcast_layers_travel_on_the_trunk_and_each_box_chooses_per_subscriber():
+    cluster = Cluster("a", "b")
+    pub = published(cluster, rids=("f", "h", "q"))
+    sub, mid = subscribed(cluster, "b", pub, simulcast={"preferredRid": "h"})
+    cam = pub.sender("cam")
+    # The publisher answers every keyframe request at once: each round's frames are keyframes.
+    for _ in range(3):
+        cam.tick(keys=("f", "h", "q"))
+        cluster.pump()
+        cluster["a"].lab.adapt(cluster.advance(0.1))
+        cluster["b"].lab.adapt(cluster.now)
+        cluster.pump()
+    cam.tick(keys=("f", "h", "q"))
+    cluster.pump()
+    got = labels(sub.media(mid))
+    assert got and all(name.startswith("h") for name in got)
+    # Every layer crossed once, whichever one the box's subscribers take.
+    assert {leg.stream.rid for legs in cluster["a"].trunks.children.values() for each in legs.values()
+            for leg in each} == {"f", "h", "q"}
+
+
+def test_audio_levels_cross_the_trunk():
+    cluster = Cluster("a", "b")
+    pub = cluster["a"].endpoint("pub")
+    pub.push(audio("mic"))
+    pub.connect()
+    sub, mid = subscribed(cluster, "b", pub, name="mic")
+    mic = pub.sender("mic")
+    mic.level = 30
+    mic.send()
+    cluster.pump()
+    assert [p.extensions.audio_level for p in sub.media(mid)] == [(True, 30)]
+
+
+def test_trunk_packets_from_strangers_or_under_another_secret_are_dropped():
+    cluster = Cluster("a", "b")
+    pub = published(cluster)
+    sub, mid = subscribed(cluster, "b", pub)
+    b = cluster["b"]
+    impostor = TrunkPort("a", cluster["a"].record.epoch, SECRET + " but not quite")
+    peer = impostor.peer("b", b.record.epoch, b.addr)
+    forged = peer.tx.protect(bytes([0x80, 96, 0, 1]) + bytes(8) + b"payload")
+    b.port.datagram_received(forged, cluster["a"].addr, cluster.now)
+    b.port.datagram_received(forged, ("198.51.100.9", 3480), cluster.now)
+    assert b.port.peers["a"].counters.errors == 1 and b.port.unknown == 1
+    assert sub.media(mid) == []
+
+
+def test_the_store_hears_of_sessions_and_tracks_as_they_come_and_go():
+    cluster = Cluster("a", "b")
+    a = cluster["a"]
+    pub = published(cluster)
+    written = [(bucket, value is not None) for bucket, _, value in a.writes]
+    assert written == [("edgecall-sessions", True), ("edgecall-tracks", True)]
+    pub.leave()
+    written = [(bucket, value is not None) for bucket, _, value in a.writes[2:]]
+    assert written == [("edgecall-tracks", False), ("edgecall-sessions", False)]
