@@ -81,8 +81,12 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
+ENCODED = "b32-"
+
+
 def key(text: str) -> str:
-    """A store key for any text: itself when NATS takes it as it is, else its base32 (no padding)."""
-    if text and all(c.isalnum() and c.isascii() or c in "-_=" for c in text):
+    """A store key for any text: itself when NATS takes it as it is, else its base32 (no padding);
+    text that starts like an encoded key is encoded too, so two texts never share a key."""
+    if text and not text.startswith(ENCODED) and all(c.isalnum() and c.isascii() or c in "-_=" for c in text):
         return text
-    return "b32-" + base64.b32encode(text.encode()).decode().rstrip("=")
+    return ENCODED + base64.b32encode(text.encode()).decode().rstrip("=")

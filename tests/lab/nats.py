@@ -1,0 +1,156 @@
+"""Fixture: real nats-server processes with JetStream on loopback, clustered when there are several,
+stopped and removed whatever happens.
+
+Each server listens on 127.0.0.1 only (clients, routes and monitoring, on free ports), keeps its
+JetStream files below the cluster's own directory, and is ready when its /healthz answers 200: in a
+cluster that means JetStream has a metadata leader, so buckets can be made.
+"""
+from __future__ import annotations
+
+import atexit
+import shutil
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.lab.appliance import free_port
+from tests.lab.netns import wait_for
+
+NATS_SERVER = Path("/usr/sbin/nats-server")
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 5.0
+
+
+def nats_unavailable() -> str | None:
+    """Why no nats-server can run here, or None when it can."""
+    if not NATS_SERVER.exists():
+        return f"{NATS_SERVER} is missing (Debian package nats-server; build.sh setup installs it)"
+    return None
+
+
+@dataclass
+class NatsServer:
+    name: str
+    port: int  # clients
+    route_port: int
+    monitor_port: int
+    dir: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "nats-server.log"
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/healthz", timeout=2.0) as answer:
+                return answer.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+
+class NatsCluster:
+    """`n` nats-servers with JetStream (unless `jetstream` is false), routed to each other when
+    n > 1. `close()` (also run at interpreter exit) stops them and removes their files."""
+
+    def __init__(self, n: int, jetstream: bool = True, name: str = "edgecall-test") -> None:
+        if n < 1:
+            raise ValueError(f"a cluster has at least one server, not {n}")
+        self.dir = Path(tempfile.mkdtemp(prefix="nats-"))
+        self.servers: list[NatsServer] = []
+        atexit.register(self.close)
+        try:
+            self.servers += [
+                NatsServer(f"n{i}", free_port(), free_port(), free_port(), self.dir / f"n{i}") for i in range(n)
+            ]
+            for server in self.servers:
+                self._start(server, name, jetstream)
+            for server in self.servers:
+                wait_for(lambda: self._healthy(server), f"nats-server {server.name} ready", READY_TIMEOUT,
+                         detail=lambda: self._tail(server))
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def urls(self) -> list[str]:
+        """The client URLs of the servers, in order (stopped ones too)."""
+        return [server.url for server in self.servers]
+
+    def _start(self, server: NatsServer, cluster_name: str, jetstream: bool) -> None:
+        server.dir.mkdir()
+        argv = [str(NATS_SERVER), "-n", server.name,
+                "-a", "127.0.0.1", "-p", str(server.port), "-m", str(server.monitor_port)]
+        if jetstream:
+            argv += ["-js", "-sd", str(server.dir / "store")]
+        if len(self.servers) > 1:
+            routes = ",".join(f"nats://127.0.0.1:{other.route_port}" for other in self.servers if other is not server)
+            argv += ["--cluster_name", cluster_name, "--cluster", f"nats://127.0.0.1:{server.route_port}",
+                     "--routes", routes]
+        with open(server.log, "ab") as out:
+            # Its own session: a Ctrl-C at the terminal reaches pytest, whose teardown stops it.
+            server.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                              stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def _healthy(self, server: NatsServer) -> bool:
+        if server.process is None or server.process.poll() is not None:
+            raise AssertionError(f"nats-server {server.name} exited\n{self._tail(server)}")
+        return server.healthy()
+
+    @staticmethod
+    def _tail(server: NatsServer) -> str:
+        try:
+            return "\n".join(server.log.read_text(errors="replace").splitlines()[-20:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, index: int) -> None:
+        """Stop one server (the others keep running): a box whose NATS goes away."""
+        _stop(self.servers[index].process)
+
+    def close(self) -> None:
+        atexit.unregister(self.close)
+        for server in self.servers:
+            _stop(server.process)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _stop(process: subprocess.Popen | None) -> None:
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def nats_servers() -> Iterator[Callable[..., NatsCluster]]:
+    """A factory: `nats_servers(n)` starts a cluster of n servers (its `.urls` are the client
+    URLs; `.stop(i)` stops one), stopped after the test; skips where nats-server is missing.
+    `nats_servers(n, jetstream=False)`: servers without JetStream."""
+    reason = nats_unavailable()
+    if reason:
+        pytest.skip(reason)
+    clusters: list[NatsCluster] = []
+
+    def start(n: int, jetstream: bool = True) -> NatsCluster:
+        clusters.append(NatsCluster(n, jetstream))
+        return clusters[-1]
+
+    try:
+        yield start
+    finally:
+        for cluster in clusters:
+            cluster.close()
