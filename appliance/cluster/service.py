@@ -19,6 +19,7 @@ from ..logs import get_logger
 from ..plumbing.udp import READ_BATCH, RECV_SIZE, udp_socket
 from ..service import StartError
 from .memory import MemoryStore
+from .metrics import ClusterCollector
 from .nodes import Membership, NodeRecord
 from .records import SessionRecord, TrackRecord, track_key
 from .seal import Sealer, Unsealed
@@ -67,6 +68,7 @@ class ClusterService:
         self._settled.set()
         self.trunk_address: tuple[str, int] | None = None
         self.failures = 0  # store operations that failed after their retries
+        box.registry.register(ClusterCollector(self))
 
     # --- lifecycle ----------------------------------------------------------------------------------
 

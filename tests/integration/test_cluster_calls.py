@@ -1,0 +1,137 @@
+"""One call across boxes, with real parts on loopback: appliance processes clustered through a real
+nats-server (JetStream), aiortc clients with real ICE, DTLS and SRTP, media between boxes on SRTP
+trunks. A publisher's session is on box A, a subscriber's on box B: B pulls the track over a trunk
+and its subscriber decodes it; each box's API answers for the other's sessions."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.lab.appliance import box_config, free_port, request
+from tests.lab.nats import nats_servers
+
+__all__ = ["nats_servers"]  # the fixture, used below by name
+
+SECRET = "a cluster secret for the loopback lab"
+
+
+class Api:
+    def __init__(self, box, app="test-app", secret="test-app-secret"):
+        self.box = box
+        self.base = box.url(f"/v1/apps/{app}")
+        self.headers = {"Authorization": f"Bearer {secret}"}
+
+    async def __call__(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        loop = asyncio.get_running_loop()
+        status, raw = await loop.run_in_executor(None, request, method, self.base + path, data, self.headers)
+        return status, json.loads(raw) if raw else None
+
+
+def clustered(node: str, nats_url: str) -> str:
+    text = box_config(free_port("tcp"), free_port("udp"), free_port("udp", "tcp"),
+                      f'\n[cluster]\nnats = ["{nats_url}"]\nsecret = "{SECRET}"\n')
+    return text.replace('id = "test-box"', f'id = "{node}"', 1)
+
+
+@pytest.fixture
+def boxes(appliance, nats_servers, tmp_path):
+    nats = nats_servers(1)
+    a = appliance(clustered("box-a", nats.urls[0]).replace("edgecall-test-state", str(tmp_path / "a")))
+    b = appliance(clustered("box-b", nats.urls[0]).replace("edgecall-test-state", str(tmp_path / "b")))
+    return a, b
+
+
+async def _connected(pc, timeout=20.0):
+    for _ in range(int(timeout / 0.05)):
+        if pc.connectionState == "connected":
+            return
+        if pc.connectionState == "failed":
+            raise AssertionError("PeerConnection failed")
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not connected: {pc.connectionState}")
+
+
+def metric(box, name: str) -> float:
+    families = {f.name: f for f in text_string_to_metric_families(box.get("/metrics")[1].decode())}
+    return sum(sample.value for sample in families[name].samples) if name in families else 0.0
+
+
+async def test_a_subscriber_on_one_box_receives_a_track_published_on_another(boxes):
+    box_a, box_b = boxes
+    api_a, api_b = Api(box_a), Api(box_b)
+    publisher, subscriber = RTCPeerConnection(), RTCPeerConnection()
+    try:
+        _, created = await api_a("POST", "/sessions/new")
+        pub_id = created["sessionId"]
+        audio = publisher.addTransceiver(AudioStreamTrack(), direction="sendonly")
+        video = publisher.addTransceiver(VideoStreamTrack(), direction="sendonly")
+        await publisher.setLocalDescription(await publisher.createOffer())
+        status, pushed = await api_a("POST", f"/sessions/{pub_id}/tracks/new", {
+            "sessionDescription": {"type": "offer", "sdp": publisher.localDescription.sdp},
+            "tracks": [{"location": "local", "mid": audio.mid, "trackName": "a"},
+                       {"location": "local", "mid": video.mid, "trackName": "v"}],
+        })
+        assert status == 200, pushed
+        await publisher.setRemoteDescription(RTCSessionDescription(**pushed["sessionDescription"]))
+        await _connected(publisher)
+
+        # Box B's API answers for A's session exactly as A does (the request went to A).
+        assert await api_b("GET", f"/sessions/{pub_id}") == await api_a("GET", f"/sessions/{pub_id}")
+
+        received = {}
+        subscriber.on("track", lambda track: received.setdefault(track.kind, track))
+        _, created = await api_b("POST", "/sessions/new")
+        sub_id = created["sessionId"]
+        status, pulled = await api_b("POST", f"/sessions/{sub_id}/tracks/new", {"tracks": [
+            {"location": "remote", "sessionId": pub_id, "trackName": "a"},
+            {"location": "remote", "sessionId": pub_id, "trackName": "v"}]})
+        assert status == 200 and all("errorCode" not in t for t in pulled["tracks"]), pulled
+        await subscriber.setRemoteDescription(RTCSessionDescription(**pulled["sessionDescription"]))
+        await subscriber.setLocalDescription(await subscriber.createAnswer())
+        status, _ = await api_a("PUT", f"/sessions/{sub_id}/renegotiate",  # through A: forwarded to B
+                                {"sessionDescription": {"type": "answer", "sdp": subscriber.localDescription.sdp}})
+        assert status == 200
+        await _connected(subscriber)
+        frames = {kind: await asyncio.wait_for(track.recv(), 10) for kind, track in received.items()}
+        assert set(frames) == {"audio", "video"}
+        status, state = await api_b("GET", f"/sessions/{sub_id}")
+        assert [(t["trackName"], t["status"]) for t in state["tracks"]] == [("a", "active"), ("v", "active")]
+        # The media crossed on a trunk from A to B: A forwarded to no subscriber of its own.
+        assert metric(box_a, "edgecall_sfu_legs") == 0
+        assert metric(box_a, "edgecall_cluster_trunk_packets_out") > 0
+        assert metric(box_b, "edgecall_cluster_trunk_packets_in") > 0
+
+        # The publisher leaves: the subscriber's pulls end on B too.
+        status, _ = await api_b("PUT", f"/sessions/{pub_id}/tracks/close",
+                                {"tracks": [{"mid": audio.mid}, {"mid": video.mid}], "force": True})
+        assert status == 200
+        for _ in range(100):
+            status, state = await api_b("GET", f"/sessions/{sub_id}")
+            if [t["status"] for t in state["tracks"]] == ["inactive", "inactive"]:
+                break
+            await asyncio.sleep(0.05)
+        assert [t["status"] for t in state["tracks"]] == ["inactive", "inactive"]
+    finally:
+        await publisher.close()
+        await subscriber.close()
+
+
+async def test_a_session_whose_box_is_gone_is_410_on_every_box(boxes):
+    box_a, box_b = boxes
+    api_a, api_b = Api(box_a), Api(box_b)
+    _, created = await api_a("POST", "/sessions/new")
+    session_id = created["sessionId"]
+    assert (await api_b("GET", f"/sessions/{session_id}"))[0] == 200
+    box_a.stop()
+    for _ in range(200):  # until B hears that A is gone (its heartbeats stop)
+        status, answer = await api_b("GET", f"/sessions/{session_id}")
+        if status == 410:
+            break
+        await asyncio.sleep(0.05)
+    assert status == 410 and answer["errorCode"] == "session_error"
