@@ -2,6 +2,7 @@
 trunk peer's packets (the hot path only bumps plain ints)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -9,15 +10,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 if TYPE_CHECKING:
     from .service import ClusterService
 
-# (metric suffix, TrunkCounters field, help)
+# (TrunkCounters field, which is the metric's name after edgecall_cluster_trunk_, help)
 TRUNK_COUNTERS = (
-    ("packets_in", "packets_in", "RTP packets received on trunks, by the box that sent them."),
-    ("packets_out", "packets_out", "RTP packets sent on trunks, by the box they went to."),
-    ("octets_in", "octets_in", "RTP bytes received on trunks."),
-    ("octets_out", "octets_out", "RTP bytes sent on trunks."),
-    ("rtcp_in", "rtcp_in", "RTCP packets received on trunks (feedback, reports)."),
-    ("rtcp_out", "rtcp_out", "RTCP packets sent on trunks."),
-    ("errors", "errors", "Trunk packets that failed SRTP or could not be sent."),
+    ("packets_in", "RTP packets received on trunks, by the box that sent them."),
+    ("packets_out", "RTP packets sent on trunks, by the box they went to."),
+    ("octets_in", "RTP bytes received on trunks."),
+    ("octets_out", "RTP bytes sent on trunks."),
+    ("rtcp_in", "RTCP packets received on trunks (feedback, reports)."),
+    ("rtcp_out", "RTCP packets sent on trunks."),
+    ("errors", "Trunk packets that failed SRTP or could not be sent."),
 )
 
 
@@ -43,12 +44,19 @@ class ClusterCollector:
         trunks = service.trunks
         if trunks is None:
             return
+        handover = service.handover
+        if handover is not None:
+            moved = CounterMetricFamily("edgecall_cluster_handover", "Just-in-time PeerConnections: checks for "
+                                        "sessions of other boxes, and what became of them.", labels=["event"])
+            for counter in dataclasses.fields(handover.counters):
+                moved.add_metric([counter.name], getattr(handover.counters, counter.name))
+            yield moved
         remote = GaugeMetricFamily("edgecall_cluster_remote_tracks", "Tracks of other boxes received here now.")
         remote.add_metric([], len(trunks.remote))
         yield remote
         peers = list(service.port.peers.values())
-        for suffix, field, text in TRUNK_COUNTERS:
-            family = CounterMetricFamily(f"edgecall_cluster_trunk_{suffix}", text, labels=["node"])
+        for field, text in TRUNK_COUNTERS:
+            family = CounterMetricFamily(f"edgecall_cluster_trunk_{field}", text, labels=["node"])
             for peer in peers:
                 family.add_metric([peer.node], getattr(peer.counters, field))
             yield family

@@ -19,6 +19,7 @@ def track_key(session_id: str, name: str) -> str:
 class SessionRecord:
     app: str
     owner: str  # the node that holds it
+    ufrag: str = ""  # its ICE ufrag: how a box its media reaches finds it (handover.py)
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self)).encode()

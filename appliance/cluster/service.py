@@ -16,15 +16,18 @@ import socket
 from collections.abc import Callable
 
 from ..logs import get_logger
+from ..rtc.dtls import DtlsContext
 from ..plumbing.udp import READ_BATCH, RECV_SIZE, udp_socket
 from ..service import StartError
+from . import certificate
 from .memory import MemoryStore
 from .metrics import ClusterCollector
 from .nodes import Membership, NodeRecord
 from .records import SessionRecord, TrackRecord, track_key
 from .seal import Sealer, Unsealed
-from .store import NODES, SESSIONS, TRACKS, Bucket, Store, StoreUnavailable, key
+from .store import NODES, SECRETS, SESSIONS, TRACKS, Bucket, Store, StoreUnavailable, key
 from .trunk_port import TrunkPort
+from .handover import Handover
 from .trunks import Trunks
 
 log = get_logger("cluster")
@@ -32,6 +35,7 @@ log = get_logger("cluster")
 TRUNK_PORT = 3480
 REQUEST_TIMEOUT = 1.0
 WRITE_RETRIES = 5
+RENEW_CHECK = 3600.0  # how often a box looks whether the cluster's certificate is due for renewal
 
 
 class ClusterService:
@@ -45,20 +49,27 @@ class ClusterService:
         # A single box seals with a secret of its own: nothing outside the process reads its store.
         self.secret = self.config.secret or secrets.token_hex(32)
         self.sealer = Sealer(self.secret, "requests")
+        self.store_sealer = Sealer(self.secret, "store")
         self._given_store = store
         self.store: Store | None = None
         self.membership = Membership(self.me, self.config.heartbeat)
         self.sessions: dict[str, SessionRecord] = {}
+        self._by_ufrag: dict[str, str] = {}  # the sessions bucket indexed by ICE ufrag
         sfu_service = box.service("sfu")
         self.sfu = getattr(sfu_service, "sfu", None)
         self.port = TrunkPort(self.me, secrets.token_hex(8), self.secret)
         # Trunks carry tracks between SFUs: a box without one (TURN only) has none.
         self.trunks: Trunks | None = None
+        self.handover: Handover | None = None
         if self.sfu is not None:
             self.trunks = Trunks(self.me, self.port, self.sfu, self.membership, self.config.trunk_fanout,
                                  self._ask, self._write)
             self.port.handler = self.trunks
             self.sfu.remote = self.trunks
+            handover = Handover(self.me, self.sfu, self.trunks, self._session_by_ufrag, self._ask,
+                                self.sfu.port.datagram_received)
+            self.sfu.port.ice.on_unknown = handover.stranger
+            self.handover = handover
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
         self._tasks: list[asyncio.Task] = []
@@ -76,11 +87,41 @@ class ClusterService:
         self._loop = asyncio.get_running_loop()
         self.store = self._given_store or await self._connect()
         await self.store.serve(f"edgecall.{self.me}.trunk", self._answer)
-        if self.trunks is not None:
+        jobs = [self._beat, self._watch_nodes, self._watch_sessions, self._writer]
+        if self.sfu is not None:
+            await self._certificates()
             await self._open_trunks()
+            jobs += [self._watch_tracks, self._watch_certificates]
         await self._heartbeat()
-        self._tasks = [asyncio.create_task(job()) for job in (self._beat, self._watch_nodes, self._watch_tracks,
-                                                               self._watch_sessions, self._writer)]
+        self._tasks = [asyncio.create_task(job()) for job in jobs]
+
+    async def _certificates(self) -> None:
+        """Present the cluster's DTLS certificate (made here if this is the first box)."""
+        assert self.store is not None
+        try:
+            self._use(await certificate.shared(self.store, self.store_sealer))
+        except StoreUnavailable as e:
+            await self._close_store()
+            raise StartError(f"cannot read the cluster's DTLS certificate from the store: {e}") from None
+        except (Unsealed, ValueError) as e:
+            await self._close_store()
+            raise StartError(f"the cluster's DTLS certificate in the store does not open with this box's "
+                             f"[cluster] secret (do the boxes' secrets differ?): {e}") from None
+
+    def _use(self, certificates: certificate.Certificates) -> None:
+        if self.sfu is not None:
+            current, *others = [DtlsContext(c) for c in certificates.all()]
+            self.sfu.port.use_certificates(current, others)
+
+    async def _watch_certificates(self) -> None:
+        def apply(entry_key: str, value: bytes | None) -> None:
+            if entry_key == certificate.KEY and value is not None:
+                self._use(certificate.unseal(value, self.store_sealer))
+        await self._watch(SECRETS, apply)
+
+    async def _close_store(self) -> None:
+        if self.store is not None and self._given_store is None:
+            await self.store.close()
 
     async def _open_trunks(self) -> None:
         assert self.store is not None and self._loop is not None
@@ -88,7 +129,7 @@ class ClusterService:
         try:
             self._sock = udp_socket(*trunk)
         except OSError as e:
-            await self.store.close()
+            await self._close_store()
             raise StartError(f"cannot listen for trunks on {trunk[0]}:{trunk[1]} (cluster.trunk): "
                              f"{e.strerror or e}") from None
         self.trunk_address = self._sock.getsockname()[:2]
@@ -164,11 +205,15 @@ class ClusterService:
         await self.store.put(NODES, key(self.me), self._record().encode())
 
     async def _beat(self) -> None:
-        assert self._loop is not None
+        assert self._loop is not None and self.store is not None
+        renew_at = self._loop.time() + RENEW_CHECK
         while True:
             await asyncio.sleep(self.config.heartbeat)
             try:
                 await self._heartbeat()
+                if self.sfu is not None and self._loop.time() >= renew_at:
+                    renew_at = self._loop.time() + RENEW_CHECK
+                    self._use(await certificate.shared(self.store, self.store_sealer))
             except StoreUnavailable as e:
                 log.warning("heartbeat not written", reason=str(e))
             now = self._loop.time()
@@ -206,13 +251,18 @@ class ClusterService:
 
     async def _watch_sessions(self) -> None:
         def apply(session_id: str, value: bytes | None) -> None:
+            old = self.sessions.pop(session_id, None)
+            if old is not None and self._by_ufrag.get(old.ufrag) == session_id:
+                del self._by_ufrag[old.ufrag]
             if value is None:
-                self.sessions.pop(session_id, None)
                 return
             try:
-                self.sessions[session_id] = SessionRecord.decode(value)
+                record = self.sessions[session_id] = SessionRecord.decode(value)
             except (ValueError, TypeError) as e:
                 log.warning("unreadable session record", key=session_id, reason=str(e))
+                return
+            if record.ufrag:
+                self._by_ufrag[record.ufrag] = session_id
         await self._watch(SESSIONS, apply)
 
     # --- writes, in order -------------------------------------------------------------------------
@@ -247,6 +297,11 @@ class ClusterService:
         """Wait until what the box wrote so far is in the store (bounded: the API answers anyway)."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._settled.wait(), timeout)
+
+    def _session_by_ufrag(self, ufrag: str) -> tuple[str, str] | None:
+        session_id = self._by_ufrag.get(ufrag)
+        record = self.sessions.get(session_id) if session_id is not None else None
+        return None if record is None or session_id is None else (session_id, record.owner)
 
     # --- what the API asks --------------------------------------------------------------------------
 
@@ -308,8 +363,18 @@ class ClusterService:
             log.warning("refused a request", reason=str(e))
             reply: dict = {"error": "not sealed with this cluster's secret"}
         else:
-            reply = self.trunks.handle(request, self._loop.time()) if self.trunks is not None else {"error": "no SFU"}
+            reply = self._handle(request, self._loop.time())
         return self.sealer.seal(json.dumps(reply).encode(), subject + " reply")
+
+    def _handle(self, request: dict, now: float) -> dict:
+        if self.trunks is None or self.handover is None:
+            return {"error": "this box has no SFU"}
+        op = request.get("op")
+        if op == "handover":
+            return self.handover.give(request, now)
+        if op == "taken":
+            return self.handover.taken(request, now)
+        return self.trunks.handle(request, now)
 
     # --- the trunk socket -------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from ..logs import get_logger
@@ -160,6 +160,10 @@ class Trunks:
         self.children: dict[PublishedTrack, dict[str, list[Leg]]] = {}
         self._redirects = 0
         self.unknown_ssrc = 0
+        # Sessions being handed to another box (handover.py): that box writes their records now.
+        self.leaving: set[str] = set()
+        # Per session handed over: its tracks' ids, their new root, and the boxes that received them.
+        self.parked: dict[str, list[tuple[str, str, list[str]]]] = {}
 
     # --- the SFU's seam ---------------------------------------------------------------------------
 
@@ -183,14 +187,16 @@ class Trunks:
         self.write(TRACKS, track_key(track.session.id, track.name), TrackRecord.of(track, self.me).encode())
 
     def ended(self, track: PublishedTrack) -> None:
-        self.write(TRACKS, track_key(track.session.id, track.name), None)
+        if track.session.id not in self.leaving:
+            self.write(TRACKS, track_key(track.session.id, track.name), None)
         self._drop_children(track)
 
     def opened(self, session: CallSession) -> None:
-        self.write(SESSIONS, session.id, SessionRecord(session.app, self.me).encode())
+        self.write(SESSIONS, session.id, SessionRecord(session.app, self.me, session.ufrag).encode())
 
     def closed(self, session: CallSession) -> None:
-        self.write(SESSIONS, session.id, None)
+        if session.id not in self.leaving:
+            self.write(SESSIONS, session.id, None)
 
     def tracks(self) -> Iterator[PublishedTrack]:
         return (remote.track for remote in self.remote.values())
@@ -250,6 +256,8 @@ class Trunks:
         op = request.get("op")
         if op == "subscribe":
             return self._serve_subscribe(request, now)
+        if op == "moved":
+            return self._moved(request, now)
         if op == "unsubscribe":
             track = self._track(str(request.get("session")), str(request.get("name")))
             if track is not None:
@@ -292,6 +300,63 @@ class Trunks:
             legs.append(leg)
         track.reads_extensions = track.reads_extensions or bool(forwarded)
         children[node] = legs
+        return {"ok": True}
+
+    # --- a session handed to another box (handover.py) ---------------------------------------------
+
+    def park(self, session: CallSession, to: str, now: float) -> None:
+        """`session` moves to box `to`, with its tracks: this box's subscribers of them move onto
+        remote tracks rooted at `to` (asked for once `to` holds them: `unpark`), and the boxes this
+        box sent them to will be told to re-attach there. Nothing of it is written to the store:
+        `to` writes the session and its tracks as theirs."""
+        self.leaving.add(session.id)
+        parked = []
+        for track in list(session.tracks.values()):
+            track_id = track_key(session.id, track.name)
+            children = sorted(self.children.pop(track, {}).items())
+            for _, legs in children:
+                for leg in legs:
+                    self._end_leg(leg)
+            local = [leg for leg in track.legs if not isinstance(leg.subscriber, TrunkDownstream)]
+            parent = self._peer(to)
+            if local and parent is not None:
+                record = self.records[track_id] = TrackRecord.of(track, to)
+                remote = self.remote[track_id] = RemoteTrack(record, self.port, self.plane, parent, now)
+                for leg in local:
+                    self.plane.switcher.detach(leg)
+                    leg.source = remote.track
+                    self.plane.switcher.attach(leg, now)
+                for each in self.plane.sessions.values():
+                    for transceiver in each.transceivers:
+                        if transceiver.source is track:
+                            transceiver.source = remote.track
+            parked.append((track_id, track.name, [node for node, _ in children]))
+        self.parked[session.id] = parked
+
+    def unpark(self, session_id: str, now: float) -> None:
+        """The box a session moved to holds it now: subscribe to its tracks there, and tell the boxes
+        that received them from here to do the same."""
+        for track_id, name, children in self.parked.pop(session_id, []):
+            remote = self.remote.get(track_id)
+            if remote is not None:
+                self._subscribe(track_id, remote, now)
+                root = remote.record.owner
+            else:
+                root = self.records[track_id].owner if track_id in self.records else ""
+            for node in children:
+                self.ask(node, {"op": "moved", "session": session_id, "name": name, "root": root},
+                         lambda reply, at: None)
+
+    def _moved(self, request: dict, now: float) -> dict:
+        """A track this box receives has a new root (its session moved): re-attach there."""
+        track_id = track_key(str(request.get("session")), str(request.get("name")))
+        remote = self.remote.get(track_id)
+        root = str(request.get("root"))
+        parent = self._peer(root) if root != self.me else None
+        if remote is None or parent is None:
+            return {"error": "not received here"}
+        remote.record = self.records[track_id] = replace(remote.record, owner=root)
+        self._reattach(track_id, remote, parent, now)
         return {"ok": True}
 
     # --- the trunk port's handler: the hot path first ---------------------------------------------

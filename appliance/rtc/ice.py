@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -167,6 +167,9 @@ class IceLite:
         self._by_path: dict[tuple[Any, Address], _Agent] = {}
         self._deadlines: Deadlines[_Agent] = Deadlines()
         self._events: deque[Event] = deque()
+        # Told of a check whose ufrag no session here has (the cluster may hold its session on
+        # another box): (local ufrag, the transport, the datagram, its source, now).
+        self.on_unknown: Callable[[str, Any, bytes, Address, float], None] | None = None
 
     # --- sessions ------------------------------------------------------------------------
 
@@ -241,6 +244,8 @@ class IceLite:
         if agent is None or not colon:
             # No answer: on an anycast address, unknown ufrags are scans or another box's sessions.
             self.counters.unknown_ufrag += 1
+            if colon and self.on_unknown is not None and request.has_integrity:
+                self.on_unknown(ufrag, local, data, addr, now)
             return None
         if not request.has_integrity:
             return request.error(400).encode(fingerprint=True)  # RFC 8489 9.1.3

@@ -77,12 +77,16 @@ class Session:
     media: DTLS connected and a selected path."""
 
     __slots__ = (
-        "handler", "server", "remote_fingerprints", "listener", "addr", "dtls", "srtp_rx", "srtp_tx", "dtls_at",
+        "handler", "context", "server", "remote_fingerprints", "listener", "addr", "dtls", "srtp_rx", "srtp_tx",
+        "dtls_at",
     )
 
-    def __init__(self, handler: SessionHandler, server: bool | None,
+    def __init__(self, handler: SessionHandler, context: DtlsContext, server: bool | None,
                  remote_fingerprints: list[RTCDtlsFingerprint] | None) -> None:
         self.handler = handler
+        # The certificate whose fingerprint the session's descriptions carry: it stays the
+        # session's when the box (or the cluster) moves to a new one.
+        self.context = context
         self.server = server
         self.remote_fingerprints = remote_fingerprints
         self.listener: Listener | None = None
@@ -103,7 +107,9 @@ class PortCounters:
 
 class MediaPort:
     def __init__(self, context: DtlsContext, consent_timeout: float = CONSENT_TIMEOUT) -> None:
-        self.context = context
+        self.context = context  # what new sessions present
+        # Every certificate a session may still present, by its SHA-256 fingerprint's value.
+        self.contexts: dict[str, DtlsContext] = {context.fingerprint.value: context}
         self.ice = IceLite(consent_timeout)
         self.checks = IceControlling(consent_timeout)
         # The UDP sockets, each with whether it is IPv6: a check goes out on those of its
@@ -120,17 +126,24 @@ class MediaPort:
 
     def add_session(self, handler: SessionHandler, ufrag: str, pwd: str, *, remote_ufrag: str | None = None,
                     remote_fingerprints: list[RTCDtlsFingerprint] | None = None,
-                    server: bool | None = None, controlling: bool = False) -> Session:
+                    server: bool | None = None, controlling: bool = False,
+                    certificate: str | None = None) -> Session:
         """Register a session by its local ICE credentials (those in the SDP we send).
 
         `server` is our DTLS role from the SDP's a=setup (passive: True, active: False);
         None until the answer to our own actpass offer says, and a ClientHello arriving
         first makes us the server. The remote ufrag and fingerprints may come later too,
-        with `set_remote`. A `controlling` session finds its path with `connect`.
+        with `set_remote`. A `controlling` session finds its path with `connect`. `certificate`
+        (a fingerprint's value) names the certificate to present, the current one by default.
         """
-        session = Session(handler, server, remote_fingerprints)
+        session = Session(handler, self.contexts.get(certificate or "", self.context), server, remote_fingerprints)
         self.ice.add(session, ufrag, pwd, remote_ufrag, controlling)
         return session
+
+    def use_certificates(self, current: DtlsContext, others: list[DtlsContext]) -> None:
+        """Present `current` to new sessions; sessions that began with one of `others` keep it."""
+        self.context = current
+        self.contexts = {context.fingerprint.value: context for context in (current, *others)}
 
     def connect(self, session: Session, ufrag: str, remote_ufrag: str, remote_pwd: str,
                 candidates: list[Address], now: float) -> None:
@@ -359,7 +372,7 @@ class MediaPort:
             session.srtp_rx = session.srtp_tx = None
 
     def _start_dtls(self, session: Session, server: bool, now: float) -> DtlsConnection:
-        session.dtls = dtls = DtlsConnection(self.context, server, session.remote_fingerprints)
+        session.dtls = dtls = DtlsConnection(session.context, server, session.remote_fingerprints)
         dtls.start()
         self._dtls_output(session, dtls, now)
         return dtls

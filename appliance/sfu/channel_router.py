@@ -18,6 +18,7 @@ from .datachannels import (
     parse_request,
 )
 from .errors import ItemError, SfuError
+from .journal import journaled
 from .session import CallSession, Transceiver
 
 # RFC 8841 5: the SCTP port when the remote m=application has no a=sctp-port.
@@ -126,6 +127,7 @@ class ChannelRouter:
         self._open(channels.add(DataChannel(session, SERVER_EVENTS_ID, SERVER_EVENTS, "remote")))
         return {"dataChannelName": SERVER_EVENTS, "id": SERVER_EVENTS_ID}
 
+    @journaled("channels.new")
     def new(self, session: CallSession, items: list, now: float) -> list[dict]:
         """`datachannels/new`: per-item results, each with the id the client negotiates."""
         batch_location(items)
@@ -146,6 +148,7 @@ class ChannelRouter:
                 results.append(item_error(request.result(), e))
         return results
 
+    @journaled("channels.close")
     def close(self, session: CallSession, items: list) -> list[dict]:
         """`datachannels/close`: results matched by id; no SDP changes."""
         results = []
@@ -160,6 +163,7 @@ class ChannelRouter:
             results.append({"id": channel_id})
         return results
 
+    @journaled("channels.update")
     def update(self, session: CallSession, items: list) -> list[dict]:
         """`datachannels/update`: `canReply` on remote channels, matched by id. Granting it to one
         subscriber takes it from the publisher channel's previous replier."""

@@ -80,19 +80,30 @@ class CallSession:
     transport_out: TransportSender | None = None  # what the SFU sends the session, numbered and estimated
     tracks: dict[str, PublishedTrack] = field(default_factory=dict)
     sdp_version: int = 0
-    sdp_id: int = field(default_factory=lambda: random.getrandbits(62))
     pending_offer: bool = False
     connected_at: float | None = None
     closed: bool = False
     # sessions/new?thirdparty=true: the SFU relays to a third-party endpoint and is the full,
     # controlling ICE agent toward it (CALLS_API.md 1.1).
     thirdparty: bool = False
-    rtcp_ssrc: int = field(default_factory=lambda: random.getrandbits(32))
-    cname: str = field(default_factory=lambda: secrets.token_hex(8))
     datachannels: SessionChannels = field(default_factory=SessionChannels)
+    # What the session's random choices (SSRCs, names, ids) come from: replaying its journal from
+    # the same seed on another box (appliance.cluster) rebuilds the same session.
+    seed: int = field(default_factory=lambda: secrets.randbits(64))
+    # The certificate its descriptions carry (the value of its SHA-256 fingerprint).
+    certificate: str | None = None
+    # The Calls operations that made it what it is, for another box to replay (sfu/journal.py);
+    # None once too large to move.
+    journal: list | None = field(default_factory=list)
+    journaling: bool = False  # inside a journaled operation: the ones it calls are not noted again
 
     def __post_init__(self) -> None:
-        self.ufrag, self.pwd = new_credentials()
+        self.rng = random.Random(self.seed)
+        self.sdp_id = self.rng.getrandbits(62)
+        self.rtcp_ssrc = self.rng.getrandbits(32)
+        self.cname = f"{self.rng.getrandbits(64):016x}"
+        if not self.ufrag:
+            self.ufrag, self.pwd = new_credentials()
         # Each request looks m-sections up by mid, and so may a packet: by index, not by scanning.
         # A transceiver keeps its mid and stays indexed even once its m-line is recycled (follow),
         # so that no mid is used twice.

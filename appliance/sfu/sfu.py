@@ -4,13 +4,13 @@ passing `now` (the event loop's clock); its periodic work runs from `handle_time
 `get_timer` says (aioquic's verbs, as the media port and the TURN core)."""
 from __future__ import annotations
 
-import random
 import secrets
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
 from typing import Any
 
+from aiortc.rtcdtlstransport import RTCDtlsFingerprint
 from aiortc.rtcicetransport import RTCIceCandidate
 
 from ..logs import get_logger
@@ -24,6 +24,7 @@ from .codecs import (OFFERED, Codec, accept, accept_extensions, accept_rtx, feed
                      subscriber_feedback)
 from .errors import ItemError, SfuError
 from .forward import Leg
+from .journal import Moved, journaled
 from .layers import preferences
 from .remote import Remote
 from .repair import Repair
@@ -93,8 +94,14 @@ class Sfu:
 
     # --- sessions -------------------------------------------------------------------------------
 
-    def new_session(self, app: str, now: float, thirdparty: bool = False) -> CallSession:
-        session = CallSession(secrets.token_hex(16), app, now, self, thirdparty=thirdparty)
+    def new_session(self, app: str, now: float, thirdparty: bool = False, moved: Moved | None = None) -> CallSession:
+        """A new session; or (`moved`) one another box made, rebuilt here: the caller replays its journal."""
+        if moved is None:
+            session = CallSession(secrets.token_hex(16), app, now, self, thirdparty=thirdparty,
+                                  certificate=self.port.context.fingerprint.value)
+        else:
+            session = CallSession(moved.id, app, now, self, ufrag=moved.ufrag, pwd=moved.pwd, seed=moved.seed,
+                                  certificate=moved.certificate)
         self.sessions[session.id] = session
         self.live[app] += 1
         if self.remote is not None:
@@ -137,6 +144,7 @@ class Sfu:
 
     # --- pushing: the client offers ---------------------------------------------------------------
 
+    @journaled("push")
     def push(self, session: CallSession, offer_text: Any, items: list[dict], auto_discover: bool, now: float):
         """Apply a client offer carrying local tracks; (answer, per-item results)."""
         self._check_not_negotiating(session)
@@ -153,7 +161,7 @@ class Sfu:
             item = wanted.pop(section.mid, None)
             sending = section.direction in ("sendonly", "sendrecv") and not section.rejected
             if section.kind in ("audio", "video") and sending and (item is not None or auto_discover):
-                name = (item or {}).get("trackName") or secrets.token_hex(16)
+                name = (item or {}).get("trackName") or f"{session.rng.getrandbits(128):032x}"
                 results.append(self._publish(session, section, name))
                 continue
             if item is not None:  # asked for, but its m-section cannot carry it: said, never dropped
@@ -211,6 +219,7 @@ class Sfu:
             self.remote.published(track)
         return track
 
+    @journaled("offer_push")
     def offer_push(self, session: CallSession, items: list[dict], now: float):
         """Local tracks without a client offer: the SFU offers to receive them (`kind` is required);
         (offer, per-item results). The tracks are published when the answer comes to `renegotiate`."""
@@ -252,6 +261,7 @@ class Sfu:
             return None, results
         return self._offer(session), results
 
+    @journaled("pull_with_offer")
     def pull_with_offer(self, session: CallSession, offer_text: Any, items: list[dict], now: float):
         """Remote tracks into the receiving m-sections of a client offer (as a WHEP player sends);
         (answer, per-item results). Each track takes the next new section of its kind, and the
@@ -334,6 +344,7 @@ class Sfu:
 
     # --- pulling: the SFU offers --------------------------------------------------------------------
 
+    @journaled("pull")
     def pull(self, session: CallSession, items: list[dict], now: float):
         """Add remote tracks; (offer, per-item results). The offer waits for `renegotiate`."""
         self._check_not_negotiating(session)
@@ -398,6 +409,7 @@ class Sfu:
         transceiver.leg, transceiver.source, transceiver.pending = leg, track, True
         return {"sessionId": track.session.id, "trackName": track.name, "mid": section.mid}
 
+    @journaled("renegotiate")
     def renegotiate(self, session: CallSession, answer_text: Any, now: float) -> None:
         if not session.pending_offer:
             raise SfuError(400, "invalid_session_description", "there is no offer of the SFU waiting for an answer")
@@ -418,6 +430,7 @@ class Sfu:
         session.pending_offer = False
         self._set_remote(session, answer, now)
 
+    @journaled("update")
     def update(self, session: CallSession, items: list[dict], now: float) -> list[dict]:
         """Point pulled transceivers at other tracks (and store simulcast preferences), with no
         renegotiation: the leg keeps its SSRC and continues its sequence numbers."""
@@ -492,6 +505,7 @@ class Sfu:
 
     # --- data channels: the m=application ------------------------------------------------------------
 
+    @journaled("establish")
     def establish(self, session: CallSession, offer_text: Any, now: float):
         """`datachannels/establish`: the `server-events` channel on the session's m=application, which
         a client offer carries or else the SFU offers (unless the session has one already);
@@ -513,6 +527,7 @@ class Sfu:
 
     # --- closing ----------------------------------------------------------------------------------
 
+    @journaled("close_tracks")
     def close_tracks(self, session: CallSession, mids: list[str], offer_text: Any, force: bool, now: float):
         """(answer or None, per-item results)."""
         if not force:
@@ -632,7 +647,7 @@ class Sfu:
         """An SSRC for what the SFU sends `session`, none of its other streams' (RFC 3550 8.1)."""
         taken = {leg.rtx_ssrc for leg in session.legs.values()} | {session.rtcp_ssrc}
         while True:
-            ssrc = random.getrandbits(32)
+            ssrc = session.rng.getrandbits(32)
             if ssrc and ssrc not in session.legs and ssrc not in taken:
                 return ssrc
 
@@ -662,7 +677,7 @@ class Sfu:
         if session.port_session is None:
             session.port_session = port.add_session(session, session.ufrag, session.pwd, remote_ufrag=remote.ufrag,
                                                     remote_fingerprints=remote.fingerprints, server=server,
-                                                    controlling=session.thirdparty)
+                                                    controlling=session.thirdparty, certificate=session.certificate)
         elif first:
             port.set_remote(session.port_session, remote.ufrag, remote.fingerprints, server, now)
         if first and session.thirdparty:
@@ -676,8 +691,14 @@ class Sfu:
         session.pending_offer = True
         if session.port_session is None:
             session.port_session = self.port.add_session(session, session.ufrag, session.pwd,
-                                                               controlling=session.thirdparty)
+                                                         controlling=session.thirdparty,
+                                                         certificate=session.certificate)
         return self._describe(session, "offer")
+
+    def _fingerprint(self, session: CallSession) -> RTCDtlsFingerprint:
+        """The fingerprint of the certificate the session presents (the box's current one when the
+        session's is no longer held)."""
+        return self.port.contexts.get(session.certificate or "", self.port.context).fingerprint
 
     def _answer_unused(self, session: CallSession, section: sdp.RemoteSection) -> Transceiver:
         """A new offered m-section that carries no track of the request: an m=application is
@@ -693,7 +714,7 @@ class Sfu:
         else:
             setup = "active" if offer.setup == "passive" else "passive"
         params = sdp.LocalParameters(
-            session.ufrag, session.pwd, self.port.context.fingerprint, setup,
+            session.ufrag, session.pwd, self._fingerprint(session), setup,
             [(c.ip, c.port, c.protocol) for c in self.candidates()],
             session.sdp_id, session.sdp_version, lite=not session.thirdparty,
         )

@@ -57,9 +57,10 @@ async def _connected(pc, timeout=20.0):
     raise AssertionError(f"not connected: {pc.connectionState}")
 
 
-def metric(box, name: str) -> float:
+def metric(box, name: str, **labels: str) -> float:
     families = {f.name: f for f in text_string_to_metric_families(box.get("/metrics")[1].decode())}
-    return sum(sample.value for sample in families[name].samples) if name in families else 0.0
+    samples = families[name].samples if name in families else []
+    return sum(s.value for s in samples if all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 async def test_a_subscriber_on_one_box_receives_a_track_published_on_another(boxes):
@@ -135,3 +136,53 @@ async def test_a_session_whose_box_is_gone_is_410_on_every_box(boxes):
             break
         await asyncio.sleep(0.05)
     assert status == 410 and answer["errorCode"] == "session_error"
+
+
+def media_port(box) -> int:
+    import tomllib
+    return int(tomllib.loads(box.config_path.read_text())["sfu"]["udp"].rpartition(":")[2])
+
+
+async def test_media_that_reaches_another_box_than_the_api_connects_there(boxes):
+    """As anycast does when a router hashes the API's flow to one box and the media's to another:
+    the answer comes from A, the client's checks go to B's port; B takes the session over."""
+    box_a, box_b = boxes
+    api_a = Api(box_a)
+    publisher, subscriber = RTCPeerConnection(), RTCPeerConnection()
+    try:
+        _, created = await api_a("POST", "/sessions/new")
+        pub_id = created["sessionId"]
+        video = publisher.addTransceiver(VideoStreamTrack(), direction="sendonly")
+        await publisher.setLocalDescription(await publisher.createOffer())
+        status, pushed = await api_a("POST", f"/sessions/{pub_id}/tracks/new", {
+            "sessionDescription": {"type": "offer", "sdp": publisher.localDescription.sdp},
+            "tracks": [{"location": "local", "mid": video.mid, "trackName": "v"}]})
+        assert status == 200, pushed
+        answer = pushed["sessionDescription"]["sdp"].replace(f" {media_port(box_a)} typ host",
+                                                             f" {media_port(box_b)} typ host")
+        await publisher.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        await _connected(publisher)
+        assert metric(box_b, "edgecall_cluster_handover", event="taken") == 1
+        assert metric(box_a, "edgecall_cluster_handover", event="given") == 1
+        # The session is B's now, and A's API still answers for it.
+        assert metric(box_b, "edgecall_sfu_sessions") == 1 and metric(box_a, "edgecall_sfu_sessions") == 0
+        assert (await api_a("GET", f"/sessions/{pub_id}"))[0] == 200
+
+        received = []
+        subscriber.on("track", received.append)
+        _, created = await api_a("POST", "/sessions/new")
+        sub_id = created["sessionId"]
+        status, pulled = await api_a("POST", f"/sessions/{sub_id}/tracks/new", {"tracks": [
+            {"location": "remote", "sessionId": pub_id, "trackName": "v"}]})
+        assert status == 200 and "errorCode" not in pulled["tracks"][0], pulled
+        await subscriber.setRemoteDescription(RTCSessionDescription(**pulled["sessionDescription"]))
+        await subscriber.setLocalDescription(await subscriber.createAnswer())
+        status, _ = await api_a("PUT", f"/sessions/{sub_id}/renegotiate",
+                                {"sessionDescription": {"type": "answer", "sdp": subscriber.localDescription.sdp}})
+        assert status == 200
+        await _connected(subscriber)
+        frame = await asyncio.wait_for(received[0].recv(), 10)
+        assert frame.width > 0
+    finally:
+        await publisher.close()
+        await subscriber.close()

@@ -18,8 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from appliance.cluster.handover import Handover
 from appliance.cluster.nodes import Membership, NodeRecord
-from appliance.cluster.store import TRACKS, Bucket
+from appliance.cluster.records import SessionRecord
+from appliance.cluster.store import SESSIONS, TRACKS, Bucket
 from appliance.cluster.trunk_port import TrunkPort
 from appliance.cluster.trunks import Trunks
 
@@ -53,7 +55,19 @@ class Box:
         self.trunks = Trunks(name, self.port, self.lab.sfu, self.membership, fanout, self.ask, self.write)
         self.port.handler = self.trunks
         self.lab.sfu.remote = self.trunks
+        self.reinjected: list[tuple[Any, bytes, Any]] = []  # what the handover gave the media port back
+        self.handover = Handover(name, self.lab.sfu, self.trunks, cluster.session_by_ufrag, self.ask,
+                                 lambda local, data, addr, now: self.reinjected.append((local, data, addr)))
         self.alive = True
+
+    def handle(self, message: dict) -> dict:
+        """A request from another box, as ClusterService dispatches it."""
+        op = message.get("op")
+        if op == "handover":
+            return self.handover.give(message, self.cluster.now)
+        if op == "taken":
+            return self.handover.taken(message, self.cluster.now)
+        return self.trunks.handle(message, self.cluster.now)
 
     def endpoint(self, name: str, **options: Any) -> Endpoint:
         return self.lab.endpoint(name, **options)
@@ -63,6 +77,11 @@ class Box:
 
     def write(self, bucket: Bucket, key: str, value: bytes | None) -> None:
         self.writes.append((bucket.name, key, value))
+        if bucket is SESSIONS:
+            if value is None:
+                self.cluster.sessions.pop(key, None)
+            else:
+                self.cluster.sessions[key] = SessionRecord.decode(value)
         if bucket is TRACKS:
             for box in self.cluster.boxes.values():
                 if box.alive:
@@ -78,12 +97,16 @@ class Cluster:
         self.now = 0.0
         self.in_flight: list[tuple[tuple[str, int], tuple[str, int], bytes]] = []
         self.requests: list[tuple[str, dict, Callable[[dict | None, float], None]]] = []
+        self.sessions: dict[str, SessionRecord] = {}  # the sessions bucket
         self.boxes = {name: Box(self, name, i, fanout) for i, name in enumerate(names)}
         for box in self.boxes.values():
             for other in self.boxes.values():
                 box.membership.heard(other.name, other.record.encode(), self.now)
         # Datagrams to drop on their way, by a test: a predicate on (from box, to box, datagram).
         self.lose: Callable[[str, str, bytes], bool] = lambda src, dst, data: False
+
+    def session_by_ufrag(self, ufrag: str) -> tuple[str, str] | None:
+        return next(((sid, r.owner) for sid, r in self.sessions.items() if r.ufrag == ufrag), None)
 
     def __getitem__(self, name: str) -> Box:
         return self.boxes[name]
@@ -99,7 +122,7 @@ class Cluster:
             requests, self.requests = self.requests, []
             for node, message, answered in requests:
                 target = self.boxes.get(node)
-                reply = target.trunks.handle(message, self.now) if target is not None and target.alive else None
+                reply = target.handle(message) if target is not None and target.alive else None
                 answered(reply, self.now)
             datagrams, self.in_flight = self.in_flight, []
             for src, dst, data in datagrams:

@@ -109,6 +109,19 @@ def test_unknown_ufrag_and_wrong_remote_ufrag_are_dropped_silently():
     assert events(ice) == []
 
 
+def test_a_check_for_an_unknown_ufrag_is_handed_to_the_cluster_only_when_it_could_be_a_session():
+    ice = responder()
+    told = []
+    ice.on_unknown = lambda *args: told.append(args)
+    check = browser_check(username=f"nope:{REMOTE_UFRAG}")
+    assert ice.receive(check, UDP, A, 1.0) is None
+    assert told == [("nope", UDP, check, A, 1.0)]
+    ice.receive(browser_check(username="nope"), UDP, A, 1.0)  # no colon: not a connectivity check
+    unsigned = Message(Method.BINDING, Class.REQUEST, attributes=[(Attr.USERNAME, "nope:x")]).encode()
+    ice.receive(unsigned, UDP, A, 1.0)  # no integrity: no session's check
+    assert len(told) == 1
+
+
 def test_checks_before_the_remote_ufrag_is_known_are_accepted():
     # The SFU offered; the browser checks while its answer is still on its way to the API.
     ice = IceLite()

@@ -193,6 +193,9 @@ class Downstream:
     def bandwidth(self) -> float | None:
         return None
 
+    def send_rtcp(self, packet: bytes) -> bool:
+        return True
+
 
 def forward(leg: Leg, packet: bytes) -> None:
     """Forward `packet` on `leg` as a publisher's session does."""
@@ -230,11 +233,12 @@ class RecordingPort:
 
     def __init__(self) -> None:
         self.context = CONTEXT
+        self.contexts = {CONTEXT.fingerprint.value: CONTEXT}
         self.sessions: list[RecordedSession] = []
 
     def add_session(self, handler: Any, ufrag: str, pwd: str, *, remote_ufrag: str | None = None,
                     remote_fingerprints: list | None = None, server: bool | None = None,
-                    controlling: bool = False) -> RecordedSession:
+                    controlling: bool = False, certificate: str | None = None) -> RecordedSession:
         session = RecordedSession(handler, ufrag, pwd, remote_ufrag, remote_fingerprints, server, controlling)
         self.sessions.append(session)
         return session
