@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import datetime
 import json
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiortc.rtcdtlstransport import RTCCertificate
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..logs import get_logger
@@ -26,8 +27,10 @@ from .store import SECRETS, Conflict, Entry, Store
 log = get_logger("cluster")
 
 KEY = "dtls-certificate"
-# A new certificate is made this long before the current one expires (aiortc's last 30 days).
+LIFETIME = datetime.timedelta(days=30)  # as aiortc's own
+# A new certificate is made this long before the current one expires.
 RENEW_BEFORE = datetime.timedelta(days=10)
+Wall = Callable[[], datetime.datetime]
 
 
 @dataclass(frozen=True)
@@ -66,33 +69,47 @@ def unseal(data: bytes, sealer: Sealer) -> Certificates:
     return Certificates(_certificate(raw["current"]), _certificate(previous) if previous else None)
 
 
+def generate(now: datetime.datetime) -> RTCCertificate:
+    """A self-signed ECDSA P-256 certificate valid from a day before `now` for LIFETIME (what WebRTC
+    endpoints present: only its fingerprint is checked)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, secrets.token_hex(16))])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + LIFETIME).sign(key, hashes.SHA256()))
+    return RTCCertificate(key, cert)
+
+
 def due(certificates: Certificates, now: datetime.datetime) -> bool:
     """Whether it is time to make the next certificate."""
     return certificates.current.expires - now < RENEW_BEFORE
 
 
-async def shared(store: Store, sealer: Sealer,
-                 wall: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.timezone.utc),
-                 ) -> Certificates:
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+async def shared(store: Store, sealer: Sealer, wall: Wall = utc_now) -> Certificates:
     """The cluster's certificates, made or renewed here when needed. Raises StoreUnavailable."""
     while True:
         entry = await store.get(SECRETS, KEY)
         try:
             if entry is None or entry.value is None:
-                made = Certificates(RTCCertificate.generateCertificate())
+                made = Certificates(generate(wall()))
                 await store.create(SECRETS, KEY, seal(made, sealer))
                 log.info("made the cluster's DTLS certificate", expires=made.current.expires.isoformat())
                 return made
             certificates = unseal(entry.value, sealer)
             if not due(certificates, wall()):
                 return certificates
-            return await _renew(store, sealer, entry, certificates)
+            return await _renew(store, sealer, entry, certificates, wall())
         except Conflict:
             continue  # another box made or renewed it first: read theirs
 
 
-async def _renew(store: Store, sealer: Sealer, entry: Entry, certificates: Certificates) -> Certificates:
-    renewed = Certificates(RTCCertificate.generateCertificate(), certificates.current)
+async def _renew(store: Store, sealer: Sealer, entry: Entry, certificates: Certificates,
+                 now: datetime.datetime) -> Certificates:
+    renewed = Certificates(generate(now), certificates.current)
     await store.update(SECRETS, KEY, seal(renewed, sealer), entry.revision)
     log.info("renewed the cluster's DTLS certificate", expires=renewed.current.expires.isoformat())
     return renewed
