@@ -169,6 +169,7 @@ def run(box: Box) -> int:
 def assemble(config: Config) -> Box:
     """The box with every service its configuration enables, in start order."""
     from .api.server import ApiService
+    from .cluster.revocations import ClusterRevocations
     from .cluster.service import ClusterService
     from .sfu.service import SfuService
     from .turn.service import TurnService
@@ -176,9 +177,15 @@ def assemble(config: Config) -> Box:
     box = Box(config)
     if config.sfu.enabled:
         box.services.append(SfuService(box))
-    box.services.append(ClusterService(box))
+    cluster = ClusterService(box)
+    box.services.append(cluster)
     if config.turn.enabled:
-        box.services.append(TurnService(box))
+        turn = TurnService(box)
+        if config.cluster.nats:
+            # Revoked on one box, refused by all: through the store the boxes share. A single box's
+            # store lives in its process, so there the file alone is what outlives a restart.
+            turn.share_revocations(ClusterRevocations(lambda: cluster.store, turn.revocation_store, turn.wall))
+        box.services.append(turn)
     box.services.append(ApiService(box))
     box.services.append(ControlService(box))
     return box

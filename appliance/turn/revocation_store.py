@@ -1,8 +1,8 @@
 """Where TURN revocations outlive the process: the store's seam, and a file on the state partition.
 
 The core holds the revocations in force (`credentials.Revocations`); a store keeps them for the next
-start. A cluster-wide store (a NATS key-value bucket, each entry living until its expiry) can take the
-file's place behind the same two calls.
+start. A store that boxes share (`SharedRevocations`: cluster/revocations.py, on the cluster store's
+bucket) also reports the revocations the other boxes make, for the core to refuse at once.
 """
 from __future__ import annotations
 
@@ -26,6 +26,13 @@ class RevocationStore(Protocol):
 
     async def add(self, username: str, expiry: int) -> None:
         """Keep `username` revoked until `expiry`: kept once this returns; raises OSError when it cannot be."""
+
+
+class SharedRevocations(RevocationStore, Protocol):
+    async def follow(self, revoked: Callable[[str], bool]) -> None:
+        """Until cancelled, call `revoked(username)` for each revocation any box makes, as it comes;
+        `revoked` answers whether it was news to this box (this box's own come back too). Writes
+        still waiting in the background for a retry are given up when this is cancelled."""
 
 
 class RevocationFile:

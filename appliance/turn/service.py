@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import ssl
@@ -15,7 +16,7 @@ from ..logs import get_logger
 from ..service import StartError, banner_secret
 from .credentials import REST, RevocationsFull, parse_username
 from .io import TurnIO
-from .revocation_store import RevocationFile, RevocationStore
+from .revocation_store import RevocationFile, RevocationStore, SharedRevocations
 from .server import TurnServer
 from .usage import top_identifiers
 
@@ -66,7 +67,14 @@ class TurnService:
         self.revocation_store: RevocationStore = RevocationFile(
             os.path.join(box.config.node.state_dir, "turn-revocations.jsonl"), self.wall
         )
+        self._shared: SharedRevocations | None = None
+        self._following: asyncio.Task[None] | None = None
         box.registry.register(_TurnCollector(self))
+
+    def share_revocations(self, store: SharedRevocations) -> None:
+        """Before start: keep revocations in `store`, which other boxes share, and refuse the ones
+        they make as they come (runner.assemble does this when the box is in a cluster)."""
+        self.revocation_store = self._shared = store
 
     def _own_addresses(self) -> list:
         config = self.box.config
@@ -82,6 +90,8 @@ class TurnService:
         self.core = self.io.core
         # Before any listener opens: no request may slip in ahead of a revocation.
         await self._restore_revocations()
+        if self._shared is not None:
+            self._following = asyncio.create_task(self._shared.follow(self._revoked_elsewhere))
         tls = None
         for index, listener in enumerate(self.config.listen):
             host, port = str(listener.endpoint.host), listener.endpoint.port
@@ -99,6 +109,11 @@ class TurnService:
             log.info("listening", url=str(listener))
 
     async def stop(self) -> None:
+        if self._following is not None:
+            self._following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._following
+            self._following = None
         if self.io is not None:
             await self.io.close()
             self.io = None
@@ -147,6 +162,24 @@ class TurnService:
         if self.core is None:
             raise RuntimeError("the TURN service has not started")
         return self.core
+
+    def _revoked_elsewhere(self, username: str) -> bool:
+        """A revocation the shared store reports (another box's, or this box's own coming back):
+        refused from now on, with the checks of a new one; whether it was news to this box."""
+        core = self._core()
+        if username in core.revocations:
+            return False
+        try:
+            ended = core.revoke(username, self.clock())
+        except RevocationsFull as e:
+            log.error("a revocation made on another box is not held here", username=username, reason=str(e))
+            return False
+        if ended is None:
+            return False  # expired since, or no credential this box could have minted
+        if self.io is not None:
+            self.io.flush()
+        log.info("credential revoked on another box", username=username, allocations_ended=ended)
+        return True
 
     async def _restore_revocations(self) -> None:
         kept = await self.revocation_store.load()
