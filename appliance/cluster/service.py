@@ -27,6 +27,7 @@ from .records import SessionRecord, TrackRecord, track_key
 from .seal import Sealer, Unsealed
 from .store import NODES, SECRETS, SESSIONS, TRACKS, Bucket, Store, StoreUnavailable, key
 from .trunk_port import TrunkPort
+from .channels import TrunkChannels
 from .handover import Handover
 from .trunks import Trunks
 
@@ -61,6 +62,7 @@ class ClusterService:
         # Trunks carry tracks between SFUs: a box without one (TURN only) has none.
         self.trunks: Trunks | None = None
         self.handover: Handover | None = None
+        self.channels: TrunkChannels | None = None
         if self.sfu is not None:
             self.trunks = Trunks(self.me, self.port, self.sfu, self.membership, self.config.trunk_fanout,
                                  self._ask, self._write)
@@ -70,6 +72,8 @@ class ClusterService:
                                 self.sfu.port.datagram_received)
             self.sfu.port.ice.on_unknown = handover.stranger
             self.handover = handover
+            channels = TrunkChannels(self.me, self.sfu.channels, self.trunks, self.port, self.sfu.sessions)
+            self.trunks.channels = self.sfu.channels.remote = self.channels = channels
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
         self._tasks: list[asyncio.Task] = []
@@ -367,9 +371,11 @@ class ClusterService:
         return self.sealer.seal(json.dumps(reply).encode(), subject + " reply")
 
     def _handle(self, request: dict, now: float) -> dict:
-        if self.trunks is None or self.handover is None:
+        if self.trunks is None or self.handover is None or self.channels is None:
             return {"error": "this box has no SFU"}
         op = request.get("op")
+        if op in ("subscribe_channel", "channel_closed"):
+            return self.channels.handle(request)
         if op == "handover":
             return self.handover.give(request, now)
         if op == "taken":

@@ -3,15 +3,20 @@
 Each (sender, sender's epoch, receiver) has its own SRTP key, derived from the cluster secret, so
 trunk traffic is encrypted and authenticated unless one has the secret, and a restarted box (a new
 epoch) never reuses a keystream. Packets are plain RTP and RTCP (RFC 5761 demultiplexing): a track's
-packets as its box received them, each layer on the SSRC the receiving box chose for it.
+packets as its box received them, each layer on the SSRC the receiving box chose for it. Data
+channel messages travel as datagrams of their own (first byte DATA, outside RTP's and RTCP's
+range), sealed with AES-GCM under a key derived the same way.
 
 Sans-I/O like the media port: the shell hands it a sink (`sendto`) and the datagrams it reads.
 """
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pylibsrtp
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pylibsrtp import Policy
 
 from .seal import derive
@@ -22,6 +27,9 @@ if TYPE_CHECKING:
 
 # AES_CM_128_HMAC_SHA1_80: a 16-byte key and a 14-byte salt.
 KEY_AND_SALT = 30
+# The first byte of a data datagram: RFC 7983 leaves 64-79 to no protocol the media port speaks.
+DATA = 64
+NONCE = 12
 REPLAY_WINDOW = 1024
 
 
@@ -30,15 +38,17 @@ class TrunkPeer:
     sends this box (by the SSRC this box chose). Also the `port_session` of the legs that send it a
     track (forward.Downstream)."""
 
-    __slots__ = ("node", "epoch", "addr", "tx", "rx", "streams", "legs", "counters")
+    __slots__ = ("node", "epoch", "addr", "tx", "rx", "data_tx", "data_rx", "streams", "legs", "counters")
 
     def __init__(self, node: str, epoch: str, addr: tuple[str, int], tx: pylibsrtp.Session,
-                 rx: pylibsrtp.Session) -> None:
+                 rx: pylibsrtp.Session, data_tx: AESGCM, data_rx: AESGCM) -> None:
         self.node = node
         self.epoch = epoch
         self.addr = addr
         self.tx = tx
         self.rx = rx
+        self.data_tx = data_tx
+        self.data_rx = data_rx
         self.streams: dict[int, Stream] = {}  # what it sends this box
         self.legs: dict[int, Leg] = {}  # what this box sends it, by the SSRC the peer chose
         self.counters = TrunkCounters()
@@ -58,6 +68,9 @@ class TrunkHandler(Protocol):
 
     def rtcp(self, peer: TrunkPeer, packet: bytes, now: float) -> None:
         """Feedback from `peer` on what this box sends it, or its reports on what it sends."""
+
+    def data(self, peer: TrunkPeer, payload: bytes, now: float) -> None:
+        """A data channel message (or its end) that `peer` relays to this box."""
 
 
 def _session(key: bytes, inbound: bool) -> pylibsrtp.Session:
@@ -80,8 +93,8 @@ class TrunkPort:
         self._by_addr: dict[tuple[str, int], TrunkPeer] = {}
         self.unknown = 0  # datagrams from an address that is no peer's, or that fail authentication
 
-    def _key(self, sender: str, epoch: str, receiver: str) -> bytes:
-        return derive(self.secret, f"trunk {sender}/{epoch} -> {receiver}", KEY_AND_SALT)
+    def _key(self, sender: str, epoch: str, receiver: str, purpose: str = "trunk", length: int = KEY_AND_SALT) -> bytes:
+        return derive(self.secret, f"{purpose} {sender}/{epoch} -> {receiver}", length)
 
     def peer(self, node: str, epoch: str, addr: tuple[str, int]) -> TrunkPeer:
         """The peer for `node` as its current record describes it: a new epoch (a restart) or
@@ -92,7 +105,9 @@ class TrunkPort:
         if peer is not None:
             self.forget(node)
         peer = TrunkPeer(node, epoch, addr, _session(self._key(self.node, self.epoch, node), False),
-                         _session(self._key(node, epoch, self.node), True))
+                         _session(self._key(node, epoch, self.node), True),
+                         AESGCM(self._key(self.node, self.epoch, node, "trunk data", 32)),
+                         AESGCM(self._key(node, epoch, self.node, "trunk data", 32)))
         self.peers[node] = peer
         self._by_addr[addr] = peer
         return peer
@@ -125,10 +140,27 @@ class TrunkPort:
         peer.counters.rtcp_out += 1
         return True
 
+    def send_data(self, peer: TrunkPeer, payload: bytes) -> bool:
+        nonce = os.urandom(NONCE)
+        try:
+            self.sink.sendto(bytes([DATA]) + nonce + peer.data_tx.encrypt(nonce, payload, None), peer.addr)
+        except (OSError, AttributeError):
+            peer.counters.errors += 1
+            return False
+        return True
+
     def datagram_received(self, data: bytes, addr: tuple[str, int], now: float) -> None:
         peer = self._by_addr.get(addr[:2])
         if peer is None or len(data) < 12:
             self.unknown += 1
+            return
+        if data[0] == DATA:
+            try:
+                payload = peer.data_rx.decrypt(data[1:1 + NONCE], data[1 + NONCE:], None)
+            except InvalidTag:
+                peer.counters.errors += 1
+                return
+            self.handler.data(peer, payload, now)
             return
         rtcp = 192 <= data[1] <= 223
         try:

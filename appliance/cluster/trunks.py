@@ -62,6 +62,10 @@ class Plane(Protocol):
     def end_legs(self, track: PublishedTrack) -> None: ...
 
 
+class DataHandler(Protocol):
+    def data(self, peer: TrunkPeer, payload: bytes, now: float) -> None: ...
+
+
 @dataclass(frozen=True)
 class RemoteSession:
     """The publisher of a remote track, as the Calls API names it."""
@@ -162,6 +166,8 @@ class Trunks:
         self.unknown_ssrc = 0
         # Sessions being handed to another box (handover.py): that box writes their records now.
         self.leaving: set[str] = set()
+        # Where data channel messages from other boxes go (channels.py).
+        self.channels: DataHandler | None = None
         # Per session handed over: its tracks' ids, their new root, and the boxes that received them.
         self.parked: dict[str, list[tuple[str, str, list[str]]]] = {}
 
@@ -175,7 +181,7 @@ class Trunks:
         record = self.records.get(track_id)
         if record is None or record.app != app or record.owner == self.me:
             return None
-        parent = self._peer(record.owner)
+        parent = self.peer_of(record.owner)
         if parent is None:
             return None
         remote = self.remote[track_id] = RemoteTrack(record, self.port, self.plane, parent, now)
@@ -239,7 +245,7 @@ class Trunks:
             if remote.parent.node != node:
                 continue
             root = remote.record.owner
-            new_parent = None if root == node else self._peer(root)
+            new_parent = None if root == node else self.peer_of(root)
             if new_parent is None:
                 self._close(track_id, tell_parent=False)
                 continue
@@ -274,7 +280,7 @@ class Trunks:
             return {"error": "not_found"}
         if not isinstance(node, str) or node == self.me or not isinstance(layers, dict):
             return {"error": "bad request"}
-        peer = self._peer(node)
+        peer = self.peer_of(node)
         if peer is None:
             return {"error": f"node {node} is not a member of the cluster"}
         children = self.children.setdefault(track, {})
@@ -318,7 +324,7 @@ class Trunks:
                 for leg in legs:
                     self._end_leg(leg)
             local = [leg for leg in track.legs if not isinstance(leg.subscriber, TrunkDownstream)]
-            parent = self._peer(to)
+            parent = self.peer_of(to)
             if local and parent is not None:
                 record = self.records[track_id] = TrackRecord.of(track, to)
                 remote = self.remote[track_id] = RemoteTrack(record, self.port, self.plane, parent, now)
@@ -352,7 +358,7 @@ class Trunks:
         track_id = track_key(str(request.get("session")), str(request.get("name")))
         remote = self.remote.get(track_id)
         root = str(request.get("root"))
-        parent = self._peer(root) if root != self.me else None
+        parent = self.peer_of(root) if root != self.me else None
         if remote is None or parent is None:
             return {"error": "not received here"}
         remote.record = self.records[track_id] = replace(remote.record, owner=root)
@@ -379,9 +385,13 @@ class Trunks:
                 self._close(track_key(stream.track.session.id, stream.track.name), tell_parent=False)
         from_receiver(packet, peer.legs, self.plane.repair, now)
 
+    def data(self, peer: TrunkPeer, payload: bytes, now: float) -> None:
+        if self.channels is not None:
+            self.channels.data(peer, payload, now)
+
     # --- helpers ------------------------------------------------------------------------------------
 
-    def _peer(self, node: str) -> TrunkPeer | None:
+    def peer_of(self, node: str) -> TrunkPeer | None:
         record = self.membership.get(node)
         if record is None:
             return None
@@ -411,7 +421,7 @@ class Trunks:
                 remote.confirmed = True
                 return
             target = reply.get("redirect")
-            peer = self._peer(target) if isinstance(target, str) and target != self.me else None
+            peer = self.peer_of(target) if isinstance(target, str) and target != self.me else None
             if peer is not None:
                 remote.attach(peer)
                 self._subscribe(track_id, remote, at)

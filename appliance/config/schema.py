@@ -266,8 +266,9 @@ class ClusterConfig:
     # NATS authentication and TLS, as nats-server issues them.
     nats_credentials: AbsolutePath | None = None
     nats_ca: AbsolutePath | None = None
-    # A node whose heartbeat (every `heartbeat` seconds) stops is gone after nodes' TTL (5 s).
-    heartbeat: Seconds = 1.0
+    # A node is gone when three heartbeats in a row (every `heartbeat` seconds) did not come:
+    # a tree of trunks repairs itself around it within 2 s.
+    heartbeat: Seconds = 0.5
 
 
 @dataclass(frozen=True)

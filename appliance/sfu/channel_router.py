@@ -19,7 +19,9 @@ from .datachannels import (
 )
 from .errors import ItemError, SfuError
 from .journal import journaled
+from .remote import RemoteChannels
 from .session import CallSession, Transceiver
+from .tracks import Publisher
 
 # RFC 8841 5: the SCTP port when the remote m=application has no a=sctp-port.
 DEFAULT_SCTP_PORT = 5000
@@ -52,8 +54,10 @@ class ChannelRouter:
     def __init__(self, associate: Associate, sessions: Mapping[str, CallSession]) -> None:
         self.associate = associate
         self.sessions = sessions
-        self.associations: dict[CallSession, Association] = {}
+        self.associations: dict[Publisher, Association] = {}
         self.dropped = 0  # SCTP packets and messages that had nowhere to go, for /metrics
+        # Channels on other boxes of the cluster, when the box is part of one (appliance.cluster).
+        self.remote: RemoteChannels | None = None
 
     # --- the m=application section --------------------------------------------------------------
 
@@ -108,7 +112,7 @@ class ChannelRouter:
         association = self.associations.pop(session, None)
         for channel in session.datachannels:
             if not channel.closed:
-                self._end(channel)
+                self.end(channel)
         if association is not None:
             association.stop()
 
@@ -159,7 +163,7 @@ class ChannelRouter:
                 results.append(item_error({"id": channel_id}, ItemError(
                     "close_track_error", "DataChannel doesn't exist or was already closed")))
                 continue
-            self._end(channel)
+            self.end(channel)
             results.append({"id": channel_id})
         return results
 
@@ -197,10 +201,12 @@ class ChannelRouter:
                 raise ItemError("repeated_local_track_error",
                                 f"this session already publishes a DataChannel named {request.name!r}")
         else:
-            source = self._published(session, request)
+            source = self._published(session, request, now)
         channel = channels.add(DataChannel(
             session, channels.allocate(dtls_server), request.name, request.location, request.ordered,
             request.max_retransmits, request.max_packet_life_time, source))
+        if source is None and self.remote is not None:
+            self.remote.channel_published(channel)
         if source is not None:
             source.subscribers.append(channel)
             self._set_reply(channel, request.can_reply)
@@ -209,11 +215,13 @@ class ChannelRouter:
         self._open(channel)
         return channel
 
-    def _published(self, session: CallSession, request: ChannelRequest) -> DataChannel:
+    def _published(self, session: CallSession, request: ChannelRequest, now: float) -> DataChannel:
         publisher = self.sessions.get(request.session_id) if request.session_id is not None else None
         channel = None
         if publisher is not None and publisher.app == session.app and not publisher.closed:
             channel = publisher.datachannels.local(request.name)
+        elif publisher is None and request.session_id is not None and self.remote is not None:
+            channel = self.remote.find_channel(session.app, request.session_id, request.name, now)
         if channel is None:
             raise ItemError("not_found_track_error", "DataChannel not found on remote peer. Make sure the publisher "
                                                      "created a local DataChannel of this name")
@@ -232,7 +240,7 @@ class ChannelRouter:
         if association is not None:
             association.open(channel)
 
-    def _end(self, channel: DataChannel) -> None:
+    def end(self, channel: DataChannel) -> None:
         """Close a channel: its stream is reset, and a publisher's channel ends its subscribers'."""
         channel.closed = True
         ended = [channel, *channel.subscribers]
@@ -243,12 +251,15 @@ class ChannelRouter:
             association = self.associations.get(each.session)
             if association is not None:
                 association.close(each.id)
+            # The cluster hears of a channel ending here, and of subscribers on other boxes losing it.
+            if self.remote is not None and (each is channel or not isinstance(each.session, CallSession)):
+                self.remote.channel_ended(each)
 
     def sweep(self, session: CallSession, now: float) -> None:
         """End the session's waitForAck channels whose acknowledgement did not come in time."""
         for channel in list(session.datachannels):
             if channel.ack_deadline is not None and now > channel.ack_deadline and not channel.closed:
-                self._end(channel)
+                self.end(channel)
 
     def _status(self, channel: DataChannel) -> str:
         association = self.associations.get(channel.session)
@@ -270,9 +281,21 @@ class ChannelRouter:
         else:
             self.dropped += 1
             return
+        self._deliver(targets, message)
+
+    def forward(self, source: DataChannel, message: Message) -> None:
+        """A message of a local channel published on another box (`source` its stand-in here),
+        to this box's subscribers of it."""
+        self._deliver([c for c in source.subscribers if c.ack_deadline is None], message)
+
+    def _deliver(self, targets: list[DataChannel], message: Message) -> None:
         for target in targets:
             association = self.associations.get(target.session)
-            if association is None or not association.send(target.id, message):
+            if association is not None:
+                sent = association.send(target.id, message)
+            else:
+                sent = self.remote is not None and self.remote.relay(target, message)
+            if not sent:
                 self.dropped += 1
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ItemError, SfuError
 
 if TYPE_CHECKING:  # a session holds its channels
-    from .session import CallSession
+    from .tracks import Publisher
 
 # The channel `datachannels/establish` opens, always on stream 0 (CALLS_API.md 1.3).
 SERVER_EVENTS = "server-events"
@@ -30,7 +30,9 @@ MAX_RELIABILITY = 65535
 
 @dataclass(eq=False)
 class DataChannel:
-    session: CallSession  # whose SCTP association carries it
+    # Whose SCTP association carries it: a CallSession; or, for a channel published or received on
+    # another box of the cluster, a stand-in that names the session (appliance.cluster.channels).
+    session: Publisher
     id: int
     name: str
     location: str  # "local" (the client publishes) or "remote" (the client receives `source`)

@@ -7,7 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
+from ..rtc.sctp import Message
+
 if TYPE_CHECKING:
+    from .datachannels import DataChannel
     from .forward import Leg
     from .session import CallSession
     from .tracks import PublishedTrack
@@ -34,3 +37,20 @@ class Remote(Protocol):
 
     def sweep(self, now: float) -> None:
         """Let go of trunks no subscriber needs any more."""
+
+
+class RemoteChannels(Protocol):
+    """Data channels across boxes: a local channel published on another box, received here through
+    a stand-in (the source of this box's subscribers' channels), and the channels of other boxes
+    that receive this box's local channels (subscribers whose session is a stand-in too)."""
+
+    def find_channel(self, app: str, session_id: str, name: str, now: float) -> DataChannel | None:
+        """The stand-in for a local channel `name` of a session on another box, or None."""
+
+    def channel_published(self, channel: DataChannel) -> None: ...
+
+    def channel_ended(self, channel: DataChannel) -> None:
+        """A local channel closed, or a subscriber channel whose session is another box's."""
+
+    def relay(self, target: DataChannel, message: Message) -> bool:
+        """Send `message` to `target`, a channel whose session is on another box."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from appliance.cluster.channels import TrunkChannels
 from appliance.cluster.handover import Handover
 from appliance.cluster.nodes import Membership, NodeRecord
 from appliance.cluster.records import SessionRecord
@@ -58,6 +59,8 @@ class Box:
         self.reinjected: list[tuple[Any, bytes, Any]] = []  # what the handover gave the media port back
         self.handover = Handover(name, self.lab.sfu, self.trunks, cluster.session_by_ufrag, self.ask,
                                  lambda local, data, addr, now: self.reinjected.append((local, data, addr)))
+        self.channels = TrunkChannels(name, self.lab.sfu.channels, self.trunks, self.port, self.lab.sfu.sessions)
+        self.trunks.channels = self.lab.sfu.channels.remote = self.channels
         self.alive = True
 
     def handle(self, message: dict) -> dict:
@@ -67,6 +70,8 @@ class Box:
             return self.handover.give(message, self.cluster.now)
         if op == "taken":
             return self.handover.taken(message, self.cluster.now)
+        if op in ("subscribe_channel", "channel_closed"):
+            return self.channels.handle(message)
         return self.trunks.handle(message, self.cluster.now)
 
     def endpoint(self, name: str, **options: Any) -> Endpoint:

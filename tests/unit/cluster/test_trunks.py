@@ -237,3 +237,47 @@ def test_the_store_hears_of_sessions_and_tracks_as_they_come_and_go():
     pub.leave()
     written = [(bucket, value is not None) for bucket, _, value in a.writes[2:]]
     assert written == [("edgecall-tracks", False), ("edgecall-sessions", False)]
+
+
+def chat(cluster: Cluster, *boxes: str):
+    """A publisher on box a with a local channel "chat", and a subscriber of it on each of `boxes`."""
+    pub = cluster["a"].endpoint("pub")
+    pub.push(data=True)
+    pub.connect()
+    pub.new_channels({"location": "local", "dataChannelName": "chat"})
+    subs = []
+    for box in boxes:
+        sub = cluster[box].endpoint(f"sub-{box}")
+        sub.establish()
+        sub.connect()
+        result = sub.new_channels({"location": "remote", "sessionId": pub.id, "dataChannelName": "chat"})
+        assert "errorCode" not in result[0], result
+        subs.append((sub, result[0]["id"]))
+    cluster.pump()
+    return pub, subs
+
+
+def test_data_channel_messages_reach_subscribers_on_other_boxes_once_per_box():
+    cluster = Cluster("a", "b", "c")
+    pub, subs = chat(cluster, "b", "b", "c", "a")
+    for message in ("hello", b"\x00binary", ""):
+        pub.message(1, message)
+    cluster.pump()
+    for sub, channel_id in subs:
+        assert sub.messages(channel_id) == ["hello", b"\x00binary", ""]
+    assert len(cluster["a"].channels.targets) == 2  # one relay per box, whatever its subscribers
+    assert [d["status"] for d in subs[0][0].describe()["dataChannels"]][-1] == "active"
+
+
+def test_a_data_channel_of_no_box_is_not_found_and_its_end_reaches_every_box():
+    cluster = Cluster("a", "b")
+    pub, [(sub, channel_id)] = chat(cluster, "b")
+    stranger = cluster["b"].endpoint("stranger")
+    stranger.establish()
+    missing = stranger.new_channels({"location": "remote", "sessionId": pub.id, "dataChannelName": "nope"})
+    assert missing[0]["errorCode"] == "not_found_track_error"
+    pub.close_channels(1)
+    cluster.pump()
+    assert channel_id in sub.association.closed
+    assert cluster["b"].channels.stand_ins == {} and cluster["a"].channels.targets == {}
+    assert cluster["a"].writes[-1][0] == "edgecall-tracks" and cluster["a"].writes[-1][2] is None

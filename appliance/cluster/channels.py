@@ -1,0 +1,171 @@
+"""Data channels across boxes: a subscriber on box B of a channel published on box A.
+
+A's local channels are listed in the tracks bucket (kind "data", under `channel_key`). B's
+`datachannels/new` for one of them makes a stand-in of it on B (a DataChannel whose session is a
+RemoteSession), which B's subscriber channels take as their source, and asks A to relay. A adds a
+subscriber channel whose session is a `TrunkTarget` (the box B) to its channel: the router hands
+it each message, which goes to B over the trunk as a sealed datagram (trunk_port.DATA), once per
+box whatever the number of subscribers there; B's router gives it to its subscribers. When A's
+channel closes, B hears of it and ends its subscribers' channels, as on one box.
+
+Left out for now: a subscriber's replies (canReply) across boxes, and ordering guarantees beyond
+those of the trunk (UDP: a lost datagram is a lost message, as an unreliable channel allows).
+"""
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..logs import get_logger
+from ..rtc.sctp import Message
+from ..sfu.channel_router import ChannelRouter
+from ..sfu.datachannels import DataChannel
+from ..sfu.session import CallSession
+from .records import TrackRecord
+from .store import TRACKS, key
+from .trunk_port import TrunkPeer, TrunkPort
+from .trunks import RemoteSession, Trunks
+
+log = get_logger("cluster")
+
+_HEADER = struct.Struct(">BHH")  # kind (0 text, 1 binary), session id length, channel name length
+TEXT, BINARY = 0, 1
+
+
+def channel_key(session_id: str, name: str) -> str:
+    return key(f"{session_id}#channel#{name}")
+
+
+@dataclass(frozen=True, eq=False)
+class TrunkTarget:
+    """Another box as the holder of a subscriber channel (its `session`)."""
+
+    peer: TrunkPeer
+    id: str = ""
+    app: str = ""
+
+
+def encode(session_id: str, name: str, message: Message) -> bytes:
+    ids, label = session_id.encode(), name.encode()
+    body = message.encode() if isinstance(message, str) else message
+    return _HEADER.pack(TEXT if isinstance(message, str) else BINARY, len(ids), len(label)) + ids + label + body
+
+
+def decode(payload: bytes) -> tuple[str, str, Message]:
+    """Raises ValueError (struct.error included) for a malformed payload."""
+    kind, ids, label = _HEADER.unpack_from(payload)
+    start = _HEADER.size
+    session_id = payload[start:start + ids].decode()
+    name = payload[start + ids:start + ids + label].decode()
+    body = payload[start + ids + label:]
+    return session_id, name, body.decode() if kind == TEXT else body
+
+
+class TrunkChannels:
+    """The router's RemoteChannels (sfu/remote.py), and the trunk's data handler."""
+
+    def __init__(self, me: str, router: ChannelRouter, trunks: Trunks, port: TrunkPort,
+                 sessions: Mapping[str, CallSession]) -> None:
+        self.me = me
+        self.router = router
+        self.trunks = trunks
+        self.port = port
+        self.sessions = sessions
+        self.stand_ins: dict[str, DataChannel] = {}  # channel key -> this box's stand-in
+        self.targets: dict[tuple[str, str], DataChannel] = {}  # (channel key, box) -> its subscriber here
+        self.unknown = 0
+
+    # --- the router's seam ------------------------------------------------------------------------
+
+    def find_channel(self, app: str, session_id: str, name: str, now: float) -> DataChannel | None:
+        channel_id = channel_key(session_id, name)
+        stand_in = self.stand_ins.get(channel_id)
+        if stand_in is not None and not stand_in.closed:
+            return stand_in if stand_in.session.app == app else None
+        record = self.trunks.records.get(channel_id)
+        if record is None or record.kind != "data" or record.app != app or record.owner == self.me:
+            return None
+        if self.trunks.peer_of(record.owner) is None:  # its datagrams are taken only from a known peer
+            return None
+        stand_in = DataChannel(RemoteSession(session_id, app), -1, name, "local")
+        self.stand_ins[channel_id] = stand_in
+        message = {"op": "subscribe_channel", "from": self.me, "session": session_id, "name": name}
+        self.trunks.ask(record.owner, message, lambda reply, at: self._answered(channel_id, reply))
+        return stand_in
+
+    def _answered(self, channel_id: str, reply: dict | None) -> None:
+        stand_in = self.stand_ins.get(channel_id)
+        if stand_in is not None and (reply is None or not reply.get("ok")):
+            log.info("remote data channel refused", channel=stand_in.name, reason=(reply or {}).get("error"))
+            self._end_stand_in(channel_id)
+
+    def channel_published(self, channel: DataChannel) -> None:
+        session = channel.session
+        record = TrackRecord(session.app, session.id, channel.name, "data", self.me)
+        self.trunks.write(TRACKS, channel_key(session.id, channel.name), record.encode())
+
+    def channel_ended(self, channel: DataChannel) -> None:
+        session = channel.session
+        if isinstance(session, TrunkTarget):  # a box's subscription ended with the channel it fed
+            source = channel.source
+            if source is not None:
+                channel_id = channel_key(source.session.id, source.name)
+                self.targets.pop((channel_id, session.peer.node), None)
+                self.trunks.ask(session.peer.node, {"op": "channel_closed", "session": source.session.id,
+                                                     "name": source.name}, lambda reply, at: None)
+        elif isinstance(session, RemoteSession):  # this box's stand-in ended
+            self.stand_ins.pop(channel_key(session.id, channel.name), None)
+        elif channel.location == "local" and isinstance(session, CallSession):
+            if session.id not in self.trunks.leaving:
+                self.trunks.write(TRACKS, channel_key(session.id, channel.name), None)
+
+    def relay(self, target: DataChannel, message: Message) -> bool:
+        session, source = target.session, target.source
+        if not isinstance(session, TrunkTarget) or source is None:
+            return False
+        return self.port.send_data(session.peer, encode(source.session.id, source.name, message))
+
+    # --- requests from other boxes ----------------------------------------------------------------
+
+    def handle(self, request: dict) -> dict:
+        op = request.get("op")
+        session_id, name = str(request.get("session")), str(request.get("name"))
+        if op == "subscribe_channel":
+            return self._subscribe(session_id, name, str(request.get("from")))
+        if op == "channel_closed":
+            self._end_stand_in(channel_key(session_id, name))
+            return {"ok": True}
+        return {"error": f"unknown op {op!r}"}
+
+    def _subscribe(self, session_id: str, name: str, node: str) -> dict:
+        session = self.sessions.get(session_id)
+        source = session.datachannels.local(name) if session is not None else None
+        peer = self.trunks.peer_of(node)
+        if source is None or peer is None:
+            return {"error": "not_found"}
+        channel_id = channel_key(session_id, name)
+        if (channel_id, node) not in self.targets:
+            target = DataChannel(TrunkTarget(peer), -1, name, "remote", source=source)
+            source.subscribers.append(target)
+            self.targets[channel_id, node] = target
+        return {"ok": True}
+
+    # --- the trunk ----------------------------------------------------------------------------------
+
+    def data(self, peer: TrunkPeer, payload: bytes, now: float) -> None:
+        try:
+            session_id, name, message = decode(payload)
+        except (ValueError, UnicodeDecodeError):
+            self.unknown += 1
+            return
+        stand_in = self.stand_ins.get(channel_key(session_id, name))
+        if stand_in is None or stand_in.closed:
+            self.unknown += 1
+            return
+        self.router.forward(stand_in, message)
+
+    def _end_stand_in(self, channel_id: str) -> None:
+        stand_in = self.stand_ins.pop(channel_id, None)
+        if stand_in is not None and not stand_in.closed:
+            self.router.end(stand_in)
