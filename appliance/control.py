@@ -120,7 +120,14 @@ def status(box: Box) -> dict[str, Any]:
         "draining_for": None if box.drain.since is None else round(now - box.drain.since, 3),
         "services": {name: reason or "ok" for name, reason in report.items()},
         "agent": box.agent.view(now),
+        "cluster": _cluster(box),
     }
+
+
+def _cluster(box: Box) -> dict[str, Any] | None:
+    cluster = box.service("cluster")
+    describe = getattr(cluster, "describe", None)
+    return describe() if describe is not None else None
 
 
 class ControlService:

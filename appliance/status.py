@@ -23,6 +23,9 @@ def render(box: dict[str, Any] | None, box_error: str | None, bgp: BgpState | No
             lines.append(f"health agent ({agent['age_seconds']:.1f} s ago): {agent['state']}")
             lines.append("probes: " + _pairs(probes))
             lines += [_peer(node, state) for node, state in agent.get("backbone", {}).items()]
+        cluster = box.get("cluster")
+        if cluster is not None:
+            lines += _cluster(cluster)
     if bgp is not None:
         if bgp.error:
             lines.append(f"BGP: {bgp.error}")
@@ -42,6 +45,22 @@ def _peer(node: str, state: dict[str, Any]) -> str:
     counts = [f"{key.replace('_', ' ')} {state[key]}" for key in ("forwarded", "dropped", "tunnel_tx_packets")
               if state.get(key) is not None]
     return line + ("; packets " + ", ".join(counts) if counts else "")
+
+
+def _cluster(cluster: dict[str, Any]) -> list[str]:
+    """The store, the boxes heard from, what crosses the trunks."""
+    reach = "connected" if cluster["store_connected"] else "NOT CONNECTED"
+    lost = f", {cluster['store_writes_lost']} writes lost" if cluster["store_writes_lost"] else ""
+    lines = [f"cluster store: {cluster['store']}, {reach}{lost}; nodes: {', '.join(cluster['nodes']) or 'none'}"]
+    trunks = cluster.get("trunks", {})
+    for track in trunks.get("receiving", []):
+        lines.append(f"trunk in: {track['session']}/{track['track']} from {track['from']}, {track['legs']} legs here")
+    for track in trunks.get("sending", []):
+        lines.append(f"trunk out: {track['session']}/{track['track']} to {', '.join(track['to'])}")
+    for node, counts in cluster.get("trunk_peers", {}).items():
+        lines.append(f"trunk peer {node}: packets in {counts['packets_in']}, out {counts['packets_out']}, "
+                     f"errors {counts['errors']}")
+    return lines
 
 
 def _pairs(mapping: dict[str, str]) -> str:

@@ -32,7 +32,7 @@ async def healthz(request: web.Request) -> web.Response:
         "services": state["services"],
         "draining": state["draining"],
         # The health agent's last report: its probes, the announcement, BGP sessions and prefixes.
-        "details": {"agent": state["agent"]},
+        "details": {"agent": state["agent"], "cluster": state["cluster"]},
     }
     return web.json_response(body, status=200 if word == "ok" else 503)
 

@@ -109,6 +109,7 @@ class RemoteTrack:
         self.port = port
         self.parent = parent
         self.rtcp_ssrc = random.getrandbits(32)
+        self.fir_seq = 0
         self.confirmed = False  # the parent accepted the subscription
         self.asked_at = now
         self.idle_since: float | None = now  # no leg takes it yet
@@ -140,6 +141,14 @@ class RemoteTrack:
 
     def send_rtcp(self, packet: bytes) -> bool:
         return self.port.send_rtcp(self.parent, packet)
+
+    def request_keyframe(self, media_ssrc: int, force: bool) -> None:
+        """PLI, paced by each box; FIR for a new subscriber's, which no box along the tree holds back."""
+        if force:
+            self.fir_seq += 1
+            self.send_rtcp(rtcp.fir(self.rtcp_ssrc, media_ssrc, self.fir_seq))
+        else:
+            self.send_rtcp(rtcp.pli(self.rtcp_ssrc, media_ssrc))
 
 
 def _new_ssrc() -> int:
@@ -383,7 +392,7 @@ class Trunks:
             stream = peer.streams.get(ssrc)
             if stream is not None:
                 self._close(track_key(stream.track.session.id, stream.track.name), tell_parent=False)
-        from_receiver(packet, peer.legs, self.plane.repair, now)
+        from_receiver(packet, peer.legs, self.plane.repair, now, trusted=True)
 
     def data(self, peer: TrunkPeer, payload: bytes, now: float) -> None:
         if self.channels is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import feedback as rtcp_feedback
-from . import rtcp
 from .forward import Leg
 from .streams import Stream
 from .tracks import KEYFRAME_INTERVAL
@@ -39,8 +38,7 @@ class Repair:
         if not force and now - stream.last_keyframe_request < KEYFRAME_INTERVAL:
             return
         stream.last_keyframe_request = now
-        upstream = track.upstream
-        upstream.send_rtcp(rtcp.pli(upstream.rtcp_ssrc, stream.ssrc))
+        track.upstream.request_keyframe(stream.ssrc, force)
 
     def keyframe_for(self, leg: Leg, now: float) -> None:
         """A keyframe at once for what the leg forwards or waits for (a new subscriber, a new layer)."""

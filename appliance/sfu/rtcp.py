@@ -17,6 +17,12 @@ def pli(sender_ssrc: int, media_ssrc: int) -> bytes:
     return struct.pack(">BBHII", 0x80 | FMT_PLI, PT_PSFB, 2, sender_ssrc, media_ssrc)
 
 
+def fir(sender_ssrc: int, media_ssrc: int, seq: int) -> bytes:
+    """A Full Intra Request (RFC 5104 4.3.1) with its command sequence number: between boxes of a
+    cluster, a keyframe request that must not wait (a new subscriber's)."""
+    return struct.pack(">BBHIIIB3x", 0x80 | FMT_FIR, PT_PSFB, 4, sender_ssrc, 0, media_ssrc, seq & 0xFF)
+
+
 def bye(ssrc: int) -> bytes:
     """An RTCP BYE (RFC 3550 6.6): the stream this SSRC carried has ended."""
     return struct.pack(">BBHI", 0x81, PT_BYE, 1, ssrc)
@@ -82,6 +88,15 @@ def byes(packet: bytes) -> list[int]:
         if pt == PT_BYE:
             count = first & 0x1F
             out.extend(int.from_bytes(packet[i:i + 4], "big") for i in range(offset + 4, min(end, offset + 4 + 4 * count), 4))
+    return out
+
+
+def full_intra_requests(packet: bytes) -> list[int]:
+    """The media SSRCs a compound RTCP packet asks keyframes of with FIR."""
+    out: list[int] = []
+    for first, pt, offset, end in _parts(packet):
+        if pt == PT_PSFB and first & 0x1F == FMT_FIR:
+            out.extend(int.from_bytes(packet[fci:fci + 4], "big") for fci in range(offset + 12, end - 7, 8))
     return out
 
 

@@ -266,6 +266,10 @@ class CallSession:
         goodbyes on what it receives (the legs' Downstream)."""
         return self.port_session is not None and self.owner.port.send_rtcp(self.port_session, packet)
 
+    def request_keyframe(self, media_ssrc: int, force: bool) -> None:
+        """A PLI: what every browser answers with a keyframe (the SFU itself paces them)."""
+        self.send_rtcp(rtcp.pli(self.rtcp_ssrc, media_ssrc))
+
     def data(self, data: bytes) -> None:
         self.owner.session_data(self, data)
 

@@ -45,6 +45,9 @@ class Upstream(Protocol):
 
     def send_rtcp(self, packet: bytes) -> bool: ...
 
+    def request_keyframe(self, media_ssrc: int, force: bool) -> None:
+        """Ask for a keyframe of `media_ssrc`; `force`: one that must not wait (a new subscriber)."""
+
 
 @dataclass
 class IngestCounters:

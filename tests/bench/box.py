@@ -12,12 +12,14 @@ from tests.lab.appliance import REPO, box_config, free_port
 
 
 @contextlib.contextmanager
-def running_box(extra: str = "") -> Iterator[tuple[subprocess.Popen, str]]:
+def running_box(extra: str = "", node: str = "test-box") -> Iterator[tuple[subprocess.Popen, str]]:
     """(the box's process, its API's base URL) while the block runs; `extra` is appended TOML."""
     with tempfile.TemporaryDirectory(prefix="edgecall-bench-") as tmp:
         config = Path(tmp) / "box.toml"
         api_port = free_port("tcp")
-        config.write_text(box_config(api_port, free_port("udp"), free_port("udp", "tcp"), extra))
+        text = box_config(api_port, free_port("udp"), free_port("udp", "tcp"), extra)
+        config.write_text(text.replace('id = "test-box"', f'id = "{node}"', 1).replace(
+            "edgecall-test-state", f"edgecall-bench-state-{node}"))
         proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--config", str(config), "--log-level",
                                  "warning"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:

@@ -12,7 +12,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.lab.appliance import box_config, free_port, request
+from tests.lab.appliance import box_config, free_port, healthz, request
 from tests.lab.nats import nats_servers
 
 __all__ = ["nats_servers"]  # the fixture, used below by name
@@ -103,6 +103,10 @@ async def test_a_subscriber_on_one_box_receives_a_track_published_on_another(box
         assert set(frames) == {"audio", "video"}
         status, state = await api_b("GET", f"/sessions/{sub_id}")
         assert [(t["trackName"], t["status"]) for t in state["tracks"]] == [("a", "active"), ("v", "active")]
+        # Both boxes see each other; B's /healthz shows what it receives and from where.
+        cluster = healthz(box_b)["details"]["cluster"]
+        assert cluster["nodes"] == ["box-a", "box-b"] and cluster["store_connected"]
+        assert sorted((t["track"], t["from"]) for t in cluster["trunks"]["receiving"]) == [("a", "box-a"), ("v", "box-a")]
         # The media crossed on a trunk from A to B: A forwarded to no subscriber of its own.
         assert metric(box_a, "edgecall_sfu_legs") == 0
         assert metric(box_a, "edgecall_cluster_trunk_packets_out") > 0

@@ -281,3 +281,20 @@ def test_a_data_channel_of_no_box_is_not_found_and_its_end_reaches_every_box():
     assert channel_id in sub.association.closed
     assert cluster["b"].channels.stand_ins == {} and cluster["a"].channels.targets == {}
     assert cluster["a"].writes[-1][0] == "edgecall-tracks" and cluster["a"].writes[-1][2] is None
+
+
+def test_a_new_subscriber_on_another_box_gets_its_keyframe_without_waiting_for_the_interval():
+    cluster = Cluster("a", "b")
+    pub = published(cluster)
+    first, _ = subscribed(cluster, "b", pub, who="first")
+    pub.sender("cam").send(key=True)
+    cluster.pump()
+    cluster.advance(0.1)  # within the interval of the first subscriber's keyframe request
+    before = len(pub.plis())
+    subscribed(cluster, "b", pub, who="second")
+    forced = len(pub.plis())
+    assert forced > before  # the new subscriber's request went up the tree as FIR
+    cluster.advance(0.05)
+    first.pli("0", now=cluster.now)  # an ordinary request inside the interval stays held back
+    cluster.pump()
+    assert len(pub.plis()) == forced

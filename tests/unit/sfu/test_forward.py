@@ -3,7 +3,7 @@ import struct
 from hypothesis import given, strategies as st
 
 from appliance.sfu.forward import Leg, payload_offset
-from appliance.sfu.rtcp import bye, keyframe_requests, pli, sender_report
+from appliance.sfu.rtcp import bye, fir, full_intra_requests, keyframe_requests, pli, sender_report
 
 from .harness import Downstream, Sent, forward, rtp
 
@@ -99,3 +99,9 @@ def test_extension_reader_takes_any_bytes(data):
 
     found = extensions.elements(bytes([0x90]) + data[1:])
     assert found is None or all(1 <= i <= 14 and 1 <= len(v) <= 16 for i, v in found.items())
+
+
+def test_a_full_intra_request_is_a_keyframe_request_that_says_it_is_one():
+    compound = pli(1, 0xBEEF) + fir(1, 0xCAFE, 7)
+    assert keyframe_requests(compound) == [0xBEEF, 0xCAFE]
+    assert full_intra_requests(compound) == [0xCAFE]
