@@ -45,6 +45,8 @@ log = get_logger("cluster")
 GRACE = 10.0
 # An unanswered subscription is asked again after this long.
 RETRY = 2.0
+# A simulcast layer no subscriber of the box has needed for this long stops crossing the trunk.
+LAYER_GRACE = 10.0
 
 Ask = Callable[[str, dict, Callable[[dict | None, float], None]], None]
 Write = Callable[[Bucket, str, bytes | None], None]
@@ -110,6 +112,9 @@ class RemoteTrack:
         self.parent = parent
         self.rtcp_ssrc = random.getrandbits(32)
         self.fir_seq = 0
+        # The layers asked of the parent, and when each was last needed here.
+        self.asked: set[str] = {rid for rid in record.rids} or {""}
+        self.used: dict[str, float] = {rid: now for rid in self.asked}
         self.confirmed = False  # the parent accepted the subscription
         self.asked_at = now
         self.idle_since: float | None = now  # no leg takes it yet
@@ -124,8 +129,28 @@ class RemoteTrack:
 
     @property
     def layers(self) -> dict[str, int]:
-        """What to ask the parent for: each layer's RID ("" for a track of one stream) and SSRC."""
-        return {stream.rid or "": stream.ssrc for stream in self.track.streams if stream.ssrc is not None}
+        """What to ask the parent for: each layer's RID ("" for a track of one stream) and SSRC,
+        of the layers this box needs."""
+        return {stream.rid or "": stream.ssrc for stream in self.track.streams
+                if stream.ssrc is not None and (stream.rid or "") in self.asked}
+
+    def needed(self, now: float) -> set[str]:
+        """The layers this box's subscribers need: every layer while one of them follows its
+        bandwidth (choosing needs each layer's rate), else those they receive, wait for or prefer,
+        and those that stopped being needed less than LAYER_GRACE ago."""
+        track = self.track
+        if not track.simulcast:
+            return {""}
+        wanted: set[str] = set()
+        for leg in track.legs:
+            rid = leg.preferences.get("preferredRid")
+            if rid is None:
+                return {stream.rid or "" for stream in track.streams}
+            wanted.add(rid)
+            wanted.update(s.rid or "" for s in (leg.stream, leg.target, leg.probing) if s is not None)
+        for rid in wanted:
+            self.used[rid] = now
+        return {rid for rid, at in self.used.items() if now - at <= LAYER_GRACE} | wanted
 
     def attach(self, parent: TrunkPeer) -> None:
         self.parent.streams = {s: st for s, st in self.parent.streams.items() if st.track is not self.track}
@@ -219,6 +244,17 @@ class Trunks:
     def legs(self) -> Iterator[Leg]:
         return (leg for legs in self.children.values() for each in legs.values() for leg in each)
 
+    def adapt(self, now: float) -> None:
+        """With the SFU's layer choice (twice a second): ask the parents for the layers this box's
+        subscribers need now, and let go of those they have not needed for LAYER_GRACE."""
+        for track_id, remote in self.remote.items():
+            if not remote.track.simulcast or remote.track.closed:
+                continue
+            needed = remote.needed(now)
+            if needed and needed != remote.asked:
+                remote.asked = needed
+                self._subscribe(track_id, remote, now)
+
     def sweep(self, now: float) -> None:
         for track_id, remote in list(self.remote.items()):
             if remote.track.legs:
@@ -297,13 +333,19 @@ class Trunks:
             ranked = sorted(children)
             self._redirects += 1
             return {"redirect": ranked[self._redirects % len(ranked)]}
-        for leg in children.pop(node, []):
-            self._end_leg(leg)
-        legs = []
+        # The layers asked for now: those already sent go on as they are (their numbering unbroken),
+        # the others start, and those no longer asked for end.
+        kept = {leg.ssrc: leg for leg in children.pop(node, [])}
+        wanted = {ssrc for rid, ssrc in layers.items() if isinstance(ssrc, int) and isinstance(rid, str)}
+        for ssrc, leg in list(kept.items()):
+            if ssrc not in wanted:
+                self._end_leg(kept.pop(ssrc))
+        legs = list(kept.values())
         pt_map = {codec.pt: codec.pt for codec in track.codecs}
         forwarded = {uri: i for uri, i in track.extensions.items() if uri in extensions.FORWARDED[track.kind]}
         for rid, ssrc in layers.items():
-            if not isinstance(ssrc, int) or not isinstance(rid, str) or (rid and track.stream(rid) is None):
+            if ssrc in kept or not isinstance(ssrc, int) or not isinstance(rid, str) or (
+                    rid and track.stream(rid) is None):
                 continue
             leg = Leg(self.port.send_rtp, ssrc, pt_map, "", TrunkDownstream(self.port, peer))
             leg.source = track

@@ -35,6 +35,9 @@ class Remote(Protocol):
     def legs(self) -> Iterable[Leg]:
         """The legs this box sends other boxes."""
 
+    def adapt(self, now: float) -> None:
+        """After the SFU chose its legs' layers: receive the layers they need."""
+
     def sweep(self, now: float) -> None:
         """Let go of trunks no subscriber needs any more."""
 

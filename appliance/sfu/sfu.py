@@ -616,8 +616,11 @@ class Sfu:
         self.reports.send_transport_feedback(self.sessions.values(), now)
 
     def adapt(self, now: float) -> None:
-        tracks = self.tracks()
-        self.switcher.adapt(chain(tracks, self.remote.tracks()) if self.remote is not None else tracks, now)
+        if self.remote is None:
+            self.switcher.adapt(self.tracks(), now)
+            return
+        self.switcher.adapt(chain(self.tracks(), self.remote.tracks()), now)
+        self.remote.adapt(now)
 
     def forwarded_packets(self) -> int:
         return self._ended_leg_packets + sum(leg.packets for leg in self.legs())

@@ -5,7 +5,7 @@ every box."""
 from __future__ import annotations
 
 from appliance.cluster.trunk_port import TrunkPort
-from appliance.cluster.trunks import GRACE
+from appliance.cluster.trunks import GRACE, LAYER_GRACE
 
 from ..sfu.harness import audio, label, labels, video
 from .harness import SECRET, Cluster
@@ -298,3 +298,39 @@ def test_a_new_subscriber_on_another_box_gets_its_keyframe_without_waiting_for_t
     first.pli("0", now=cluster.now)  # an ordinary request inside the interval stays held back
     cluster.pump()
     assert len(pub.plis()) == forced
+
+
+def trunk_layers(cluster: Cluster, box: str = "b") -> list[str]:
+    """The layers box a sends `box` over the trunk."""
+    return sorted(leg.preferences["preferredRid"] for legs in cluster["a"].trunks.children.values()
+                  for leg in legs.get(box, []))
+
+
+def test_a_trunk_carries_the_simulcast_layers_its_boxs_subscribers_need():
+    cluster = Cluster("a", "b")
+    pub = published(cluster, rids=("f", "h", "q"))
+    subscribed(cluster, "b", pub, simulcast={"preferredRid": "h"})
+    cam = pub.sender("cam")
+
+    def rounds(count: int, step: float) -> None:
+        for _ in range(count):
+            cam.tick(keys=("f", "h", "q"))
+            cluster.pump()
+            cluster["a"].lab.adapt(cluster.advance(step))
+            cluster["b"].lab.adapt(cluster.now)
+            cluster.pump()
+
+    rounds(3, 0.1)
+    assert trunk_layers(cluster) == ["f", "h", "q"]  # all at first: the subscriber's layer is not chosen yet
+    rounds(2, LAYER_GRACE / 2 + 0.5)
+    assert trunk_layers(cluster) == ["h"]  # what no subscriber of b wanted for a while stopped crossing
+    kept = next(leg for legs in cluster["a"].trunks.children.values() for leg in legs["b"])
+    second, mid = subscribed(cluster, "b", pub, who="second", simulcast={"preferredRid": "f"})
+    rounds(3, 0.1)
+    assert trunk_layers(cluster) == ["f", "h"]
+    assert kept in cluster["a"].trunks.children[pub.track("cam")]["b"]  # h went on, its numbering unbroken
+    assert labels(second.media(mid)) and all(name.startswith("f") for name in labels(second.media(mid)))
+    # A subscriber that follows its bandwidth needs every layer's rate: all cross again.
+    subscribed(cluster, "b", pub, who="third")
+    rounds(1, 0.1)
+    assert trunk_layers(cluster) == ["f", "h", "q"]
