@@ -152,6 +152,17 @@ class RemoteTrack:
             self.used[rid] = now
         return {rid for rid, at in self.used.items() if now - at <= LAYER_GRACE} | wanted
 
+    def renumber(self, rids: set[str]) -> None:
+        """New SSRCs for layers asked for again: the parent's new legs start a new sequence, which
+        SRTP would take for replays on the SSRCs they had."""
+        for stream in self.track.streams:
+            if (stream.rid or "") in rids:
+                if stream.ssrc is not None and self.parent.streams.get(stream.ssrc) is stream:
+                    del self.parent.streams[stream.ssrc]
+                stream.ssrc = _new_ssrc()
+                self.parent.streams[stream.ssrc] = stream
+                stream.restart()
+
     def attach(self, parent: TrunkPeer) -> None:
         self.parent.streams = {s: st for s, st in self.parent.streams.items() if st.track is not self.track}
         self.parent = parent
@@ -252,6 +263,7 @@ class Trunks:
                 continue
             needed = remote.needed(now)
             if needed and needed != remote.asked:
+                remote.renumber(needed - remote.asked)
                 remote.asked = needed
                 self._subscribe(track_id, remote, now)
 
