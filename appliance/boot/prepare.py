@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import __version__
+from ..cluster.nats_server import render_nats_conf
 from ..config import Config, ConfigError, load_config, parse_config
 from . import firstboot
 from .interfaces import FirstInterface, first_interface
@@ -38,8 +39,15 @@ class Paths:
         return os.path.join(self.run_dir, "bird.conf")
 
     @property
-    def nats_flag(self) -> str:
-        return os.path.join(self.run_dir, "clustered")
+    def bird_env(self) -> str:
+        # bird.service's EnvironmentFile: where [bgp] control_socket puts BIRD's control socket.
+        return os.path.join(self.run_dir, "bird.env")
+
+    @property
+    def nats_conf(self) -> str:
+        # nats-server.service starts only when it exists, and reads it as a credential (it holds the
+        # cluster's NATS token and route password, so only root may read it here).
+        return os.path.join(self.run_dir, "nats.conf")
 
     @property
     def last_good(self) -> str:
@@ -58,7 +66,7 @@ class Outcome:
 
 def prepare(paths: Paths, find_interface: Callable[[], FirstInterface | None] = first_interface,
             address_timeout: float = 90.0) -> Outcome:
-    """Write the effective configuration (and bird.conf, and the cluster flag) under `paths.run_dir`,
+    """Write the effective configuration (and bird.conf, and nats.conf) under `paths.run_dir`,
     or remove them when the operator's file does not validate; the outcome says what happened."""
     os.makedirs(paths.run_dir, exist_ok=True)
     if os.path.exists(paths.operator):
@@ -131,23 +139,25 @@ def _how_to_configure(paths: Paths) -> str:
 
 
 def _install(paths: Paths, text: str, config: Config) -> None:
-    """What the services read: the configuration, bird.conf when there is BGP, the flag that starts NATS."""
+    """What the services read: the configuration, bird.conf when there is BGP, nats.conf when clustered."""
     from netconfig.bird_conf import render_bird_conf
 
     _write(paths.effective, text, 0o640, paths.group)
     if config.bgp is not None:
         _write(paths.bird_conf, render_bird_conf(config), 0o644, None)
+        _write(paths.bird_env, f"BIRD_CONTROL_SOCKET={config.bgp.control_socket}\n", 0o644, None)
     else:
         _remove(paths.bird_conf)
+        _remove(paths.bird_env)
     if config.cluster.nats:
-        _write(paths.nats_flag, "\n".join(config.cluster.nats) + "\n", 0o644, None)
+        _write(paths.nats_conf, render_nats_conf(config), 0o600, None)
     else:
-        _remove(paths.nats_flag)
+        _remove(paths.nats_conf)
 
 
 def _withdraw(paths: Paths) -> None:
     """Nothing for the services to start with: a restart after a bad edit must not run the previous file."""
-    for path in (paths.effective, paths.bird_conf, paths.nats_flag):
+    for path in (paths.effective, paths.bird_conf, paths.bird_env, paths.nats_conf):
         _remove(path)
 
 

@@ -101,3 +101,7 @@ class MemoryStore:
 
     async def close(self) -> None:
         self._handlers.clear()
+
+    @property
+    def connected(self) -> bool:
+        return True

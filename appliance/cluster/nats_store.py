@@ -78,8 +78,9 @@ class NatsStore:
     @classmethod
     async def connect(cls, servers: Sequence[str], name: str, credentials: str | Path | None = None,
                       ca: str | Path | None = None, replicas: int | None = None,
-                      connect_timeout: float = CONNECT_TIMEOUT) -> NatsStore:
-        """Connect to the first of `servers` that answers (in the order given: the box's own first).
+                      connect_timeout: float = CONNECT_TIMEOUT, token: str | None = None) -> NatsStore:
+        """Connect to the first of `servers` that answers (in the order given: the box's own first),
+        presenting `token` when given (servers that ask for none ignore it).
         Buckets are made on first use, with `replicas` copies (by default as many as servers were
         given, at most 3). Raises StoreUnavailable when none answers within `connect_timeout` s
         for each server given."""
@@ -93,7 +94,7 @@ class NatsStore:
                 list(servers), name=name, error_cb=store._note_error, connect_timeout=math.ceil(connect_timeout),
                 dont_randomize=True, max_reconnect_attempts=-1,  # a box never gives up on its cluster
                 tls=ssl.create_default_context(cafile=str(ca)) if ca else None,
-                user_credentials=str(credentials) if credentials else None,
+                user_credentials=str(credentials) if credentials else None, token=token,
             ), bound)
         except (asyncio.TimeoutError, OSError, nats.errors.Error) as error:
             # nats-py retries server after server, reporting each failure to _note_error.
@@ -211,6 +212,10 @@ class NatsStore:
     async def request(self, subject: str, payload: bytes, timeout: float) -> bytes:
         with _unavailable(f"request {subject}"):
             return (await self._client.request(subject, payload, timeout=timeout)).data
+
+    @property
+    def connected(self) -> bool:
+        return self._client.is_connected
 
     async def close(self) -> None:
         for task in self._answering:

@@ -80,6 +80,10 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    @property
+    def connected(self) -> bool:
+        """Whether the store can be reached now (a NATS client between reconnections cannot)."""
+
 
 ENCODED = "b32-"
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 from .backbone_checks import backbone_findings
 from .lines import Path, dotted
@@ -165,12 +166,23 @@ def _bird_strings(config: Config) -> Iterator[Finding]:
             yield where, "BIRD cannot quote a '\"', a line break or a control character"
 
 
+def _host_and_port(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is not a number up to 65535, or a broken [IPv6] host
+        return False
+
+
 def _cluster(config: Config) -> Iterator[Finding]:
     cluster = config.cluster
     for i, url in enumerate(cluster.nats):
         scheme = url.partition("://")[0]
         if scheme not in ("nats", "tls") or "://" not in url:
             yield ("cluster", "nats", i), f"expected a nats:// or tls:// URL, found {url!r}"
+        elif not _host_and_port(url):
+            # The box's NATS server listens where the first one says (appliance/cluster/nats_server.py).
+            yield ("cluster", "nats", i), f"expected a host and, optionally, a port (nats://HOST:PORT), found {url!r}"
     if cluster.nats and not cluster.secret:
         yield ("cluster", "nats"), "a cluster needs [cluster] secret: it seals the store and authenticates trunks"
     if cluster.secret is not None and len(cluster.secret) < 16:

@@ -3,7 +3,8 @@ stopped and removed whatever happens.
 
 Each server listens on 127.0.0.1 only (clients, routes and monitoring, on free ports), keeps its
 JetStream files below the cluster's own directory, and is ready when its /healthz answers 200: in a
-cluster that means JetStream has a metadata leader, so buckets can be made.
+cluster that means JetStream has a metadata leader, so buckets can be made. `ConfiguredNats` starts
+servers from config files instead, as the image does (where they listen is then the configs' say).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import subprocess
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,25 @@ class NatsServer:
         except (urllib.error.URLError, OSError):
             return False
 
+    def launch(self, argv: list[str]) -> None:
+        with open(self.log, "ab") as out:
+            # Its own session: a Ctrl-C at the terminal reaches pytest, whose teardown stops it.
+            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def wait_ready(self) -> None:
+        def ready() -> bool:
+            if self.process is None or self.process.poll() is not None:
+                raise AssertionError(f"nats-server {self.name} exited\n{self.tail()}")
+            return self.healthy()
+        wait_for(ready, f"nats-server {self.name} ready", READY_TIMEOUT, detail=self.tail)
+
+    def tail(self) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
+        except OSError:
+            return "(no log)"
+
 
 class NatsCluster:
     """`n` nats-servers with JetStream (unless `jetstream` is false), routed to each other when
@@ -76,8 +96,7 @@ class NatsCluster:
             for server in self.servers:
                 self._start(server, name, jetstream)
             for server in self.servers:
-                wait_for(lambda: self._healthy(server), f"nats-server {server.name} ready", READY_TIMEOUT,
-                         detail=lambda: self._tail(server))
+                server.wait_ready()
         except BaseException:
             self.close()
             raise
@@ -97,26 +116,47 @@ class NatsCluster:
             routes = ",".join(f"nats://127.0.0.1:{other.route_port}" for other in self.servers if other is not server)
             argv += ["--cluster_name", cluster_name, "--cluster", f"nats://127.0.0.1:{server.route_port}",
                      "--routes", routes]
-        with open(server.log, "ab") as out:
-            # Its own session: a Ctrl-C at the terminal reaches pytest, whose teardown stops it.
-            server.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                              stdin=subprocess.DEVNULL, start_new_session=True)
-
-    def _healthy(self, server: NatsServer) -> bool:
-        if server.process is None or server.process.poll() is not None:
-            raise AssertionError(f"nats-server {server.name} exited\n{self._tail(server)}")
-        return server.healthy()
-
-    @staticmethod
-    def _tail(server: NatsServer) -> str:
-        try:
-            return "\n".join(server.log.read_text(errors="replace").splitlines()[-20:])
-        except OSError:
-            return "(no log)"
+        server.launch(argv)
 
     def stop(self, index: int) -> None:
         """Stop one server (the others keep running): a box whose NATS goes away."""
         _stop(self.servers[index].process)
+
+    def close(self) -> None:
+        atexit.unregister(self.close)
+        for server in self.servers:
+            _stop(server.process)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ConfiguredNats:
+    """nats-servers each started from a config file, as the image's unit starts its one
+    (`nats-server -c FILE`), with monitoring added on a free loopback port for readiness. Where
+    they listen is the configs' say: their servers' `port`, `route_port` and `url` mean nothing.
+    `close()` (also run at interpreter exit) stops them and removes their files."""
+
+    def __init__(self, configs: Sequence[str]) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="nats-"))
+        self.servers: list[NatsServer] = []
+        atexit.register(self.close)
+        try:
+            for config in configs:
+                self.launch(config)
+            for server in self.servers:
+                server.wait_ready()
+        except BaseException:
+            self.close()
+            raise
+
+    def launch(self, config: str) -> NatsServer:
+        """Start one more server from `config`, without waiting for it to be ready."""
+        server = NatsServer(f"c{len(self.servers)}", 0, 0, free_port(), self.dir / f"c{len(self.servers)}")
+        self.servers.append(server)
+        server.dir.mkdir()
+        conf = server.dir / "nats.conf"
+        conf.write_text(config + f'http: "127.0.0.1:{server.monitor_port}"\n')
+        server.launch([str(NATS_SERVER), "-c", str(conf)])
+        return server
 
     def close(self) -> None:
         atexit.unregister(self.close)

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+import stat
 import tomllib
 
 from appliance.boot import Paths, announce, prepare
 from appliance.boot.interfaces import FirstInterface, first_interface
+from appliance.cluster.nats_server import client_token, route_password
 from appliance.config import load_config
 
 GOOD = """\
@@ -32,8 +35,36 @@ local_asn = 65010
 router_id = "192.0.2.10"
 
 [cluster]
-nats = ["nats://192.0.2.20:4222"]
+nats = ["nats://192.0.2.10:4222"]
 secret = "a-cluster-secret-of-some-length"
+"""
+
+SECRET = "a-cluster-secret-of-some-length"
+
+# Three boxes joined by a backbone; this one is 192.0.2.129 inside it, and its NATS server is the first URL.
+CLUSTER = GOOD + f"""
+[turn]
+relay_ports = "49152-49999"
+
+[backbone]
+underlay = "198.51.100.1"
+overlay = "192.0.2.129/25"
+
+[[backbone.peers]]
+node = "box-2"
+underlay = "198.51.100.2"
+overlay = "192.0.2.130"
+relay_ports = "50000-50999"
+
+[[backbone.peers]]
+node = "box-3"
+underlay = "198.51.100.3"
+overlay = "192.0.2.131"
+relay_ports = "51000-51999"
+
+[cluster]
+nats = ["nats://192.0.2.129:4222", "nats://192.0.2.130:4222", "nats://192.0.2.131:4222"]
+secret = "{SECRET}"
 """
 
 
@@ -56,19 +87,69 @@ def test_a_valid_file_is_what_the_services_get_and_becomes_the_last_good_one(tmp
     assert open(paths.effective).read() == GOOD
     assert open(paths.last_good).read() == GOOD
     assert any("http://192.0.2.10:8080/" in line for line in outcome.lines)
-    assert not os.path.exists(paths.bird_conf) and not os.path.exists(paths.nats_flag)
+    assert not os.path.exists(paths.bird_conf) and not os.path.exists(paths.nats_conf)
 
 
-def test_bgp_and_a_cluster_give_bird_its_config_and_start_nats(tmp_path):
+def test_bgp_and_a_cluster_give_bird_and_nats_their_configs(tmp_path):
     paths = paths_in(tmp_path)
     open(paths.operator, "w").write(BGP)
     assert prepare(paths, no_interface_expected).code == 0
     assert "router id 192.0.2.10;" in open(paths.bird_conf).read()
-    assert open(paths.nats_flag).read() == "nats://192.0.2.20:4222\n"
+    # bird.service reads the control socket's path from here (its EnvironmentFile).
+    assert open(paths.bird_env).read() == "BIRD_CONTROL_SOCKET=/run/bird/bird.ctl\n"
+    nats = open(paths.nats_conf).read()
+    assert 'host: "192.0.2.10"\nport: 4222\n' in nats
+    assert "cluster {" not in nats  # no backbone, no peers to route to: a cluster of one
     # Dropping [bgp] and [cluster] later stops both again.
     open(paths.operator, "w").write(GOOD)
     assert prepare(paths, no_interface_expected).code == 0
-    assert not os.path.exists(paths.bird_conf) and not os.path.exists(paths.nats_flag)
+    assert not os.path.exists(paths.bird_conf) and not os.path.exists(paths.nats_conf)
+
+
+def test_a_clustered_box_renders_its_nats_server_from_the_file_alone(tmp_path):
+    paths = paths_in(tmp_path)
+    open(paths.operator, "w").write(CLUSTER)
+    assert prepare(paths, no_interface_expected).code == 0
+    nats = open(paths.nats_conf).read()
+    # Clients on the first URL's address (the box's overlay address), JetStream in the unit's state directory.
+    assert 'server_name: "box-1"\nhost: "192.0.2.129"\nport: 4222\n' in nats
+    assert 'jetstream {\n  store_dir: "/var/lib/nats"\n}' in nats
+    assert f'authorization {{\n  token: "{client_token(SECRET)}"\n}}' in nats
+    # Routes on the overlay address, port 6222, to every peer's, with the password every box derives alike.
+    assert 'cluster {\n  name: "edgecall"\n  host: "192.0.2.129"\n  port: 6222\n' in nats
+    password = route_password(SECRET)
+    assert f'    user: "edgecall"\n    password: "{password}"\n' in nats
+    assert re.findall(r'"nats-route://([^"]*)"', nats) == [
+        f"edgecall:{password}@192.0.2.130:6222", f"edgecall:{password}@192.0.2.131:6222"]
+    # Derived credentials only, readable by root only (the unit gets it as a credential).
+    assert SECRET not in nats
+    assert stat.S_IMODE(os.stat(paths.nats_conf).st_mode) == 0o600
+    # A box that leaves the cluster runs no NATS server.
+    open(paths.operator, "w").write(CLUSTER.replace("[cluster]\nnats", "[cluster]\n# nats"))
+    assert prepare(paths, no_interface_expected).code == 0
+    assert not os.path.exists(paths.nats_conf)
+
+
+def test_nats_listens_on_an_ipv6_or_loopback_first_url_with_nats_default_port(tmp_path):
+    paths = paths_in(tmp_path)
+    for url, listen in (("nats://[::1]", 'host: "::1"\nport: 4222\n'),
+                        ("nats://127.0.0.1:14222", 'host: "127.0.0.1"\nport: 14222\n')):
+        open(paths.operator, "w").write(GOOD + f'\n[cluster]\nnats = ["{url}"]\nsecret = "{SECRET}"\n')
+        assert prepare(paths, no_interface_expected).code == 0
+        assert listen in open(paths.nats_conf).read()
+
+
+def test_a_nats_url_without_a_host_or_a_good_port_is_refused(tmp_path):
+    paths = paths_in(tmp_path)
+    open(paths.operator, "w").write(GOOD + f'\n[cluster]\nnats = ["nats://192.0.2.10:4222", "nats://:4222", '
+                                           f'"nats://192.0.2.11:70000"]\nsecret = "{SECRET}"\n')
+    outcome = prepare(paths, no_interface_expected)
+    assert outcome.code == 2
+    text = "\n".join(outcome.lines)
+    assert "cluster.nats[0]" not in text
+    assert "cluster.nats[1]: expected a host and, optionally, a port (nats://HOST:PORT), found 'nats://:4222'" in text
+    assert "cluster.nats[2]: expected a host" in text
+    assert not os.path.exists(paths.nats_conf)
 
 
 def test_a_broken_file_starts_nothing_and_keeps_the_last_good_one(tmp_path):
@@ -82,7 +163,7 @@ def test_a_broken_file_starts_nothing_and_keeps_the_last_good_one(tmp_path):
     assert f"{paths.operator}:2: api.listen:" in text
     assert f"kept in {paths.last_good}" in text
     assert open(paths.last_good).read() == BGP
-    for path in (paths.effective, paths.bird_conf, paths.nats_flag):
+    for path in (paths.effective, paths.bird_conf, paths.bird_env, paths.nats_conf):
         assert not os.path.exists(path)
 
 

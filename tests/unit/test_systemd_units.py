@@ -75,3 +75,28 @@ def test_the_appliance_may_open_a_file_for_every_relay_port_and_client_connectio
     needed = 4 * ports + turn.max_streams
     (limit,) = service_section(Path(__file__).parents[2] / "systemd" / "appliance.service")["LimitNOFILE"]
     assert int(limit) >= 2 * needed
+
+
+def test_nats_server_runs_with_the_config_the_boot_step_renders():
+    from appliance.boot import Paths
+    from appliance.cluster.nats_server import STORE_DIR
+
+    unit = Path(__file__).parents[2] / "systemd" / "nats-server.service"
+    rendered = Paths().nats_conf
+    # Only on a clustered box, and with the rendered file handed over as a credential: it is root's
+    # and 0600, and the unit's dynamic user reads the copy systemd makes for it.
+    assert f"ConditionPathExists={rendered}" in unit.read_text().splitlines()
+    service = service_section(unit)
+    assert service["LoadCredential"] == [f"nats.conf:{rendered}"]
+    assert service["ExecStart"] == ["/usr/sbin/nats-server -c ${CREDENTIALS_DIRECTORY}/nats.conf"]
+    # The JetStream directory the config names is the one the unit makes the dynamic user's.
+    assert service["StateDirectory"] == [STORE_DIR.removeprefix("/var/lib/")]
+
+
+def test_bird_reads_the_files_the_boot_step_writes():
+    from appliance.boot import Paths
+
+    unit = Path(__file__).parents[2] / "systemd" / "bird.service"
+    paths = Paths()
+    assert f"ConditionPathExists={paths.bird_conf}" in unit.read_text().splitlines()
+    assert service_section(unit)["EnvironmentFile"] == [paths.bird_env]
