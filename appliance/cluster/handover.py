@@ -51,12 +51,17 @@ class HandoverCounters:
 
 
 Reinject = Callable[[Any, bytes, Any, float], None]
+# (session id, called back with the session's sealed-and-opened state once this box owns it in the
+# store, or None): the shell's compare-and-set of a session whose box is gone.
+Claim = Callable[[str, Callable[[dict | None, float], None]], None]
 
 
 class Handover:
     def __init__(self, me: str, sfu: Sfu, trunks: Trunks, lookup: Callable[[str], tuple[str, str] | None],
-                 ask: Ask, reinject: Reinject) -> None:
+                 ask: Ask, reinject: Reinject, alive: Callable[[str], bool], claim: Claim) -> None:
         self.me = me
+        self.alive = alive  # whether a box is in the cluster (membership)
+        self.claim = claim
         self.sfu = sfu
         self.trunks = trunks
         self.lookup = lookup  # ufrag -> (session id, owner node), from the sessions bucket
@@ -90,8 +95,12 @@ class Handover:
             return
         self.pending[ufrag] = [(local, data, addr)]
         self.counters.asked += 1
-        self.ask(owner, {"op": "handover", "session": session_id, "to": self.me},
-                 lambda reply, at: self._answered(ufrag, owner, reply, at))
+        if self.alive(owner):
+            self.ask(owner, {"op": "handover", "session": session_id, "to": self.me},
+                     lambda reply, at: self._answered(ufrag, owner, reply, at))
+        else:  # its box is gone: the session's record in the store has what rebuilds it
+            self.claim(session_id, lambda state, at: self._answered(
+                ufrag, None, {"session": state} if state is not None else {"error": "not claimed"}, at))
 
     def _allowed(self, source: str, now: float) -> bool:
         bucket = self.sources.get(source)
@@ -101,7 +110,7 @@ class Handover:
             bucket = self.sources[source] = TokenBucket(PER_SOURCE, PER_SOURCE, now)
         return bucket.take(1, now)
 
-    def _answered(self, ufrag: str, owner: str, reply: dict | None, now: float) -> None:
+    def _answered(self, ufrag: str, owner: str | None, reply: dict | None, now: float) -> None:
         held = self.pending.pop(ufrag, [])
         raw = reply.get("session") if reply is not None else None
         if not isinstance(raw, dict):
@@ -122,8 +131,9 @@ class Handover:
             self._refuse(ufrag, now, f"the journal did not replay: {e}")
             return
         self.counters.taken += 1
-        log.info("took over a session", session=session.id, held=len(held), from_box=owner)
-        self.ask(owner, {"op": "taken", "session": session.id}, lambda reply, at: None)
+        log.info("took over a session", session=session.id, held=len(held), from_box=owner or "the store")
+        if owner is not None:
+            self.ask(owner, {"op": "taken", "session": session.id}, lambda reply, at: None)
         for local, data, addr in held:
             self.reinject(local, data, addr, now)
 

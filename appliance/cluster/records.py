@@ -20,6 +20,8 @@ class SessionRecord:
     app: str
     owner: str  # the node that holds it
     ufrag: str = ""  # its ICE ufrag: how a box its media reaches finds it (handover.py)
+    # What rebuilds it on another box (journal.Moved), sealed with the cluster secret, base64.
+    state: str | None = None
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self)).encode()

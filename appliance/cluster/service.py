@@ -9,7 +9,9 @@ session, a track) can be found on every box once the client hears of it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import dataclasses
 import json
 import secrets
 import socket
@@ -25,7 +27,7 @@ from .metrics import ClusterCollector
 from .nodes import Membership, NodeRecord
 from .records import SessionRecord, TrackRecord, track_key
 from .seal import Sealer, Unsealed
-from .store import NODES, SECRETS, SESSIONS, TRACKS, Bucket, Store, StoreUnavailable, key
+from .store import NODES, SECRETS, SESSIONS, TRACKS, Bucket, Conflict, Store, StoreUnavailable, key
 from .trunk_port import TrunkPort
 from .channels import TrunkChannels
 from .handover import Handover
@@ -65,11 +67,11 @@ class ClusterService:
         self.channels: TrunkChannels | None = None
         if self.sfu is not None:
             self.trunks = Trunks(self.me, self.port, self.sfu, self.membership, self.config.trunk_fanout,
-                                 self._ask, self._write)
+                                 self._ask, self._write, self.store_sealer.seal)
             self.port.handler = self.trunks
             self.sfu.remote = self.trunks
             handover = Handover(self.me, self.sfu, self.trunks, self._session_by_ufrag, self._ask,
-                                self.sfu.port.datagram_received)
+                                self.sfu.port.datagram_received, self.membership.alive, self._claim)
             self.sfu.port.ice.on_unknown = handover.stranger
             self.handover = handover
             channels = TrunkChannels(self.me, self.sfu.channels, self.trunks, self.port, self.sfu.sessions)
@@ -143,10 +145,13 @@ class ClusterService:
     async def _connect(self) -> Store:
         if not self.config.nats:
             return MemoryStore()
+        from .nats_server import client_token
         from .nats_store import NatsStore
         try:
+            # The boxes' own servers (nats.conf) admit only clients with the token derived from the secret.
+            token = client_token(self.config.secret) if self.config.secret else None
             return await NatsStore.connect(list(self.config.nats), self.me, credentials=self.config.nats_credentials,
-                                           ca=self.config.nats_ca)
+                                           ca=self.config.nats_ca, token=token)
         except StoreUnavailable as e:
             raise StartError(f"cannot reach the cluster store (cluster.nats): {e}") from None
 
@@ -188,9 +193,28 @@ class ClusterService:
             self._sock = None
 
     def health(self) -> str | None:
-        if self.store is None:
-            return "not started"
-        return None
+        # A store out of reach is reported (status, /healthz details, metrics) but does not fail
+        # the box: sessions, tracks and trunks it has go on, and a lone box still serves.
+        return "not started" if self.store is None else None
+
+    def describe(self) -> dict:
+        """For `appliance status` and /healthz: the store, the boxes, the trunks, the takeovers."""
+        store = self.store
+        out: dict = {
+            "store": "NATS " + ", ".join(self.config.nats) if self.config.nats else "in the process (single box)",
+            "store_connected": bool(store is not None and store.connected),
+            "store_writes_lost": self.failures,
+            "nodes": sorted(self.membership.nodes),
+        }
+        if self.trunks is not None:
+            out["trunks"] = self.trunks.describe()
+            out["trunk_peers"] = {peer.node: {"packets_in": peer.counters.packets_in,
+                                              "packets_out": peer.counters.packets_out,
+                                              "errors": peer.counters.errors}
+                                  for peer in self.port.peers.values()}
+        if self.handover is not None:
+            out["handover"] = dataclasses.asdict(self.handover.counters)
+        return out
 
     def urls(self) -> list[str]:
         where = "NATS " + ", ".join(self.config.nats) if self.config.nats else "single box (store in the process)"
@@ -346,6 +370,29 @@ class ClusterService:
         task = asyncio.create_task(self._request(subject, message, answered))
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
+
+    def _claim(self, session_id: str, answered: Callable[[dict | None, float], None]) -> None:
+        task = asyncio.create_task(self._claim_from_store(session_id, answered))
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    async def _claim_from_store(self, session_id: str, answered: Callable[[dict | None, float], None]) -> None:
+        """Own a session whose box is gone (compare-and-set of its record), and hand back what
+        rebuilds it, unsealed; None when another box was quicker, or there is nothing to rebuild."""
+        assert self.store is not None and self._loop is not None
+        state = None
+        try:
+            entry = await self.store.get(SESSIONS, key(session_id))
+            record = SessionRecord.decode(entry.value) if entry is not None and entry.value is not None else None
+            if entry is not None and record is not None and record.state and not self.membership.alive(record.owner):
+                sealed = base64.b64decode(record.state)
+                opened = json.loads(self.store_sealer.open(sealed, f"{SESSIONS.name}/{session_id}"))
+                claimed = SessionRecord(record.app, self.me, record.ufrag, record.state)
+                await self.store.update(SESSIONS, key(session_id), claimed.encode(), entry.revision)
+                state = opened
+        except (StoreUnavailable, Conflict, Unsealed, ValueError, TypeError) as e:
+            log.info("session not claimed from the store", session=session_id, reason=str(e))
+        answered(state if isinstance(state, dict) else None, self._loop.time())
 
     async def _request(self, subject: str, message: dict, answered: Callable[[dict | None, float], None]) -> None:
         assert self.store is not None and self._loop is not None

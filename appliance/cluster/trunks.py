@@ -21,6 +21,8 @@ the answer), store writes through `write`; `now` is passed in.
 """
 from __future__ import annotations
 
+import base64
+import json
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -29,6 +31,7 @@ from typing import Any, Protocol
 from ..logs import get_logger
 from ..sfu import extensions, rtcp
 from ..sfu.forward import Leg
+from ..sfu.journal import Moved
 from ..sfu.leg_feedback import from_receiver
 from ..sfu.repair import Repair
 from ..sfu.session import CallSession
@@ -195,8 +198,9 @@ class Trunks:
     """The cluster's side of the SFU (sfu.remote.Remote) and the trunk port's handler."""
 
     def __init__(self, me: str, port: TrunkPort, plane: Plane, membership: Membership, fanout: int,
-                 ask: Ask, write: Write) -> None:
+                 ask: Ask, write: Write, seal: Callable[[bytes, str], bytes] | None = None) -> None:
         self.me = me
+        self.seal = seal  # the store's sealer (seal.Sealer.seal): session records carry sealed state
         self.port = port
         self.plane = plane
         self.membership = membership
@@ -243,7 +247,15 @@ class Trunks:
         self._drop_children(track)
 
     def opened(self, session: CallSession) -> None:
-        self.write(SESSIONS, session.id, SessionRecord(session.app, self.me, session.ufrag).encode())
+        self.changed(session)
+
+    def changed(self, session: CallSession) -> None:
+        """The session's record: its owner, its ufrag, and (sealed) what rebuilds it elsewhere."""
+        state = None
+        if session.journal is not None and self.seal is not None:
+            state = base64.b64encode(self.seal(json.dumps(Moved.of(session).encode()).encode(),
+                                               f"{SESSIONS.name}/{session.id}")).decode()
+        self.write(SESSIONS, session.id, SessionRecord(session.app, self.me, session.ufrag, state).encode())
 
     def closed(self, session: CallSession) -> None:
         if session.id not in self.leaving:

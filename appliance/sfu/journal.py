@@ -71,6 +71,7 @@ def journaled(name: str) -> Callable[[Callable[Concatenate[S, CallSession, P], R
                     session.journaling = False
             if outer and session.journal is not None:
                 _note(session, [name, list(args[:-1] if timed else args), timed])
+                session.owner.session_changed(session)
             return result
         return noted
     return decorate

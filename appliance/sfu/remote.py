@@ -29,6 +29,9 @@ class Remote(Protocol):
 
     def closed(self, session: CallSession) -> None: ...
 
+    def changed(self, session: CallSession) -> None:
+        """A Calls operation changed the session: what rebuilds it elsewhere is new."""
+
     def tracks(self) -> Iterable[PublishedTrack]:
         """The remote tracks this box receives (their streams are reported on and measured)."""
 

@@ -40,6 +40,9 @@ class SessionOwner(Protocol):
 
     def session_data(self, session: CallSession, data: bytes) -> None: ...
 
+    def session_changed(self, session: CallSession) -> None:
+        """A Calls operation changed the session (its journal grew)."""
+
 
 @dataclass(eq=False)
 class Transceiver:

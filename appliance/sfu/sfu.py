@@ -142,6 +142,10 @@ class Sfu:
     def session_data(self, session: CallSession, data: bytes) -> None:
         self.channels.receive(session, data)
 
+    def session_changed(self, session: CallSession) -> None:
+        if self.remote is not None and not session.closed:
+            self.remote.changed(session)
+
     # --- pushing: the client offers ---------------------------------------------------------------
 
     @journaled("push")

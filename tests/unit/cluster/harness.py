@@ -15,6 +15,8 @@ boxes are answered on `pump`. The boxes share one clock.
 """
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +24,7 @@ from appliance.cluster.channels import TrunkChannels
 from appliance.cluster.handover import Handover
 from appliance.cluster.nodes import Membership, NodeRecord
 from appliance.cluster.records import SessionRecord
+from appliance.cluster.seal import Sealer
 from appliance.cluster.store import SESSIONS, TRACKS, Bucket
 from appliance.cluster.trunk_port import TrunkPort
 from appliance.cluster.trunks import Trunks
@@ -29,6 +32,7 @@ from appliance.cluster.trunks import Trunks
 from ..sfu.harness import Endpoint, Lab
 
 SECRET = "the cluster secret of the lab"
+STORE_SEALER = Sealer(SECRET, "store")
 
 
 class Wire:
@@ -53,12 +57,14 @@ class Box:
         self.port = TrunkPort(name, self.record.epoch, SECRET)
         self.port.sink = Wire(cluster, self.addr)
         self.writes: list[tuple[str, str, bytes | None]] = []
-        self.trunks = Trunks(name, self.port, self.lab.sfu, self.membership, fanout, self.ask, self.write)
+        self.trunks = Trunks(name, self.port, self.lab.sfu, self.membership, fanout, self.ask, self.write,
+                             STORE_SEALER.seal)
         self.port.handler = self.trunks
         self.lab.sfu.remote = self.trunks
         self.reinjected: list[tuple[Any, bytes, Any]] = []  # what the handover gave the media port back
         self.handover = Handover(name, self.lab.sfu, self.trunks, cluster.session_by_ufrag, self.ask,
-                                 lambda local, data, addr, now: self.reinjected.append((local, data, addr)))
+                                 lambda local, data, addr, now: self.reinjected.append((local, data, addr)),
+                                 self.membership.alive, self.claim)
         self.channels = TrunkChannels(name, self.lab.sfu.channels, self.trunks, self.port, self.lab.sfu.sessions)
         self.trunks.channels = self.lab.sfu.channels.remote = self.channels
         self.alive = True
@@ -76,6 +82,15 @@ class Box:
 
     def endpoint(self, name: str, **options: Any) -> Endpoint:
         return self.lab.endpoint(name, **options)
+
+    def claim(self, session_id: str, answered: Callable[[dict | None, float], None]) -> None:
+        """The store's compare-and-set of a session whose box is gone (ClusterService._claim_from_store)."""
+        record = self.cluster.sessions.get(session_id)
+        state = None
+        if record is not None and record.state and not self.membership.alive(record.owner):
+            state = json.loads(STORE_SEALER.open(base64.b64decode(record.state), f"{SESSIONS.name}/{session_id}"))
+            self.cluster.sessions[session_id] = SessionRecord(record.app, self.name, record.ufrag, record.state)
+        self.cluster.claims.append((session_id, answered, state))
 
     def ask(self, node: str, message: dict, answered: Callable[[dict | None, float], None]) -> None:
         self.cluster.requests.append((node, message, answered))
@@ -103,6 +118,7 @@ class Cluster:
         self.in_flight: list[tuple[tuple[str, int], tuple[str, int], bytes]] = []
         self.requests: list[tuple[str, dict, Callable[[dict | None, float], None]]] = []
         self.sessions: dict[str, SessionRecord] = {}  # the sessions bucket
+        self.claims: list[tuple[str, Callable[[dict | None, float], None], dict | None]] = []
         self.boxes = {name: Box(self, name, i, fanout) for i, name in enumerate(names)}
         for box in self.boxes.values():
             for other in self.boxes.values():
@@ -122,8 +138,11 @@ class Cluster:
     def pump(self, rounds: int = 50) -> None:
         """Deliver requests and datagrams until none are left (bounded)."""
         for _ in range(rounds):
-            if not self.in_flight and not self.requests:
+            if not self.in_flight and not self.requests and not self.claims:
                 return
+            claims, self.claims = self.claims, []
+            for _, answered, state in claims:
+                answered(state, self.now)
             requests, self.requests = self.requests, []
             for node, message, answered in requests:
                 target = self.boxes.get(node)

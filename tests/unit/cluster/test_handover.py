@@ -3,6 +3,8 @@ reaches takes the session from the box that served its API requests, rebuilt fro
 seed, and keeps what others pull of it."""
 from __future__ import annotations
 
+import base64
+
 from appliance.cluster.handover import PER_SOURCE
 from appliance.sfu.journal import MAX_BYTES
 
@@ -128,3 +130,17 @@ def test_a_session_whose_journal_grew_too_large_is_not_moved():
     b.handover.stranger(pub.session.ufrag, "udp", b"check", CLIENT, cluster.now)
     cluster.pump()
     assert pub.id in a.lab.sfu.sessions and b.handover.counters.refused == 1
+
+
+def test_a_session_whose_box_died_before_it_connected_is_taken_from_the_store():
+    cluster = Cluster("a", "b")
+    a, b = cluster["a"], cluster["b"]
+    pub = a.endpoint("pub")
+    pub.push(video("cam"), audio("mic"))
+    negotiated = shape(pub.session)
+    assert b"a=ice-pwd" not in base64.b64decode(cluster.sessions[pub.id].state)  # sealed in the store
+    cluster.kill("a")
+    b.handover.stranger(pub.session.ufrag, "udp", b"check", CLIENT, cluster.now)
+    cluster.pump()
+    assert shape(b.lab.sfu.sessions[pub.id]) == negotiated
+    assert cluster.sessions[pub.id].owner == "b" and b.reinjected == [("udp", b"check", CLIENT)]
