@@ -46,6 +46,8 @@ class ClusterHost(Protocol):
 
     async def find_tracks(self, items: list) -> None: ...
 
+    async def arriving(self, session_id: str) -> None: ...
+
 
 # The cluster's request forwarder (forwarding.py), when the box has a cluster part.
 FORWARDER = web.AppKey("forwarder", Forwarder)
@@ -272,11 +274,15 @@ def _at_owner(handler):
     async def routed(request: web.Request) -> web.StreamResponse:
         cluster = _cluster(request)
         session_id = request.match_info.get("sessionId")
-        if cluster is not None and session_id is not None and session_id not in _sfu(request).sessions:
-            forwarder = request.app.get(FORWARDER)
-            if forwarder is not None and not forwarder.forwarded(request):
+        forwarder = request.app.get(FORWARDER)
+        if cluster is not None and forwarder is not None and session_id is not None:
+            sessions = _sfu(request).sessions
+            if session_id not in sessions and forwarder.forwarded(request):
+                # Sent here as this session's owner: it may be on its way (a takeover this box asked for).
+                await cluster.arriving(session_id)
+            if session_id not in sessions:
                 owner = await cluster.owner_of(session_id)
-                if owner is not None:
+                if owner is not None and forwarder.may_forward(request, owner.id):
                     return await forwarder.forward(request, owner.api, await read_body(request))
         response = await handler(request)
         if cluster is not None:

@@ -2,10 +2,12 @@
 and its answer comes back as it was (status, body, content type), so a client never learns which
 box it reached. The owner checks the client's token itself, as for any request.
 
-A forwarded request carries `Edgecall-Forwarded: <node> <time> <mac>`, a MAC under a key derived
-from the cluster secret: the owner does not forward it again (no loops while ownership moves) and
-does not count it against the app's request rate a second time. A header that does not verify is
-ignored, so a client cannot use it to skip limits.
+A forwarded request carries `Edgecall-Forwarded: <via> <time> <mac>`, the boxes it went through
+(comma-separated) and a MAC under a key derived from the cluster secret. A box it reaches does not
+count it against the app's request rate a second time, and forwards it on (its view of who owns
+the session may be fresher: ownership moves at a takeover) only to a box it has not been through,
+at most MAX_HOPS times. A header that does not verify is ignored, so a client cannot use it to
+skip limits.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ HEADER = "Edgecall-Forwarded"
 TIMEOUT = 10.0
 # A forwarded mark older than this (or this far in the future) is not honoured.
 MARK_LIFETIME = 30.0
+MAX_HOPS = 3
 # The request headers that travel with it (the body's type, the client's token).
 KEPT = ("Authorization", "Content-Type")
 # The answer headers that come back with it.
@@ -37,23 +40,34 @@ class Forwarder:
         self._key = derive(secret, "api forwarding")
         self._client: aiohttp.ClientSession | None = None
 
-    def _mac(self, method: str, path: str, node: str, at: int) -> str:
-        return hmac.new(self._key, f"{method} {path} {node} {at}".encode(), hashlib.sha256).hexdigest()
+    def _mac(self, method: str, path: str, via: str, at: int) -> str:
+        return hmac.new(self._key, f"{method} {path} {via} {at}".encode(), hashlib.sha256).hexdigest()
 
-    def forwarded(self, request: web.Request) -> bool:
-        """Whether another box of the cluster forwarded this request."""
-        node, _, rest = request.headers.get(HEADER, "").partition(" ")
+    def via(self, request: web.Request) -> list[str] | None:
+        """The boxes that forwarded this request, in order; None when no box of the cluster did."""
+        via, _, rest = request.headers.get(HEADER, "").partition(" ")
         at, _, mac = rest.partition(" ")
         if not at.isdigit() or abs(time.time() - int(at)) > MARK_LIFETIME:
-            return False
-        return hmac.compare_digest(mac, self._mac(request.method, request.path_qs, node, int(at)))
+            return None
+        if not hmac.compare_digest(mac, self._mac(request.method, request.path_qs, via, int(at))):
+            return None
+        return via.split(",")
+
+    def forwarded(self, request: web.Request) -> bool:
+        return self.via(request) is not None
+
+    def may_forward(self, request: web.Request, to: str) -> bool:
+        """Whether this box may send the request on to box `to`: never back, never past MAX_HOPS."""
+        via = self.via(request) or []
+        return to not in via and to != self.node and len(via) < MAX_HOPS
 
     async def forward(self, request: web.Request, api: str, body: bytes) -> web.Response:
         if self._client is None:
             self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT))
         at = int(time.time())
+        via = ",".join([*(self.via(request) or []), self.node])
         headers = {name: request.headers[name] for name in KEPT if name in request.headers}
-        headers[HEADER] = f"{self.node} {at} {self._mac(request.method, request.path_qs, self.node, at)}"
+        headers[HEADER] = f"{via} {at} {self._mac(request.method, request.path_qs, via, at)}"
         try:
             async with self._client.request(request.method, f"http://{api}{request.path_qs}", data=body,
                                             headers=headers) as answer:

@@ -68,6 +68,7 @@ class Handover:
         self.ask = ask
         self.reinject = reinject  # the media port's datagram_received
         self.pending: dict[str, list[tuple[Any, bytes, Any]]] = {}
+        self.taking: set[str] = set()  # the sessions asked for and not here yet
         self.refused: dict[str, float] = {}
         self.sources: dict[str, TokenBucket] = {}
         self.counters = HandoverCounters()
@@ -94,13 +95,18 @@ class Handover:
             self.counters.limited += 1
             return
         self.pending[ufrag] = [(local, data, addr)]
+        self.taking.add(session_id)
         self.counters.asked += 1
         if self.alive(owner):
             self.ask(owner, {"op": "handover", "session": session_id, "to": self.me},
-                     lambda reply, at: self._answered(ufrag, owner, reply, at))
+                     lambda reply, at: self._taken(session_id, ufrag, owner, reply, at))
         else:  # its box is gone: the session's record in the store has what rebuilds it
-            self.claim(session_id, lambda state, at: self._answered(
-                ufrag, None, {"session": state} if state is not None else {"error": "not claimed"}, at))
+            self.claim(session_id, lambda state, at: self._taken(
+                session_id, ufrag, None, {"session": state} if state is not None else {"error": "not claimed"}, at))
+
+    def _taken(self, session_id: str, ufrag: str, owner: str | None, reply: dict | None, now: float) -> None:
+        self.taking.discard(session_id)
+        self._answered(ufrag, owner, reply, now)
 
     def _allowed(self, source: str, now: float) -> bool:
         bucket = self.sources.get(source)

@@ -15,7 +15,8 @@ import dataclasses
 import json
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from ..logs import get_logger
 from ..rtc.dtls import DtlsContext
@@ -34,11 +35,16 @@ from .handover import Handover
 from .trunks import Trunks
 
 log = get_logger("cluster")
+T = TypeVar("T")
 
 TRUNK_PORT = 3480
 REQUEST_TIMEOUT = 1.0
 WRITE_RETRIES = 5
 RENEW_CHECK = 3600.0  # how often a box looks whether the cluster's certificate is due for renewal
+ARRIVE_WAIT = 1.0  # how long a request sent here for a session being taken over waits for it
+# A box's first store operations are retried this long: on a cluster starting together, buckets
+# have no leader for a few seconds.
+START_PATIENCE = 30.0
 
 
 class ClusterService:
@@ -98,14 +104,16 @@ class ClusterService:
             await self._certificates()
             await self._open_trunks()
             jobs += [self._watch_tracks, self._watch_certificates]
-        await self._heartbeat()
+        await self._patiently("the first heartbeat", self._heartbeat)
         self._tasks = [asyncio.create_task(job()) for job in jobs]
 
     async def _certificates(self) -> None:
         """Present the cluster's DTLS certificate (made here if this is the first box)."""
-        assert self.store is not None
+        store = self.store
+        assert store is not None
         try:
-            self._use(await certificate.shared(self.store, self.store_sealer))
+            self._use(await self._patiently("the cluster's DTLS certificate",
+                                            lambda: certificate.shared(store, self.store_sealer)))
         except StoreUnavailable as e:
             await self._close_store()
             raise StartError(f"cannot read the cluster's DTLS certificate from the store: {e}") from None
@@ -113,6 +121,19 @@ class ClusterService:
             await self._close_store()
             raise StartError(f"the cluster's DTLS certificate in the store does not open with this box's "
                              f"[cluster] secret (do the boxes' secrets differ?): {e}") from None
+
+    async def _patiently(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """`operation()`, again while the store is unavailable, for up to START_PATIENCE seconds."""
+        assert self._loop is not None
+        deadline = self._loop.time() + START_PATIENCE
+        while True:
+            try:
+                return await operation()
+            except StoreUnavailable as e:
+                if self._loop.time() >= deadline:
+                    raise
+                log.warning("the store is not ready; trying again", what=what, reason=str(e))
+                await asyncio.sleep(1.0)
 
     def _use(self, certificates: certificate.Certificates) -> None:
         if self.sfu is not None:
@@ -345,6 +366,15 @@ class ClusterService:
             return None
         return self.membership.get(record.owner)
 
+    async def arriving(self, session_id: str) -> None:
+        """Wait (bounded) for a session this box is taking over to be here."""
+        if self.handover is None or self.sfu is None:
+            return
+        for _ in range(int(ARRIVE_WAIT / 0.01)):
+            if session_id not in self.handover.taking or session_id in self.sfu.sessions:
+                return
+            await asyncio.sleep(0.01)
+
     async def find_tracks(self, items: list) -> None:
         """Make sure the tracks a request pulls from other boxes are known here, reading the store
         for any the watch has not brought yet (a track published a moment ago on another box)."""
@@ -424,7 +454,12 @@ class ClusterService:
         if op in ("subscribe_channel", "channel_closed"):
             return self.channels.handle(request)
         if op == "handover":
-            return self.handover.give(request, now)
+            reply = self.handover.give(request, now)
+            session_id, to = str(request.get("session")), str(request.get("to"))
+            record = self.sessions.get(session_id)
+            if "session" in reply and record is not None:  # forward its API requests there from now on
+                self.sessions[session_id] = dataclasses.replace(record, owner=to)
+            return reply
         if op == "taken":
             return self.handover.taken(request, now)
         return self.trunks.handle(request, now)

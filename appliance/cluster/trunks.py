@@ -354,7 +354,8 @@ class Trunks:
             return {"error": f"node {node} is not a member of the cluster"}
         children = self.children.setdefault(track, {})
         if node not in children and len(children) >= self.fanout:
-            ranked = sorted(children)
+            # Only to a box still in the cluster (a dead child may not have been forgotten yet).
+            ranked = sorted(child for child in children if self.membership.alive(child)) or sorted(children)
             self._redirects += 1
             return {"redirect": ranked[self._redirects % len(ranked)]}
         # The layers asked for now: those already sent go on as they are (their numbering unbroken),
@@ -496,10 +497,13 @@ class Trunks:
                 remote.confirmed = True
                 return
             target = reply.get("redirect")
-            peer = self.peer_of(target) if isinstance(target, str) and target != self.me else None
-            if peer is not None:
-                remote.attach(peer)
-                self._subscribe(track_id, remote, at)
+            if isinstance(target, str):
+                peer = self.peer_of(target) if target != self.me else None
+                if peer is not None:
+                    remote.attach(peer)
+                    self._subscribe(track_id, remote, at)
+                else:  # sent to a box this one does not know (any more): ask again on the next sweep
+                    log.info("redirected to an unknown box; asking again", track=remote.record.name, to=target)
                 return
             log.info("remote track refused", track=remote.record.name, parent=parent.node, reason=reply.get("error"))
             self._close(track_id, tell_parent=False)

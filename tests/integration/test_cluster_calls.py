@@ -190,3 +190,44 @@ async def test_media_that_reaches_another_box_than_the_api_connects_there(boxes)
     finally:
         await publisher.close()
         await subscriber.close()
+
+
+async def test_a_pull_whose_media_goes_to_another_box_is_answered_throughout_the_takeover(boxes):
+    """The SFU offers (a pull); the client's checks start as soon as it sets its answer and reach B,
+    which takes the session while the client's requests still go to A: every one of them is
+    answered for the session as it is, never 410."""
+    box_a, box_b = boxes
+    api_a = Api(box_a)
+    publisher, subscriber = RTCPeerConnection(), RTCPeerConnection()
+    try:
+        _, created = await api_a("POST", "/sessions/new")
+        pub_id = created["sessionId"]
+        video = publisher.addTransceiver(VideoStreamTrack(), direction="sendonly")
+        await publisher.setLocalDescription(await publisher.createOffer())
+        _, pushed = await api_a("POST", f"/sessions/{pub_id}/tracks/new", {
+            "sessionDescription": {"type": "offer", "sdp": publisher.localDescription.sdp},
+            "tracks": [{"location": "local", "mid": video.mid, "trackName": "v"}]})
+        await publisher.setRemoteDescription(RTCSessionDescription(**pushed["sessionDescription"]))
+        await _connected(publisher)
+
+        received = []
+        subscriber.on("track", received.append)
+        _, created = await api_a("POST", "/sessions/new")
+        sub_id = created["sessionId"]
+        _, pulled = await api_a("POST", f"/sessions/{sub_id}/tracks/new", {"tracks": [
+            {"location": "remote", "sessionId": pub_id, "trackName": "v"}]})
+        offer = pulled["sessionDescription"]["sdp"].replace(f" {media_port(box_a)} typ host",
+                                                            f" {media_port(box_b)} typ host")
+        await subscriber.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        await subscriber.setLocalDescription(await subscriber.createAnswer())
+        statuses = [(await api_a("GET", f"/sessions/{sub_id}"))[0] for _ in range(60)]
+        status, _ = await api_a("PUT", f"/sessions/{sub_id}/renegotiate",
+                                {"sessionDescription": {"type": "answer", "sdp": subscriber.localDescription.sdp}})
+        assert set(statuses) == {200} and status == 200, statuses
+        await _connected(subscriber)
+        assert metric(box_b, "edgecall_cluster_handover", event="taken") == 1
+        frame = await asyncio.wait_for(received[0].recv(), 10)
+        assert frame.width > 0
+    finally:
+        await publisher.close()
+        await subscriber.close()
