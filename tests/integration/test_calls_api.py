@@ -12,18 +12,8 @@ from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 from appliance.api.body import MAX_BODY_BYTES
 from appliance.sfu import sdp
 from tests.lab.appliance import request
+from tests.lab.calls_api import Api, connected
 from tests.unit.sfu import test_offer_limits as limits
-
-
-class Api:
-    def __init__(self, box, app="test-app", secret="test-app-secret"):
-        self.base = box.url(f"/v1/apps/{app}")
-        self.headers = {"Authorization": f"Bearer {secret}"}
-
-    def __call__(self, method, path, body=None):
-        status, raw = request(method, self.base + path, None if body is None else json.dumps(body).encode(),
-                              self.headers)
-        return status, json.loads(raw) if raw else None
 
 
 @pytest.fixture
@@ -58,16 +48,6 @@ def test_session_status_and_error_codes(api):
     assert status == 200 and error["tracks"][0]["errorCode"] == "close_track_error"
 
 
-async def _connected(pc, timeout=20.0):
-    for _ in range(int(timeout / 0.05)):
-        if pc.connectionState == "connected":
-            return
-        if pc.connectionState == "failed":
-            raise AssertionError("PeerConnection failed")
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not connected: {pc.connectionState}")
-
-
 async def test_aiortc_pushes_and_pulls_through_the_sfu(api):
     api, box = api
     loop = asyncio.get_running_loop()
@@ -88,7 +68,7 @@ async def test_aiortc_pushes_and_pulls_through_the_sfu(api):
         })
         assert status == 200, pushed
         await publisher.setRemoteDescription(RTCSessionDescription(**pushed["sessionDescription"]))
-        await _connected(publisher)
+        await connected(publisher)
 
         received = {}
         subscriber.on("track", lambda track: received.setdefault(track.kind, track))
@@ -106,7 +86,7 @@ async def test_aiortc_pushes_and_pulls_through_the_sfu(api):
         status, _ = await call("PUT", f"/sessions/{sub_id}/renegotiate",
                                {"sessionDescription": {"type": "answer", "sdp": subscriber.localDescription.sdp}})
         assert status == 200
-        await _connected(subscriber)
+        await connected(subscriber)
         frames = {kind: await asyncio.wait_for(track.recv(), 10) for kind, track in received.items()}
         assert set(frames) == {"audio", "video"}
         status, state = await call("GET", f"/sessions/{sub_id}")
@@ -145,7 +125,7 @@ async def test_push_without_an_offer_then_pull_with_a_client_offer(api):
         status, _ = await call("PUT", f"/sessions/{pub_id}/renegotiate",
                                {"sessionDescription": {"type": "answer", "sdp": publisher.localDescription.sdp}})
         assert status == 200
-        await _connected(publisher)
+        await connected(publisher)
 
         received = []
         player.on("track", received.append)
@@ -158,7 +138,7 @@ async def test_push_without_an_offer_then_pull_with_a_client_offer(api):
         assert status == 200 and answered["requiresImmediateRenegotiation"] is False
         assert answered["tracks"] == [{"sessionId": pub_id, "trackName": "gen", "mid": "0"}]
         await player.setRemoteDescription(RTCSessionDescription(**answered["sessionDescription"]))
-        await _connected(player)
+        await connected(player)
         frame = await asyncio.wait_for(received[0].recv(), 10)
         assert frame.sample_rate == 48000
     finally:
@@ -205,7 +185,7 @@ async def test_bidirectional_stream_carries_a_pulled_track_back(api):
         await relay.setLocalDescription(await relay.createAnswer())
         await call("PUT", f"/sessions/{relay_id}/renegotiate",
                    {"sessionDescription": {"type": "answer", "sdp": relay.localDescription.sdp}})
-        await _connected(relay)
+        await connected(relay)
         frame = await asyncio.wait_for(received[0].recv(), 10)
         assert frame.sample_rate == 48000
         _, state = await call("GET", f"/sessions/{relay_id}")

@@ -5,32 +5,21 @@ and its subscriber decodes it; each box's API answers for the other's sessions."
 from __future__ import annotations
 
 import asyncio
-import json
+import tomllib
 
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.lab.appliance import box_config, free_port, healthz, request
+from tests.lab.appliance import box_config, free_port, healthz
+from tests.lab.calls_api import AsyncApi as Api
+from tests.lab.calls_api import connected, publish
 from tests.lab.nats import nats_servers
 
 __all__ = ["nats_servers"]  # the fixture, used below by name
 
 SECRET = "a cluster secret for the loopback lab"
-
-
-class Api:
-    def __init__(self, box, app="test-app", secret="test-app-secret"):
-        self.box = box
-        self.base = box.url(f"/v1/apps/{app}")
-        self.headers = {"Authorization": f"Bearer {secret}"}
-
-    async def __call__(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        loop = asyncio.get_running_loop()
-        status, raw = await loop.run_in_executor(None, request, method, self.base + path, data, self.headers)
-        return status, json.loads(raw) if raw else None
 
 
 def clustered(node: str, nats_url: str) -> str:
@@ -40,21 +29,11 @@ def clustered(node: str, nats_url: str) -> str:
 
 
 @pytest.fixture
-def boxes(appliance, nats_servers, tmp_path):
+def boxes(nats_servers, appliance, tmp_path):  # NATS stops last
     nats = nats_servers(1)
     a = appliance(clustered("box-a", nats.urls[0]).replace("edgecall-test-state", str(tmp_path / "a")))
     b = appliance(clustered("box-b", nats.urls[0]).replace("edgecall-test-state", str(tmp_path / "b")))
     return a, b
-
-
-async def _connected(pc, timeout=20.0):
-    for _ in range(int(timeout / 0.05)):
-        if pc.connectionState == "connected":
-            return
-        if pc.connectionState == "failed":
-            raise AssertionError("PeerConnection failed")
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not connected: {pc.connectionState}")
 
 
 def metric(box, name: str, **labels: str) -> float:
@@ -68,19 +47,8 @@ async def test_a_subscriber_on_one_box_receives_a_track_published_on_another(box
     api_a, api_b = Api(box_a), Api(box_b)
     publisher, subscriber = RTCPeerConnection(), RTCPeerConnection()
     try:
-        _, created = await api_a("POST", "/sessions/new")
-        pub_id = created["sessionId"]
-        audio = publisher.addTransceiver(AudioStreamTrack(), direction="sendonly")
-        video = publisher.addTransceiver(VideoStreamTrack(), direction="sendonly")
-        await publisher.setLocalDescription(await publisher.createOffer())
-        status, pushed = await api_a("POST", f"/sessions/{pub_id}/tracks/new", {
-            "sessionDescription": {"type": "offer", "sdp": publisher.localDescription.sdp},
-            "tracks": [{"location": "local", "mid": audio.mid, "trackName": "a"},
-                       {"location": "local", "mid": video.mid, "trackName": "v"}],
-        })
-        assert status == 200, pushed
-        await publisher.setRemoteDescription(RTCSessionDescription(**pushed["sessionDescription"]))
-        await _connected(publisher)
+        pub_id = await publish(api_a, publisher, {"a": AudioStreamTrack(), "v": VideoStreamTrack()})
+        await connected(publisher)
 
         # Box B's API answers for A's session exactly as A does (the request went to A).
         assert await api_b("GET", f"/sessions/{pub_id}") == await api_a("GET", f"/sessions/{pub_id}")
@@ -98,7 +66,7 @@ async def test_a_subscriber_on_one_box_receives_a_track_published_on_another(box
         status, _ = await api_a("PUT", f"/sessions/{sub_id}/renegotiate",  # through A: forwarded to B
                                 {"sessionDescription": {"type": "answer", "sdp": subscriber.localDescription.sdp}})
         assert status == 200
-        await _connected(subscriber)
+        await connected(subscriber)
         frames = {kind: await asyncio.wait_for(track.recv(), 10) for kind, track in received.items()}
         assert set(frames) == {"audio", "video"}
         status, state = await api_b("GET", f"/sessions/{sub_id}")
@@ -114,7 +82,7 @@ async def test_a_subscriber_on_one_box_receives_a_track_published_on_another(box
 
         # The publisher leaves: the subscriber's pulls end on B too.
         status, _ = await api_b("PUT", f"/sessions/{pub_id}/tracks/close",
-                                {"tracks": [{"mid": audio.mid}, {"mid": video.mid}], "force": True})
+                                {"tracks": [{"mid": "0"}, {"mid": "1"}], "force": True})
         assert status == 200
         for _ in range(100):
             status, state = await api_b("GET", f"/sessions/{sub_id}")
@@ -143,8 +111,13 @@ async def test_a_session_whose_box_is_gone_is_410_on_every_box(boxes):
 
 
 def media_port(box) -> int:
-    import tomllib
     return int(tomllib.loads(box.config_path.read_text())["sfu"]["udp"].rpartition(":")[2])
+
+
+def to_port_of(box_a, box_b):
+    """An SDP edit: the candidates of box A's media port point at box B's, as when the router
+    hashes a client's media flow to another box than its API requests."""
+    return lambda sdp: sdp.replace(f" {media_port(box_a)} typ host", f" {media_port(box_b)} typ host")
 
 
 async def test_media_that_reaches_another_box_than_the_api_connects_there(boxes):
@@ -154,18 +127,8 @@ async def test_media_that_reaches_another_box_than_the_api_connects_there(boxes)
     api_a = Api(box_a)
     publisher, subscriber = RTCPeerConnection(), RTCPeerConnection()
     try:
-        _, created = await api_a("POST", "/sessions/new")
-        pub_id = created["sessionId"]
-        video = publisher.addTransceiver(VideoStreamTrack(), direction="sendonly")
-        await publisher.setLocalDescription(await publisher.createOffer())
-        status, pushed = await api_a("POST", f"/sessions/{pub_id}/tracks/new", {
-            "sessionDescription": {"type": "offer", "sdp": publisher.localDescription.sdp},
-            "tracks": [{"location": "local", "mid": video.mid, "trackName": "v"}]})
-        assert status == 200, pushed
-        answer = pushed["sessionDescription"]["sdp"].replace(f" {media_port(box_a)} typ host",
-                                                             f" {media_port(box_b)} typ host")
-        await publisher.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-        await _connected(publisher)
+        pub_id = await publish(api_a, publisher, {"v": VideoStreamTrack()}, to_port_of(box_a, box_b))
+        await connected(publisher)
         assert metric(box_b, "edgecall_cluster_handover", event="taken") == 1
         assert metric(box_a, "edgecall_cluster_handover", event="given") == 1
         # The session is B's now, and A's API still answers for it.
@@ -184,7 +147,7 @@ async def test_media_that_reaches_another_box_than_the_api_connects_there(boxes)
         status, _ = await api_a("PUT", f"/sessions/{sub_id}/renegotiate",
                                 {"sessionDescription": {"type": "answer", "sdp": subscriber.localDescription.sdp}})
         assert status == 200
-        await _connected(subscriber)
+        await connected(subscriber)
         frame = await asyncio.wait_for(received[0].recv(), 10)
         assert frame.width > 0
     finally:
@@ -200,15 +163,8 @@ async def test_a_pull_whose_media_goes_to_another_box_is_answered_throughout_the
     api_a = Api(box_a)
     publisher, subscriber = RTCPeerConnection(), RTCPeerConnection()
     try:
-        _, created = await api_a("POST", "/sessions/new")
-        pub_id = created["sessionId"]
-        video = publisher.addTransceiver(VideoStreamTrack(), direction="sendonly")
-        await publisher.setLocalDescription(await publisher.createOffer())
-        _, pushed = await api_a("POST", f"/sessions/{pub_id}/tracks/new", {
-            "sessionDescription": {"type": "offer", "sdp": publisher.localDescription.sdp},
-            "tracks": [{"location": "local", "mid": video.mid, "trackName": "v"}]})
-        await publisher.setRemoteDescription(RTCSessionDescription(**pushed["sessionDescription"]))
-        await _connected(publisher)
+        pub_id = await publish(api_a, publisher, {"v": VideoStreamTrack()})
+        await connected(publisher)
 
         received = []
         subscriber.on("track", received.append)
@@ -216,15 +172,14 @@ async def test_a_pull_whose_media_goes_to_another_box_is_answered_throughout_the
         sub_id = created["sessionId"]
         _, pulled = await api_a("POST", f"/sessions/{sub_id}/tracks/new", {"tracks": [
             {"location": "remote", "sessionId": pub_id, "trackName": "v"}]})
-        offer = pulled["sessionDescription"]["sdp"].replace(f" {media_port(box_a)} typ host",
-                                                            f" {media_port(box_b)} typ host")
+        offer = to_port_of(box_a, box_b)(pulled["sessionDescription"]["sdp"])
         await subscriber.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         await subscriber.setLocalDescription(await subscriber.createAnswer())
         statuses = [(await api_a("GET", f"/sessions/{sub_id}"))[0] for _ in range(60)]
         status, _ = await api_a("PUT", f"/sessions/{sub_id}/renegotiate",
                                 {"sessionDescription": {"type": "answer", "sdp": subscriber.localDescription.sdp}})
         assert set(statuses) == {200} and status == 200, statuses
-        await _connected(subscriber)
+        await connected(subscriber)
         assert metric(box_b, "edgecall_cluster_handover", event="taken") == 1
         frame = await asyncio.wait_for(received[0].recv(), 10)
         assert frame.width > 0

@@ -6,7 +6,7 @@ import asyncio
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from tests.integration.test_calls_api import Api, _connected
+from tests.lab.calls_api import Api, connected
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ async def test_a_published_message_reaches_a_subscriber(api):
         pub_id = created["sessionId"]
         assert "m=application" in created["sessionDescription"]["sdp"]
         await publisher.setRemoteDescription(RTCSessionDescription(**created["sessionDescription"]))
-        await _connected(publisher)
+        await connected(publisher)
         status, result = await call("POST", f"/sessions/{pub_id}/datachannels/new",
                                     {"dataChannels": [{"location": "local", "dataChannelName": "chat"}]})
         assert status == 200
@@ -60,7 +60,7 @@ async def test_a_published_message_reaches_a_subscriber(api):
         status, _ = await call("PUT", f"/sessions/{sub_id}/renegotiate",
                                {"sessionDescription": {"type": "answer", "sdp": subscriber.localDescription.sdp}})
         assert status == 200
-        await _connected(subscriber)
+        await connected(subscriber)
         status, result = await call("POST", f"/sessions/{sub_id}/datachannels/new", {"dataChannels": [
             {"location": "remote", "sessionId": pub_id, "dataChannelName": "chat"},
             {"location": "remote", "sessionId": pub_id, "dataChannelName": "nope"}]})
@@ -164,7 +164,7 @@ async def test_establish_with_an_offer_answers_it(api):
         answer = result["sessionDescription"]
         assert answer["type"] == "answer" and "m=application 9 UDP/DTLS/SCTP webrtc-datachannel" in answer["sdp"]
         await pc.setRemoteDescription(RTCSessionDescription(**answer))
-        await _connected(pc)
+        await connected(pc)
         await _until(lambda: api("GET", f"/sessions/{sid}")[1]["dataChannels"][0]["status"] == "active")
     finally:
         await pc.close()

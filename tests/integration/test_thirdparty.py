@@ -6,7 +6,7 @@ import asyncio
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
-from tests.integration.test_calls_api import Api, _connected
+from tests.lab.calls_api import Api, connected
 
 
 async def test_a_thirdparty_session_checks_an_ice_lite_box_and_relays_its_audio(appliance):
@@ -27,7 +27,7 @@ async def test_a_thirdparty_session_checks_an_ice_lite_box_and_relays_its_audio(
             "sessionDescription": {"type": "offer", "sdp": publisher.localDescription.sdp},
             "tracks": [{"location": "local", "mid": "0", "trackName": "voice"}]})
         await publisher.setRemoteDescription(RTCSessionDescription(**pushed["sessionDescription"]))
-        await _connected(publisher)
+        await connected(publisher)
 
         # Box 1 relays: its thirdparty session offers to receive, as a full ICE agent.
         status, created = await on_relay("POST", "/sessions/new?thirdparty=true")
@@ -63,7 +63,7 @@ async def test_a_thirdparty_session_checks_an_ice_lite_box_and_relays_its_audio(
         await listener.setLocalDescription(await listener.createAnswer())
         await on_relay("PUT", f"/sessions/{listener_id}/renegotiate",
                        {"sessionDescription": {"type": "answer", "sdp": listener.localDescription.sdp}})
-        await _connected(listener)
+        await connected(listener)
         frame = await asyncio.wait_for(received[0].recv(), 10)
         assert frame.sample_rate == 48000
         _, state = await on_relay("GET", f"/sessions/{relay_id}")
