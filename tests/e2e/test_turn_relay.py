@@ -4,7 +4,6 @@ import asyncio
 
 import pytest
 
-from tests.lab.appliance import box_config, free_port
 from tests.lab.browser import BROWSER_TEST
 
 pytestmark = BROWSER_TEST

@@ -3,7 +3,6 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 
 from tests.lab.appliance import APPLIANCE, REPO, box_config, free_port, healthz, request
 

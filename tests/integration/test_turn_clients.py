@@ -24,8 +24,6 @@ MESSAGES = ["-n", "40", "-l", "120", "-z", "5", "-m", "2"]
 @pytest.fixture(scope="module")
 def turn_box(tmp_path_factory):
     """One box for the module: TURN on UDP, TCP, TLS and IPv6 UDP, relays on 127.0.0.1 and ::1."""
-    from tests.lab.appliance import RunningBox  # noqa: F401  (the fixture below is function-scoped)
-
     tmp = tmp_path_factory.mktemp("turn")
     cert, key = self_signed(tmp)
     plain, tls, api = free_port("udp", "tcp"), free_port("tcp"), free_port("tcp")
