@@ -8,8 +8,9 @@ it each message, which goes to B over the trunk as a sealed datagram (trunk_port
 box whatever the number of subscribers there; B's router gives it to its subscribers. When A's
 channel closes, B hears of it and ends its subscribers' channels, as on one box.
 
-Left out for now: a subscriber's replies (canReply) across boxes, and ordering guarantees beyond
-those of the trunk (UDP: a lost datagram is a lost message, as an unreliable channel allows).
+A subscriber with canReply on B answers the publisher on A the same way, its messages relayed to
+A as replies. CALLS_API.md's one-replier rule holds per box: two boxes may each have a replier.
+Ordering and delivery are those of the trunk (UDP datagrams between two boxes of one backbone).
 """
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ from .trunks import RemoteSession, Trunks
 
 log = get_logger("cluster")
 
-_HEADER = struct.Struct(">BHH")  # kind (0 text, 1 binary), session id length, channel name length
+_HEADER = struct.Struct(">BHH")  # kind, session id length, channel name length
 TEXT, BINARY = 0, 1
+REPLY = 2  # or'ed into the kind: a subscriber's message to the publisher
 
 
 def channel_key(session_id: str, name: str) -> str:
@@ -46,20 +48,25 @@ class TrunkTarget:
     app: str = ""
 
 
-def encode(session_id: str, name: str, message: Message) -> bytes:
+def encode(session_id: str, name: str, message: Message, reply: bool = False) -> bytes:
     ids, label = session_id.encode(), name.encode()
     body = message.encode() if isinstance(message, str) else message
-    return _HEADER.pack(TEXT if isinstance(message, str) else BINARY, len(ids), len(label)) + ids + label + body
+    kind = (TEXT if isinstance(message, str) else BINARY) | (REPLY if reply else 0)
+    return _HEADER.pack(kind, len(ids), len(label)) + ids + label + body
 
 
-def decode(payload: bytes) -> tuple[str, str, Message]:
-    """Raises ValueError (struct.error included) for a malformed payload."""
-    kind, ids, label = _HEADER.unpack_from(payload)
+def decode(payload: bytes) -> tuple[str, str, Message, bool]:
+    """(session id, channel name, message, whether a reply); raises ValueError (UnicodeDecodeError
+    is one) for a malformed payload."""
+    try:
+        kind, ids, label = _HEADER.unpack_from(payload)
+    except struct.error as e:
+        raise ValueError(f"a data datagram of {len(payload)} bytes: {e}") from None
     start = _HEADER.size
     session_id = payload[start:start + ids].decode()
     name = payload[start + ids:start + ids + label].decode()
     body = payload[start + ids + label:]
-    return session_id, name, body.decode() if kind == TEXT else body
+    return session_id, name, body.decode() if kind & ~REPLY == TEXT else body, bool(kind & REPLY)
 
 
 class TrunkChannels:
@@ -73,6 +80,7 @@ class TrunkChannels:
         self.port = port
         self.sessions = sessions
         self.stand_ins: dict[str, DataChannel] = {}  # channel key -> this box's stand-in
+        self.parents: dict[str, TrunkPeer] = {}  # channel key -> the box its stand-in relays
         self.targets: dict[tuple[str, str], DataChannel] = {}  # (channel key, box) -> its subscriber here
         self.unknown = 0
 
@@ -86,10 +94,12 @@ class TrunkChannels:
         record = self.trunks.records.get(channel_id)
         if record is None or record.kind != "data" or record.app != app or record.owner == self.me:
             return None
-        if self.trunks.peer_of(record.owner) is None:  # its datagrams are taken only from a known peer
+        parent = self.trunks.peer_of(record.owner)  # its datagrams are taken only from a known peer
+        if parent is None:
             return None
         stand_in = DataChannel(RemoteSession(session_id, app), -1, name, "local")
         self.stand_ins[channel_id] = stand_in
+        self.parents[channel_id] = parent
         message = {"op": "subscribe_channel", "from": self.me, "session": session_id, "name": name}
         self.trunks.ask(record.owner, message, lambda reply, at: self._answered(channel_id, reply))
         return stand_in
@@ -116,15 +126,19 @@ class TrunkChannels:
                                                      "name": source.name}, lambda reply, at: None)
         elif isinstance(session, RemoteSession):  # this box's stand-in ended
             self.stand_ins.pop(channel_key(session.id, channel.name), None)
+            self.parents.pop(channel_key(session.id, channel.name), None)
         elif channel.location == "local" and isinstance(session, CallSession):
             if session.id not in self.trunks.leaving:
                 self.trunks.write(TRACKS, channel_key(session.id, channel.name), None)
 
     def relay(self, target: DataChannel, message: Message) -> bool:
         session, source = target.session, target.source
-        if not isinstance(session, TrunkTarget) or source is None:
-            return False
-        return self.port.send_data(session.peer, encode(source.session.id, source.name, message))
+        if isinstance(session, TrunkTarget) and source is not None:  # to subscribers on another box
+            return self.port.send_data(session.peer, encode(source.session.id, source.name, message))
+        parent = self.parents.get(channel_key(session.id, target.name)) if isinstance(session, RemoteSession) else None
+        if parent is not None:  # a reply, to the publisher on another box
+            return self.port.send_data(parent, encode(session.id, target.name, message, reply=True))
+        return False
 
     # --- requests from other boxes ----------------------------------------------------------------
 
@@ -155,9 +169,17 @@ class TrunkChannels:
 
     def data(self, peer: TrunkPeer, payload: bytes, now: float) -> None:
         try:
-            session_id, name, message = decode(payload)
-        except (ValueError, UnicodeDecodeError):
+            session_id, name, message, reply = decode(payload)
+        except ValueError:
             self.unknown += 1
+            return
+        if reply:
+            session = self.sessions.get(session_id)
+            source = session.datachannels.local(name) if session is not None else None
+            if source is None or (channel_key(session_id, name), peer.node) not in self.targets:
+                self.unknown += 1
+                return
+            self.router.reply(source, message)
             return
         stand_in = self.stand_ins.get(channel_key(session_id, name))
         if stand_in is None or stand_in.closed:
@@ -167,5 +189,6 @@ class TrunkChannels:
 
     def _end_stand_in(self, channel_id: str) -> None:
         stand_in = self.stand_ins.pop(channel_id, None)
+        self.parents.pop(channel_id, None)
         if stand_in is not None and not stand_in.closed:
             self.router.end(stand_in)

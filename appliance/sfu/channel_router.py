@@ -288,6 +288,10 @@ class ChannelRouter:
         to this box's subscribers of it."""
         self._deliver([c for c in source.subscribers if c.ack_deadline is None], message)
 
+    def reply(self, source: DataChannel, message: Message) -> None:
+        """A reply to this box's publisher channel `source` from a subscriber on another box."""
+        self._deliver([source], message)
+
     def _deliver(self, targets: list[DataChannel], message: Message) -> None:
         for target in targets:
             association = self.associations.get(target.session)

@@ -336,3 +336,19 @@ def test_a_trunk_carries_the_simulcast_layers_its_boxs_subscribers_need():
     subscribed(cluster, "b", pub, who="third")
     rounds(1, 0.1)
     assert trunk_layers(cluster) == ["f", "h", "q"]
+
+
+def test_a_subscriber_allowed_to_reply_reaches_the_publisher_on_another_box():
+    cluster = Cluster("a", "b")
+    pub, [(sub, channel_id)] = chat(cluster, "b")
+    assert sub.update_channels({"id": channel_id, "canReply": True})[0]["canReply"] is True
+    sub.message(channel_id, "from b")
+    cluster.pump()
+    assert pub.messages(1) == ["from b"]
+    other = cluster["b"].endpoint("other")
+    other.establish()
+    other.connect()
+    [result] = other.new_channels({"location": "remote", "sessionId": pub.id, "dataChannelName": "chat"})
+    other.message(result["id"], "not allowed to reply")
+    cluster.pump()
+    assert pub.messages(1) == ["from b"]
