@@ -28,7 +28,12 @@ class SessionRecord:
 
     @classmethod
     def decode(cls, data: bytes) -> SessionRecord:
-        return cls(**json.loads(data))
+        """Raises ValueError or TypeError for what is not a session record."""
+        record = cls(**_object(data))
+        if not all(isinstance(v, str) for v in (record.app, record.owner, record.ufrag)) or not (
+                record.state is None or isinstance(record.state, str)):
+            raise TypeError("a session record's fields are strings")
+        return record
 
 
 @dataclass(frozen=True)
@@ -59,4 +64,23 @@ class TrackRecord:
 
     @classmethod
     def decode(cls, data: bytes) -> TrackRecord:
-        return cls(**json.loads(data))
+        """Raises ValueError or TypeError for what is not a track record (its codecs included)."""
+        record = cls(**_object(data))
+        if not all(isinstance(v, str) for v in (record.app, record.session, record.name, record.kind, record.owner)):
+            raise TypeError("a track record's names are strings")
+        if not isinstance(record.codecs, list) or not all(isinstance(c, dict) for c in record.codecs):
+            raise TypeError("a track record's codecs are objects")
+        record.codec_list()
+        if not isinstance(record.extensions, dict) or not all(
+                isinstance(k, str) and type(v) is int for k, v in record.extensions.items()):
+            raise TypeError("a track record's extensions map URIs to ids")
+        if not isinstance(record.rids, list) or not all(isinstance(r, str) for r in record.rids):
+            raise TypeError("a track record's rids are strings")
+        return record
+
+
+def _object(data: bytes) -> dict:
+    raw = json.loads(data)
+    if not isinstance(raw, dict):
+        raise TypeError("a record is a JSON object")
+    return raw

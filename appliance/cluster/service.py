@@ -358,7 +358,7 @@ class ClusterService:
         """The other box that holds `session_id`, when one of the cluster's live boxes does."""
         record = self.sessions.get(session_id)
         if record is None and self.store is not None:
-            with contextlib.suppress(StoreUnavailable):
+            with contextlib.suppress(StoreUnavailable, ValueError, TypeError):  # unreadable: as if absent
                 entry = await self.store.get(SESSIONS, key(session_id))
                 if entry is not None and entry.value is not None:
                     record = SessionRecord.decode(entry.value)
@@ -388,7 +388,7 @@ class ClusterService:
             track_id = track_key(item["sessionId"], item["trackName"])
             if track_id in self.trunks.records or track_id in self.trunks.remote:
                 continue
-            with contextlib.suppress(StoreUnavailable):
+            with contextlib.suppress(StoreUnavailable, ValueError, TypeError):  # unreadable: as if absent
                 entry = await self.store.get(TRACKS, track_id)
                 if entry is not None and entry.value is not None:
                     self.trunks.records[track_id] = TrackRecord.decode(entry.value)
