@@ -277,8 +277,8 @@ def _at_owner(handler):
         forwarder = request.app.get(FORWARDER)
         if cluster is not None and forwarder is not None and session_id is not None:
             sessions = _sfu(request).sessions
-            if session_id not in sessions and forwarder.forwarded(request):
-                # Sent here as this session's owner: it may be on its way (a takeover this box asked for).
+            if session_id not in sessions:
+                # It may be on its way here (a takeover this box asked for): wait for it, bounded.
                 await cluster.arriving(session_id)
             if session_id not in sessions:
                 owner = await cluster.owner_of(session_id)
