@@ -10,7 +10,10 @@ channel closes, B hears of it and ends its subscribers' channels, as on one box.
 
 A subscriber with canReply on B answers the publisher on A the same way, its messages relayed to
 A as replies. CALLS_API.md's one-replier rule holds per box: two boxes may each have a replier.
-Ordering and delivery are those of the trunk (UDP datagrams between two boxes of one backbone).
+A message travels in pieces of at most PIECE bytes (no IP fragmentation inside the tunnel, and
+messages up to the 256 KiB browsers allow); the receiving box puts them together, keeping at most
+PARTIAL messages per box for at most PARTIAL_FOR seconds. Ordering and delivery are those of the
+trunk (UDP datagrams between two boxes of one backbone): a lost piece loses its message.
 """
 from __future__ import annotations
 
@@ -31,6 +34,10 @@ from .trunks import RemoteSession, Trunks
 log = get_logger("cluster")
 
 _HEADER = struct.Struct(">BHH")  # kind, session id length, channel name length
+_PIECE = struct.Struct(">IHH")  # message number, piece index, piece count
+PIECE = 1100  # bytes of a message per datagram: with the headers and AES-GCM, inside a VXLAN MTU
+MAX_MESSAGE = 256 * 1024 + 1024  # what browsers send at most, and the names around it
+PARTIAL, PARTIAL_FOR = 64, 2.0
 TEXT, BINARY = 0, 1
 REPLY = 2  # or'ed into the kind: a subscriber's message to the publisher
 
@@ -69,6 +76,44 @@ def decode(payload: bytes) -> tuple[str, str, Message, bool]:
     return session_id, name, body.decode() if kind & ~REPLY == TEXT else body, bool(kind & REPLY)
 
 
+def pieces(number: int, payload: bytes) -> list[bytes]:
+    """`payload` (an encoded message) as the datagrams' contents that carry it."""
+    count = max(1, -(-len(payload) // PIECE))
+    return [_PIECE.pack(number & 0xFFFFFFFF, i, count) + payload[i * PIECE:(i + 1) * PIECE] for i in range(count)]
+
+
+class Reassembly:
+    """One sending box's messages being put together from their pieces (sans-I/O, bounded)."""
+
+    def __init__(self) -> None:
+        self.partial: dict[int, tuple[float, list[bytes | None]]] = {}
+
+    def piece(self, data: bytes, now: float) -> bytes | None:
+        """The whole message once its last missing piece is `data`; raises ValueError for a bad piece."""
+        try:
+            number, index, count = _PIECE.unpack_from(data)
+        except struct.error as e:
+            raise ValueError(f"a piece of {len(data)} bytes: {e}") from None
+        if not index < count <= -(-MAX_MESSAGE // PIECE):
+            raise ValueError(f"piece {index} of {count}")
+        body = data[_PIECE.size:]
+        if count == 1:
+            return body
+        for stale in [n for n, (at, _) in self.partial.items() if now - at > PARTIAL_FOR]:
+            del self.partial[stale]
+        started, parts = self.partial.get(number) or (now, [None] * count)
+        if len(parts) != count:
+            raise ValueError(f"piece {index} of {count}, of a message of {len(parts)}")
+        parts[index] = body
+        if all(part is not None for part in parts):
+            self.partial.pop(number, None)
+            return b"".join(part for part in parts if part is not None)
+        if number not in self.partial and len(self.partial) >= PARTIAL:
+            self.partial.pop(next(iter(self.partial)))
+        self.partial[number] = (started, parts)
+        return None
+
+
 class TrunkChannels:
     """The router's RemoteChannels (sfu/remote.py), and the trunk's data handler."""
 
@@ -82,6 +127,8 @@ class TrunkChannels:
         self.stand_ins: dict[str, DataChannel] = {}  # channel key -> this box's stand-in
         self.parents: dict[str, TrunkPeer] = {}  # channel key -> the box its stand-in relays
         self.targets: dict[tuple[str, str], DataChannel] = {}  # (channel key, box) -> its subscriber here
+        self.reassembly: dict[str, Reassembly] = {}  # by sending box
+        self.sent = 0  # messages numbered so far
         self.unknown = 0
 
     # --- the router's seam ------------------------------------------------------------------------
@@ -134,11 +181,15 @@ class TrunkChannels:
     def relay(self, target: DataChannel, message: Message) -> bool:
         session, source = target.session, target.source
         if isinstance(session, TrunkTarget) and source is not None:  # to subscribers on another box
-            return self.port.send_data(session.peer, encode(source.session.id, source.name, message))
+            return self._send(session.peer, encode(source.session.id, source.name, message))
         parent = self.parents.get(channel_key(session.id, target.name)) if isinstance(session, RemoteSession) else None
         if parent is not None:  # a reply, to the publisher on another box
-            return self.port.send_data(parent, encode(session.id, target.name, message, reply=True))
+            return self._send(parent, encode(session.id, target.name, message, reply=True))
         return False
+
+    def _send(self, peer: TrunkPeer, payload: bytes) -> bool:
+        self.sent += 1
+        return all([self.port.send_data(peer, piece) for piece in pieces(self.sent, payload)])
 
     # --- requests from other boxes ----------------------------------------------------------------
 
@@ -167,8 +218,11 @@ class TrunkChannels:
 
     # --- the trunk ----------------------------------------------------------------------------------
 
-    def data(self, peer: TrunkPeer, payload: bytes, now: float) -> None:
+    def data(self, peer: TrunkPeer, datagram: bytes, now: float) -> None:
         try:
+            payload = self.reassembly.setdefault(peer.node, Reassembly()).piece(datagram, now)
+            if payload is None:
+                return
             session_id, name, message, reply = decode(payload)
         except ValueError:
             self.unknown += 1

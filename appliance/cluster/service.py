@@ -41,6 +41,7 @@ TRUNK_PORT = 3480
 REQUEST_TIMEOUT = 1.0
 WRITE_RETRIES = 5
 RENEW_CHECK = 3600.0  # how often a box looks whether the cluster's certificate is due for renewal
+GIVEN_FOR = 10.0
 ARRIVE_WAIT = 1.0  # how long a request sent here for a session being taken over waits for it
 # A box's first store operations are retried this long: on a cluster starting together, buckets
 # have no leader for a few seconds.
@@ -64,6 +65,9 @@ class ClusterService:
         self.membership = Membership(self.me, self.config.heartbeat)
         self.sessions: dict[str, SessionRecord] = {}
         self._by_ufrag: dict[str, str] = {}  # the sessions bucket indexed by ICE ufrag
+        # Sessions this box handed over: to whom, until when that outranks the watched bucket (its
+        # own earlier writes of them may still come back through the watch).
+        self._given: dict[str, tuple[str, float]] = {}
         sfu_service = box.service("sfu")
         self.sfu = getattr(sfu_service, "sfu", None)
         self.port = TrunkPort(self.me, secrets.token_hex(8), self.secret)
@@ -266,6 +270,7 @@ class ClusterService:
             except StoreUnavailable as e:
                 log.warning("heartbeat not written", reason=str(e))
             now = self._loop.time()
+            self._given = {session: given for session, given in self._given.items() if given[1] > now}
             for node in self.membership.expire(now):
                 if self.trunks is not None:
                     self.trunks.node_gone(node, now)
@@ -356,6 +361,11 @@ class ClusterService:
 
     async def owner_of(self, session_id: str) -> NodeRecord | None:
         """The other box that holds `session_id`, when one of the cluster's live boxes does."""
+        given = self._given.get(session_id)
+        if given is not None and self._loop is not None:
+            if self._loop.time() < given[1]:
+                return self.membership.get(given[0])
+            del self._given[session_id]
         record = self.sessions.get(session_id)
         if record is None and self.store is not None:
             with contextlib.suppress(StoreUnavailable, ValueError, TypeError):  # unreadable: as if absent
@@ -444,6 +454,9 @@ class ClusterService:
             log.warning("refused a request", reason=str(e))
             reply: dict = {"error": "not sealed with this cluster's secret"}
         else:
+            if request.get("op") == "handover":
+                # What this box wrote of the session lands before the taker writes it as its own.
+                await self.settled()
             reply = self._handle(request, self._loop.time())
         return self.sealer.seal(json.dumps(reply).encode(), subject + " reply")
 
@@ -455,10 +468,8 @@ class ClusterService:
             return self.channels.handle(request)
         if op == "handover":
             reply = self.handover.give(request, now)
-            session_id, to = str(request.get("session")), str(request.get("to"))
-            record = self.sessions.get(session_id)
-            if "session" in reply and record is not None:  # forward its API requests there from now on
-                self.sessions[session_id] = dataclasses.replace(record, owner=to)
+            if "session" in reply:  # forward its API requests there from now on, whatever the watch says
+                self._given[str(request.get("session"))] = (str(request.get("to")), now + GIVEN_FOR)
             return reply
         if op == "taken":
             return self.handover.taken(request, now)

@@ -16,6 +16,7 @@ boxes are answered on `pump`. The boxes share one clock.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,7 @@ from appliance.cluster.trunks import Trunks
 from ..sfu.harness import Endpoint, Lab
 
 SECRET = "the cluster secret of the lab"
+MAX_UDP = 65507  # the largest UDP payload over IPv4
 STORE_SEALER = Sealer(SECRET, "store")
 
 
@@ -43,6 +45,8 @@ class Wire:
         self.addr = addr
 
     def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        if len(data) > MAX_UDP:
+            raise OSError(errno.EMSGSIZE, "Message too long")  # as a UDP socket refuses it
         self.cluster.in_flight.append((self.addr, addr, data))
 
 

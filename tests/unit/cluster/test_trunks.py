@@ -261,11 +261,12 @@ def chat(cluster: Cluster, *boxes: str):
 def test_data_channel_messages_reach_subscribers_on_other_boxes_once_per_box():
     cluster = Cluster("a", "b", "c")
     pub, subs = chat(cluster, "b", "b", "c", "a")
-    for message in ("hello", b"\x00binary", ""):
+    large = "x" * 200_000  # in pieces across the backbone
+    for message in ("hello", b"\x00binary", "", large):
         pub.message(1, message)
     cluster.pump()
     for sub, channel_id in subs:
-        assert sub.messages(channel_id) == ["hello", b"\x00binary", ""]
+        assert sub.messages(channel_id) == ["hello", b"\x00binary", "", large]
     assert len(cluster["a"].channels.targets) == 2  # one relay per box, whatever its subscribers
     assert [d["status"] for d in subs[0][0].describe()["dataChannels"]][-1] == "active"
 

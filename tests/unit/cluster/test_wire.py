@@ -6,7 +6,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from appliance.cluster.channels import decode, encode
+from appliance.cluster.channels import PARTIAL, PARTIAL_FOR, PIECE, Reassembly, decode, encode, pieces
 from appliance.cluster.records import SessionRecord, TrackRecord
 from appliance.sfu import rtcp
 
@@ -54,3 +54,31 @@ def test_any_record_in_the_store_reads_or_is_refused(data):
             record.decode(data)
         except (ValueError, TypeError):
             pass
+
+
+@given(st.binary(max_size=20_000), st.randoms(use_true_random=False))
+def test_a_message_in_pieces_in_any_order_is_put_together(payload, order):
+    parts = pieces(7, payload)
+    order.shuffle(parts)
+    reassembly = Reassembly()
+    got = [reassembly.piece(part, 0.0) for part in parts]
+    assert got[-1] == payload and all(g is None for g in got[:-1])
+
+
+@given(st.lists(st.binary(max_size=40), max_size=20))
+def test_any_pieces_put_together_or_are_refused(datagrams):
+    reassembly = Reassembly()
+    for datagram in datagrams:
+        try:
+            reassembly.piece(datagram, 0.0)
+        except ValueError:
+            pass
+    assert len(reassembly.partial) <= PARTIAL
+
+
+def test_pieces_of_a_message_never_complete_after_their_time():
+    reassembly = Reassembly()
+    first, second = pieces(1, bytes(3 * PIECE))[:2]
+    reassembly.piece(first, 0.0)
+    reassembly.piece(second, PARTIAL_FOR + 1.0)  # the first is forgotten: this one starts over
+    assert list(reassembly.partial) == [1] and reassembly.partial[1][1][0] is None
