@@ -22,7 +22,7 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +59,8 @@ START_TIMEOUT = 60.0  # hang bounds only
 # empty stores, at most this many times, allowing each start this long to settle.
 NATS_STARTS = 3
 NATS_AGREE_TIMEOUT = 10.0
+LOSS_PERCENT = 5
+LOSS_TABLE = "lab_loss"  # beside the table the box's netconfig owns (inet edgecall)
 FETCH = ("import sys, urllib.request\n"
          "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())\n")
 
@@ -168,6 +170,30 @@ class Scrape:
         """`name`'s samples keyed by one label's value."""
         family = self.families.get(name)
         return {s.labels[label]: s.value for s in (family.samples if family is not None else []) if label in s.labels}
+
+
+@contextlib.contextmanager
+def dropping(host: Host, match: str, percent: int = LOSS_PERCENT) -> Iterator[Callable[[], int]]:
+    """Drop `percent`% of the packets arriving in `host`'s namespace that `match` (an nftables match),
+    on arrival (the sender sees nothing); yields a reading of how many were dropped so far. The rule
+    goes at the end, whatever happens, so that a failed test leaves the call's links clean."""
+    host.run(["nft", "-f", "-"], input=f"""table inet {LOSS_TABLE} {{
+  counter dropped {{ }}
+  chain input {{
+    type filter hook input priority 0;
+    {match} numgen random mod 100 < {percent} counter name dropped drop;
+  }}
+}}
+""")
+
+    def dropped() -> int:
+        text = host.run(["nft", "list", "counter", "inet", LOSS_TABLE, "dropped"]).stdout
+        return int(text.split("packets")[1].split()[0])
+
+    try:
+        yield dropped
+    finally:
+        host.run(["nft", "delete", "table", "inet", LOSS_TABLE])
 
 
 @dataclass
