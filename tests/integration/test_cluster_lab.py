@@ -534,8 +534,8 @@ class TestThreeBoxes:
         for page in (call.publisher.page, *(peer.page for peer in readers)):
             await until(page, CHAT_OPEN, lambda state: state == "open")
 
-        # Text and binary, in order; one message of several SCTP packets (and trunk datagram fragments).
-        messages = ["hello", [0, 1, 2, 255], "", "x" * 16_000, "bye"]
+        # Text and binary, in order; one message of many SCTP packets, in pieces across the backbone.
+        messages = ["hello", [0, 1, 2, 255], "", "x" * 200_000, "bye"]
         sent_at = time.monotonic()
         await call.publisher.page.evaluate(SEND_CHAT, messages)
         arrived = {}
