@@ -38,6 +38,7 @@ log = get_logger("cluster")
 T = TypeVar("T")
 
 TRUNK_PORT = 3480
+TRUNK_BUFFER = 4 << 20
 REQUEST_TIMEOUT = 1.0
 WRITE_RETRIES = 5
 RENEW_CHECK = 3600.0  # how often a box looks whether the cluster's certificate is due for renewal
@@ -163,6 +164,10 @@ class ClusterService:
             await self._close_store()
             raise StartError(f"cannot listen for trunks on {trunk[0]}:{trunk[1]} (cluster.trunk): "
                              f"{e.strerror or e}") from None
+        # A large data channel message leaves as a burst of pieces, and every track of the box
+        # shares the socket: room for bursts both ways (the kernel caps it at its r/wmem_max).
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            self._sock.setsockopt(socket.SOL_SOCKET, option, TRUNK_BUFFER)
         self.trunk_address = self._sock.getsockname()[:2]
         self.port.sink = self._sock
         self._loop.add_reader(self._sock.fileno(), self._on_readable)
