@@ -15,8 +15,8 @@ import dataclasses
 import json
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from ..logs import get_logger
 from ..rtc.dtls import DtlsContext
@@ -412,12 +412,14 @@ class ClusterService:
 
     def _ask(self, node: str, message: dict, answered: Callable[[dict | None, float], None]) -> None:
         subject = f"edgecall.{node}.trunk"
-        task = asyncio.create_task(self._request(subject, message, answered))
-        self._tasks.append(task)
-        task.add_done_callback(self._tasks.remove)
+        self._spawn(self._request(subject, message, answered))
 
     def _claim(self, session_id: str, answered: Callable[[dict | None, float], None]) -> None:
-        task = asyncio.create_task(self._claim_from_store(session_id, answered))
+        self._spawn(self._claim_from_store(session_id, answered))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` beside the box's jobs (cancelled with them at stop)."""
+        task = asyncio.create_task(work)
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
 

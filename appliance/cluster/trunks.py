@@ -190,6 +190,13 @@ class RemoteTrack:
             self.send_rtcp(rtcp.pli(self.rtcp_ssrc, media_ssrc))
 
 
+def _unlist(leg: Leg) -> None:
+    """The trunk peer a leg sends to no longer finds it by its SSRC (for feedback)."""
+    peer = leg.subscriber.port_session
+    if isinstance(peer, TrunkPeer) and peer.legs.get(leg.ssrc) is leg:
+        del peer.legs[leg.ssrc]
+
+
 def _new_ssrc() -> int:
     return random.getrandbits(32) or 1
 
@@ -536,15 +543,11 @@ class Trunks:
         """Forget who receives `track` from this box (its legs end with the track)."""
         for legs in self.children.pop(track, {}).values():
             for leg in legs:
-                peer = leg.subscriber.port_session
-                if isinstance(peer, TrunkPeer) and peer.legs.get(leg.ssrc) is leg:
-                    del peer.legs[leg.ssrc]
+                _unlist(leg)
 
     def _end_leg(self, leg: Leg) -> None:
         self.plane.switcher.detach(leg)
-        peer = leg.subscriber.port_session
-        if isinstance(peer, TrunkPeer) and peer.legs.get(leg.ssrc) is leg:
-            del peer.legs[leg.ssrc]
+        _unlist(leg)
 
     def describe(self) -> dict[str, Any]:
         """For status and /healthz: what this box receives and sends over trunks."""
