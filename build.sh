@@ -74,9 +74,21 @@ setup_venv() {
     echo "$want" > "$stamp"
 }
 
+# The npm packages the browser tests load (WHIP and WHEP clients nobody here wrote), as locked.
+setup_npm() {
+    local dir=$ROOT/tests/e2e/clients want
+    want=$(cat "$dir/package.json" "$dir/package-lock.json" | sha256sum | cut -c1-16)
+    [ "$(cat "$dir/node_modules/.edgecall-stamp" 2>/dev/null)" = "$want" ] && return 0
+    command -v npm >/dev/null 2>&1 || setup_debian npm
+    (cd "$dir" && npm ci --no-audit --no-fund >"$dir/npm.log" 2>&1) \
+        || { tail -n 20 "$dir/npm.log" >&2; die "could not install the npm packages of tests/e2e/clients (npm ci)"; }
+    echo "$want" > "$dir/node_modules/.edgecall-stamp"
+}
+
 setup() {
     setup_debian "${DEB_PACKAGES[@]}"
     setup_venv
+    setup_npm
 }
 
 cmd=${1:-}

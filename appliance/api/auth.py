@@ -61,26 +61,37 @@ def bearer(request: web.Request) -> bytes | None:
         return None
 
 
-def check(request: web.Request, realm: Realm) -> str:
-    """The id the route names for `realm`, once the request's token is shown to be its secret."""
+# A narrower way in than the secret, for some routes: (request, the id, its bearer token or None)
+# -> whether the request may act (a per-stream token on WHIP and WHEP routes, or none at all for an
+# app's public playback).
+Access = Callable[[web.Request, str, "bytes | None"], bool]
+
+
+def check(request: web.Request, realm: Realm, also: Access | None = None) -> str:
+    """The id the route names for `realm`, once the request's token is shown to be its secret (or
+    `also` lets the request in)."""
     ident = request.match_info[realm.param]
     known = request.app[SECRETS][realm]
     if ident not in known:
         raise ApiError(404, "not_found", f"no {realm.what} {ident!r}")
     token = bearer(request)
+    if token is not None and hmac.compare_digest(token, known[ident]):
+        return ident
+    if also is not None and also(request, ident, token):
+        return ident
     if token is None:
         raise ApiError(401, "unauthorized", "an Authorization: Bearer <secret> header is required")
-    if not hmac.compare_digest(token, known[ident]):
-        raise ApiError(401, "unauthorized", f"the bearer token is not the secret of {realm.what} {ident!r}")
-    return ident
+    raise ApiError(401, "unauthorized", f"the bearer token is not the secret of {realm.what} {ident!r}"
+                                        + (" nor a token for this stream" if also is not None else ""))
 
 
-def guarded(realm: Realm, handler: Handler) -> Handler:
-    """`handler`, run only for a request whose token is the secret of the `realm` id its route names."""
+def guarded(realm: Realm, handler: Handler, also: Access | None = None) -> Handler:
+    """`handler`, run only for a request whose token is the secret of the `realm` id its route names,
+    or that `also` lets in."""
 
     @functools.wraps(handler)
     async def checked(request: web.Request) -> web.StreamResponse:
-        request[realm.slot] = check(request, realm)
+        request[realm.slot] = check(request, realm, also)
         return await handler(request)
 
     checked.realm = realm  # type: ignore[attr-defined]

@@ -53,20 +53,20 @@ class ClusterHost(Protocol):
 FORWARDER = web.AppKey("forwarder", Forwarder)
 
 
-def _cluster(request: web.Request) -> ClusterHost | None:
+def cluster_of(request: web.Request) -> ClusterHost | None:
     service = request.app[BOX].service("cluster")
     return service if isinstance(service, ClusterHost) else None
 
 
-def _sfu(request: web.Request) -> Sfu:
+def sfu_of(request: web.Request) -> Sfu:
     service = request.app[BOX].service("sfu")
     if not isinstance(service, SfuHost):
         raise ApiError(503, "temporarily_unavailable_error", "the SFU is not enabled on this box")
     return service.sfu
 
 
-def _session(request: web.Request):
-    sfu = _sfu(request)
+def session_of(request: web.Request):
+    sfu = sfu_of(request)
     try:
         return sfu, sfu.session(request[APP], request.match_info["sessionId"])
     except SfuError as e:
@@ -119,12 +119,12 @@ async def _ready(session) -> None:
                                              f"{CONNECT_WAIT:g} s; retry once it is connected")
 
 
-def _now() -> float:
+def sfu_now() -> float:
     """The SFU's clock: the event loop's, as the media port's."""
     return asyncio.get_running_loop().time()
 
 
-def _call(operation, *args):
+def sfu_call(operation, *args):
     try:
         return operation(*args)
     except SfuError as e:
@@ -133,8 +133,8 @@ def _call(operation, *args):
 
 async def new_session(request: web.Request) -> web.Response:
     body = await read_json(request)
-    sfu = _sfu(request)
-    now = _now()
+    sfu = sfu_of(request)
+    now = sfu_now()
     # CALLS_API.md 1.1: a session relaying to a third-party WebRTC endpoint, where the SFU is
     # the full ICE agent.
     thirdparty = request.query.get("thirdparty", "").lower() in ("true", "1")
@@ -144,7 +144,7 @@ async def new_session(request: web.Request) -> web.Response:
     offer = _description(body, "offer")
     if offer is not None:
         try:
-            description, _ = _call(sfu.push, session, offer["sdp"], [], False, now)
+            description, _ = sfu_call(sfu.push, session, offer["sdp"], [], False, now)
         except ApiError:
             sfu.close_session(session)
             raise
@@ -154,14 +154,14 @@ async def new_session(request: web.Request) -> web.Response:
 
 async def new_tracks(request: web.Request) -> web.Response:
     body = await read_json(request)
-    sfu, session = _session(request)
+    sfu, session = session_of(request)
     items = _items(body, "tracks")
     description = _description(body)
     await _ready(session)
     local = [t for t in items if isinstance(t, dict) and t.get("location") == "local"]
     remote = [t for t in items if not (isinstance(t, dict) and t.get("location") == "local")]
-    await _find_remote(request, remote)
-    now = _now()
+    await find_remote(request, remote)
+    now = sfu_now()
     if description is not None:
         if description.get("type") != "offer":
             raise ApiError(400, "invalid_session_description", "tracks/new takes an offer; answers go to renegotiate")
@@ -169,10 +169,10 @@ async def new_tracks(request: web.Request) -> web.Response:
             raise ApiError(400, "invalid_params", "one call with an offer pushes local tracks or pulls remote ones, "
                                                   "not both")
         if remote:
-            answer, results = _call(sfu.pull_with_offer, session, description["sdp"], remote, now)
+            answer, results = sfu_call(sfu.pull_with_offer, session, description["sdp"], remote, now)
             return web.json_response({"requiresImmediateRenegotiation": False, "tracks": results,
                                       "sessionDescription": answer})
-        answer, results = _call(sfu.push, session, description["sdp"], local, bool(body.get("autoDiscover")), now)
+        answer, results = sfu_call(sfu.push, session, description["sdp"], local, bool(body.get("autoDiscover")), now)
         return web.json_response({"requiresImmediateRenegotiation": False, "tracks": results,
                                   "sessionDescription": answer})
     if local and remote:
@@ -181,23 +181,23 @@ async def new_tracks(request: web.Request) -> web.Response:
     if not items:
         raise ApiError(400, "invalid_params", "tracks: expected at least one track")
     operation = sfu.offer_push if local else sfu.pull
-    offer, results = _call(operation, session, local or remote, now)
+    offer, results = sfu_call(operation, session, local or remote, now)
     return _negotiated({"requiresImmediateRenegotiation": offer is not None, "tracks": results}, offer)
 
 
 async def renegotiate(request: web.Request) -> web.Response:
     body = await read_json(request)
-    sfu, session = _session(request)
+    sfu, session = session_of(request)
     description = _description(body, "answer")
     if description is None:
         raise ApiError(400, "invalid_session_description", "sessionDescription: expected the client's answer")
-    _call(sfu.renegotiate, session, description["sdp"], _now())
+    sfu_call(sfu.renegotiate, session, description["sdp"], sfu_now())
     return web.json_response({})
 
 
 async def close_tracks(request: web.Request) -> web.Response:
     body = await read_json(request)
-    sfu, session = _session(request)
+    sfu, session = session_of(request)
     items = _items(body, "tracks")
     if not items:
         raise ApiError(400, "invalid_params", "tracks: expected at least one {\"mid\"}")
@@ -208,30 +208,30 @@ async def close_tracks(request: web.Request) -> web.Response:
     if not force:
         await _ready(session)
     mids = [item.get("mid") if isinstance(item, dict) else None for item in items]
-    answer, results = _call(sfu.close_tracks, session, mids, None if description is None else description["sdp"],
-                            force, _now())
+    answer, results = sfu_call(sfu.close_tracks, session, mids, None if description is None else description["sdp"],
+                            force, sfu_now())
     return _negotiated({"requiresImmediateRenegotiation": False, "tracks": results}, answer)
 
 
 async def update_tracks(request: web.Request) -> web.Response:
     body = await read_json(request)
-    sfu, session = _session(request)
+    sfu, session = session_of(request)
     items = _items(body, "tracks")
     if not items:
         raise ApiError(400, "invalid_params", "tracks: expected at least one track")
-    await _find_remote(request, items)
-    results = _call(sfu.update, session, items, _now())
+    await find_remote(request, items)
+    results = sfu_call(sfu.update, session, items, sfu_now())
     return web.json_response({"requiresImmediateRenegotiation": False, "tracks": results})
 
 
 async def get_session(request: web.Request) -> web.Response:
-    sfu, session = _session(request)
+    sfu, session = session_of(request)
     return web.json_response(sfu.describe_session(session))
 
 
 async def establish_datachannel(request: web.Request) -> web.Response:
     body = await read_json(request)
-    sfu, session = _session(request)
+    sfu, session = session_of(request)
     channel = body.get("dataChannel")
     if not isinstance(channel, dict):
         channel = {}
@@ -240,7 +240,7 @@ async def establish_datachannel(request: web.Request) -> web.Response:
                                               f"\"dataChannelName\": \"{SERVER_EVENTS}\"}} can be established")
     offer = _description(body, "offer")
     await _ready(session)
-    description, established = _call(sfu.establish, session, None if offer is None else offer["sdp"], _now())
+    description, established = sfu_call(sfu.establish, session, None if offer is None else offer["sdp"], sfu_now())
     return _negotiated({"requiresImmediateRenegotiation": description is not None and description["type"] == "offer",
                         "dataChannel": established}, description)
 
@@ -249,34 +249,34 @@ def _datachannels(operation: str):
     """The handler of `datachannels/new`, `close` or `update`: a batch in, per-item results out."""
     async def handler(request: web.Request) -> web.Response:
         body = await read_json(request)
-        sfu, session = _session(request)
+        sfu, session = session_of(request)
         items = _items(body, "dataChannels")
         if operation == "new":
             await _ready(session)
-            results = _call(sfu.channels.new, session, items, _now())
+            results = sfu_call(sfu.channels.new, session, items, sfu_now())
         else:
-            results = _call(getattr(sfu.channels, operation), session, items)
+            results = sfu_call(getattr(sfu.channels, operation), session, items)
         return web.json_response({"dataChannels": results})
     return handler
 
 
-async def _find_remote(request: web.Request, items: list) -> None:
+async def find_remote(request: web.Request, items: list) -> None:
     """Tracks published on other boxes a moment ago are found too (the cluster reads the store)."""
-    cluster = _cluster(request)
+    cluster = cluster_of(request)
     if cluster is not None and items:
         await cluster.find_tracks(items)
 
 
-def _at_owner(handler):
+def at_owner(handler):
     """`handler` for a session of this box; a session another box holds is served by that box
     (forwarding.py). What the handler changed is in the cluster store before the client hears of it."""
     @functools.wraps(handler)
     async def routed(request: web.Request) -> web.StreamResponse:
-        cluster = _cluster(request)
+        cluster = cluster_of(request)
         session_id = request.match_info.get("sessionId")
         forwarder = request.app.get(FORWARDER)
         if cluster is not None and forwarder is not None and session_id is not None:
-            sessions = _sfu(request).sessions
+            sessions = sfu_of(request).sessions
             if session_id not in sessions:
                 # It may be on its way here (a takeover this box asked for): wait for it, bounded.
                 await cluster.arriving(session_id)
@@ -308,10 +308,10 @@ def add_routes(router: web.UrlDispatcher) -> None:
     # Cloudflare's own clients also call /apps/... without /v1 (CALLS_API.md 1.1).
     for base in ("/v1/apps/{appId}", "/apps/{appId}"):
         for method, path, handler in routes:
-            router.add_route(method, f"{base}/{path}", guarded(APPS, _counted(_at_owner(handler))))
+            router.add_route(method, f"{base}/{path}", guarded(APPS, counted(at_owner(handler))))
 
 
-def _counted(handler):
+def counted(handler):
     """`handler`, after the request is counted against its app's requests_per_second."""
     @functools.wraps(handler)
     async def counted(request: web.Request) -> web.StreamResponse:

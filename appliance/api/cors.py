@@ -4,7 +4,9 @@ from __future__ import annotations
 from aiohttp import web
 
 ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
-ALLOW_HEADERS = "authorization, content-type"
+ALLOW_HEADERS = "authorization, content-type, if-match"
+# What a cross-origin WHIP or WHEP client must read of an answer (RFC 9725 4.2).
+EXPOSE_HEADERS = "Location, ETag, Link, Accept-Patch, Accept-Post, Retry-After"
 MAX_AGE = "86400"
 
 
@@ -32,6 +34,7 @@ def cors_middleware(origins: tuple[str, ...]):
             response = await handler(request)
         if allow:
             response.headers["Access-Control-Allow-Origin"] = allow
+            response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
         response.headers["Vary"] = "Origin"
         return response
 

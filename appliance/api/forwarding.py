@@ -18,6 +18,7 @@ import time
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from ..cluster.seal import derive
 from .errors import ApiError
@@ -28,10 +29,11 @@ TIMEOUT = 10.0
 # A forwarded mark older than this (or this far in the future) is not honoured.
 MARK_LIFETIME = 30.0
 MAX_HOPS = 3
-# The request headers that travel with it (the body's type, the client's token).
-KEPT = ("Authorization", "Content-Type")
-# The answer headers that come back with it.
-RETURNED = ("Retry-After", "Location")
+# The request headers that travel with it (the body's type, the client's token, a WHIP client's
+# ICE session).
+KEPT = ("Authorization", "Content-Type", "If-Match")
+# The answer headers that come back with it (WHIP and WHEP answers carry several Link headers).
+RETURNED = ("Retry-After", "Location", "ETag", "Link", "Accept-Patch", "Allow")
 
 
 class Forwarder:
@@ -72,7 +74,7 @@ class Forwarder:
             async with self._client.request(request.method, f"http://{api}{request.path_qs}", data=body,
                                             headers=headers) as answer:
                 payload = await answer.read()
-                returned = {name: answer.headers[name] for name in RETURNED if name in answer.headers}
+                returned = CIMultiDict((name, value) for name in RETURNED for value in answer.headers.getall(name, ()))
                 return web.Response(status=answer.status, body=payload, headers=returned,
                                     content_type=answer.content_type or "application/json")
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:

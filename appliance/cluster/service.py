@@ -28,6 +28,7 @@ from .metrics import ClusterCollector
 from .nodes import Membership, NodeRecord
 from .records import SessionRecord, TrackRecord, track_key
 from .seal import Sealer, Unsealed
+from .streams import StreamDirectory
 from .store import NODES, SECRETS, SESSIONS, TRACKS, Bucket, Conflict, Store, StoreUnavailable, key
 from .trunk_port import TrunkPort
 from .channels import TrunkChannels
@@ -64,6 +65,7 @@ class ClusterService:
         self._given_store = store
         self.store: Store | None = None
         self.membership = Membership(self.me, self.config.heartbeat)
+        self.streams = StreamDirectory(lambda: self.store)
         self.sessions: dict[str, SessionRecord] = {}
         self._by_ufrag: dict[str, str] = {}  # the sessions bucket indexed by ICE ufrag
         # Sessions this box handed over: to whom, until when that outranks the watched bucket (its
@@ -380,6 +382,12 @@ class ClusterService:
         if record is None or record.owner == self.me:
             return None
         return self.membership.get(record.owner)
+
+    async def session_live(self, session_id: str) -> bool:
+        """Whether a live box of the cluster (this one included) holds the session."""
+        if self.sfu is not None and session_id in self.sfu.sessions:
+            return True
+        return await self.owner_of(session_id) is not None
 
     async def arriving(self, session_id: str) -> None:
         """Wait (bounded) for a session this box is taking over to be here."""

@@ -30,7 +30,8 @@ SESSIONS = Bucket("edgecall-sessions", ttl=86400.0)
 TRACKS = Bucket("edgecall-tracks", ttl=86400.0)
 REVOCATIONS = Bucket("edgecall-revocations", ttl=7 * 86400.0)
 SECRETS = Bucket("edgecall-secrets")  # the cluster certificate, sealed
-BUCKETS = (NODES, SESSIONS, TRACKS, REVOCATIONS, SECRETS)
+STREAMS = Bucket("edgecall-streams", ttl=86400.0)  # WHIP streams by name: the session publishing each
+BUCKETS = (NODES, SESSIONS, TRACKS, REVOCATIONS, SECRETS, STREAMS)
 
 
 @dataclass(frozen=True)

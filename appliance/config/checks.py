@@ -107,9 +107,13 @@ def _turn(config: Config) -> Iterator[Finding]:
 
 
 def _secrets(config: Config) -> Iterator[Finding]:
+    keys = [key.id for key in config.turn.keys]
     for i, app in enumerate(config.apps):
         if not app.secret:
             yield ("apps", i, "secret"), "expected a non-empty secret, found \"\""
+        if app.turn_key is not None and app.turn_key not in keys:
+            yield ("apps", i, "turn_key"), (f"expected the id of one of turn.keys ({', '.join(keys) or 'none'}), "
+                                            f"found {app.turn_key!r}")
     for i, key in enumerate(config.turn.keys):
         if not key.token:
             yield ("turn", "keys", i, "token"), "expected a non-empty token, found \"\""

@@ -51,6 +51,11 @@ class AppConfig:
     sessions_per_second: NonNegative = 100
     # Every API request of the app, per second (Cloudflare documents 50 per session). 0: no limit.
     requests_per_second: NonNegative = 1000
+    # WHEP players may play the app's streams without a token (a public broadcast).
+    public_playback: bool = False
+    # The TURN key whose credentials WHIP and WHEP answers offer in their Link headers (counted
+    # against its quota); none: credentials signed with [turn] secrets (the issuer "rest").
+    turn_key: Id | None = None
 
 
 @dataclass(frozen=True)

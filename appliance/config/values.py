@@ -71,14 +71,14 @@ def parse_interface_name(raw: object) -> str:
     return text
 
 
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 def parse_id(raw: object) -> str:
     # Ids travel into URL paths, metric labels, interface names and bird.conf: an alphabet none of them quote.
     expected = "an id of 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit"
     text = _text(raw, expected)
-    if not _ID.fullmatch(text):
+    if not ID_PATTERN.fullmatch(text):
         raise Invalid(expected)
     return text
 

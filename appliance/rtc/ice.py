@@ -185,6 +185,19 @@ class IceLite:
     def set_remote(self, owner: Any, remote_ufrag: str) -> None:
         self._by_owner[owner].remote_ufrag = remote_ufrag
 
+    def restart(self, owner: Any, ufrag: str, pwd: str, remote_ufrag: str) -> None:
+        """An ICE restart (RFC 8445 9): checks use the new credentials from now on. The path in use
+        keeps carrying media until the new checks select one or its consent runs out."""
+        agent = self._by_owner[owner]
+        if ufrag != agent.ufrag:
+            if ufrag in self._by_ufrag:
+                raise ValueError(f"ICE ufrag {ufrag!r} is registered already")
+            del self._by_ufrag[agent.ufrag]
+            self._by_ufrag[ufrag] = agent
+            agent.ufrag = ufrag
+        agent.key = short_term_key(pwd)
+        agent.remote_ufrag = remote_ufrag
+
     def remove(self, owner: Any) -> None:
         agent = self._by_owner.pop(owner, None)
         if agent is not None:

@@ -167,6 +167,10 @@ class MediaPort:
             dtls.set_remote_fingerprints(fingerprints)
             self._dtls_output(session, dtls, now)
 
+    def restart_ice(self, session: Session, ufrag: str, pwd: str, remote_ufrag: str) -> None:
+        """New ICE credentials for the session (an ICE restart); DTLS and SRTP go on as they were."""
+        self.ice.restart(session, ufrag, pwd, remote_ufrag)
+
     def remove_session(self, session: Session) -> None:
         """Forget the session, telling the peer with a DTLS close_notify."""
         if session.dtls is not None:

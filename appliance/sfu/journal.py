@@ -39,11 +39,12 @@ class Moved:
     seed: int
     certificate: str | None
     journal: list
+    label: str = ""
 
     @classmethod
     def of(cls, session: CallSession) -> Moved:
         return cls(session.id, session.app, session.ufrag, session.pwd, session.seed, session.certificate,
-                   list(session.journal or []))
+                   list(session.journal or []), session.label)
 
     def encode(self) -> dict:
         return asdict(self)

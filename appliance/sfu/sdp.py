@@ -382,21 +382,29 @@ def write(kind: str, params: LocalParameters, sections: list[LocalSection]) -> d
     return {"type": kind, "sdp": "\r\n".join(lines) + "\r\n"}
 
 
+def candidate_values(candidates: list[tuple[str, int, str]]) -> list[str]:
+    """The a=candidate values of the box's host candidates, (address, port, "udp" | "tcp") each."""
+    values = []
+    for number, (address, port, transport) in enumerate(candidates, start=1):
+        if transport == "udp":
+            values.append(f"{number} 1 udp {2130706431 - number} {address} {port} typ host")
+        else:
+            values.append(f"{number} 1 tcp {1518280447 - number} {address} {port} typ host tcptype passive")
+    return values
+
+
+def media_line(kind: str, port: int, pts: str = "0") -> str:
+    if kind == "application":
+        return f"m=application {port} UDP/DTLS/SCTP webrtc-datachannel"
+    return f"m={kind} {port} UDP/TLS/RTP/SAVPF {pts}"
+
+
 def _section(section: LocalSection, params: LocalParameters) -> list[str]:
-    port = 0 if section.rejected else 9
-    if section.kind == "application":
-        lines = [f"m=application {port} UDP/DTLS/SCTP webrtc-datachannel"]
-    else:
-        pts = " ".join(str(c.pt) for c in section.codecs) or "0"
-        lines = [f"m={section.kind} {port} UDP/TLS/RTP/SAVPF {pts}"]
-    lines += ["c=IN IP4 0.0.0.0"]
+    pts = " ".join(str(c.pt) for c in section.codecs) or "0"
+    lines = [media_line(section.kind, 0 if section.rejected else 9, pts), "c=IN IP4 0.0.0.0"]
     if section.kind != "application":
         lines.append("a=rtcp:9 IN IP4 0.0.0.0")
-    for number, (address, cport, transport) in enumerate(params.candidates, start=1):
-        if transport == "udp":
-            lines.append(f"a=candidate:{number} 1 udp {2130706431 - number} {address} {cport} typ host")
-        else:
-            lines.append(f"a=candidate:{number} 1 tcp {1518280447 - number} {address} {cport} typ host tcptype passive")
+    lines += [f"a=candidate:{value}" for value in candidate_values(params.candidates)]
     lines += [
         "a=end-of-candidates",
         f"a=ice-ufrag:{params.ufrag}",

@@ -89,6 +89,9 @@ class CallSession:
     # sessions/new?thirdparty=true: the SFU relays to a third-party endpoint and is the full,
     # controlling ICE agent toward it (CALLS_API.md 1.1).
     thirdparty: bool = False
+    # What the session serves: "" for a Calls client, "whip/<name>" or "whep/<name>" for the resource
+    # of a WHIP publisher or WHEP player (appliance.api.whip, whep), which acts only on its own.
+    label: str = ""
     datachannels: SessionChannels = field(default_factory=SessionChannels)
     # What the session's random choices (SSRCs, names, ids) come from: replaying its journal from
     # the same seed on another box (appliance.cluster) rebuilds the same session.

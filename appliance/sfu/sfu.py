@@ -94,14 +94,15 @@ class Sfu:
 
     # --- sessions -------------------------------------------------------------------------------
 
-    def new_session(self, app: str, now: float, thirdparty: bool = False, moved: Moved | None = None) -> CallSession:
+    def new_session(self, app: str, now: float, thirdparty: bool = False, moved: Moved | None = None,
+                    label: str = "") -> CallSession:
         """A new session; or (`moved`) one another box made, rebuilt here: the caller replays its journal."""
         if moved is None:
-            session = CallSession(secrets.token_hex(16), app, now, self, thirdparty=thirdparty,
+            session = CallSession(secrets.token_hex(16), app, now, self, thirdparty=thirdparty, label=label,
                                   certificate=self.port.context.fingerprint.value)
         else:
             session = CallSession(moved.id, app, now, self, ufrag=moved.ufrag, pwd=moved.pwd, seed=moved.seed,
-                                  certificate=moved.certificate)
+                                  certificate=moved.certificate, label=moved.label)
         self.sessions[session.id] = session
         self.live[app] += 1
         if self.remote is not None:
@@ -413,6 +414,16 @@ class Sfu:
         transceiver.leg, transceiver.source, transceiver.pending = leg, track, True
         return {"sessionId": track.session.id, "trackName": track.name, "mid": section.mid}
 
+    @journaled("restart_ice")
+    def restart_ice(self, session: CallSession, remote_ufrag: str, ufrag: str, pwd: str) -> None:
+        """An ICE restart without an offer (WHIP and WHEP PATCH one, RFC 9725 4.3.2): the client's new
+        ufrag, and the session's new credentials, which the caller draws (a replay makes the same)."""
+        if session.port_session is None or session.remote is None:
+            raise SfuError(409, "session_error", "the session has not negotiated ICE yet: nothing to restart")
+        self.port.restart_ice(session.port_session, ufrag, pwd, remote_ufrag)
+        session.ufrag, session.pwd = ufrag, pwd
+        session.remote.ufrag = remote_ufrag
+
     @journaled("renegotiate")
     def renegotiate(self, session: CallSession, answer_text: Any, now: float) -> None:
         if not session.pending_offer:
@@ -714,6 +725,10 @@ class Sfu:
             return self.channels.answer_section(session, section)
         return Transceiver(sdp.LocalSection(section.mid, section.kind, "inactive", rejected=True), "idle")
 
+    def host_candidates(self) -> list[tuple[str, int, str]]:
+        """The media port's candidates as descriptions carry them: (address, port, "udp" | "tcp")."""
+        return [(c.ip, c.port, c.protocol) for c in self.candidates()]
+
     def _describe(self, session: CallSession, kind: str, offer: sdp.RemoteDescription | None = None) -> dict:
         session.sdp_version += 1
         if offer is None:
@@ -721,8 +736,7 @@ class Sfu:
         else:
             setup = "active" if offer.setup == "passive" else "passive"
         params = sdp.LocalParameters(
-            session.ufrag, session.pwd, self._fingerprint(session), setup,
-            [(c.ip, c.port, c.protocol) for c in self.candidates()],
+            session.ufrag, session.pwd, self._fingerprint(session), setup, self.host_candidates(),
             session.sdp_id, session.sdp_version, lite=not session.thirdparty,
         )
         if offer is None:
