@@ -16,6 +16,7 @@ from tests.lab.appliance import box_config, free_port, healthz
 from tests.lab.calls_api import AsyncApi as Api
 from tests.lab.calls_api import connected, publish
 from tests.lab.nats import nats_servers
+from tests.lab.wish import http, resource_url, whep_play, whip_publish
 
 __all__ = ["nats_servers"]  # the fixture, used below by name
 
@@ -186,3 +187,45 @@ async def test_a_pull_whose_media_goes_to_another_box_is_answered_throughout_the
     finally:
         await publisher.close()
         await subscriber.close()
+
+
+async def test_a_whip_stream_published_through_one_box_plays_on_another(boxes):
+    """WHIP's POST reaches A, the publisher's media B (B takes the session over); a WHEP player on A
+    finds the name in the store and plays through a trunk from B; the resource's PATCH and DELETE
+    sent to A reach B."""
+    box_a, box_b = boxes
+    publisher, published = await whip_publish(box_a, "across", edit=to_port_of(box_a, box_b))
+    players = []
+    try:
+        assert published.status == 201, published
+        await connected(publisher)
+        assert metric(box_b, "edgecall_cluster_handover", event="taken") == 1
+        for box in (box_a, box_b):
+            for client_offer in (True, False):
+                player, tracks, played = await whep_play(box, "across", client_offer=client_offer)
+                players.append(player)
+                assert played.status == 201, played
+                await connected(player)
+                for _ in range(100):
+                    if len(tracks) == 2:
+                        break
+                    await asyncio.sleep(0.05)
+                assert {kind for kind, track in tracks.items() if await asyncio.wait_for(track.recv(), 10)} == {
+                    "audio", "video"}
+        # A second publisher under the name is refused on either box while B's session lives.
+        second, conflict = await whip_publish(box_b, "across")
+        players.append(second)
+        assert conflict.status == 409
+        restarted = await http("PATCH", resource_url(box_a, published),
+                               "a=ice-ufrag:newU\r\na=ice-pwd:0123456789abcdefghijklmn\r\n",
+                               content_type="application/trickle-ice-sdpfrag", headers={"If-Match": "*"})
+        assert restarted.status == 200 and restarted.headers["ETag"] != published.headers["ETag"], restarted
+        assert (await http("DELETE", resource_url(box_a, published))).status == 200
+        assert metric(box_b, "edgecall_sfu_sessions") == 2  # its two players: the publisher's session ended
+        late, refused = (await whep_play(box_a, "across"))[::2]
+        players.append(late)
+        assert refused.status == 404
+    finally:
+        await publisher.close()
+        for player in players:
+            await player.close()

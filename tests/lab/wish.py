@@ -39,15 +39,16 @@ def resource_url(box, answer: Answer) -> str:
     return box.url(answer.headers["Location"])
 
 
-async def whip_publish(box, name: str, token: str = "test-app-secret", app: str = "test-app"):
-    """An aiortc publisher of audio and video under `name`: (its PeerConnection, the POST's answer)."""
+async def whip_publish(box, name: str, token: str = "test-app-secret", app: str = "test-app", edit=lambda sdp: sdp):
+    """An aiortc publisher of audio and video under `name`: (its PeerConnection, the POST's answer).
+    `edit` may change the answer first (e.g. to send the media to another box)."""
     pc = RTCPeerConnection()
     pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
     pc.addTransceiver(VideoStreamTrack(), direction="sendonly")
     await pc.setLocalDescription(await pc.createOffer())
     answer = await http("POST", box.url(f"/v1/apps/{app}/whip/{name}"), pc.localDescription.sdp, token)
     if answer.status == 201:
-        await pc.setRemoteDescription(RTCSessionDescription(answer.body, "answer"))
+        await pc.setRemoteDescription(RTCSessionDescription(edit(answer.body), "answer"))
     return pc, answer
 
 
