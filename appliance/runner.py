@@ -171,6 +171,7 @@ def assemble(config: Config) -> Box:
     from .api.server import ApiService
     from .cluster.revocations import ClusterRevocations
     from .cluster.service import ClusterService
+    from .rooms.service import RoomService
     from .sfu.service import SfuService
     from .turn.service import TurnService
 
@@ -186,6 +187,8 @@ def assemble(config: Config) -> Box:
             # store lives in its process, so there the file alone is what outlives a restart.
             turn.share_revocations(ClusterRevocations(lambda: cluster.store, turn.revocation_store, turn.wall))
         box.services.append(turn)
+    if config.meet.app is not None and config.sfu.enabled:
+        box.services.append(RoomService(box))
     box.services.append(ApiService(box))
     box.services.append(ControlService(box))
     return box

@@ -20,6 +20,7 @@ from .errors import ApiError
 from .forwarding import Forwarder
 from .health import BOX
 from .limits import LIMITS
+from .meet import ROOM, room_access
 
 if TYPE_CHECKING:
     from ..cluster.nodes import NodeRecord
@@ -68,9 +69,17 @@ def sfu_of(request: web.Request) -> Sfu:
 def session_of(request: web.Request):
     sfu = sfu_of(request)
     try:
-        return sfu, sfu.session(request[APP], request.match_info["sessionId"])
+        session = sfu.session(request[APP], request.match_info["sessionId"])
     except SfuError as e:
         raise ApiError(e.status, e.code, e.description) from None
+    if ROOM in request and session.label != room_label(request[ROOM]):
+        # A room token reaches its room's sessions only; any other is reported as missing.
+        raise ApiError(410, "session_error", f"session {session.id!r} does not exist, has expired or was closed")
+    return sfu, session
+
+
+def room_label(room: str) -> str:
+    return f"room/{room}"
 
 
 def _description(body: dict, required_type: str | None = None):
@@ -139,7 +148,7 @@ async def new_session(request: web.Request) -> web.Response:
     # the full ICE agent.
     thirdparty = request.query.get("thirdparty", "").lower() in ("true", "1")
     request.app[LIMITS].new_session(request[APP], sfu.live[request[APP]], time.monotonic())
-    session = sfu.new_session(request[APP], now, thirdparty)
+    session = sfu.new_session(request[APP], now, thirdparty, label=room_label(request[ROOM]) if ROOM in request else "")
     answer = {"sessionId": session.id}
     offer = _description(body, "offer")
     if offer is not None:
@@ -308,7 +317,8 @@ def add_routes(router: web.UrlDispatcher) -> None:
     # Cloudflare's own clients also call /apps/... without /v1 (CALLS_API.md 1.1).
     for base in ("/v1/apps/{appId}", "/apps/{appId}"):
         for method, path, handler in routes:
-            router.add_route(method, f"{base}/{path}", guarded(APPS, counted(at_owner(handler))))
+            # The meeting page's room tokens stand in for the meeting app's secret (meet.py).
+            router.add_route(method, f"{base}/{path}", guarded(APPS, counted(at_owner(handler)), room_access))
 
 
 def counted(handler):

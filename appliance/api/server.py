@@ -11,7 +11,7 @@ from prometheus_client import Counter, Histogram
 
 from ..logs import get_logger
 from ..service import StartError, banner_secret
-from . import calls, stream_tokens, turn_credentials, whep, whip
+from . import calls, meet, stream_tokens, turn_credentials, whep, whip
 from .auth import SECRETS, secrets
 from .body import MAX_BODY_BYTES
 from .cors import cors_middleware
@@ -78,6 +78,7 @@ def make_app(box: Box) -> web.Application:
     stream_tokens.add_routes(app.router)
     whip.add_routes(app.router)
     whep.add_routes(app.router)
+    meet.add_routes(app.router)
     return app
 
 

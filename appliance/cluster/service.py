@@ -80,7 +80,7 @@ class ClusterService:
         self.channels: TrunkChannels | None = None
         if self.sfu is not None:
             self.trunks = Trunks(self.me, self.port, self.sfu, self.membership, self.config.trunk_fanout,
-                                 self._ask, self._write, self.store_sealer.seal)
+                                 self._ask, self.write, self.store_sealer.seal)
             self.port.handler = self.trunks
             self.sfu.remote = self.trunks
             handover = Handover(self.me, self.sfu, self.trunks, self._session_by_ufrag, self._ask,
@@ -151,7 +151,7 @@ class ClusterService:
         def apply(entry_key: str, value: bytes | None) -> None:
             if entry_key == certificate.KEY and value is not None:
                 self._use(certificate.unseal(value, self.store_sealer))
-        await self._watch(SECRETS, apply)
+        await self.watch(SECRETS, apply)
 
     async def _close_store(self) -> None:
         if self.store is not None and self._given_store is None:
@@ -282,7 +282,7 @@ class ClusterService:
                 if self.trunks is not None:
                     self.trunks.node_gone(node, now)
 
-    async def _watch(self, bucket: Bucket, apply: Callable[[str, bytes | None], None]) -> None:
+    async def watch(self, bucket: Bucket, apply: Callable[[str, bytes | None], None]) -> None:
         """Apply every change of `bucket`, watching again after the store drops the watch."""
         assert self.store is not None
         while True:
@@ -304,11 +304,11 @@ class ClusterService:
             record = self.membership.heard(node, value, now)
             if record is None and self.trunks is not None:
                 self.trunks.node_gone(node, now)
-        await self._watch(NODES, apply)
+        await self.watch(NODES, apply)
 
     async def _watch_tracks(self) -> None:
         if self.trunks is not None:
-            await self._watch(TRACKS, self.trunks.track_record)
+            await self.watch(TRACKS, self.trunks.track_record)
 
     async def _watch_sessions(self) -> None:
         def apply(session_id: str, value: bytes | None) -> None:
@@ -324,11 +324,11 @@ class ClusterService:
                 return
             if record.ufrag:
                 self._by_ufrag[record.ufrag] = session_id
-        await self._watch(SESSIONS, apply)
+        await self.watch(SESSIONS, apply)
 
     # --- writes, in order -------------------------------------------------------------------------
 
-    def _write(self, bucket: Bucket, entry_key: str, value: bytes | None) -> None:
+    def write(self, bucket: Bucket, entry_key: str, value: bytes | None) -> None:
         self._pending_writes += 1
         self._settled.clear()
         self._writes.put_nowait((bucket, entry_key, value))

@@ -31,7 +31,8 @@ TRACKS = Bucket("edgecall-tracks", ttl=86400.0)
 REVOCATIONS = Bucket("edgecall-revocations", ttl=7 * 86400.0)
 SECRETS = Bucket("edgecall-secrets")  # the cluster certificate, sealed
 STREAMS = Bucket("edgecall-streams", ttl=86400.0)  # WHIP streams by name: the session publishing each
-BUCKETS = (NODES, SESSIONS, TRACKS, REVOCATIONS, SECRETS, STREAMS)
+ROOMS = Bucket("edgecall-rooms", ttl=60.0)  # meeting rooms' participants, refreshed by their boxes
+BUCKETS = (NODES, SESSIONS, TRACKS, REVOCATIONS, SECRETS, STREAMS, ROOMS)
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,14 @@ def _secrets(config: Config) -> Iterator[Finding]:
         yield ("api", "metrics_token"), "expected a non-empty token, found \"\" (leave the key out for an open /metrics)"
 
 
+def _meet(config: Config) -> Iterator[Finding]:
+    apps = [app.id for app in config.apps]
+    if config.meet.app is not None and config.meet.app not in apps:
+        yield ("meet", "app"), f"expected the id of one of the apps ({', '.join(apps) or 'none'}), found {config.meet.app!r}"
+    if config.meet.token_ttl < 60:
+        yield ("meet", "token_ttl"), f"expected at least 60 seconds, found {config.meet.token_ttl}"
+
+
 def _net(config: Config) -> Iterator[Finding]:
     net = config.net
     interfaces = [u.interface for u in net.uplinks]
@@ -195,7 +203,7 @@ def _cluster(config: Config) -> Iterator[Finding]:
 
 def findings(config: Config) -> list[Finding]:
     out: list[Finding] = []
-    for check in (_port_clashes, _relay_ranges, _duplicates, _turn, _secrets, _net, _announce, _bird_strings,
+    for check in (_port_clashes, _relay_ranges, _duplicates, _turn, _secrets, _meet, _net, _announce, _bird_strings,
                   _cluster, backbone_findings):
         out.extend(check(config))
     return out

@@ -277,6 +277,17 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class MeetConfig:
+    # The app whose sessions the meeting page at /meet/{room} uses; none: no meeting page. Pages get
+    # short-lived room tokens for it, never its secret.
+    app: Id | None = None
+    # How long a room token lets a page act: it joins again (a reload) for another.
+    token_ttl: Count = 3600
+    # People in one room at once; past it a join answers 429.
+    max_participants: Count = 50
+
+
+@dataclass(frozen=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
@@ -287,6 +298,7 @@ class Config:
     bgp: BgpConfig | None = None
     backbone: BackboneConfig | None = None
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    meet: MeetConfig = field(default_factory=MeetConfig)
     net: NetConfig = field(default_factory=NetConfig)
     announce: AnnounceConfig = field(default_factory=AnnounceConfig)
     drain: DrainConfig = field(default_factory=DrainConfig)

@@ -5,7 +5,10 @@ and its subscriber decodes it; each box's API answers for the other's sessions."
 from __future__ import annotations
 
 import asyncio
+import json
 import tomllib
+
+import aiohttp
 
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -25,7 +28,7 @@ SECRET = "a cluster secret for the loopback lab"
 
 def clustered(node: str, nats_url: str) -> str:
     text = box_config(free_port("tcp"), free_port("udp"), free_port("udp", "tcp"),
-                      f'\n[cluster]\nnats = ["{nats_url}"]\nsecret = "{SECRET}"\n')
+                      f'\n[cluster]\nnats = ["{nats_url}"]\nsecret = "{SECRET}"\n\n[meet]\napp = "test-app"\n')
     return text.replace('id = "test-box"', f'id = "{node}"', 1)
 
 
@@ -229,3 +232,30 @@ async def test_a_whip_stream_published_through_one_box_plays_on_another(boxes):
         await publisher.close()
         for player in players:
             await player.close()
+
+
+async def test_a_rooms_pages_on_two_boxes_hear_each_other(boxes):
+    """Each box holds its own pages' WebSockets; the roster crosses through the store, and a page
+    that leaves one box is gone from the other's roster."""
+    box_a, box_b = boxes
+    async with aiohttp.ClientSession() as http:
+        pages = []
+        for box, name in ((box_a, "Ann"), (box_b, "Ben")):
+            async with http.post(box.url("/meet/across/join")) as answer:
+                joined = await answer.json()
+            ws = await http.ws_connect(box.url(f"/meet/across/ws?token={joined['token']}"))
+            await ws.send_json({"type": "update", "name": name})
+            pages.append(ws)
+
+        async def names(ws, expected):
+            for _ in range(50):
+                message = json.loads((await asyncio.wait_for(ws.receive(), 10)).data)
+                if message["type"] == "roster" and sorted(p["name"] for p in message["participants"]) == expected:
+                    return
+            raise AssertionError(f"the roster never showed {expected}")
+
+        await names(pages[0], ["Ann", "Ben"])
+        await names(pages[1], ["Ann", "Ben"])
+        await pages[1].close()
+        await names(pages[0], ["Ann"])
+        await pages[0].close()
