@@ -5,8 +5,8 @@ through the trunks, as any remote track does).
 A name is held by one live session at a time: a claim fails while the session holding the name is
 live, and takes over a name whose session is gone (ended without a DELETE, or its box died). Claims
 are compare-and-set on the entry's revision, so two publishers racing for a name cannot both win.
-A released name keeps an empty entry rather than being deleted: NATS KV refuses to create a key
-over its delete marker.
+A released name keeps an empty entry rather than being deleted, so that every later claim of the
+name is a compare-and-set on that entry's revision.
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ class StreamRecord:
         if not isinstance(raw, dict):
             raise TypeError("a stream record is an object")
         record = cls(**raw)
-        if not isinstance(record.session, str) or not all(isinstance(t, str) for t in record.tracks):
+        if not isinstance(record.session, str) or not isinstance(record.tracks, list) \
+                or not all(isinstance(t, str) for t in record.tracks):
             raise TypeError("a stream record names a session and track names")
         return record
 
@@ -99,5 +100,5 @@ def _readable(value: bytes) -> StreamRecord | None:
     """The record in `value`; None for one that does not read (as if the name were free)."""
     try:
         return StreamRecord.decode(value)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # json.loads raises RecursionError on deep nesting
         return None

@@ -9,14 +9,29 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiohttp import web
 
-from ..cluster.store import ROOMS, key
+from ..cluster.seal import Sealer
+from ..cluster.store import ROOMS, Bucket, key
 from ..logs import get_logger
 from .roster import REFRESH, Participant, Room, Rosters
 
 log = get_logger("rooms")
+
+
+class Shared(Protocol):
+    """What the rooms ask of the cluster service (cluster/service.py): its ordered writes, its
+    watches, and its sealer."""
+
+    store_sealer: Sealer
+
+    def write(self, bucket: Bucket, entry_key: str, value: bytes | None) -> None: ...
+
+    async def watch(self, bucket: Bucket, apply: Callable[[str, bytes | None], None]) -> None: ...
+
+    async def settled(self) -> None: ...
 
 
 @dataclass(eq=False)
@@ -40,10 +55,9 @@ class RoomService:
         self.rosters = Rosters()
         self.pages: dict[Room, set[Page]] = {}
         self._tasks: list[asyncio.Task] = []
-        self._cluster = None
+        self._cluster: Shared = box.service("cluster")
 
     async def start(self) -> None:
-        self._cluster = self.box.service("cluster")
         self._tasks = [asyncio.create_task(job()) for job in (self._watch, self._refresh)]
 
     async def stop(self) -> None:
@@ -56,7 +70,7 @@ class RoomService:
         for pages in list(self.pages.values()):
             for page in list(pages):
                 await page.socket.close()
-        await self._settled()
+        await self._cluster.settled()
 
     def health(self) -> str | None:
         return None
@@ -116,8 +130,6 @@ class RoomService:
 
     def _cluster_write(self, entry: str, value: bytes | None) -> None:
         cluster = self._cluster
-        if cluster is None:
-            return
         sealed = None if value is None else cluster.store_sealer.seal(value, f"{ROOMS.name}/{entry}")
         cluster.write(ROOMS, entry, sealed)
 
@@ -148,8 +160,3 @@ class RoomService:
                     self.rosters.heard(entry, page.participant, time.monotonic())
             for room in self.rosters.expire(time.monotonic()):
                 self._changed(room)
-
-    async def _settled(self) -> None:
-        settled: Callable | None = getattr(self._cluster, "settled", None)
-        if settled is not None:
-            await settled()

@@ -80,7 +80,9 @@ def parse(text: str) -> Fragment:
             except (AssertionError, ValueError, IndexError):  # aiortc asserts there are 8 fields
                 raise SdpError(f"line {number}: not an ICE candidate: {line[:80]!r}") from None
             fragment.candidates.append(argument)
-        elif name == "end-of-candidates":
+        elif name == "end-of-candidates" or not value:
+            # Firefox ends a generation with an empty candidate, which clients writing "a=" + candidate
+            # (medooze's whip.js) send as a bare "a=".
             fragment.end_of_candidates = True
         elif name not in ("ice-options", "ice-lite", "group"):
             raise SdpError(f"line {number}: a={name} has no place in a trickle ICE fragment")

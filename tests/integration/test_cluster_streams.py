@@ -1,0 +1,146 @@
+"""Stream names (appliance/cluster/streams.py) on both store backends, as two boxes use them: the
+in-process MemoryStore, and NatsStore on a real nats-server, alone and in a cluster of three (each
+box a client of another server). What NATS KV adds: a released name's entry and a deleted one (its
+delete marker) must both be claimable again, and two boxes' claims race for real.
+
+Each test uses its own app id, so the tests sharing the edgecall-streams bucket of a cluster do not meet.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TypeVar
+
+import pytest
+
+from appliance.cluster.memory import MemoryStore
+from appliance.cluster.nats_store import NatsStore
+from appliance.cluster.store import STREAMS, Store
+from appliance.cluster.streams import StreamDirectory, StreamRecord, stream_key
+from tests.lab.nats import NATS_SERVER, NatsCluster, nats_unavailable
+
+BOUND = 15.0  # seconds: only a bound on a hang, never a claim about speed
+RACES = 20
+T = TypeVar("T")
+
+FIRST = StreamRecord("session-on-a", ["cam-video", "cam-audio"])
+SECOND = StreamRecord("session-on-b", ["cam-video"])
+
+
+async def within(awaitable: Awaitable[T]) -> T:
+    return await asyncio.wait_for(awaitable, BOUND)
+
+
+def lives(*sessions: str) -> Callable[[str], Awaitable[bool]]:
+    async def live(session: str) -> bool:
+        return session in sessions
+    return live
+
+
+def new_app() -> str:
+    return f"app-{secrets.token_hex(4)}"
+
+
+def serializes_updates() -> bool:
+    """Whether the nats-server here makes a clustered bucket's compare-and-set (an update at an expected
+    revision) serializable: before 2.9.21 the check ran before Raft only, so two concurrent updates at
+    one revision could both be accepted (nats-io/nats-server#4320, fixed by #4319). Creates were not
+    seen to race (0 in 300 tries on 2.9.10)."""
+    found = re.search(r"v(\d+)\.(\d+)\.(\d+)", subprocess.run([str(NATS_SERVER), "--version"], capture_output=True,
+                                                             text=True, timeout=BOUND).stdout)
+    return found is not None and tuple(map(int, found.groups())) >= (2, 9, 21)
+
+
+@pytest.fixture(scope="module")
+def clusters() -> Iterator[Callable[[int], NatsCluster]]:
+    """Clusters of n servers, started when a test first asks, shared by the module's tests."""
+    started: dict[int, NatsCluster] = {}
+
+    def cluster(n: int) -> NatsCluster:
+        reason = nats_unavailable()
+        if reason:
+            pytest.skip(reason)
+        if n not in started:
+            started[n] = NatsCluster(n)
+        return started[n]
+
+    try:
+        yield cluster
+    finally:
+        for each in started.values():
+            each.close()
+
+
+@pytest.fixture(params=["memory", "nats-1", "nats-3"])
+async def boxes(request, clusters) -> AsyncIterator[tuple[Store, Store]]:
+    """Two boxes' handles on one store (for NATS, clients of different servers of the cluster)."""
+    if request.param == "memory":
+        store = MemoryStore()
+        yield store, store
+        return
+    urls = clusters(int(request.param.split("-")[1])).urls
+    first = await NatsStore.connect(urls, "test-streams-a")
+    second = await NatsStore.connect(urls[1:] + urls[:1], "test-streams-b")
+    try:
+        yield first, second
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_claim_release_and_claim_again_from_another_box(boxes):
+    a, b = StreamDirectory(lambda: boxes[0]), StreamDirectory(lambda: boxes[1])
+    app = new_app()
+    assert await within(a.claim(app, "cam", FIRST, lives()))
+    assert await within(b.find(app, "cam")) == FIRST
+    assert not await within(b.claim(app, "cam", SECOND, lives(FIRST.session)))
+    await within(b.release(app, "cam", SECOND.session))  # not b's to free
+    assert await within(a.find(app, "cam")) == FIRST
+    await within(a.release(app, "cam", FIRST.session))
+    assert await within(b.find(app, "cam")) is None
+    assert await within(b.claim(app, "cam", SECOND, lives(FIRST.session)))  # over the released entry
+    assert await within(a.find(app, "cam")) == SECOND
+    await within(b.release(app, "cam", SECOND.session))
+    assert await within(a.claim(app, "cam", FIRST, lives()))  # and again
+
+
+async def test_a_deleted_entry_is_free(boxes):
+    a, b = StreamDirectory(lambda: boxes[0]), StreamDirectory(lambda: boxes[1])
+    app = new_app()
+    assert await within(a.claim(app, "cam", FIRST, lives()))
+    await within(boxes[0].delete(STREAMS, stream_key(app, "cam")))  # as `nats kv del` leaves it: a delete marker
+    assert await within(b.find(app, "cam")) is None
+    assert await within(b.claim(app, "cam", SECOND, lives(FIRST.session)))
+    assert await within(a.find(app, "cam")) == SECOND
+
+
+async def test_a_dead_holders_name_is_taken_over_from_another_box(boxes):
+    a, b = StreamDirectory(lambda: boxes[0]), StreamDirectory(lambda: boxes[1])
+    app = new_app()
+    assert await within(a.claim(app, "cam", FIRST, lives()))
+    assert await within(b.claim(app, "cam", SECOND, lives()))  # FIRST's box died
+    assert await within(a.find(app, "cam")) == SECOND
+
+
+@pytest.mark.parametrize("held_by", [None, StreamRecord("gone")], ids=["free", "dead-holder"])
+async def test_two_boxes_racing_for_a_name_never_both_win(request, boxes, held_by):
+    if held_by is not None and request.node.callspec.params["boxes"] == "nats-3" and not serializes_updates():
+        # Strict: on such a server 20 races all but surely show it; an upgraded one runs it unmarked.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="nats-server < 2.9.21 accepts two concurrent "
+                                                                  "updates at one revision (nats-server#4320)"))
+    a, b = StreamDirectory(lambda: boxes[0]), StreamDirectory(lambda: boxes[1])
+    live = lives(FIRST.session, SECOND.session)
+    for race in range(RACES):
+        app = new_app()
+        if held_by is not None:
+            await within(boxes[0].put(STREAMS, stream_key(app, "cam"), held_by.encode()))
+        claims = [a.claim(app, "cam", FIRST, live), b.claim(app, "cam", SECOND, live)]
+        if race % 2:
+            claims.reverse()
+        results = await within(asyncio.gather(*claims))
+        assert sorted(results) == [False, True], (race, results)
+        winner = await within(a.find(app, "cam"))
+        assert winner in (FIRST, SECOND) and await within(b.find(app, "cam")) == winner
