@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
+from ..dashboard import routes as dashboard
 from ..logs import get_logger
 from ..service import StartError, banner_secret
 from . import calls, meet, stream_tokens, turn_credentials, whep, whip
@@ -54,6 +55,19 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html")
 
 
+# The JavaScript client and its types (static/sdk/). A short max-age: a box's upgrade reaches pages soon.
+SDK_FILES = {"edgecall.js": "text/javascript", "edgecall.d.ts": "application/typescript"}
+SDK_CACHE = "public, max-age=300"
+
+
+def _sdk_file(name: str, content_type: str):
+    async def handler(request: web.Request) -> web.FileResponse:
+        headers = {"Content-Type": content_type, "Cache-Control": SDK_CACHE}
+        return web.FileResponse(STATIC / "sdk" / name, headers=headers)
+
+    return handler
+
+
 def make_app(box: Box) -> web.Application:
     config = box.config
     app = web.Application(
@@ -70,6 +84,8 @@ def make_app(box: Box) -> web.Application:
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    for name, content_type in SDK_FILES.items():
+        app.router.add_get(f"/sdk/{name}", _sdk_file(name, content_type))
     secret = getattr(box.service("cluster"), "secret", None)
     if secret is not None:
         app[calls.FORWARDER] = Forwarder(config.node.id, secret)
@@ -79,6 +95,9 @@ def make_app(box: Box) -> web.Application:
     whip.add_routes(app.router)
     whep.add_routes(app.router)
     meet.add_routes(app.router)
+    dashboard.add_routes(app)
+    # The pages' scripts and styles (the meeting page's under /static/meet/).
+    app.router.add_static("/static/", STATIC)
     return app
 
 
@@ -127,4 +146,7 @@ class ApiService:
         lines = [f"API        {self.base_url}/  (health {self.base_url}/healthz, metrics {self.base_url}/metrics)"]
         for app in self.box.config.apps:
             lines.append(f"app        id {app.id}  secret {banner_secret(app.secret, whole)}")
+        admin = self.box.config.api.admin_token
+        if admin is not None:
+            lines.append(f"dashboard  {self.base_url}/dashboard  admin token {banner_secret(admin, whole)}")
         return lines

@@ -96,6 +96,7 @@ def embedded_default() -> Config:
         demo_secret=secrets.token_urlsafe(18),
         turn_secret=secrets.token_urlsafe(24),
         turn_key_token=secrets.token_urlsafe(24),
+        admin_token=secrets.token_urlsafe(18),
     )
     return parse_config(text, EMBEDDED)
 

@@ -119,6 +119,8 @@ def _secrets(config: Config) -> Iterator[Finding]:
             yield ("turn", "keys", i, "token"), "expected a non-empty token, found \"\""
     if config.api.metrics_token == "":
         yield ("api", "metrics_token"), "expected a non-empty token, found \"\" (leave the key out for an open /metrics)"
+    if config.api.admin_token == "":
+        yield ("api", "admin_token"), "expected a non-empty token, found \"\" (leave the key out to turn the dashboard off)"
 
 
 def _meet(config: Config) -> Iterator[Finding]:

@@ -39,6 +39,9 @@ class ApiConfig:
     print_secrets: bool = False
     # When set, /metrics answers only requests with "Authorization: Bearer <metrics_token>".
     metrics_token: str | None = None
+    # The operator's token: the dashboard (/dashboard) and the usage API (/v1/usage) answer only
+    # "Authorization: Bearer <admin_token>"; unset, both answer 401 saying so.
+    admin_token: str | None = None
 
 
 @dataclass(frozen=True)

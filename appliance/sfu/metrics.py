@@ -32,6 +32,17 @@ class SfuCollector:
         forwarded = CounterMetricFamily("edgecall_sfu_forwarded_packets", "RTP packets sent on subscriber legs.")
         forwarded.add_metric([], sfu.forwarded_packets())
         yield forwarded
+        # Per app: apps are the config's, a bounded label set.
+        app_sessions = GaugeMetricFamily("edgecall_sfu_app_sessions", "Calls sessions now, by app.", labels=["app"])
+        for app, count in sfu.live.items():
+            app_sessions.add_metric([app], count)
+        yield app_sessions
+        app_bytes = CounterMetricFamily(
+            "edgecall_sfu_app_bytes", "Media bytes on the wire by app: ingress from its publishers, egress to its "
+            "subscribers.", labels=["app", "direction"])
+        for (app, direction), count in sorted(sfu.app_bytes().items()):
+            app_bytes.add_metric([app, direction], count)
+        yield app_bytes
         dropped = CounterMetricFamily("edgecall_sfu_dropped", "Media-port datagrams dropped, by reason.",
                                       labels=["reason"])
         port = sfu.port

@@ -30,6 +30,7 @@ from .remote import Remote
 from .repair import Repair
 from .reports import Reports
 from .session import CallSession, IngestCounters, Transceiver
+from .streams import PACKET_OVERHEAD
 from .switching import LayerSwitcher
 from .tracks import PublishedTrack
 from .transport import FEEDBACK_INTERVAL, TransportReceiver
@@ -65,6 +66,8 @@ class Sfu:
         self.channels = ChannelRouter(associate, self.sessions)
         # Packets of legs that have ended, so the forwarded total never goes down.
         self._ended_leg_packets = 0
+        # Bytes of tracks and legs that have ended, per (app, "ingress" or "egress"): app_bytes adds the live ones.
+        self._ended_bytes: Counter[tuple[str, str]] = Counter()
         # When each periodic job is due next; set by `start`.
         self._due: dict[Callable[[float], None], float] = {}
         # The rest of the cluster, when the box is part of one (appliance.cluster sets it).
@@ -569,6 +572,8 @@ class Sfu:
         if transceiver.role == "push" and transceiver.track is not None:
             track = transceiver.track
             track.closed = True
+            if session.tracks.get(track.name) is track:  # not twice when a closed session stops it again
+                self._ended_bytes[session.app, "ingress"] += sum(stream.octets for stream in track.streams)
             session.tracks.pop(track.name, None)
             if self.remote is not None:
                 self.remote.ended(track)
@@ -584,6 +589,7 @@ class Sfu:
             self.switcher.detach(leg)
             if session.legs.pop(leg.ssrc, None) is not None:
                 self._ended_leg_packets += leg.packets
+                self._ended_bytes[session.app, "egress"] += _wire_bytes(leg)
 
     def end_legs(self, track: PublishedTrack) -> None:
         """A track has ended: a BYE tells each subscriber (a client, or a box at the end of a trunk),
@@ -639,6 +645,17 @@ class Sfu:
 
     def forwarded_packets(self) -> int:
         return self._ended_leg_packets + sum(leg.packets for leg in self.legs())
+
+    def app_bytes(self) -> Counter[tuple[str, str]]:
+        """Media bytes per (app, "ingress" or "egress") since the box started: received on the app's
+        published tracks, and forwarded to its subscribers, on the wire. Summed when read from what
+        each stream and leg counts anyway, so the hot path does nothing more for it."""
+        out = Counter(self._ended_bytes)
+        for session in self.sessions.values():
+            out[session.app, "ingress"] += sum(stream.octets for track in session.tracks.values()
+                                               for stream in track.streams)
+            out[session.app, "egress"] += sum(_wire_bytes(leg) for leg in session.legs.values())
+        return out
 
     def sweep(self, now: float) -> None:
         """End sessions that never connected, and tracks with no media, after IDLE_TIMEOUT."""
@@ -781,3 +798,10 @@ def _check_room(session: CallSession, offer: sdp.RemoteDescription) -> None:
 def _item_error(item: Any, code: str, description: str) -> dict:
     base = {k: item[k] for k in ("sessionId", "trackName") if isinstance(item, dict) and isinstance(item.get(k), str)}
     return {**base, "mid": "", "errorCode": code, "errorDescription": description}
+
+
+def _wire_bytes(leg: Leg) -> int:
+    """What a leg's forwarded packets took on the wire: it counts their payloads (as its sender reports
+    do); each also carried a 12-byte RTP header, the SRTP tag and UDP/IP's headers. Header extensions,
+    retransmissions and probing padding are left out."""
+    return leg.octets + leg.packets * (12 + PACKET_OVERHEAD)

@@ -116,13 +116,13 @@ class LayerSwitcher:
         stream.waiting.clear()
 
     def adapt(self, tracks: Iterable[PublishedTrack], now: float) -> None:
-        """About twice a second: measure each simulcast layer's bitrate and re-choose the layer
-        of every leg that receives one."""
+        """About twice a second: measure every stream's bitrate (the dashboard shows each track's) and
+        re-choose the layer of every leg that receives a simulcast track."""
         for track in tracks:
-            if not track.simulcast:
-                continue
             for stream in track.streams:
                 stream.measure(now)
+            if not track.simulcast:
+                continue
             for leg in track.legs:
                 self.choose(leg, now)
 

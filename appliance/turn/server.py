@@ -109,6 +109,8 @@ class TurnServer:
         first, last = settings.relay_ports
         self.quotas = IssuerQuotas(last - first + 1, settings.issuer_reserve, dict(settings.issuer_quotas))
         self.usage_book = UsageBook(settings.usage_retention)
+        # Usage of ended allocations per issuer (the keys' ids and "rest": a bounded set), kept for good.
+        self._issuer_ended: dict[str, Usage] = {}
         self.counters = Counters()
         self._relay_address = {family_of(address): address for address in settings.relay_addresses}
         self._limits = settings.relay_limits
@@ -180,6 +182,15 @@ class TurnServer:
         for allocation in self._allocations.values():
             live.setdefault(allocation.identifier, Usage()).add(allocation.usage(now))
         return self.usage_book.totals(live)
+
+    def usage_by_issuer(self, now: float) -> dict[str, Usage]:
+        """Usage since the start per credential issuer: the ended allocations' plus the live ones'."""
+        out = {issuer: Usage() for issuer in self.credentials.issuers}
+        for issuer, usage in self._issuer_ended.items():
+            out.setdefault(issuer, Usage()).add(usage)
+        for allocation in self._allocations.values():
+            out.setdefault(allocation.auth.issuer, Usage()).add(allocation.usage(now))
+        return out
 
     # --- clients ----------------------------------------------------------------------------
 
@@ -856,4 +867,6 @@ class TurnServer:
         if not same_user:
             del self._by_username[allocation.username]
         self.quotas.release(allocation.auth.issuer)
-        self.usage_book.ended(allocation.identifier, allocation.usage(now), now)
+        usage = allocation.usage(now)
+        self.usage_book.ended(allocation.identifier, usage, now)
+        self._issuer_ended.setdefault(allocation.auth.issuer, Usage()).add(usage)

@@ -230,6 +230,13 @@ class _TurnCollector:
         for issuer in core.credentials.issuers:
             held.add_metric([issuer], core.quotas.held.get(issuer, 0))
         yield held
+        by_issuer = core.usage_by_issuer(self.service.clock())
+        for name in ("bytes_from_client", "bytes_to_client"):
+            relayed = CounterMetricFamily(f"edgecall_turn_issuer_{name}", USAGE_METRICS[name].replace(
+                "customIdentifier", "credential issuer"), labels=["issuer"])
+            for issuer, usage in by_issuer.items():
+                relayed.add_metric([issuer], getattr(usage, name))
+            yield relayed
         refused = CounterMetricFamily(
             "edgecall_turn_quota_refused", "Allocate requests refused with 486, by credential issuer and the quota "
             "reached (user: user_quota; issuer: the issuer's quota or reserve).", labels=["issuer", "quota"],

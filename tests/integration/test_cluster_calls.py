@@ -26,9 +26,14 @@ __all__ = ["nats_servers"]  # the fixture, used below by name
 SECRET = "a cluster secret for the loopback lab"
 
 
+ADMIN = "cluster-admin-token"
+
+
 def clustered(node: str, nats_url: str) -> str:
-    text = box_config(free_port("tcp"), free_port("udp"), free_port("udp", "tcp"),
+    api = free_port("tcp")
+    text = box_config(api, free_port("udp"), free_port("udp", "tcp"),
                       f'\n[cluster]\nnats = ["{nats_url}"]\nsecret = "{SECRET}"\n\n[meet]\napp = "test-app"\n')
+    text = text.replace(f'listen = "127.0.0.1:{api}"', f'listen = "127.0.0.1:{api}"\nadmin_token = "{ADMIN}"')
     return text.replace('id = "test-box"', f'id = "{node}"', 1)
 
 
@@ -259,3 +264,44 @@ async def test_a_rooms_pages_on_two_boxes_hear_each_other(boxes):
         await pages[1].close()
         await names(pages[0], ["Ann"])
         await pages[0].close()
+
+
+async def test_usage_asked_of_one_box_covers_the_cluster(boxes):
+    """A publisher on A and a subscriber on B: the usage API of either box has both boxes' figures
+    (scope=box, the box's own)."""
+    box_a, box_b = boxes
+    api_a, api_b = Api(box_a), Api(box_b)
+    publisher, subscriber = RTCPeerConnection(), RTCPeerConnection()
+    try:
+        pub_id = await publish(api_a, publisher, {"v": VideoStreamTrack()})
+        await connected(publisher)
+        received = []
+        subscriber.on("track", received.append)
+        _, created = await api_b("POST", "/sessions/new")
+        _, pulled = await api_b("POST", f"/sessions/{created['sessionId']}/tracks/new", {"tracks": [
+            {"location": "remote", "sessionId": pub_id, "trackName": "v"}]})
+        await subscriber.setRemoteDescription(RTCSessionDescription(**pulled["sessionDescription"]))
+        await subscriber.setLocalDescription(await subscriber.createAnswer())
+        await api_b("PUT", f"/sessions/{created['sessionId']}/renegotiate",
+                    {"sessionDescription": {"type": "answer", "sdp": subscriber.localDescription.sdp}})
+        await connected(subscriber)
+        await asyncio.wait_for(received[0].recv(), 10)
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN}"}) as http:
+            async def usage(box, query):
+                async with http.get(box.url(f"/v1/usage?{query}")) as answer:
+                    assert answer.status == 200, await answer.text()
+                    return await answer.json()
+
+            for box in (box_a, box_b):
+                by_box = await usage(box, "by=box&step=60")
+                assert by_box["missing"] == [] and {line["box"] for line in by_box["series"]} == {"box-a", "box-b"}
+                sessions = {line["box"]: max(p["sessions"] for p in line["points"]) for line in by_box["series"]}
+                assert sessions == {"box-a": 1, "box-b": 1}, sessions
+                by_app = await usage(box, "by=app&app=test-app&step=60")
+                assert [line["app"] for line in by_app["series"]] == ["test-app"]
+                assert max(p["sessions"] for p in by_app["series"][0]["points"]) == 2  # one session on each box
+            own = await usage(box_a, "by=box&scope=box")
+            assert [line["box"] for line in own["series"]] == ["box-a"] and "missing" not in own
+    finally:
+        await publisher.close()
+        await subscriber.close()
