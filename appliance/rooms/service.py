@@ -79,7 +79,7 @@ class RoomService:
         meet = self.box.config.meet
         if meet.app is None:
             return []
-        return [f"meeting    http://{self.box.config.api.listen}/meet/<room>  (open it in two tabs)"]
+        return [f"meeting    http://{self.box.config.api.listen}/meet/hello  (any room name; open it in two tabs)"]
 
     # --- pages ---------------------------------------------------------------------------------
 
