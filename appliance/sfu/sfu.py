@@ -323,7 +323,7 @@ class Sfu:
         """A pulled transceiver and its leg. The forwarded extensions get the session's ids, or the
         ids of the client's offer when the SFU answers one."""
         ssrc = self._new_ssrc(session)
-        msid = f"{track.session.id} {track.name}"
+        msid = _msid(session, track, mid)
         uris = [uri for uri in extensions.FORWARDED[track.kind] if uri in track.extensions]
         uris.append(extensions.TRANSPORT_CC)
         if offered_extensions is None:
@@ -405,7 +405,7 @@ class Sfu:
         if not pt_map:
             raise ItemError("invalid_session_description", "the m-section negotiated none of the track's codecs")
         section = transceiver.section
-        section.ssrc, section.cname, section.msid = self._new_ssrc(session), session.cname, f"{track.session.id} {track.name}"
+        section.ssrc, section.cname, section.msid = self._new_ssrc(session), session.cname, _msid(session, track, section.mid)
         leg = Leg(self.port.send_rtp, section.ssrc, pt_map, section.mid, session)
         leg.source = track
         rtx_pts = _repairing(section.codecs)
@@ -482,7 +482,7 @@ class Sfu:
             leg.pt_map, leg.source = pt_map, track
             self._map_extensions(leg, track, transceiver.section.extensions)
             transceiver.source = track
-            transceiver.section.msid = f"{track.session.id} {track.name}"
+            transceiver.section.msid = _msid(session, track, transceiver.mid)
             if prefs is not None:
                 leg.preferences = prefs
             self.switcher.attach(leg, now)
@@ -766,6 +766,15 @@ class Sfu:
             for section, offered in zip(sections, offer.sections):
                 section.rejected = section.rejected or offered.rejected
         return sdp.write(kind, params, sections)
+
+
+def _msid(session: CallSession, track: PublishedTrack, mid: str) -> str:
+    """The msid of an m-section that carries `track`: its publisher's session and its name; with the
+    mid added when another m-section of the session carries the track already (browsers refuse a
+    description in which two m-sections share an msid)."""
+    msid = f"{track.session.id} {track.name}"
+    taken = any(t.section.msid == msid for t in session.transceivers if t.mid != mid and not t.closed)
+    return f"{msid}-{mid}" if taken else msid
 
 
 def _repairing(rtx_codecs: list[Codec]) -> dict[int, int]:
