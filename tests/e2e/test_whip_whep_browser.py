@@ -51,10 +51,13 @@ async ([url, token]) => {
   video.muted = true; video.autoplay = true; document.body.append(video);
   const firstFrame = new Promise(resolve => video.requestVideoFrameCallback(() => resolve(performance.now())));
   pc.ontrack = (event) => { if (event.track.kind === "video") video.srcObject = new MediaStream([event.track]); };
+  const connected = new Promise(resolve => pc.addEventListener("connectionstatechange",
+    () => pc.connectionState === "connected" && resolve(performance.now())));
   window.whep = new WHEPClient();
   const start = performance.now();
   await whep.view(pc, url, token);
-  return {joinMs: (await firstFrame) - start};
+  const answered = performance.now();
+  return {joinMs: (await firstFrame) - start, answeredMs: answered - start, connectedMs: (await connected) - start};
 }
 """
 # draft-ietf-wish-whep-00, as Cloudflare's example player speaks it: an empty POST, the box's offer,
@@ -106,11 +109,16 @@ def tokens(box, name: str) -> dict[str, str]:
     return out
 
 
-@pytest.fixture
-def clients():
+def whip_whep_clients() -> list[str]:
+    """The sources of whip.js and whep.js (skips when npm did not install them)."""
     if not (CLIENTS / "whip.js").exists():
         pytest.skip(f"{CLIENTS} is missing (./build.sh setup installs the npm package whip-whep)")
     return [(CLIENTS / "whip.js").read_text(), (CLIENTS / "whep.js").read_text()]
+
+
+@pytest.fixture
+def clients():
+    return whip_whep_clients()
 
 
 async def page_with_clients(browser, box, clients, contexts):

@@ -34,6 +34,10 @@ from tests.lab.cluster_lab import (ANY4, LOSS_PERCENT, MEDIA_PORT, TRUNK_PORT, U
                                    build_cluster, chromium_in, dropping, overlay)
 from tests.lab.media_lab import client as open_page
 from tests.lab.netns import Lab, lab_unavailable, wait_for
+from tests.e2e.test_whip_whep_browser import LOAD as WISH_LOAD
+from tests.e2e.test_whip_whep_browser import PUBLISH as WHIP_PUBLISH
+from tests.e2e.test_whip_whep_browser import VIEW as WHEP_VIEW
+from tests.e2e.test_whip_whep_browser import whip_whep_clients
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, Page
@@ -110,6 +114,8 @@ async () => {
   return null;
 }
 """
+# MEDIA_FLOW of a page whose PeerConnection is the global `pc` (the WHIP and WHEP pages).
+PC_FLOW = MEDIA_FLOW.replace("calls.pc", "pc")
 SENT = """
 async () => {
   let packets = 0;
@@ -496,6 +502,43 @@ class TestThreeBoxes:
             unrecovered = sum(f["packetsLost"] - f["retransmittedPacketsReceived"] for f in figures.values())
             assert unrecovered <= 0.2 * lost, (seen, lost)
             assert figures["video"]["framesDecoded"] > 0, seen
+
+    async def test_whep_players_on_every_box_join_a_whip_stream_within_a_glance(self, call):
+        """A WHIP publisher (whip.js, from npm) on one client and a WHEP player (whep.js) on each other
+        client, through the anycast address: wherever their API requests and media land, every player
+        decodes, and the time from its POST to its first frame on a <video> is printed."""
+        cluster, browsers = call.cluster, call.browsers
+        clients = whip_whep_clients()
+        contexts = []
+        try:
+            context = await browsers[0].new_context()
+            contexts.append(context)
+            publisher = await context.new_page()
+            await publisher.goto(URL + "/")
+            await publisher.evaluate(WISH_LOAD, clients)
+            await publisher.evaluate(WHIP_PUBLISH, [f"{URL}/v1/apps/test-app/whip/lab", "test-app-secret", None, None])
+            flow = await until(publisher, PC_FLOW, lambda f: f is not None)
+            published_on = cluster.landing(cluster.clients[0], "udp", flow["port"], MEDIA_PORT).name
+            joins = []
+            for index in range(1, len(browsers)):
+                context = await browsers[index].new_context()
+                contexts.append(context)
+                player = await context.new_page()
+                await player.goto(URL + "/")
+                await player.evaluate(WISH_LOAD, clients)
+                joined = await player.evaluate(WHEP_VIEW, [f"{URL}/v1/apps/test-app/whep/lab", "test-app-secret"])
+                flow = await until(player, PC_FLOW, lambda f: f is not None)
+                box = cluster.landing(cluster.clients[index], "udp", flow["port"], MEDIA_PORT).name
+                joins.append((joined["joinMs"], box, joined))
+            print(f"\nWHEP join, POST to first frame (the publisher's media on {published_on}): " + ", ".join(
+                f"{ms:.0f} ms ({box}; answered {j['answeredMs']:.0f}, connected {j['connectedMs']:.0f})"
+                for ms, box, j in joins))
+            times = sorted(ms for ms, _, _ in joins)
+            print(f"  median {times[len(times) // 2]:.0f} ms, worst {times[-1]:.0f} ms; players on another box "
+                  f"than the publisher's: {sum(box != published_on for _, box, _ in joins)} of {len(joins)}")
+        finally:
+            for context in contexts:
+                await context.close()
 
     async def test_a_data_channel_message_reaches_subscribers_on_every_box(self, call):
         """The publisher adds a data channel to its session and publishes "chat"; every subscriber
