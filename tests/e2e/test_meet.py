@@ -11,6 +11,7 @@ import pytest
 
 from tests.lab.appliance import box_config, free_port
 from tests.lab.browser import BROWSER_TEST
+from tests.lab.firefox_page import FirefoxPage
 
 pytestmark = BROWSER_TEST
 
@@ -83,27 +84,6 @@ async def dashboard_shot(browser, box, sessions: int) -> None:
         await page.screenshot(path=str(SHOTS / "dashboard-4-people.png"), full_page=True)
     finally:
         await context.close()
-
-
-class FirefoxPage:
-    """The Firefox ESR page (Marionette is synchronous: its calls run in a thread), with the part of
-    Playwright's page interface this test uses."""
-
-    def __init__(self, firefox) -> None:
-        self.firefox = firefox
-
-    async def goto(self, url: str) -> None:
-        await asyncio.to_thread(self.firefox.navigate, url)
-
-    async def evaluate(self, script: str):
-        if script.lstrip().startswith("async"):
-            wrapped = f"const done = arguments[arguments.length - 1]; ({script})().then(done, e => done(String(e)));"
-            return await asyncio.to_thread(self.firefox.execute_async_script, wrapped, sandbox=None)
-        return await asyncio.to_thread(self.firefox.execute_script, f"return ({script})();", sandbox=None)
-
-    async def click(self, selector: str) -> None:
-        await asyncio.to_thread(self.firefox.execute_script, f"document.querySelector({selector!r}).click();",
-                                sandbox=None)
 
 
 async def test_four_people_meet_share_chat_leave_and_rejoin(box, browser, firefox):

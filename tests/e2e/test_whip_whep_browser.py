@@ -12,6 +12,7 @@ import pytest
 from tests.e2e.test_sfu import until
 from tests.lab.browser import BROWSER_TEST
 from tests.lab.calls_api import Api
+from tests.lab.firefox_page import FirefoxPage
 
 pytestmark = BROWSER_TEST
 
@@ -194,3 +195,42 @@ async def test_whep_players_choose_simulcast_layers_by_query(appliance, browser,
         for context in contexts:
             await context.close()
 
+
+
+# Firefox gathers no host candidates for a page that never asked for camera or microphone
+# (../shared/TESTING.md): a player page asks first.
+FIREFOX_VIEW = "async ([url, token]) => { window.keep = await navigator.mediaDevices.getUserMedia({audio: true}); " \
+               "return (" + VIEW.strip() + ")([url, token]); }"
+
+
+async def test_firefox_publishes_with_whip_js_and_plays_with_whep_js(appliance, browser, clients, firefox):
+    """Both ways across engines: Firefox publishes and Chromium plays; Chromium publishes and Firefox plays."""
+    box = appliance()
+    contexts: list = []
+    fox = FirefoxPage(firefox)
+    try:
+        await fox.goto(box.url("/"))
+        await fox.evaluate(LOAD, clients)
+        published = await fox.evaluate(PUBLISH, [box.url("/v1/apps/test-app/whip/from-firefox"), "test-app-secret",
+                                                 None, None])
+        assert "error" not in published, published
+        player = await page_with_clients(browser, box, clients, contexts)
+        joined = await player.evaluate(VIEW, [box.url("/v1/apps/test-app/whep/from-firefox"), "test-app-secret"])
+        await until(player, VIDEO_IN, lambda stats: stats["frames"] > 30)
+
+        publisher = await page_with_clients(browser, box, clients, contexts)
+        await publisher.evaluate(PUBLISH, [box.url("/v1/apps/test-app/whip/to-firefox"), "test-app-secret", None, None])
+        await fox.goto(box.url("/"))
+        await fox.evaluate(LOAD, clients)
+        fox_joined = await fox.evaluate(FIREFOX_VIEW, [box.url("/v1/apps/test-app/whep/to-firefox"), "test-app-secret"])
+        assert "error" not in fox_joined, fox_joined
+        for _ in range(150):
+            if (await fox.evaluate(VIDEO_IN))["frames"] > 30:
+                break
+            await asyncio.sleep(0.2)
+        assert (await fox.evaluate(VIDEO_IN))["frames"] > 30
+        print(f"\nWHEP join (loopback): Chromium playing Firefox {joined['joinMs']:.0f} ms, "
+              f"Firefox playing Chromium {fox_joined['joinMs']:.0f} ms")
+    finally:
+        for context in contexts:
+            await context.close()
