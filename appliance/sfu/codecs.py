@@ -113,16 +113,31 @@ def feedback(retransmissions: bool) -> set[str]:
     return FEEDBACK | RETRANSMISSION_FEEDBACK if retransmissions else FEEDBACK
 
 
+# Format parameters that say what the writer of a description prefers to receive, which the SFU
+# does not echo back to a publisher: Opus's stereo (RFC 7587 7.1). Firefox offers stereo=1 (it can
+# play stereo); answered back, it asks the publisher to encode stereo, which libwebrtc's Opus does
+# at 64 kbit/s instead of 32 for a mono microphone. Browsers' own answers leave it out.
+RECEIVER_PREFERENCES = {"opus": {"stereo"}}
+
+
 def accept(kind: str, offered: list[Codec], retransmissions: bool = False) -> list[Codec]:
     """The offered codecs the SFU takes for a pushed track, in the offer's order, with only
-    the feedback it answers."""
+    the feedback it answers and none of the offerer's RECEIVER_PREFERENCES."""
     names = SUPPORTED.get(kind, set())
     wanted = feedback(retransmissions)
     return [
-        c.with_feedback(wanted)
+        _without_receiver_preferences(c.with_feedback(wanted))
         for c in offered
         if c.name.lower() in names
     ]
+
+
+def _without_receiver_preferences(codec: Codec) -> Codec:
+    dropped = RECEIVER_PREFERENCES.get(codec.name.lower())
+    if not dropped:
+        return codec
+    fmtp = ";".join(p for p in codec.fmtp.split(";") if p and p.partition("=")[0] not in dropped)
+    return Codec(codec.pt, codec.name, codec.clock, codec.channels, fmtp, codec.feedback)
 
 
 def subscriber_feedback(codec: Codec) -> set[str]:

@@ -14,7 +14,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import extensions
+from . import extensions, vp8
 
 if TYPE_CHECKING:  # what a leg points at; those modules import this one
     from .streams import Stream
@@ -59,6 +59,7 @@ class Leg:
         "rtx_ssrc", "rtx_pts", "rtx_seq", "resent", "rtt", "retransmitted", "preferences",
         "probing", "probe_until", "next_probe", "probe_wait", "loss",
         "padding", "pad_credit", "probe_pads", "probe_started",
+        "pid_delta", "tl0_delta", "sent_picture", "picture_rebase",
     )
 
     def __init__(self, send: Callable[[Any, bytes], bool], ssrc: int, pt_map: dict[int, int], mid: str,
@@ -79,6 +80,12 @@ class Leg:
         self.ts_delta = 0
         self.base_seq = 0  # the source's sequence number the current deltas started at
         self.rebase = True
+        # VP8 picture ids and TL0PICIDX stay continuous the same way (vp8.py says why): the deltas
+        # are set at the first packet of a source that carries them, from the latest one sent (the
+        # first source's go out as they are, and cost no copy of the payload).
+        self.pid_delta = self.tl0_delta = 0
+        self.sent_picture: vp8.Picture | None = None
+        self.picture_rebase = True
         self.packets = 0
         self.octets = 0
         # Retransmissions (RFC 4588) when the subscriber negotiated them: media pt -> rtx pt.
@@ -104,7 +111,9 @@ class Leg:
         self.ext_map = mapping
         self.ext_key = tuple(sorted(mapping.items()))  # legs with equal keys share one block per packet
 
-    def forward(self, packet: bytes, payload: bytes, seq: int, ts: int, elements: bytes = b"", now: float = 0.0) -> None:
+    def forward(self, packet: bytes, payload: bytes, seq: int, ts: int, elements: bytes = b"", now: float = 0.0,
+                picture: vp8.Picture | None = None) -> None:
+        """Send one packet of the leg's stream; `picture`: its VP8 numbers (vp8.read of `payload`)."""
         pt = self.pt_map.get(packet[1] & 0x7F)
         if pt is None:
             return
@@ -114,6 +123,7 @@ class Leg:
             self.ts_delta = (self.last_ts + 3000 - ts) & 0xFFFFFFFF
             self.base_seq = seq
             self.rebase = False
+            self.picture_rebase = True
         else:
             behind = (seq - self.base_seq) & 0xFFFF
             if behind >= 0x8000:
@@ -122,8 +132,16 @@ class Leg:
                 self.base_seq = (seq - 0x2000) & 0xFFFF  # keep the window's start in reach of wrap
         out_seq = (seq + self.seq_delta) & 0xFFFF
         out_ts = (ts + self.ts_delta) & 0xFFFFFFFF
-        if (out_seq - self.last_seq) & 0xFFFF < 0x8000:  # a late (recovered) packet leaves them
+        latest = (out_seq - self.last_seq) & 0xFFFF < 0x8000  # a late (recovered) packet leaves them
+        if latest:
             self.last_seq, self.last_ts = out_seq, out_ts
+        if picture is not None:
+            if self.picture_rebase:
+                self._picture_deltas(picture)
+            if latest:
+                self.sent_picture = picture
+            if self.pid_delta or self.tl0_delta:
+                payload = self._renumbered(payload, picture)
         subscriber = self.subscriber
         port_session = subscriber.port_session
         if port_session is None:  # not negotiated yet: nothing can reach the subscriber
@@ -139,6 +157,24 @@ class Leg:
         self._send(first, marker | pt, out_seq, out_ts, self.ssrc, elements, payload, now, self, out_seq, False)
         if self.padding:
             self._pad(first, marker, pt, out_seq, out_ts, elements, payload, now)
+
+    def _picture_deltas(self, picture: vp8.Picture) -> None:
+        """At the first packet of a source with VP8 numbers: the deltas that continue the latest
+        numbers sent."""
+        self.picture_rebase = False
+        sent = self.sent_picture
+        if sent is None:
+            return
+        if sent.pid_at and picture.pid_at:
+            last = (sent.pid + self.pid_delta) & sent.pid_mask
+            self.pid_delta = (last + 1 - picture.pid) & 0x7FFF
+        if sent.tl0_at and picture.tl0_at:
+            last = (sent.tl0 + self.tl0_delta) & 0xFF
+            self.tl0_delta = (last + 1 - picture.tl0) & 0xFF
+
+    def _renumbered(self, payload: bytes, picture: vp8.Picture) -> bytes:
+        return vp8.write(payload, picture, (picture.pid + self.pid_delta) & picture.pid_mask,
+                         (picture.tl0 + self.tl0_delta) & 0xFF)
 
     def _send(self, first: int, second: int, seq: int, ts: int, ssrc: int, elements: bytes, body: bytes,
               now: float, resend_leg: Leg | None, out_seq: int, resend: bool) -> None:
@@ -201,6 +237,11 @@ class Leg:
         offset = payload_offset(packet)
         if pt is None or offset < 0:
             return False
+        body = packet[offset:]
+        if (self.pid_delta or self.tl0_delta) and self.source is not None and packet[1] & 0x7F in self.source.vp8_pts:
+            picture = vp8.read(body)
+            if picture is not None:
+                body = self._renumbered(body, picture)
         ts = (int.from_bytes(packet[4:8], "big") + self.ts_delta) & 0xFFFFFFFF
         forwarded = b""
         if self.ext_map:
@@ -214,10 +255,9 @@ class Leg:
             if rtx_pt is not None and rtx_ssrc is not None:
                 self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
                 self._send(first, marker | rtx_pt, self.rtx_seq, ts, rtx_ssrc, forwarded,
-                           out_seq.to_bytes(2, "big") + packet[offset:], now, self, out_seq, True)
+                           out_seq.to_bytes(2, "big") + body, now, self, out_seq, True)
             else:
-                self._send(first, marker | pt, out_seq, ts, self.ssrc, forwarded, packet[offset:], now, self, out_seq,
-                           True)
+                self._send(first, marker | pt, out_seq, ts, self.ssrc, forwarded, body, now, self, out_seq, True)
         return True
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from . import extensions
+from . import extensions, vp8
 from .codecs import Codec
 from .extensions import AUDIO_LEVEL
 from .forward import Leg, payload_offset
@@ -96,6 +96,7 @@ class PublishedTrack:
             self.streams = [Stream(self, None, ssrc, clock, self.retransmissions)]
             self.streams[0].rtx_ssrc = self.rtx_ssrcs.get(ssrc) if ssrc is not None else None
         self.codec_names = {c.pt: c.name for c in self.codecs}
+        self.vp8_pts = frozenset(pt for pt, name in self.codec_names.items() if name.lower() == "vp8")
         self.level_id = self.extensions.get(AUDIO_LEVEL)
         self.reads_extensions = self.level_id is not None
 
@@ -143,9 +144,10 @@ class PublishedTrack:
             self.plane.ingest.malformed += 1
             return
         payload = packet[offset:]  # once per packet, shared by every leg
+        picture = vp8.read(payload) if packet[1] & 0x7F in self.vp8_pts else None
         if not found:
             for leg in legs:
-                leg.forward(packet, payload, seq, ts, b"", now)
+                leg.forward(packet, payload, seq, ts, b"", now, picture)
             return
         bodies: dict[tuple, bytes] = {}
         for leg in legs:
@@ -153,4 +155,4 @@ class PublishedTrack:
             elements = bodies.get(key)
             if elements is None:
                 elements = bodies[key] = extensions.body(found, leg.ext_map)
-            leg.forward(packet, payload, seq, ts, elements, now)
+            leg.forward(packet, payload, seq, ts, elements, now, picture)

@@ -68,6 +68,12 @@ window.Calls = class Calls {
     if (result.requiresImmediateRenegotiation) await this.answer(result.sessionDescription);
     return result.tracks;
   }
+  async update(items) {  // [{mid, sessionId, trackName, simulcast}, ...]: tracks/update, no renegotiation
+    const result = await this.call("PUT", `/sessions/${this.sessionId}/tracks/update`, {
+      tracks: items.map(i => ({location: "remote", ...i})),
+    });
+    return result.tracks;
+  }
   async answer(offer) {  // apply an SFU offer and give it the answer through renegotiate
     await this.pc.setRemoteDescription(this.remote(offer));
     await this.pc.setLocalDescription(await this.pc.createAnswer());

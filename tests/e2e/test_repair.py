@@ -1,5 +1,6 @@
-"""Media over lossy links (issue 5), measured in the lab: the box in one namespace, a publishing
-and a subscribing Chromium each in its own, nftables dropping 5% of the media on one link.
+"""Media over lossy links (issue 5; Firefox in issue 15), measured in the lab: the box in one
+namespace, a publishing and a subscribing browser (both Chromium, or both Firefox) each in its own,
+nftables dropping 5% of the media on one link.
 
 Each test prints its figures (run with -s); they go in the issue note."""
 import asyncio
@@ -7,13 +8,16 @@ import asyncio
 import pytest
 
 from tests.e2e.test_sfu import INBOUND, PULL, flowing, until
-from tests.lab.browser import BROWSER_TEST, browser_in
-from tests.lab.media_lab import (BOX_PUB, LOSS_PERCENT, METRICS, PUB, PUBLISH_VIDEO, SECURE, SUB, URL, VIDEO_IN,
-                                 add_loss, client, delta, media_lab, remove_loss, repair_metrics, start_box, stop_box)
+from tests.lab.browser import BROWSER_TEST
+from tests.lab.media_lab import (BOX_PUB, ENGINES, LOSS_PERCENT, METRICS, PUB, PUBLISH_VIDEO, SUB, URL, VIDEO_IN,
+                                 add_loss, browsers_on, client, delta, media_lab, remove_loss, repair_metrics,
+                                 start_box, stop_box)
 
 pytestmark = [*BROWSER_TEST, pytest.mark.lab, pytest.mark.slow]
 
 DURATION = 20.0  # seconds of media measured per run
+# The payload type the publisher sends its video with: the first of the box's answer.
+VIDEO_PAYLOAD_TYPE = r"() => Number(/\r\nm=video \d+ \S+ (\d+)/.exec(calls.pc.remoteDescription.sdp)[1])"
 
 VIDEO_OUT = """
 async () => {
@@ -26,14 +30,14 @@ async () => {
 """
 
 
-async def lossy_subscriber_run(lab_hosts, retransmissions: bool) -> dict:
+async def lossy_subscriber_run(lab_hosts, retransmissions: bool, engine: str) -> dict:
     """One publisher, one subscriber whose link drops LOSS_PERCENT both ways; the subscriber's
     video statistics over DURATION seconds."""
     box, pub, sub = lab_hosts
     process = start_box(box, retransmissions)
     url = URL
     try:
-        async with browser_in(pub, SECURE) as pub_browser, browser_in(sub, SECURE) as sub_browser:
+        async with browsers_on(engine, pub, sub) as (pub_browser, sub_browser):
             _, publisher = await client(pub_browser, url)
             # Small frames: a keyframe of a few packets gets through 5% loss now and then, so the
             # run without the cache recovers between freezes instead of staying frozen (one freeze).
@@ -55,11 +59,12 @@ async def lossy_subscriber_run(lab_hosts, retransmissions: bool) -> dict:
         stop_box(process)
 
 
-async def test_the_cache_repairs_a_lossy_subscriber_link(lab):
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_the_cache_repairs_a_lossy_subscriber_link(lab, engine):
     hosts = media_lab(lab)
-    with_cache = await lossy_subscriber_run(hosts, True)
-    without = await lossy_subscriber_run(hosts, False)
-    print(f"\n{LOSS_PERCENT}% loss on the subscriber's link, {DURATION:.0f} s each:"
+    with_cache = await lossy_subscriber_run(hosts, True, engine)
+    without = await lossy_subscriber_run(hosts, False, engine)
+    print(f"\n{engine}, {LOSS_PERCENT}% loss on the subscriber's link, {DURATION:.0f} s each:"
           f"\n  cache on:  {with_cache}\n  cache off: {without}")
     # The comparison means something only if the loss hurt the run without the cache.
     assert without["freezeCount"] >= 2 and without["freezes"] > 5.0, without
@@ -69,19 +74,22 @@ async def test_the_cache_repairs_a_lossy_subscriber_link(lab):
     assert with_cache["freezeCount"] < without["freezeCount"], (with_cache, without)
     assert with_cache["freezes"] <= 0.1 * without["freezes"], (with_cache, without)
     assert with_cache["nackCount"] > 0 and with_cache["repair"]["retransmitted"] > 0
-    # What stays lost after NACK recovery (Chrome counts packets recovered by RTX in packetsLost
-    # too): a small fraction of what was lost without the cache.
-    unrecovered = with_cache["packetsLost"] - with_cache["retransmittedPacketsReceived"]
-    assert unrecovered <= 0.1 * without["packetsLost"], (with_cache, without)
+    # What stays lost after NACK recovery (both browsers count packets recovered by RTX in
+    # packetsLost too): a small fraction of what was lost without the cache. Firefox does not say
+    # how many it recovered (no retransmittedPacketsReceived); its freezes above say it instead.
+    if "retransmittedPacketsReceived" in with_cache:
+        unrecovered = with_cache["packetsLost"] - with_cache["retransmittedPacketsReceived"]
+        assert unrecovered <= 0.1 * without["packetsLost"], (with_cache, without)
     assert with_cache["framesDecoded"] > without["framesDecoded"]
 
 
-async def test_upstream_losses_are_nacked_once_for_all_subscribers(lab):
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_upstream_losses_are_nacked_once_for_all_subscribers(lab, engine):
     box, pub, sub = media_lab(lab)
     process = start_box(box, True)
     url = URL
     try:
-        async with browser_in(pub, SECURE) as pub_browser, browser_in(sub, SECURE) as sub_browser:
+        async with browsers_on(engine, pub, sub) as (pub_browser, sub_browser):
             _, publisher = await client(pub_browser, url)
             published = await publisher.evaluate(PUBLISH_VIDEO, ["cam", None, True])
             subscribers = []
@@ -90,8 +98,10 @@ async def test_upstream_losses_are_nacked_once_for_all_subscribers(lab):
                 (pulled,) = await page.evaluate(PULL, [{"sessionId": published["id"], "trackName": "cam"}])
                 await until(page, INBOUND, flowing([pulled["mid"]]))
                 subscribers.append(page)
-            # Loss on what the publisher sends: only the box sees the gaps first.
-            add_loss(box, PUB, "dport")
+            # Loss on the media the publisher sends: only the box sees the gaps first. Its
+            # retransmissions and padding pass (Firefox pads with RTX copies, which a drop of
+            # everything would count as media lost).
+            add_loss(box, PUB, "dport", await publisher.evaluate(VIDEO_PAYLOAD_TYPE))
             sent_before = await publisher.evaluate(VIDEO_OUT)
             seen_before = [await page.evaluate(VIDEO_IN) for page in subscribers]
             repair_before = repair_metrics(await publisher.evaluate(METRICS))
@@ -102,7 +112,7 @@ async def test_upstream_losses_are_nacked_once_for_all_subscribers(lab):
             lost = remove_loss(box)
     finally:
         stop_box(process)
-    print(f"\n{LOSS_PERCENT}% loss on the publisher's link, 3 subscribers, {DURATION:.0f} s:"
+    print(f"\n{engine}, {LOSS_PERCENT}% loss on the publisher's link, 3 subscribers, {DURATION:.0f} s:"
           f"\n  dropped by the link: {lost}\n  publisher: {sent}\n  box: {repair}\n  subscribers: {seen}")
     assert lost > 20  # the loss took effect
     # One NACK per lost packet, not one per subscriber: the publisher resends about what was lost.

@@ -1,13 +1,17 @@
-"""The media lab: the box in one network namespace, Chromium clients each in their own, joined
-by veths on which tests drop packets (nftables) or limit the rate (tc), as ../shared/TESTING.md
-says: nothing leaves the namespaces the test made."""
+"""The media lab: the box in one network namespace, browser clients (Chromium or Firefox) each in
+their own, joined by veths on which tests drop packets (nftables) or limit the rate (tc), as
+../shared/TESTING.md says: nothing leaves the namespaces the test made."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
 import time
 
 from tests.e2e.test_sfu import CLIENT
 from tests.lab.appliance import APPLIANCE
+from tests.lab.browser import browser_in
+from tests.lab.firefox import firefox_in
 
 BOX_PUB, PUB = "192.0.2.1", "192.0.2.2"  # the publisher's link
 BOX_SUB, SUB = "192.0.2.65", "192.0.2.66"  # the subscribers' link
@@ -17,6 +21,7 @@ URL = f"http://{BOX_PUB}:{API_PORT}"
 # getUserMedia needs a secure context: the lab's box is neither https nor localhost.
 SECURE = (f"--unsafely-treat-insecure-origin-as-secure={URL}",)
 LOSS_PERCENT = 5
+ENGINES = ("chromium", "firefox")
 
 PUBLISH_VIDEO = """
 async ([name, encodings, video]) => {
@@ -97,13 +102,16 @@ def stop_box(process) -> None:
     process.wait(15)
 
 
-def add_loss(receiver, sender: str, port: str) -> None:
+def add_loss(receiver, sender: str, port: str, payload_type: int | None = None) -> None:
     """Drop LOSS_PERCENT of the media `receiver` gets from `sender` (port "sport" or "dport":
-    the box's media port on the sender's side or on the receiver's). Dropped on arrival, so the
+    the box's media port on the sender's side or on the receiver's); with `payload_type`, of the
+    RTP packets of that payload type only (not the retransmissions, padding or RTCP, whose
+    header's second byte the SRTP keeps in the clear as well). Dropped on arrival, so the
     sender sees nothing (a drop in its own output hook would fail its sendto with EPERM)."""
+    rtp = "" if payload_type is None else f" @th,73,7 {payload_type}"  # after the 8-byte UDP header: M, then PT
     receiver.run(["nft", "-f", "-"], input=f"""table inet loss {{
   counter dropped {{ }}
-  chain input {{ type filter hook input priority 0; ip saddr {sender} udp {port} {MEDIA_PORT} numgen random mod 100 < {LOSS_PERCENT} counter name dropped drop; }}
+  chain input {{ type filter hook input priority 0; ip saddr {sender} udp {port} {MEDIA_PORT}{rtp} numgen random mod 100 < {LOSS_PERCENT} counter name dropped drop; }}
 }}
 """)
 
@@ -113,6 +121,21 @@ def remove_loss(receiver) -> int:
     text = receiver.run(["nft", "list", "counter", "inet", "loss", "dropped"]).stdout
     receiver.run(["nft", "delete", "table", "inet", "loss"])
     return int(text.split("packets")[1].split()[0])
+
+
+def browser_on(engine: str, host):
+    """A browser of `engine` inside the lab host `host`, to which the box's page is a secure context:
+    Playwright's Chromium, or Firefox through Marionette behind the same page methods."""
+    if engine == "firefox":
+        return firefox_in(host, [URL])
+    return browser_in(host, SECURE)
+
+
+@contextlib.asynccontextmanager
+async def browsers_on(engine: str, *hosts):
+    """Browsers of `engine` in each of `hosts` (browser_on), started together."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield await asyncio.gather(*(stack.enter_async_context(browser_on(engine, host)) for host in hosts))
 
 
 async def client(browser, url: str):

@@ -165,6 +165,28 @@ VP8_KEY = bytes([0x50, 0x01, 0x01, 0x9D, 0x01, 0x2A, 0x80, 0x02, 0xE0, 0x01])
 VP8_INTER = bytes([0x51, 0x00, 0x02, 0x10, 0x20])
 
 
+def vp8_payload(payload_header, *, x=None, s=True, pid=0, n=False, picture_id=None, long_id=False, tl0=None,
+                tid=None, keyidx=None):
+    """An RFC 7741 payload descriptor (4.2) followed by `payload_header`. Optional fields are
+    present when given: `picture_id` (I; 7 bits, or 15 with `long_id`, the M bit), `tl0` (L),
+    `tid` and `keyidx` (T and K, which share one byte)."""
+    ext = 0
+    fields = b""
+    if picture_id is not None:
+        ext |= 0x80
+        fields += (0x8000 | picture_id).to_bytes(2, "big") if long_id else bytes([picture_id & 0x7F])
+    if tl0 is not None:
+        ext |= 0x40
+        fields += bytes([tl0])
+    if tid is not None or keyidx is not None:
+        ext |= (0x20 if tid is not None else 0) | (0x10 if keyidx is not None else 0)
+        fields += bytes([((tid or 0) << 6) | 0x20 | (keyidx or 0) & 0x1F])  # Y set
+    if x is None:
+        x = bool(ext)
+    first = (0x80 if x else 0) | (0x20 if n else 0) | (0x10 if s else 0) | pid
+    return bytes([first]) + (bytes([ext]) + fields if x else b"") + payload_header
+
+
 def rtp(seq, ts, ssrc=1111, pt=111, marker=False, payload=b"payload", extension=b"", csrcs=()):
     """A raw RTP packet, byte by byte (a leg's own tests check the bytes it writes from these)."""
     first = 0x80 | (0x10 if extension else 0) | len(csrcs)
@@ -883,6 +905,9 @@ def _sections(text: str) -> list[list[str]]:
 # Chrome's three layers start their numbers apart; q wraps its sequence numbers at its frame 4.
 START_SEQ: dict[str | None, int] = {"f": 1000, "h": 20000, "q": 65528}
 START_TS: dict[str | None, int] = {"f": 10_000, "h": 500_000, "q": 4_294_960_000}
+# Each layer counts its VP8 picture ids (and TL0PICIDX) on its own, as browsers' do: in the 15-bit
+# space f's and h's run ahead of q's, so a move from f or h to q goes back.
+START_PICTURE: dict[str | None, int] = {"f": 8543, "h": 8949, "q": 32446}
 
 
 class Sender:
@@ -927,8 +952,11 @@ class Sender:
             return [self._packet(rid, f"opus{label}.0".encode(), True, with_ids)]
         self.ts[rid] = (self.ts[rid] + 3000) & 0xFFFFFFFF
         packets = []
+        picture = (START_PICTURE.get(rid, 0) + number) & 0x7FFF
         for part in (0, 1):
-            descriptor = bytes([0x90 if part == 0 else 0x80, 0xE0, 0x80 | number >> 8 & 0x7F, number & 0xFF, 0, 0x20])
+            # X; I with a 15-bit picture id, L (TL0PICIDX), T (every frame on temporal layer 0).
+            descriptor = bytes([0x90 if part == 0 else 0x80, 0xE0, 0x80 | picture >> 8, picture & 0xFF,
+                                picture & 0xFF, 0x20])
             body = (VP8_KEY if key else VP8_INTER) if part == 0 else b""
             packets.append(self._packet(rid, descriptor + body + f"{label}.{part}".encode(), part == 1, with_ids))
         return packets
@@ -980,3 +1008,8 @@ def label(packet: RtpPacket) -> str:
 
 def labels(packets: Iterable[RtpPacket]) -> list[str]:
     return [label(p) for p in packets]
+
+
+def picture(packet: RtpPacket) -> tuple[int, int]:
+    """The VP8 picture id and TL0PICIDX of a packet of a `Sender`'s (its descriptor's bytes 2-4)."""
+    return (packet.payload[2] & 0x7F) << 8 | packet.payload[3], packet.payload[4]

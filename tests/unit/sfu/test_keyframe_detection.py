@@ -7,28 +7,7 @@ from hypothesis import given, settings, strategies as st
 from appliance.sfu.keyframes import starts_keyframe
 
 from .harness import VP8_INTER, VP8_KEY  # a VP8 keyframe's and an interframe's payload headers
-
-
-def vp8(payload_header, *, x=None, s=True, pid=0, n=False, picture_id=None, long_id=False, tl0=None, tid=None,
-        keyidx=None):
-    """An RFC 7741 payload descriptor (4.2) followed by `payload_header`. Optional fields are
-    present when given: `picture_id` (I; 7 bits, or 15 with `long_id`, the M bit), `tl0` (L),
-    `tid` and `keyidx` (T and K, which share one byte)."""
-    ext = 0
-    fields = b""
-    if picture_id is not None:
-        ext |= 0x80
-        fields += (0x8000 | picture_id).to_bytes(2, "big") if long_id else bytes([picture_id & 0x7F])
-    if tl0 is not None:
-        ext |= 0x40
-        fields += bytes([tl0])
-    if tid is not None or keyidx is not None:
-        ext |= (0x20 if tid is not None else 0) | (0x10 if keyidx is not None else 0)
-        fields += bytes([((tid or 0) << 6) | 0x20 | (keyidx or 0) & 0x1F])  # Y set
-    if x is None:
-        x = bool(ext)
-    first = (0x80 if x else 0) | (0x20 if n else 0) | (0x10 if s else 0) | pid
-    return bytes([first]) + (bytes([ext]) + fields if x else b"") + payload_header
+from .harness import vp8_payload as vp8
 
 
 # --- VP8 ------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from aiortc.rtp import HeaderExtensions, RtpPacket
 
 from appliance.sfu.streams import PACKET_OVERHEAD
 
-from .harness import SSRCS, RTX_SSRCS, VP8_KEY, Lab, audio, labels, video
+from .harness import SSRCS, RTX_SSRCS, START_PICTURE, VP8_KEY, Lab, audio, labels, picture, video
 
 
 def fields(packet):
@@ -172,6 +172,26 @@ def test_a_switch_across_the_wrap_of_the_new_layer():
     assert_continuous(got)
 
 
+def test_vp8_picture_ids_and_tl0picidx_go_on_across_layer_switches():
+    """The harness's layers count their pictures apart, as browsers' do, and h to q goes back: a
+    receiver would drop q's keyframe (it decoded past that id) and take q's next frames for
+    continuous with h's pictures of the same ids (vp8.py)."""
+    world, pub, sub = receiving("h")
+    pub.tick(1.066)
+    world.update(sub, "q", 1.07)
+    pub.tick(1.1, keys=("q",))
+    pub.tick(1.133)
+    world.update(sub, "f", 1.14)
+    pub.tick(1.166, keys=("f",))
+    got = sub.media("0")
+    # Each tick sends f, h, then q: h's frame 3 still goes out before q's keyframe.
+    assert labels(got) == ["h1.0", "h1.1", "h2.0", "h2.1", "h3.0", "h3.1", "q3.0", "q3.1", "q4.0", "q4.1",
+                           "f5.0", "f5.1"]
+    # The first layer's numbers go out as they are (h's frame 1), then one picture after the other.
+    first = START_PICTURE["h"] + 1
+    assert [picture(p) for p in got] == [(first + i // 2, (first + i // 2) & 0xFF) for i in range(len(got))]
+
+
 def test_an_rtx_packet_for_a_packet_the_box_lost_is_unwrapped_and_forwarded():
     world, pub, sub = receiving("h")
     lost = pub.seq["h"] + 1
@@ -218,6 +238,18 @@ def test_a_subscribers_nack_is_answered_from_the_cache_as_rtx():
     assert rtx[0].payload[:2] == wanted.sequence_number.to_bytes(2, "big") and rtx[0].payload[2:] == wanted.payload
     assert world.sfu.repair.counters.retransmitted == 1
     assert world.pub.nacks() == []  # nothing went to the publisher
+
+
+def test_a_retransmission_after_a_switch_carries_the_picture_as_renumbered():
+    world, pub, sub = receiving("h")
+    world.update(sub, "q", 1.04)
+    pub.tick(1.066, keys=("q",))
+    got = sub.media("0")
+    assert labels(got) == ["h1.0", "h1.1", "h2.0", "h2.1", "q2.0", "q2.1"]
+    assert picture(got[-1]) == tuple(n + 1 for n in picture(got[-3])) != picture(pub.sent["q", pub.seq["q"] - 1])
+    sub.nack("0", [got[-1].sequence_number], 1.08)
+    (rtx,) = sub.rtx("0")
+    assert rtx.payload[2:] == got[-1].payload
 
 
 def test_without_rtx_the_answer_is_the_packet_again():
