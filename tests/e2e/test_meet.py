@@ -11,7 +11,6 @@ import pytest
 
 from tests.lab.appliance import box_config, free_port
 from tests.lab.browser import BROWSER_TEST
-from tests.lab.firefox_page import FirefoxPage
 
 pytestmark = BROWSER_TEST
 
@@ -86,7 +85,7 @@ async def dashboard_shot(browser, box, sessions: int) -> None:
         await context.close()
 
 
-async def test_four_people_meet_share_chat_leave_and_rejoin(box, browser, firefox):
+async def test_four_people_meet_share_chat_leave_and_rejoin(box, browser, firefox_page):
     """P0 to P2 in Chromium, P3 in Firefox ESR."""
     names = [f"P{i}" for i in range(4)]
     contexts, pages = [], []
@@ -97,7 +96,7 @@ async def test_four_people_meet_share_chat_leave_and_rejoin(box, browser, firefo
             page = await context.new_page()
             await page.goto(box.url(f"/meet/{ROOM}?name={name}&autojoin=1"))
             pages.append(page)
-        pages.append(FirefoxPage(firefox))
+        pages.append(firefox_page)
         await pages[3].goto(box.url(f"/meet/{ROOM}?name=P3&autojoin=1"))
         for page, name in zip(pages, names):
             await until(lambda page=page: page.evaluate(TILES), everyone_seen(set(names) - {name}))

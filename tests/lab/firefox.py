@@ -155,6 +155,9 @@ class FirefoxPage:
             raise RuntimeError(f"Firefox: {result['error']}")
         return result["value"]
 
+    async def click(self, selector: str) -> None:
+        await self.evaluate("(selector) => document.querySelector(selector).click()", selector)
+
 
 class FirefoxBrowser:
     """A Firefox running in a lab namespace. Marionette listens on the namespace's own loopback, so
@@ -186,6 +189,16 @@ class FirefoxBrowser:
         if handle is None:
             handle = (await self.run(None, lambda client: client.open(type="window", focus=False)))["handle"]
         return FirefoxPage(self, handle)
+
+
+@pytest.fixture
+def firefox_page(firefox):
+    """The `firefox` fixture's window as a FirefoxPage: the page interface the Chromium tests use,
+    its Marionette calls in a thread of their own (the event loop goes on meanwhile)."""
+    executor = ThreadPoolExecutor(max_workers=1)
+    browser = FirefoxBrowser(firefox, executor, firefox.current_window_handle)
+    yield FirefoxPage(browser, browser.current)
+    executor.shutdown()
 
 
 @contextlib.asynccontextmanager
