@@ -18,7 +18,6 @@ from pathlib import Path
 
 from aiohttp import WSMsgType, web
 
-from ..config.values import ID_PATTERN
 from ..rooms import tokens
 from ..rooms.roster import Participant
 from ..rooms.service import RoomService
@@ -26,6 +25,7 @@ from .auth import APPS, SECRETS
 from .errors import ApiError
 from .health import BOX
 from .limits import LIMITS
+from .names import path_name
 from .turn_credentials import DEFAULT_TTL, CredentialIssuer, ice_urls
 
 PAGE = Path(__file__).with_name("static") / "meet" / "index.html"
@@ -42,11 +42,7 @@ def _meet_app(request: web.Request) -> str:
 
 
 def _room(request: web.Request) -> str:
-    room = request.match_info["room"]
-    if not ID_PATTERN.fullmatch(room):
-        raise ApiError(400, "invalid_params", f"room {room[:80]!r}: expected letters, digits, '.', '_' or '-', "
-                                              f"at most 63, starting with a letter or digit")
-    return room
+    return path_name(request, "room", "room")
 
 
 def _rooms(request: web.Request) -> RoomService:

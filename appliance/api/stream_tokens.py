@@ -20,11 +20,11 @@ from typing import Protocol, runtime_checkable
 from aiohttp import web
 
 from ..cluster.streams import StreamDirectory
-from ..config.values import ID_PATTERN
 from .auth import APP, APPS, SECRETS, Access, guarded
 from .body import read_json
 from .errors import ApiError
 from .health import BOX
+from .names import path_name
 
 PREFIX = "ecs1"
 KINDS = ("publish", "play")
@@ -67,12 +67,7 @@ def valid(secret: bytes, app: str, name: str, kind: str, token: bytes, wall: flo
 
 
 def stream_name(request: web.Request) -> str:
-    """The stream name the route names; the same rules as an id (400 otherwise)."""
-    name = request.match_info["name"]
-    if not ID_PATTERN.fullmatch(name):
-        raise ApiError(400, "invalid_params", f"stream name {name[:80]!r}: expected letters, digits, '.', '_' "
-                                              f"or '-', at most 63, starting with a letter or digit")
-    return name
+    return path_name(request, "name", "stream name")
 
 
 def access(kind: str) -> Access:

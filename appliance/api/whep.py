@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .auth import APP, APPS, guarded
-from .calls import at_owner, counted, find_remote, sfu_call, sfu_now, sfu_of
+from .auth import APP
+from .calls import find_remote, sfu_call, sfu_now, sfu_of
 from .errors import ApiError
 from .stream_tokens import access, stream_name, streams_of
-from .wish import admitted, closing_on_error, created, delete, label, patch, sdp_body
+from . import wish
+from .wish import admitted, closing_on_error, created, label, sdp_body
 
 
 async def play(request: web.Request) -> web.Response:
@@ -52,9 +53,4 @@ async def play(request: web.Request) -> web.Response:
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
-    player = access("play")
-    for base in ("/v1/apps/{appId}", "/apps/{appId}"):
-        router.add_post(f"{base}/whep/{{name}}", guarded(APPS, counted(play), player))
-        resource = f"{base}/whep/{{name}}/{{sessionId}}"
-        router.add_patch(resource, guarded(APPS, counted(at_owner(patch("whep"))), player))
-        router.add_delete(resource, guarded(APPS, counted(at_owner(delete("whep"))), player))
+    wish.add_routes(router, "whep", play, access("play"))

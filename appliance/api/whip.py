@@ -13,11 +13,12 @@ from aiohttp import web
 
 from ..cluster.streams import StreamRecord
 from ..sfu import sdp
-from .auth import APP, APPS, guarded
-from .calls import at_owner, counted, sfu_call, sfu_now, sfu_of
+from .auth import APP
+from .calls import sfu_call, sfu_now, sfu_of
 from .errors import ApiError
 from .stream_tokens import access, stream_name, streams_of
-from .wish import admitted, closing_on_error, created, delete, label, patch, sdp_body
+from . import wish
+from .wish import admitted, closing_on_error, created, label, sdp_body
 
 
 def track_names(offer: sdp.RemoteDescription) -> list[dict]:
@@ -61,9 +62,4 @@ async def publish(request: web.Request) -> web.Response:
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
-    publisher = access("publish")
-    for base in ("/v1/apps/{appId}", "/apps/{appId}"):
-        router.add_post(f"{base}/whip/{{name}}", guarded(APPS, counted(publish), publisher))
-        resource = f"{base}/whip/{{name}}/{{sessionId}}"
-        router.add_patch(resource, guarded(APPS, counted(at_owner(patch("whip"))), publisher))
-        router.add_delete(resource, guarded(APPS, counted(at_owner(delete("whip"))), publisher))
+    wish.add_routes(router, "whip", publish, access("publish"))

@@ -21,9 +21,9 @@ from ..sfu import sdpfrag
 from ..sfu.sdp import SdpError
 from ..sfu.session import CallSession
 from ..sfu.sfu import Sfu
-from .auth import APP
+from .auth import APP, APPS, Access, Handler, guarded
 from .body import read_body
-from .calls import session_of, sfu_call, sfu_now
+from .calls import at_owner, counted, session_of, sfu_call, sfu_now
 from .errors import ApiError
 from .health import BOX
 from .limits import LIMITS
@@ -177,3 +177,13 @@ def closing_on_error(sfu: Sfu, session: CallSession) -> Iterator[None]:
     except BaseException:
         sfu.close_session(session)
         raise
+
+
+def add_routes(router: web.UrlDispatcher, kind: str, post: Handler, access: Access) -> None:
+    """The endpoint ({base}/{kind}/{name}: `post` makes a resource) and its resources' PATCH and
+    DELETE, which go to the box that holds the session; under /v1/apps and /apps."""
+    for base in ("/v1/apps/{appId}", "/apps/{appId}"):
+        router.add_post(f"{base}/{kind}/{{name}}", guarded(APPS, counted(post), access))
+        resource = f"{base}/{kind}/{{name}}/{{sessionId}}"
+        router.add_patch(resource, guarded(APPS, counted(at_owner(patch(kind))), access))
+        router.add_delete(resource, guarded(APPS, counted(at_owner(delete(kind))), access))

@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
 from tests.lab.appliance import box_config, free_port
 from tests.lab.browser import BROWSER_TEST
-from tests.lab.calls_api import AsyncApi, connected, publish
+from tests.lab.calls_api import AsyncApi, connected, publish, subscribe
 
 pytestmark = BROWSER_TEST
 
@@ -32,15 +32,7 @@ async def call(api: AsyncApi, publisher: RTCPeerConnection, subscriber: RTCPeerC
     """A publisher of audio and video and a subscriber pulling both: two sessions."""
     pub_id = await publish(api, publisher, {"mic": AudioStreamTrack(), "cam": VideoStreamTrack()})
     await connected(publisher)
-    _, created = await api("POST", "/sessions/new")
-    sub_id = created["sessionId"]
-    _, pulled = await api("POST", f"/sessions/{sub_id}/tracks/new", {"tracks": [
-        {"location": "remote", "sessionId": pub_id, "trackName": name} for name in ("mic", "cam")]})
-    await subscriber.setRemoteDescription(RTCSessionDescription(**pulled["sessionDescription"]))
-    await subscriber.setLocalDescription(await subscriber.createAnswer())
-    status, _ = await api("PUT", f"/sessions/{sub_id}/renegotiate",
-                          {"sessionDescription": {"type": "answer", "sdp": subscriber.localDescription.sdp}})
-    assert status == 200
+    await subscribe(api, subscriber, [{"sessionId": pub_id, "trackName": name} for name in ("mic", "cam")])
     await connected(subscriber)
 
 

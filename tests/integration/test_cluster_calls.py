@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.lab.appliance import box_config, free_port, healthz
 from tests.lab.calls_api import AsyncApi as Api
-from tests.lab.calls_api import connected, publish
+from tests.lab.calls_api import connected, publish, subscribe
 from tests.lab.nats import nats_servers
 from tests.lab.wish import http, resource_url, whep_play, whip_publish
 
@@ -277,13 +277,7 @@ async def test_usage_asked_of_one_box_covers_the_cluster(boxes):
         await connected(publisher)
         received = []
         subscriber.on("track", received.append)
-        _, created = await api_b("POST", "/sessions/new")
-        _, pulled = await api_b("POST", f"/sessions/{created['sessionId']}/tracks/new", {"tracks": [
-            {"location": "remote", "sessionId": pub_id, "trackName": "v"}]})
-        await subscriber.setRemoteDescription(RTCSessionDescription(**pulled["sessionDescription"]))
-        await subscriber.setLocalDescription(await subscriber.createAnswer())
-        await api_b("PUT", f"/sessions/{created['sessionId']}/renegotiate",
-                    {"sessionDescription": {"type": "answer", "sdp": subscriber.localDescription.sdp}})
+        await subscribe(api_b, subscriber, [{"sessionId": pub_id, "trackName": "v"}])
         await connected(subscriber)
         await asyncio.wait_for(received[0].recv(), 10)
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN}"}) as http:

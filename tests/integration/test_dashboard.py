@@ -10,14 +10,14 @@ import shutil
 import urllib.request
 
 import pytest
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.sfu.streams import PACKET_OVERHEAD
 from appliance.stun import Class
 from tests.lab.appliance import box_config, free_port, request
-from tests.lab.calls_api import AsyncApi, connected, publish
+from tests.lab.calls_api import AsyncApi, connected, publish, subscribe
 from tests.lab.turn_client import EchoPeer, TurnUdpClient, uclient
 
 pytestmark = pytest.mark.skipif(not shutil.which("turnutils_uclient"), reason="coturn's turnutils are not installed")
@@ -103,16 +103,7 @@ async def test_usage_and_snapshots_match_metrics_during_a_call_and_a_relay(box):
         await connected(publisher)
         received = {}
         subscriber.on("track", lambda track: received.setdefault(track.kind, track))
-        _, created = await api("POST", "/sessions/new")
-        sub_id = created["sessionId"]
-        status, pulled = await api("POST", f"/sessions/{sub_id}/tracks/new", {"tracks": [
-            {"location": "remote", "sessionId": pub_id, "trackName": name} for name in ("a", "v")]})
-        assert status == 200
-        await subscriber.setRemoteDescription(RTCSessionDescription(**pulled["sessionDescription"]))
-        await subscriber.setLocalDescription(await subscriber.createAnswer())
-        status, _ = await api("PUT", f"/sessions/{sub_id}/renegotiate",
-                              {"sessionDescription": {"type": "answer", "sdp": subscriber.localDescription.sdp}})
-        assert status == 200
+        sub_id = await subscribe(api, subscriber, [{"sessionId": pub_id, "trackName": name} for name in ("a", "v")])
         await connected(subscriber)
         for track in received.values():
             await asyncio.wait_for(track.recv(), 10)

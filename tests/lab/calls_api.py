@@ -54,3 +54,19 @@ async def publish(api: AsyncApi, pc: RTCPeerConnection, tracks: dict, edit=lambd
     assert status == 200, pushed
     await pc.setRemoteDescription(RTCSessionDescription(sdp=edit(pushed["sessionDescription"]["sdp"]), type="answer"))
     return session
+
+
+async def subscribe(api: AsyncApi, pc: RTCPeerConnection, items: list[dict]) -> str:
+    """Pull `items` ({sessionId, trackName}) in a new session: the SFU offers, `pc` answers through
+    renegotiate; the session's id once the answer is in."""
+    _, created = await api("POST", "/sessions/new")
+    session = created["sessionId"]
+    status, pulled = await api("POST", f"/sessions/{session}/tracks/new", {
+        "tracks": [{"location": "remote", **item} for item in items]})
+    assert status == 200 and all("errorCode" not in t for t in pulled["tracks"]), pulled
+    await pc.setRemoteDescription(RTCSessionDescription(**pulled["sessionDescription"]))
+    await pc.setLocalDescription(await pc.createAnswer())
+    status, answered = await api("PUT", f"/sessions/{session}/renegotiate",
+                                 {"sessionDescription": {"type": "answer", "sdp": pc.localDescription.sdp}})
+    assert status == 200, answered
+    return session
