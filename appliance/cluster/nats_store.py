@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import math
 import ssl
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -23,6 +24,14 @@ from .store import Bucket, Conflict, Entry, Handler, StoreUnavailable
 log = get_logger("cluster.nats")
 
 CONNECT_TIMEOUT = 2.0
+# A write that no server of the bucket's stream heard (no responders) was stored nowhere, so it is sent
+# again, as nats.go does (its defaults: twice more, 0.25 s apart). nats-server 2.10+ answers a bucket's
+# creation a moment before every server knows where its writes go (about 1 first write in 100 on three
+# servers here, mostly for some 20 ms).
+UNHEARD_RETRIES = 2
+UNHEARD_WAIT = 0.25
+# How long a watch's current entries may lag the leader's last sequence (a replica catching up).
+CURRENT_WAIT = 2.0
 # JetStream's "no suitable peers for placement": too few servers up to hold the replicas.
 NO_PEERS = 10005
 UNAVAILABLE = (
@@ -51,6 +60,19 @@ def _unavailable(what: str) -> Iterator[None]:
         raise StoreUnavailable(f"{what}: {error.description}") from error
     except UNAVAILABLE as error:
         raise StoreUnavailable(f"{what}: {str(error) or type(error).__name__}") from error
+
+
+T = TypeVar("T")
+
+
+async def _until_heard(write: Callable[[], Awaitable[T]]) -> T:
+    """`write()`, sent again while no server of the stream hears it (nats-py: NoStreamResponseError)."""
+    for _ in range(UNHEARD_RETRIES):
+        try:
+            return await write()
+        except nats.js.errors.NoStreamResponseError:
+            await asyncio.sleep(UNHEARD_WAIT)
+    return await write()
 
 
 def _value(found: KeyValue.Entry) -> bytes:
@@ -142,16 +164,21 @@ class NatsStore:
         self.operations += 1
         kv = await self._bucket(bucket)
         with _unavailable(f"put {bucket.name}/{key}"):
-            return await kv.put(key, value)
+            return await _until_heard(lambda: kv.put(key, value))
 
     async def create(self, bucket: Bucket, key: str, value: bytes) -> int:
         self.operations += 1
         kv = await self._bucket(bucket)
         with _unavailable(f"create {bucket.name}/{key}"):
             try:
-                return await kv.create(key, value)
+                return await _until_heard(lambda: kv.create(key, value))
             except nats.js.errors.KeyWrongLastSequenceError:
                 raise Conflict(f"{bucket.name}/{key} exists") from None
+            except nats.js.errors.KeyNotFoundError:
+                # A replicated stream's leader also refuses a create while another write to the key is
+                # still in flight (nats-server#4320's fix); nats-py's follow-up read, looking for a delete
+                # marker to create over, then finds nothing yet and raises this instead.
+                raise Conflict(f"{bucket.name}/{key} is being written") from None
 
     async def update(self, bucket: Bucket, key: str, value: bytes, revision: int) -> int:
         self.operations += 1
@@ -161,7 +188,7 @@ class NatsStore:
             raise conflict
         with _unavailable(f"update {bucket.name}/{key}"):
             try:
-                return await kv.update(key, value, last=revision)
+                return await _until_heard(lambda: kv.update(key, value, last=revision))
             except nats.js.errors.KeyWrongLastSequenceError:
                 raise conflict from None
 
@@ -169,23 +196,40 @@ class NatsStore:
         self.operations += 1
         kv = await self._bucket(bucket)
         with _unavailable(f"delete {bucket.name}/{key}"):
-            await kv.delete(key)
+            await _until_heard(lambda: kv.delete(key))
 
     async def watch(self, bucket: Bucket) -> AsyncIterator[Entry | None]:
         kv = await self._bucket(bucket)
+        loop = asyncio.get_running_loop()
         with _unavailable(f"watch {bucket.name}"):
+            # The current entries end at the stream's last sequence as its leader has it when the watch
+            # starts: a watch served by a replica that lags gets nats-py's end marker before them.
+            state = (await self._js.stream_info(f"KV_{bucket.name}")).state
+            last = state.last_seq if state.messages else 0
             watcher = await kv.watchall()
             try:
-                current = True  # until the None marker: the bucket's current entries
-                async for found in watcher:
-                    if found is None:
+                current = last > 0  # until the None marker: the bucket's current entries
+                if not current:
+                    yield None
+                deadline = loop.time() + CURRENT_WAIT
+                while True:
+                    try:
+                        found = await watcher.updates(max(deadline - loop.time(), 0.001) if current else None)
+                    except nats.errors.TimeoutError:  # the last entry never came (it expired meanwhile)
                         current = False
                         yield None
+                        continue
+                    if found is KeyValue.KeyWatcher.STOP_ITER:
+                        return
+                    if found is None:  # nats-py's marker: ours is the last sequence
                         continue
                     deleted = found.operation in (KV_DEL, KV_PURGE)
                     # NATS keeps a deleted key's marker as its last entry; it is not a current entry.
                     if not (deleted and current):
                         yield Entry(found.key, None if deleted else _value(found), _revision(found))
+                    if current and _revision(found) >= last:
+                        current = False
+                        yield None
             finally:
                 if not self._client.is_closed:
                     await watcher.stop()

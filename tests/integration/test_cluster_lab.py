@@ -19,6 +19,7 @@ import asyncio
 import collections
 import contextlib
 import datetime
+import json
 import signal
 import time
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from tests.e2e.test_sfu import ENOUGH, INBOUND, flowing, until
 from tests.lab.browser import BROWSER_TEST
-from tests.lab.cluster_lab import (ANY4, LOSS_PERCENT, MEDIA_PORT, TRUNK_PORT, URL, Client, ClusterBox, ClusterLab,
+from tests.lab.cluster_lab import (ANY4, ANYCAST4, LOSS_PERCENT, MEDIA_PORT, TRUNK_PORT, URL, Client, ClusterBox, ClusterLab,
                                    build_cluster, chromium_in, dropping, overlay)
 from tests.lab.media_lab import client as open_page
 from tests.lab.netns import Lab, lab_unavailable, wait_for
@@ -539,6 +540,26 @@ class TestThreeBoxes:
         finally:
             for context in contexts:
                 await context.close()
+
+    async def test_the_dashboard_and_usage_show_bgp_the_backbone_and_every_box(self, call):
+        """What the operator sees of a real cluster: each box's dashboard snapshot has its BGP session
+        to the router established with the anycast prefix announced, its backbone peers, and every box
+        of the cluster; the usage asked of one box covers the three."""
+        cluster = call.cluster
+        for box in cluster.boxes:
+            snapshot = json.loads(await asyncio.to_thread(box.admin, "/dashboard/events"))
+            assert snapshot["node"] == box.name
+            assert snapshot["bgp"]["announced"] == [ANYCAST4], snapshot["bgp"]
+            assert [s["established"] for s in snapshot["bgp"]["sessions"]] == [True], snapshot["bgp"]
+            assert sorted(snapshot["backbone"]) == sorted(b.name for b in cluster.boxes if b is not box)
+            assert sorted(n["id"] for n in snapshot["nodes"]) == [b.name for b in cluster.boxes]
+        usage = json.loads(await asyncio.to_thread(cluster.boxes[0].admin, "/v1/usage?by=box&step=60"))
+        assert usage["missing"] == [] and sorted(line["box"] for line in usage["series"]) == [
+            b.name for b in cluster.boxes], usage
+        sessions = sum(max(p["sessions"] for p in line["points"]) for line in usage["series"])
+        print(f"\nusage asked of {cluster.boxes[0].name}: {sessions} sessions across the three boxes "
+              f"({len(call.subscribers) + 1} pages)")
+        assert sessions >= len(call.subscribers) + 1
 
     async def test_a_data_channel_message_reaches_subscribers_on_every_box(self, call):
         """The publisher adds a data channel to its session and publishes "chat"; every subscriber

