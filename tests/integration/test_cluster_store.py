@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import nats
@@ -17,13 +17,12 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from appliance.cluster.memory import MemoryStore
 from appliance.cluster.nats_store import UNHEARD_WAIT, NatsStore
 from appliance.cluster.store import Bucket, Conflict, Entry, Store, StoreUnavailable, key
 from tests.lab.appliance import free_port
-from tests.lab.nats import NatsCluster, nats_servers, nats_unavailable
+from tests.lab.nats import clusters, nats_servers, pair
 
-__all__ = ["nats_servers"]  # the fixture, used below by name
+__all__ = ["clusters", "nats_servers", "pair"]  # the fixtures, used below by name
 
 BOUND = 15.0  # seconds: only a bound on a hang, never a claim about speed
 T = TypeVar("T")
@@ -56,45 +55,6 @@ async def initial(watch: AsyncIterator[Entry | None]) -> dict[str, Entry]:
     while (entry := await within(anext(watch))) is not None:
         entries[entry.key] = entry
     return entries
-
-
-@pytest.fixture(scope="module")
-def clusters() -> Iterator[Callable[[int], NatsCluster]]:
-    """Clusters of n servers, started when a test first asks, shared by the module's tests."""
-    started: dict[int, NatsCluster] = {}
-
-    def cluster(n: int) -> NatsCluster:
-        reason = nats_unavailable()
-        if reason:
-            pytest.skip(reason)
-        if n not in started:
-            started[n] = NatsCluster(n)
-        return started[n]
-
-    try:
-        yield cluster
-    finally:
-        for each in started.values():
-            each.close()
-
-
-@pytest.fixture(params=["memory", "nats-1", "nats-3"])
-async def pair(request, clusters) -> AsyncIterator[tuple[Store, Store]]:
-    """Two handles on one store, as two boxes have: for NATS, clients of different servers of the
-    cluster (each lists all servers, its own first)."""
-    if request.param == "memory":
-        store = MemoryStore()
-        yield store, store
-        await store.close()
-        return
-    urls = clusters(int(request.param.split("-")[1])).urls
-    first = await NatsStore.connect(urls, "test-first")
-    second = await NatsStore.connect(urls[1:] + urls[:1], "test-second")
-    try:
-        yield first, second
-    finally:
-        await first.close()
-        await second.close()
 
 
 @pytest.fixture

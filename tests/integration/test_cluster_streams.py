@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
 
-from appliance.cluster.memory import MemoryStore
-from appliance.cluster.nats_store import NatsStore
 from appliance.cluster.store import STREAMS, Store
 from appliance.cluster.streams import StreamDirectory, StreamRecord, stream_key
-from tests.lab.nats import NatsCluster, nats_unavailable
+from tests.lab.nats import clusters, pair
 
 BOUND = 15.0  # seconds: only a bound on a hang, never a claim about speed
+__all__ = ["clusters", "pair"]  # the fixtures, used below by name
 RACES = 20
 T = TypeVar("T")
 
@@ -42,41 +41,10 @@ def new_app() -> str:
     return f"app-{secrets.token_hex(4)}"
 
 
-@pytest.fixture(scope="module")
-def clusters() -> Iterator[Callable[[int], NatsCluster]]:
-    """Clusters of n servers, started when a test first asks, shared by the module's tests."""
-    started: dict[int, NatsCluster] = {}
-
-    def cluster(n: int) -> NatsCluster:
-        reason = nats_unavailable()
-        if reason:
-            pytest.skip(reason)
-        if n not in started:
-            started[n] = NatsCluster(n)
-        return started[n]
-
-    try:
-        yield cluster
-    finally:
-        for each in started.values():
-            each.close()
-
-
-@pytest.fixture(params=["memory", "nats-1", "nats-3"])
-async def boxes(request, clusters) -> AsyncIterator[tuple[Store, Store]]:
-    """Two boxes' handles on one store (for NATS, clients of different servers of the cluster)."""
-    if request.param == "memory":
-        store = MemoryStore()
-        yield store, store
-        return
-    urls = clusters(int(request.param.split("-")[1])).urls
-    first = await NatsStore.connect(urls, "test-streams-a")
-    second = await NatsStore.connect(urls[1:] + urls[:1], "test-streams-b")
-    try:
-        yield first, second
-    finally:
-        await first.close()
-        await second.close()
+@pytest.fixture
+def boxes(pair: tuple[Store, Store]) -> tuple[Store, Store]:
+    """Two boxes' handles on one store."""
+    return pair
 
 
 async def test_claim_release_and_claim_again_from_another_box(boxes):

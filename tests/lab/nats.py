@@ -18,12 +18,15 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from appliance.cluster.memory import MemoryStore
+from appliance.cluster.nats_store import NatsStore
+from appliance.cluster.store import Store
 from tests.lab.appliance import free_port
 from tests.lab.netns import wait_for
 
@@ -216,3 +219,42 @@ def nats_servers() -> Iterator[Callable[..., NatsCluster]]:
     finally:
         for cluster in clusters:
             cluster.close()
+
+
+@pytest.fixture(scope="module")
+def clusters() -> Iterator[Callable[[int], NatsCluster]]:
+    """Clusters of n servers, started when a test first asks, shared by the module's tests."""
+    started: dict[int, NatsCluster] = {}
+
+    def cluster(n: int) -> NatsCluster:
+        reason = nats_unavailable()
+        if reason:
+            pytest.skip(reason)
+        if n not in started:
+            started[n] = NatsCluster(n)
+        return started[n]
+
+    try:
+        yield cluster
+    finally:
+        for each in started.values():
+            each.close()
+
+
+@pytest.fixture(params=["memory", "nats-1", "nats-3"])
+async def pair(request, clusters) -> AsyncIterator[tuple[Store, Store]]:
+    """Two handles on one store, as two boxes have: for NATS, clients of different servers of the
+    cluster (each lists all servers, its own first)."""
+    if request.param == "memory":
+        store = MemoryStore()
+        yield store, store
+        await store.close()
+        return
+    urls = clusters(int(request.param.split("-")[1])).urls
+    first = await NatsStore.connect(urls, "test-first")
+    second = await NatsStore.connect(urls[1:] + urls[:1], "test-second")
+    try:
+        yield first, second
+    finally:
+        await first.close()
+        await second.close()
