@@ -1,6 +1,7 @@
 """Fixture: the real `appliance` process, started with a given config on free ports, stopped after the test."""
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -135,13 +136,22 @@ def _pump(stream, lines: list[str], ready: threading.Event) -> None:
     ready.set()
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def dies_with_parent() -> None:
+    """A child's preexec_fn: the kernel sends it SIGTERM when the test process dies, however it dies
+    (a SIGTERM or SIGKILL to pytest, a CI timeout), so no server outlives a run whose teardown never ran."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_process(
     args: list[str], stderr_path: Path, env: dict[str, str] | None = None, cwd: Path = REPO
 ) -> tuple[subprocess.Popen, list[str], threading.Event]:
     stderr = open(stderr_path, "w")
     proc = subprocess.Popen(
         args, cwd=cwd, stdout=subprocess.PIPE, stderr=stderr, text=True, env={**os.environ, **(env or {})},
-        start_new_session=True,
+        start_new_session=True, preexec_fn=dies_with_parent,
     )
     stderr.close()
     lines: list[str] = []

