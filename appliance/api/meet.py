@@ -26,7 +26,7 @@ from .errors import ApiError
 from .health import BOX
 from .limits import LIMITS
 from .names import path_name
-from .turn_credentials import DEFAULT_TTL, CredentialIssuer, ice_urls
+from .turn_credentials import app_ice_servers
 
 PAGE = Path(__file__).with_name("static") / "meet" / "index.html"
 ROOM = web.RequestKey("room", str)  # set when a room token let a Calls request in: the room it acts for
@@ -70,21 +70,6 @@ async def page(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(PAGE, headers={"Cache-Control": "no-cache"})
 
 
-def _ice_servers(request: web.Request, app: str, room: str) -> list[dict]:
-    config = request.app[BOX].config
-    turn = request.app[BOX].service("turn")
-    if not config.turn.enabled or not isinstance(turn, CredentialIssuer):
-        return []
-    stun, relays = ice_urls(request)
-    servers: list[dict] = [{"urls": stun}] if stun else []
-    turn_key = next(a.turn_key for a in config.apps if a.id == app)
-    try:
-        username, credential = turn.mint(DEFAULT_TTL, f"meet:{app}:{room}", turn_key or "rest")
-    except ValueError:
-        return servers
-    return servers + [{"urls": relays, "username": username, "credential": credential}]
-
-
 async def join(request: web.Request) -> web.Response:
     app = _meet_app(request)
     room = _room(request)
@@ -98,7 +83,7 @@ async def join(request: web.Request) -> web.Response:
     expiry = int(time.time()) + config.token_ttl
     token = tokens.mint(request.app[SECRETS][APPS][app], app, room, participant, expiry)
     return web.json_response({"token": token, "participant": participant, "room": room, "appId": app,
-                              "expires": expiry, "iceServers": _ice_servers(request, app, room)}, status=201)
+                              "expires": expiry, "iceServers": app_ice_servers(request, app, f"meet:{app}:{room}")}, status=201)
 
 
 async def socket(request: web.Request) -> web.StreamResponse:

@@ -11,15 +11,13 @@ says which session and tracks publish the name, so a Calls session can pull them
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import time
 from typing import Protocol, runtime_checkable
 
 from aiohttp import web
 
 from ..cluster.streams import StreamDirectory
+from ..plumbing import signed
 from .auth import APP, APPS, SECRETS, Access, guarded
 from .body import read_json
 from .errors import ApiError
@@ -27,11 +25,10 @@ from .health import BOX
 from .names import path_name
 
 PREFIX = "ecs1"
+PURPOSE = b"edgecall stream tokens"
 KINDS = ("publish", "play")
 DEFAULT_TTL = 86400
 MAX_TTL = 30 * 86400
-MAX_EXPIRY_DIGITS = 11
-MAC_BYTES = 18
 
 
 @runtime_checkable
@@ -43,14 +40,8 @@ class Streams(Protocol):
     async def session_live(self, session_id: str) -> bool: ...
 
 
-def _mac(secret: bytes, app: str, name: str, kind: str, expiry: int) -> str:
-    key = hmac.new(secret, b"edgecall stream tokens", hashlib.sha256).digest()
-    mac = hmac.new(key, f"{app}\n{name}\n{kind}\n{expiry}".encode(), hashlib.sha256).digest()[:MAC_BYTES]
-    return base64.urlsafe_b64encode(mac).decode()
-
-
 def mint(secret: bytes, app: str, name: str, kind: str, expiry: int) -> str:
-    return f"{PREFIX}.{kind}.{expiry}.{_mac(secret, app, name, kind, expiry)}"
+    return f"{PREFIX}.{kind}.{expiry}.{signed.mac(secret, PURPOSE, app, name, kind, str(expiry))}"
 
 
 def valid(secret: bytes, app: str, name: str, kind: str, token: bytes, wall: float) -> bool:
@@ -59,11 +50,9 @@ def valid(secret: bytes, app: str, name: str, kind: str, token: bytes, wall: flo
         prefix, token_kind, expiry, mac = token.decode("ascii").split(".")
     except (UnicodeDecodeError, ValueError):
         return False
-    if prefix != PREFIX or token_kind != kind or not expiry.isdigit() or len(expiry) > MAX_EXPIRY_DIGITS:
+    if prefix != PREFIX or token_kind != kind or signed.in_force(expiry, wall) is None:
         return False
-    if int(expiry) <= wall:
-        return False
-    return hmac.compare_digest(mac, _mac(secret, app, name, kind, int(expiry)))
+    return signed.verified(mac, secret, PURPOSE, app, name, kind, expiry)
 
 
 def stream_name(request: web.Request) -> str:

@@ -78,6 +78,25 @@ def ice_urls(request: web.Request) -> tuple[list[str], list[str]]:
     return stun, turn
 
 
+def app_ice_servers(request: web.Request, app: str, identifier: str) -> list[dict]:
+    """RTCIceServer objects for a client of `app` (a WHIP or WHEP client, a meeting page): the box's
+    STUN servers, and its TURN servers with credentials minted now under the app's turn_key (counted
+    against that key's quota) or the shared secrets; STUN alone with no secret to sign with, nothing
+    when TURN is off."""
+    config = request.app[BOX].config
+    turn = request.app[BOX].service("turn")
+    if not config.turn.enabled or not isinstance(turn, CredentialIssuer):
+        return []
+    stun, relays = ice_urls(request)
+    servers: list[dict] = [{"urls": stun}] if stun else []
+    turn_key = next(a.turn_key for a in config.apps if a.id == app)
+    try:
+        username, credential = turn.mint(DEFAULT_TTL, identifier, turn_key or "rest")
+    except ValueError:
+        return servers
+    return servers + [{"urls": relays, "username": username, "credential": credential}]
+
+
 async def _credentials(request: web.Request) -> tuple[list[str], list[str], str, str]:
     body = await read_json(request)
     turn = _turn(request)

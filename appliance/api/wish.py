@@ -25,10 +25,9 @@ from .auth import APP, APPS, Access, Handler, guarded
 from .body import read_body
 from .calls import at_owner, counted, session_of, sfu_call, sfu_now
 from .errors import ApiError
-from .health import BOX
 from .limits import LIMITS
 from .stream_tokens import stream_name, streams_of
-from .turn_credentials import DEFAULT_TTL, CredentialIssuer, ice_urls
+from .turn_credentials import app_ice_servers
 
 SDP = "application/sdp"
 TRICKLE = "application/trickle-ice-sdpfrag"
@@ -56,21 +55,13 @@ async def sdp_body(request: web.Request) -> str:
 
 
 def ice_links(request: web.Request, kind: str, name: str) -> list[str]:
-    """Link header values of the box's STUN and TURN servers (RFC 9725 4.6), with TURN credentials
-    minted for this request (under the app's turn_key, or the shared secrets)."""
-    config = request.app[BOX].config
-    turn = request.app[BOX].service("turn")
-    if not config.turn.enabled or not isinstance(turn, CredentialIssuer):
-        return []
-    stun, relays = ice_urls(request)
-    links = [f'<{url}>; rel="ice-server"' for url in stun]
-    app = next(a for a in config.apps if a.id == request[APP])
-    try:
-        username, credential = turn.mint(DEFAULT_TTL, f"{app.id}:{kind}:{name}", app.turn_key or "rest")
-    except ValueError:  # no secret to sign with: STUN only
-        return links
-    return links + [f'<{url}>; rel="ice-server"; username="{username}"; credential="{credential}"; '
-                    f'credential-type="password"' for url in relays]
+    """Link header values of the box's STUN and TURN servers (RFC 9725 4.6)."""
+    links = []
+    for server in app_ice_servers(request, request[APP], f"{request[APP]}:{kind}:{name}"):
+        credentials = (f'; username="{server["username"]}"; credential="{server["credential"]}"; '
+                       f'credential-type="password"' if "username" in server else "")
+        links += [f'<{url}>; rel="ice-server"{credentials}' for url in server["urls"]]
+    return links
 
 
 def etag(session: CallSession) -> str:

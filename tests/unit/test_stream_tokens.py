@@ -6,7 +6,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from appliance.api.stream_tokens import MAX_EXPIRY_DIGITS, PREFIX, mint, valid
+from appliance.api.stream_tokens import PREFIX, mint, valid
+from appliance.plumbing.signed import MAX_EXPIRY_DIGITS
 
 SECRET = b"demo-secret"
 APP, NAME = "demo", "cam-1"
