@@ -59,7 +59,7 @@ class Leg:
         "rtx_ssrc", "rtx_pts", "rtx_seq", "resent", "rtt", "retransmitted", "preferences",
         "probing", "probe_until", "next_probe", "probe_wait", "loss",
         "padding", "pad_credit", "probe_pads", "probe_started",
-        "pid_delta", "tl0_delta", "sent_picture", "picture_rebase",
+        "pid_delta", "tl0_delta", "sent_packet", "moved_from", "pictures",
     )
 
     def __init__(self, send: Callable[[Any, bytes], bool], ssrc: int, pt_map: dict[int, int], mid: str,
@@ -80,12 +80,14 @@ class Leg:
         self.ts_delta = 0
         self.base_seq = 0  # the source's sequence number the current deltas started at
         self.rebase = True
-        # VP8 picture ids and TL0PICIDX stay continuous the same way (vp8.py says why): the deltas
-        # are set at the first packet of a source that carries them, from the latest one sent (the
-        # first source's go out as they are, and cost no copy of the payload).
+        # VP8 picture ids and TL0PICIDX stay continuous the same way (vp8.py says why). Nothing is read
+        # per packet for it until the leg moves: then the numbers of the latest packet sent (read once,
+        # at the move) and those of the new source's first packet give the deltas, and only a leg whose
+        # deltas are not zero reads and rewrites its packets' numbers from then on.
         self.pid_delta = self.tl0_delta = 0
-        self.sent_picture: vp8.Picture | None = None
-        self.picture_rebase = True
+        self.sent_packet = b""  # the latest packet sent, as it came
+        self.moved_from: vp8.Picture | None = None  # at a move: the numbers the previous source sent last
+        self.pictures = False  # this leg reads VP8 numbers: a move waits for them, or they are rewritten
         self.packets = 0
         self.octets = 0
         # Retransmissions (RFC 4588) when the subscriber negotiated them: media pt -> rtx pt.
@@ -111,9 +113,8 @@ class Leg:
         self.ext_map = mapping
         self.ext_key = tuple(sorted(mapping.items()))  # legs with equal keys share one block per packet
 
-    def forward(self, packet: bytes, payload: bytes, seq: int, ts: int, elements: bytes = b"", now: float = 0.0,
-                picture: vp8.Picture | None = None) -> None:
-        """Send one packet of the leg's stream; `picture`: its VP8 numbers (vp8.read of `payload`)."""
+    def forward(self, packet: bytes, payload: bytes, seq: int, ts: int, elements: bytes = b"", now: float = 0.0) -> None:
+        """Send one packet of the leg's stream."""
         pt = self.pt_map.get(packet[1] & 0x7F)
         if pt is None:
             return
@@ -123,7 +124,7 @@ class Leg:
             self.ts_delta = (self.last_ts + 3000 - ts) & 0xFFFFFFFF
             self.base_seq = seq
             self.rebase = False
-            self.picture_rebase = True
+            self._moved()
         else:
             behind = (seq - self.base_seq) & 0xFFFF
             if behind >= 0x8000:
@@ -134,14 +135,9 @@ class Leg:
         out_ts = (ts + self.ts_delta) & 0xFFFFFFFF
         latest = (out_seq - self.last_seq) & 0xFFFF < 0x8000  # a late (recovered) packet leaves them
         if latest:
-            self.last_seq, self.last_ts = out_seq, out_ts
-        if picture is not None:
-            if self.picture_rebase:
-                self._picture_deltas(picture)
-            if latest:
-                self.sent_picture = picture
-            if self.pid_delta or self.tl0_delta:
-                payload = self._renumbered(payload, picture)
+            self.last_seq, self.last_ts, self.sent_packet = out_seq, out_ts, packet
+        if self.pictures:
+            payload = self._pictures(packet, payload)
         subscriber = self.subscriber
         port_session = subscriber.port_session
         if port_session is None:  # not negotiated yet: nothing can reach the subscriber
@@ -158,19 +154,38 @@ class Leg:
         if self.padding:
             self._pad(first, marker, pt, out_seq, out_ts, elements, payload, now)
 
-    def _picture_deltas(self, picture: vp8.Picture) -> None:
-        """At the first packet of a source with VP8 numbers: the deltas that continue the latest
-        numbers sent."""
-        self.picture_rebase = False
-        sent = self.sent_picture
-        if sent is None:
-            return
-        if sent.pid_at and picture.pid_at:
-            last = (sent.pid + self.pid_delta) & sent.pid_mask
-            self.pid_delta = (last + 1 - picture.pid) & 0x7FFF
-        if sent.tl0_at and picture.tl0_at:
-            last = (sent.tl0 + self.tl0_delta) & 0xFF
-            self.tl0_delta = (last + 1 - picture.tl0) & 0xFF
+    def _picture(self, packet: bytes) -> vp8.Picture | None:
+        """The VP8 numbers `packet` carries, None when it carries none (or is not VP8)."""
+        source = self.source
+        if source is None or packet[1] & 0x7F not in source.vp8_pts:
+            return None
+        offset = payload_offset(packet)
+        return vp8.read(packet[offset:]) if offset >= 0 else None
+
+    def _moved(self) -> None:
+        """The leg moves to another source: the numbers it sent last, as the subscriber saw them."""
+        sent = self._picture(self.sent_packet) if self.sent_packet else None
+        if sent is not None:
+            sent = sent._replace(pid=(sent.pid + self.pid_delta) & sent.pid_mask, tl0=(sent.tl0 + self.tl0_delta) & 0xFF)
+        self.moved_from = sent
+        # Nothing to continue (the first source, or not VP8) and nothing to rewrite: no reading at all.
+        self.pictures = sent is not None or bool(self.pid_delta or self.tl0_delta)
+
+    def _pictures(self, packet: bytes, payload: bytes) -> bytes:
+        """After a move: the first packet with VP8 numbers sets the deltas that continue those sent
+        last; then `payload` with its numbers moved by them."""
+        picture = self._picture(packet)
+        if picture is None:
+            return payload
+        sent = self.moved_from
+        if sent is not None:
+            self.moved_from = None
+            if sent.pid_at and picture.pid_at:
+                self.pid_delta = (sent.pid + 1 - picture.pid) & 0x7FFF
+            if sent.tl0_at and picture.tl0_at:
+                self.tl0_delta = (sent.tl0 + 1 - picture.tl0) & 0xFF
+        self.pictures = bool(self.pid_delta or self.tl0_delta)
+        return self._renumbered(payload, picture) if self.pictures else payload
 
     def _renumbered(self, payload: bytes, picture: vp8.Picture) -> bytes:
         return vp8.write(payload, picture, (picture.pid + self.pid_delta) & picture.pid_mask,
@@ -238,8 +253,8 @@ class Leg:
         if pt is None or offset < 0:
             return False
         body = packet[offset:]
-        if (self.pid_delta or self.tl0_delta) and self.source is not None and packet[1] & 0x7F in self.source.vp8_pts:
-            picture = vp8.read(body)
+        if self.pid_delta or self.tl0_delta:
+            picture = self._picture(packet)
             if picture is not None:
                 body = self._renumbered(body, picture)
         ts = (int.from_bytes(packet[4:8], "big") + self.ts_delta) & 0xFFFFFFFF

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from . import extensions, vp8
+from . import extensions
 from .codecs import Codec
 from .extensions import AUDIO_LEVEL
 from .forward import Leg, payload_offset
@@ -144,10 +144,9 @@ class PublishedTrack:
             self.plane.ingest.malformed += 1
             return
         payload = packet[offset:]  # once per packet, shared by every leg
-        picture = vp8.read(payload) if packet[1] & 0x7F in self.vp8_pts else None
         if not found:
             for leg in legs:
-                leg.forward(packet, payload, seq, ts, b"", now, picture)
+                leg.forward(packet, payload, seq, ts, b"", now)
             return
         bodies: dict[tuple, bytes] = {}
         for leg in legs:
@@ -155,4 +154,4 @@ class PublishedTrack:
             elements = bodies.get(key)
             if elements is None:
                 elements = bodies[key] = extensions.body(found, leg.ext_map)
-            leg.forward(packet, payload, seq, ts, elements, now, picture)
+            leg.forward(packet, payload, seq, ts, elements, now)
