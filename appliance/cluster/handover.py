@@ -1,5 +1,6 @@
-"""Just-in-time PeerConnections: the box a client's media reaches takes the session, whichever box
-served its API requests.
+"""Just-in-time PeerConnections and failover: the box a client's media reaches takes the session,
+whichever box served its API requests, and carries it on when that box died or the router moved the
+client's packets away from it (issue 19).
 
 A routers hashes each flow on its own, so a client's first ICE check can reach box B while box A
 holds its session. B's media port tells this module of a check whose ufrag it does not know; the
@@ -17,18 +18,30 @@ at most PER_SOURCE takeovers a second (checks with forged sources cannot turn in
 Tracks the moving session publishes keep their subscribers: A parks them (its own subscribers' legs
 move onto a remote track of the same name, rooted at B, and boxes that received them from A are told
 to re-attach at B) once B says it holds the session (`taken`).
+
+A PeerConnection that has connected moves too. Its media (SRTP or SRTCP from a 5-tuple B does not
+know) finds it by the client's address, which the session's record carries. A live A answers with
+a fresh checkpoint of the session's media (sfu/continuation.py) and lets it go without a word to
+the client; an A that does not answer within ASK_TIMEOUT (it died, or is cut off) is not waited
+for: B rebuilds the session from what the store's watches brought it beforehand (the record's
+sealed journal and the latest sealed media checkpoint) and carries it on. Nothing on that path
+waits for the store, whose buckets may be electing a new leader after the same failure. Two boxes
+that both took a session settle it by the sessions bucket: the one whose write lost lets it go
+(`lost`). The boxes that received the session's tracks from A are told to re-attach at B.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..logs import get_logger
 from ..plumbing.buckets import TokenBucket
-from ..sfu import journal
+from ..sfu import continuation, journal
 from ..sfu.errors import SfuError
 from ..sfu.journal import Moved
+from ..sfu.session import CallSession
 from ..sfu.sfu import Sfu
 from .trunks import Ask, Trunks
 
@@ -38,6 +51,7 @@ PENDING = 8
 REFUSED_FOR = 5.0
 PER_SOURCE = 20.0
 MAX_SOURCES = 4096  # source buckets kept; past it the oldest go
+ASK_TIMEOUT = 0.3  # a live box answers a handover in milliseconds; one that does not is not waited for
 
 
 @dataclass
@@ -45,26 +59,31 @@ class HandoverCounters:
     unknown_ufrag: int = 0  # checks for no session of the cluster
     asked: int = 0  # takeovers asked of another box
     taken: int = 0  # sessions this box took
+    carried_on: int = 0  # of those, connected PeerConnections this box went on with (failover)
     given: int = 0  # sessions this box handed over
+    lost: int = 0  # sessions another box took while this one held them
     refused: int = 0  # takeovers the owner refused, or that failed here
     limited: int = 0  # checks dropped by the per-source limit or the held-datagram bound
 
 
 Reinject = Callable[[Any, bytes, Any, float], None]
-# (session id, called back with the session's sealed-and-opened state once this box owns it in the
-# store, or None): the shell's compare-and-set of a session whose box is gone.
-Claim = Callable[[str, Callable[[dict | None, float], None]], None]
+# What the store's watches brought of a session, opened: {"session": journal.Moved's encoding,
+# "media": its latest media checkpoint or None}, or None when there is nothing to rebuild it from.
+Saved = Callable[[str], dict | None]
 
 
 class Handover:
     def __init__(self, me: str, sfu: Sfu, trunks: Trunks, lookup: Callable[[str], tuple[str, str] | None],
-                 ask: Ask, reinject: Reinject, alive: Callable[[str], bool], claim: Claim) -> None:
+                 by_path: Callable[[Any], tuple[str, str] | None], ask: Ask, reinject: Reinject,
+                 alive: Callable[[str], bool], saved: Saved, wall: Callable[[], float] = time.time) -> None:
         self.me = me
         self.alive = alive  # whether a box is in the cluster (membership)
-        self.claim = claim
+        self.saved = saved
+        self.wall = wall
         self.sfu = sfu
         self.trunks = trunks
         self.lookup = lookup  # ufrag -> (session id, owner node), from the sessions bucket
+        self.by_path = by_path  # the client's address -> (session id, owner node), from the same
         self.ask = ask
         self.reinject = reinject  # the media port's datagram_received
         self.pending: dict[str, list[tuple[Any, bytes, Any]]] = {}
@@ -81,10 +100,19 @@ class Handover:
         if found is None:
             self.counters.unknown_ufrag += 1
             return
-        session_id, owner = found
-        if owner == self.me or self.refused.get(ufrag, 0.0) > now:
+        self._arrived(*found, local, data, addr, now)
+
+    def stray(self, local: Any, data: bytes, addr: Any, now: float) -> None:
+        """SRTP or SRTCP from a 5-tuple no session of this box has (the port's on_stray): the media
+        of a PeerConnection that connected on another box."""
+        found = self.by_path(addr)
+        if found is not None:
+            self._arrived(*found, local, data, addr, now)
+
+    def _arrived(self, session_id: str, owner: str, local: Any, data: bytes, addr: Any, now: float) -> None:
+        if owner == self.me or self.refused.get(session_id, 0.0) > now or session_id in self.sfu.sessions:
             return
-        held = self.pending.get(ufrag)
+        held = self.pending.get(session_id)
         if held is not None:
             if len(held) < PENDING:
                 held.append((local, data, addr))
@@ -94,19 +122,21 @@ class Handover:
         if not self._allowed(str(addr[0]), now):
             self.counters.limited += 1
             return
-        self.pending[ufrag] = [(local, data, addr)]
+        self.pending[session_id] = [(local, data, addr)]
         self.taking.add(session_id)
         self.counters.asked += 1
         if self.alive(owner):
             self.ask(owner, {"op": "handover", "session": session_id, "to": self.me},
-                     lambda reply, at: self._taken(session_id, ufrag, owner, reply, at))
-        else:  # its box is gone: the session's record in the store has what rebuilds it
-            self.claim(session_id, lambda state, at: self._taken(
-                session_id, ufrag, None, {"session": state} if state is not None else {"error": "not claimed"}, at))
+                     lambda reply, at: self._taken(session_id, owner, reply, at))
+        else:
+            self._taken(session_id, owner, None, now)
 
-    def _taken(self, session_id: str, ufrag: str, owner: str | None, reply: dict | None, now: float) -> None:
+    def _taken(self, session_id: str, owner: str, reply: dict | None, now: float) -> None:
         self.taking.discard(session_id)
-        self._answered(ufrag, owner, reply, now)
+        if reply is None:  # its box is gone or cut off: what the watches brought rebuilds it
+            self._answered(session_id, None, self.saved(session_id) or {"error": "nothing saved to rebuild it"}, now)
+        else:
+            self._answered(session_id, owner, reply, now)
 
     def _allowed(self, source: str, now: float) -> bool:
         bucket = self.sources.get(source)
@@ -116,62 +146,88 @@ class Handover:
             bucket = self.sources[source] = TokenBucket(PER_SOURCE, PER_SOURCE, now)
         return bucket.take(1, now)
 
-    def _answered(self, ufrag: str, owner: str | None, reply: dict | None, now: float) -> None:
-        held = self.pending.pop(ufrag, [])
-        raw = reply.get("session") if reply is not None else None
-        if not isinstance(raw, dict):
-            self._refuse(ufrag, now, reply.get("error") if reply is not None else "no answer")
+    def _answered(self, session_id: str, owner: str | None, reply: dict, now: float) -> None:
+        held = self.pending.pop(session_id, [])
+        raw = reply.get("session")
+        if not isinstance(raw, dict) or not held:
+            self._refuse(session_id, now, reply.get("error", "no session in the answer"))
             return
         try:
             moved = Moved.decode(raw)
         except TypeError as e:
-            self._refuse(ufrag, now, f"unreadable session: {e}")
+            self._refuse(session_id, now, f"unreadable session: {e}")
             return
         if moved.id in self.sfu.sessions:
             return
         session = self.sfu.new_session(moved.app, now, moved=moved)
+        media = reply.get("media")
         try:
             journal.replay(self.sfu, session, moved.journal, now)
-        except (SfuError, TypeError, ValueError, AttributeError) as e:
-            self.sfu.close_session(session)
-            self._refuse(ufrag, now, f"the journal did not replay: {e}")
+            if isinstance(media, dict):
+                local, _, addr = held[0]
+                continuation.restore(self.sfu, session, media, local, addr, self.wall(), now)
+        except (SfuError, TypeError, ValueError, AttributeError, KeyError) as e:
+            self.sfu.close_session(session, quietly=True)
+            self._refuse(session_id, now, f"the session did not rebuild: {e!r}")
             return
         self.counters.taken += 1
-        log.info("took over a session", session=session.id, held=len(held), from_box=owner or "the store")
+        self.counters.carried_on += isinstance(media, dict)
+        self.trunks.carried_on(session, now, tell=owner is None)
+        log.info("took over a session", session=session.id, held=len(held), from_box=owner or "the store",
+                 carried_on=isinstance(media, dict))
         if owner is not None:
             self.ask(owner, {"op": "taken", "session": session.id}, lambda reply, at: None)
         for local, data, addr in held:
             self.reinject(local, data, addr, now)
 
-    def _refuse(self, ufrag: str, now: float, why: object) -> None:
+    def _refuse(self, session_id: str, now: float, why: object) -> None:
         self.counters.refused += 1
-        self.refused[ufrag] = now + REFUSED_FOR
+        self.refused[session_id] = now + REFUSED_FOR
         for stale in [u for u, until in self.refused.items() if until <= now]:
             del self.refused[stale]
-        log.info("session not taken over", ufrag=ufrag, reason=str(why))
+        log.info("session not taken over", session=session_id, reason=str(why))
 
     # --- the box that holds the session ------------------------------------------------------------
 
     def give(self, request: dict, now: float) -> dict:
-        """Hand a session to the box its media reached, unless its PeerConnection has started here."""
+        """Hand a session to the box its media reached: one whose PeerConnection has not started here,
+        or has connected (with its media's checkpoint, to carry it on); not one in its handshake."""
         session = self.sfu.sessions.get(str(request.get("session")))
         to = request.get("to")
         if session is None or session.closed or not isinstance(to, str):
             return {"error": "no such session here"}
-        port_session = session.port_session
-        if session.thirdparty or session.connected_at is not None or (
-                port_session is not None and (getattr(port_session, "dtls", None) is not None
-                                              or getattr(port_session, "addr", None) is not None)):
-            return {"error": "the session's PeerConnection started on this box"}
+        if session.thirdparty:
+            return {"error": "a third-party session stays with the box that controls its ICE"}
         if session.journal is None:
             return {"error": "the session's journal is too large to move"}
+        media = None
+        if session.connected_at is not None:
+            media = continuation.capture(self.sfu.port, session, self.wall())
+            if media is None:
+                return {"error": "the session's media cannot move (ICE-TCP)"}
+        elif session.port_session is not None and session.port_session.dtls is not None:
+            return {"error": "the session's DTLS handshake is under way on this box"}
         moved = Moved.of(session)
-        self.trunks.park(session, to, now)
-        self.sfu.close_session(session)
-        self.trunks.leaving.discard(session.id)
+        self._let_go(session, to, now)
         self.counters.given += 1
-        log.info("handed a session over", session=session.id, to=to)
-        return {"session": moved.encode()}
+        log.info("handed a session over", session=session.id, to=to, connected=media is not None)
+        return {"session": moved.encode(), "media": media}
+
+    def lost(self, session_id: str, owner: str, now: float) -> None:
+        """Another box wrote itself as the owner of a session this box holds: it carries the
+        PeerConnection on (the client's packets reach it), so this box lets go without a word."""
+        session = self.sfu.sessions.get(session_id)
+        if session is None or session.closed or owner == self.me or session_id in self.trunks.leaving:
+            return
+        self._let_go(session, owner, now)
+        self.counters.lost += 1
+        log.info("another box carries a session on; let go", session=session_id, owner=owner)
+        self.trunks.unpark(session_id, now)
+
+    def _let_go(self, session: CallSession, to: str, now: float) -> None:
+        self.trunks.park(session, to, now)
+        self.sfu.close_session(session, quietly=True)
+        self.trunks.leaving.discard(session.id)
 
     def taken(self, request: dict, now: float) -> dict:
         self.trunks.unpark(str(request.get("session")), now)

@@ -11,6 +11,11 @@ from ..sfu.tracks import PublishedTrack
 from .store import key
 
 
+def path_key(addr: tuple) -> str:
+    """A client address as session records carry it."""
+    return f"{addr[0]} {addr[1]}"
+
+
 def track_key(session_id: str, name: str) -> str:
     return key(f"{session_id}.{name}")
 
@@ -22,6 +27,9 @@ class SessionRecord:
     ufrag: str = ""  # its ICE ufrag: how a box its media reaches finds it (handover.py)
     # What rebuilds it on another box (journal.Moved), sealed with the cluster secret, base64.
     state: str | None = None
+    # The client's address ("host port") on the selected path: how a box its SRTP reaches finds it.
+    path: str = ""
+    generation: int = 0  # the owner's journal.Moved.generation: a later holder outranks an earlier one
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -30,8 +38,8 @@ class SessionRecord:
     def decode(cls, data: bytes) -> SessionRecord:
         """Raises ValueError or TypeError for what is not a session record."""
         record = cls(**_object(data))
-        if not all(isinstance(v, str) for v in (record.app, record.owner, record.ufrag)) or not (
-                record.state is None or isinstance(record.state, str)):
+        if not all(isinstance(v, str) for v in (record.app, record.owner, record.ufrag, record.path)) or not (
+                record.state is None or isinstance(record.state, str)) or type(record.generation) is not int:
             raise TypeError("a session record's fields are strings")
         return record
 

@@ -9,12 +9,12 @@ session, a track) can be found on every box once the client hears of it.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import json
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -29,10 +29,11 @@ from .nodes import Membership, NodeRecord
 from .records import SessionRecord, TrackRecord, track_key
 from .seal import Sealer, Unsealed
 from .streams import StreamDirectory
-from .store import NODES, SECRETS, SESSIONS, TRACKS, Bucket, Conflict, Store, StoreUnavailable, key
+from .store import MEDIA, NODES, SECRETS, SESSIONS, TRACKS, Bucket, Store, StoreUnavailable, key
 from .trunk_port import TrunkPort
 from .channels import TrunkChannels
-from .handover import Handover
+from .failover import TICK, Checkpoints
+from .handover import ASK_TIMEOUT, Handover
 from .trunks import Trunks
 
 log = get_logger("cluster")
@@ -77,15 +78,19 @@ class ClusterService:
         # Trunks carry tracks between SFUs: a box without one (TURN only) has none.
         self.trunks: Trunks | None = None
         self.handover: Handover | None = None
+        self.checkpoints: Checkpoints | None = None
         self.channels: TrunkChannels | None = None
         if self.sfu is not None:
             self.trunks = Trunks(self.me, self.port, self.sfu, self.membership, self.config.trunk_fanout,
                                  self._ask, self.write, self.store_sealer.seal)
             self.port.handler = self.trunks
             self.sfu.remote = self.trunks
-            handover = Handover(self.me, self.sfu, self.trunks, self._session_by_ufrag, self._ask,
-                                self.sfu.port.datagram_received, self.membership.alive, self._claim)
+            self.checkpoints = checkpoints = Checkpoints(self.sfu, self.sessions, self.store_sealer, self.write,
+                                                         time.time)
+            handover = Handover(self.me, self.sfu, self.trunks, self._session_by_ufrag, checkpoints.by_path,
+                                self._ask, self.sfu.port.datagram_received, self.membership.alive, checkpoints.saved)
             self.sfu.port.ice.on_unknown = handover.stranger
+            self.sfu.port.on_stray = handover.stray
             self.handover = handover
             channels = TrunkChannels(self.me, self.sfu.channels, self.trunks, self.port, self.sfu.sessions)
             self.trunks.channels = self.sfu.channels.remote = self.channels = channels
@@ -110,7 +115,7 @@ class ClusterService:
         if self.sfu is not None:
             await self._certificates()
             await self._open_trunks()
-            jobs += [self._watch_tracks, self._watch_certificates]
+            jobs += [self._watch_tracks, self._watch_certificates, self._watch_media, self._checkpoint]
         await self._patiently("the first heartbeat", self._heartbeat)
         self._tasks = [asyncio.create_task(job()) for job in jobs]
 
@@ -315,16 +320,42 @@ class ClusterService:
             old = self.sessions.pop(session_id, None)
             if old is not None and self._by_ufrag.get(old.ufrag) == session_id:
                 del self._by_ufrag[old.ufrag]
-            if value is None:
-                return
-            try:
-                record = self.sessions[session_id] = SessionRecord.decode(value)
-            except (ValueError, TypeError) as e:
-                log.warning("unreadable session record", key=session_id, reason=str(e))
+            record = None
+            if value is not None:
+                try:
+                    record = self.sessions[session_id] = SessionRecord.decode(value)
+                except (ValueError, TypeError) as e:
+                    log.warning("unreadable session record", key=session_id, reason=str(e))
+            if self.checkpoints is not None:
+                self.checkpoints.session_record(session_id, old, record)
+            if record is None:
                 return
             if record.ufrag:
                 self._by_ufrag[record.ufrag] = session_id
+            self._outranked(session_id, record)
         await self.watch(SESSIONS, apply)
+
+    def _outranked(self, session_id: str, record: SessionRecord) -> None:
+        """Another box took a session this box holds, later than this box did: let it go."""
+        session = self.sfu.sessions.get(session_id) if self.sfu is not None else None
+        if session is None or self.handover is None or self._loop is None or record.owner == self.me:
+            return
+        if (record.generation, record.owner) > (session.generation, self.me):
+            self.handover.lost(session_id, record.owner, self._loop.time())
+
+    async def _watch_media(self) -> None:
+        if self.checkpoints is not None:
+            await self.watch(MEDIA, self.checkpoints.media_record)
+
+    async def _checkpoint(self) -> None:
+        assert self._loop is not None
+        while True:
+            await asyncio.sleep(TICK)
+            if self.checkpoints is not None:
+                try:
+                    self.checkpoints.tick(self._loop.time())
+                except Exception:  # one failed round must not end checkpoints for the box's lifetime
+                    log.exception("checkpointing sessions failed")
 
     # --- writes, in order -------------------------------------------------------------------------
 
@@ -420,10 +451,9 @@ class ClusterService:
 
     def _ask(self, node: str, message: dict, answered: Callable[[dict | None, float], None]) -> None:
         subject = f"edgecall.{node}.trunk"
-        self._spawn(self._request(subject, message, answered))
-
-    def _claim(self, session_id: str, answered: Callable[[dict | None, float], None]) -> None:
-        self._spawn(self._claim_from_store(session_id, answered))
+        # A handover is not waited for long: a box that does not answer at once died or is cut off.
+        timeout = ASK_TIMEOUT if message.get("op") == "handover" else REQUEST_TIMEOUT
+        self._spawn(self._request(subject, message, answered, timeout))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` beside the box's jobs (cancelled with them at stop)."""
@@ -431,30 +461,13 @@ class ClusterService:
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
 
-    async def _claim_from_store(self, session_id: str, answered: Callable[[dict | None, float], None]) -> None:
-        """Own a session whose box is gone (compare-and-set of its record), and hand back what
-        rebuilds it, unsealed; None when another box was quicker, or there is nothing to rebuild."""
-        assert self.store is not None and self._loop is not None
-        state = None
-        try:
-            entry = await self.store.get(SESSIONS, key(session_id))
-            record = SessionRecord.decode(entry.value) if entry is not None and entry.value is not None else None
-            if entry is not None and record is not None and record.state and not self.membership.alive(record.owner):
-                sealed = base64.b64decode(record.state)
-                opened = json.loads(self.store_sealer.open(sealed, f"{SESSIONS.name}/{session_id}"))
-                claimed = SessionRecord(record.app, self.me, record.ufrag, record.state)
-                await self.store.update(SESSIONS, key(session_id), claimed.encode(), entry.revision)
-                state = opened
-        except (StoreUnavailable, Conflict, Unsealed, ValueError, TypeError) as e:
-            log.info("session not claimed from the store", session=session_id, reason=str(e))
-        answered(state if isinstance(state, dict) else None, self._loop.time())
-
-    async def _request(self, subject: str, message: dict, answered: Callable[[dict | None, float], None]) -> None:
+    async def _request(self, subject: str, message: dict, answered: Callable[[dict | None, float], None],
+                       timeout: float = REQUEST_TIMEOUT) -> None:
         assert self.store is not None and self._loop is not None
         reply = None
         try:
             data = await self.store.request(subject, self.sealer.seal(json.dumps(message).encode(), subject),
-                                            REQUEST_TIMEOUT)
+                                            timeout)
             reply = json.loads(self.sealer.open(data, subject + " reply"))
         except (StoreUnavailable, Unsealed, ValueError) as e:
             log.warning("no answer from a box", subject=subject, reason=str(e))
@@ -470,8 +483,9 @@ class ClusterService:
             reply: dict = {"error": "not sealed with this cluster's secret"}
         else:
             if request.get("op") == "handover":
-                # What this box wrote of the session lands before the taker writes it as its own.
-                await self.settled()
+                # What this box wrote of the session lands before the taker writes it as its own (within
+                # what the taker waits: past it, it carries the session on from the store's watches).
+                await self.settled(ASK_TIMEOUT / 2)
             reply = self._handle(request, self._loop.time())
         return self.sealer.seal(json.dumps(reply).encode(), subject + " reply")
 

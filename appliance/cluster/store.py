@@ -32,7 +32,10 @@ REVOCATIONS = Bucket("edgecall-revocations", ttl=7 * 86400.0)
 SECRETS = Bucket("edgecall-secrets")  # the cluster certificate, sealed
 STREAMS = Bucket("edgecall-streams", ttl=86400.0)  # WHIP streams by name: the session publishing each
 ROOMS = Bucket("edgecall-rooms", ttl=60.0)  # meeting rooms' participants, refreshed by their boxes
-BUCKETS = (NODES, SESSIONS, TRACKS, REVOCATIONS, SECRETS, STREAMS, ROOMS)
+# Connected sessions' media checkpoints (SRTP keys, stream state), sealed: what another box carries
+# them on with (failover). Rewritten every few seconds while the session lives.
+MEDIA = Bucket("edgecall-media", ttl=3600.0)
+BUCKETS = (NODES, SESSIONS, TRACKS, REVOCATIONS, SECRETS, STREAMS, ROOMS, MEDIA)
 
 
 @dataclass(frozen=True)

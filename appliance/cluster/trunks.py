@@ -38,8 +38,8 @@ from ..sfu.session import CallSession
 from ..sfu.switching import LayerSwitcher
 from ..sfu.tracks import IngestCounters, PublishedTrack
 from .nodes import Membership
-from .records import SessionRecord, TrackRecord, track_key
-from .store import SESSIONS, TRACKS, Bucket
+from .records import SessionRecord, TrackRecord, path_key, track_key
+from .store import MEDIA, SESSIONS, TRACKS, Bucket
 from .trunk_port import TrunkPeer, TrunkPort
 
 log = get_logger("cluster")
@@ -48,6 +48,8 @@ log = get_logger("cluster")
 GRACE = 10.0
 # An unanswered subscription is asked again after this long.
 RETRY = 2.0
+# A remote track whose root box left waits this long for another box to carry its session on.
+ORPHANED_FOR = 10.0
 # A simulcast layer no subscriber of the box has needed for this long stops crossing the trunk.
 LAYER_GRACE = 10.0
 
@@ -121,6 +123,7 @@ class RemoteTrack:
         self.confirmed = False  # the parent accepted the subscription
         self.asked_at = now
         self.idle_since: float | None = now  # no leg takes it yet
+        self.orphaned_at: float | None = None  # when its root box left, until a box carries its session on
         self.track = PublishedTrack(
             RemoteSession(record.session, record.app), self, plane, record.name, "", record.kind,
             record.codec_list(), [] if record.rids else [_new_ssrc()], extensions=dict(record.extensions),
@@ -262,11 +265,17 @@ class Trunks:
         if session.journal is not None and self.seal is not None:
             state = base64.b64encode(self.seal(json.dumps(Moved.of(session).encode()).encode(),
                                                f"{SESSIONS.name}/{session.id}")).decode()
-        self.write(SESSIONS, session.id, SessionRecord(session.app, self.me, session.ufrag, state).encode())
+        port_session = session.port_session
+        addr = port_session.addr if port_session is not None else None
+        record = SessionRecord(session.app, self.me, session.ufrag, state, path_key(addr) if addr is not None else "",
+                               session.generation)
+        self.write(SESSIONS, session.id, record.encode())
 
     def closed(self, session: CallSession) -> None:
         if session.id not in self.leaving:
             self.write(SESSIONS, session.id, None)
+            if session.connected_at is not None:
+                self.write(MEDIA, session.id, None)
 
     def tracks(self) -> Iterator[PublishedTrack]:
         return (remote.track for remote in self.remote.values())
@@ -288,6 +297,10 @@ class Trunks:
 
     def sweep(self, now: float) -> None:
         for track_id, remote in list(self.remote.items()):
+            if remote.orphaned_at is not None and now - remote.orphaned_at > ORPHANED_FOR:
+                log.info("no box carried a gone root's session on; remote track ended", track=remote.record.name)
+                self._close(track_id, tell_parent=False)
+                continue
             if remote.track.legs:
                 remote.idle_since = None
             elif remote.idle_since is None:
@@ -321,7 +334,10 @@ class Trunks:
             if remote.parent.node != node:
                 continue
             root = remote.record.owner
-            new_parent = None if root == node else self.peer_of(root)
+            if root == node:  # another box may carry the publisher's PeerConnection on (handover.py)
+                remote.orphaned_at = now
+                continue
+            new_parent = self.peer_of(root)
             if new_parent is None:
                 self._close(track_id, tell_parent=False)
                 continue
@@ -436,6 +452,36 @@ class Trunks:
                 self.ask(node, {"op": "moved", "session": session_id, "name": name, "root": root},
                          lambda reply, at: None)
 
+    def carried_on(self, session: CallSession, now: float, tell: bool) -> None:
+        """This box took `session` over: tracks of it that it received from another box are its own
+        now (their subscribers here move onto them), and, when `tell` (its old box is gone, so nobody
+        else will), every other box re-attaches what it receives of them here."""
+        for track in session.tracks.values():
+            track_id = track_key(session.id, track.name)
+            remote = self.remote.pop(track_id, None)
+            if remote is not None:
+                self._adopt(remote, track, now)
+            if tell:
+                for node in self.membership.nodes:
+                    if node != self.me:
+                        self.ask(node, {"op": "moved", "session": session.id, "name": track.name, "root": self.me},
+                                 lambda reply, at: None)
+
+    def _adopt(self, remote: RemoteTrack, track: PublishedTrack, now: float) -> None:
+        remote.track.closed = True
+        remote.detach()
+        children = self.children.pop(remote.track, None)
+        if children:
+            self.children[track] = children
+        for leg in list(remote.track.legs):
+            self.plane.switcher.detach(leg)
+            leg.source = track
+            self.plane.switcher.attach(leg, now)
+        for each in self.plane.sessions.values():
+            for transceiver in each.transceivers:
+                if transceiver.source is remote.track:
+                    transceiver.source = track
+
     def _moved(self, request: dict, now: float) -> dict:
         """A track this box receives has a new root (its session moved): re-attach there."""
         track_id = track_key(str(request.get("session")), str(request.get("name")))
@@ -445,6 +491,7 @@ class Trunks:
         if remote is None or parent is None:
             return {"error": "not received here"}
         remote.record = self.records[track_id] = replace(remote.record, owner=root)
+        remote.orphaned_at = None
         self._reattach(track_id, remote, parent, now)
         return {"ok": True}
 

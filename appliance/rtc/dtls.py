@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from aiortc.rtcdtlstransport import (
     SRTP_AEAD_AES_128_GCM, SRTP_AES128_CM_SHA1_80, SRTP_PROFILES, X509_DIGEST_ALGORITHMS, RTCCertificate,
-    RTCDtlsFingerprint, SRTPProtectionProfile, certificate_digest,
+    RTCDtlsFingerprint, certificate_digest,
 )
 from OpenSSL import SSL
 from pylibsrtp import Policy, Session
@@ -110,22 +110,38 @@ def split_records(data: bytes, mtu: int) -> list[bytes]:
     return datagrams
 
 
-def srtp_sessions(ssl: SSL.Connection, server: bool) -> tuple[SRTPProtectionProfile, Session, Session] | None:
-    """The negotiated profile and the (inbound, outbound) SRTP sessions keyed from the
-    handshake (RFC 5764 4.2: client key, server key, client salt, server salt)."""
+@dataclass(frozen=True, slots=True)
+class SrtpKeys:
+    """What DTLS-SRTP keyed (RFC 5764 4.2): the profile, and the master key and salt of each
+    direction. Another box given them carries the PeerConnection on (rtc/continuation.py)."""
+
+    profile: str  # OpenSSL's name of the profile, e.g. SRTP_AEAD_AES_128_GCM
+    rx: bytes  # the peer's key and salt: what we unprotect
+    tx: bytes  # ours: what we protect
+
+    def sessions(self) -> tuple[Session, Session]:
+        """Fresh (inbound, outbound) SRTP sessions under these keys."""
+        profile = next((p for p in PROFILES if p.openssl_profile.decode() == self.profile), None)
+        if profile is None:
+            raise ValueError(f"SRTP profile {self.profile!r} is not one this box can do")
+        rx = Policy(key=self.rx, ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=profile.libsrtp_profile)
+        rx.window_size = REPLAY_WINDOW
+        tx = Policy(key=self.tx, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile.libsrtp_profile)
+        # Retransmissions (NACK answers) send a sequence number again.
+        tx.allow_repeat_tx = True
+        return Session(rx), Session(tx)
+
+
+def srtp_keys(ssl: SSL.Connection, server: bool) -> SrtpKeys | None:
+    """The keys the handshake exported for the negotiated profile (RFC 5764 4.2: client key,
+    server key, client salt, server salt), or None when no profile was negotiated."""
     selected = ssl.get_selected_srtp_profile()
     profile = next((p for p in PROFILES if p.openssl_profile == selected), None)
     if profile is None:
         return None
     material = ssl.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length))
-    rx_key = profile.get_key_and_salt(material, 0 if server else 1)
-    tx_key = profile.get_key_and_salt(material, 1 if server else 0)
-    rx = Policy(key=rx_key, ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=profile.libsrtp_profile)
-    rx.window_size = REPLAY_WINDOW
-    tx = Policy(key=tx_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile.libsrtp_profile)
-    # Retransmissions (NACK answers) send a sequence number again.
-    tx.allow_repeat_tx = True
-    return profile, Session(rx), Session(tx)
+    return SrtpKeys(profile.openssl_profile.decode(), profile.get_key_and_salt(material, 0 if server else 1),
+                    profile.get_key_and_salt(material, 1 if server else 0))
 
 
 class DtlsContext:
@@ -161,7 +177,7 @@ class DtlsConnection:
             self._ssl.set_accept_state()
         else:
             self._ssl.set_connect_state()
-        self._keys: tuple[SRTPProtectionProfile, Session, Session] | None = None
+        self.srtp_keys: SrtpKeys | None = None
         self._out: list[bytes] = []
         self._pending: list[bytes] = []
         self._events: deque[Event] = deque()
@@ -185,8 +201,8 @@ class DtlsConnection:
 
     def set_remote_fingerprints(self, fingerprints: list[RTCDtlsFingerprint]) -> None:
         self.remote_fingerprints = fingerprints
-        if self.state is State.UNVERIFIED and self._keys is not None:
-            self._verify(fingerprints, self._keys)
+        if self.state is State.UNVERIFIED and self.srtp_keys is not None:
+            self._verify(fingerprints, self.srtp_keys)
 
     def handle_timeout(self, now: float) -> None:
         if self.state is not State.HANDSHAKE:
@@ -246,7 +262,7 @@ class DtlsConnection:
             self._fail(f"handshake failed ({e})")
             return
         self._flush()
-        self._keys = keys = srtp_sessions(self._ssl, self.server)
+        self.srtp_keys = keys = srtp_keys(self._ssl, self.server)
         if keys is None:
             self._fail("no SRTP profile negotiated")
             return
@@ -254,14 +270,13 @@ class DtlsConnection:
         if self.remote_fingerprints is not None:
             self._verify(self.remote_fingerprints, keys)
 
-    def _verify(self, fingerprints: list[RTCDtlsFingerprint],
-                keys: tuple[SRTPProtectionProfile, Session, Session]) -> None:
+    def _verify(self, fingerprints: list[RTCDtlsFingerprint], keys: SrtpKeys) -> None:
         certificate = self._ssl.get_peer_certificate(as_cryptography=True)
         if certificate is None or not fingerprints_match(certificate, fingerprints):
             self._fail("the peer's certificate does not match the SDP fingerprint")
             return
-        profile, self.srtp_rx, self.srtp_tx = keys
-        self.srtp_profile = profile.openssl_profile.decode()
+        self.srtp_rx, self.srtp_tx = keys.sessions()
+        self.srtp_profile = keys.profile
         self.state = State.CONNECTED
         self._events.append(Connected(self.srtp_profile))
         self._events.extend(ApplicationData(data) for data in self._pending)

@@ -229,6 +229,15 @@ class IceLite:
         do. Its consent runs from its last check."""
         self._select(self._by_owner[owner], local, addr)
 
+    def adopt(self, owner: Any, local: Any, addr: Address, now: float) -> None:
+        """Select a path the peer validated with another box (a PeerConnection carried on here):
+        the authenticated media arriving on it stands for the check, and consent runs from now."""
+        agent = self._by_owner[owner]
+        path = (local, addr)
+        agent.paths[path] = now
+        self._by_path[path] = agent
+        self._select(agent, local, addr)
+
     def selected(self, owner: Any) -> tuple[Any, Address] | None:
         agent = self._by_owner[owner]
         return None if agent.addr is None else (agent.local, agent.addr)

@@ -24,7 +24,8 @@ import pylibsrtp
 from aiortc.rtcdtlstransport import RTCDtlsFingerprint
 
 from ..plumbing.deadlines import Deadlines
-from .dtls import ApplicationData, Closed, Connected, DtlsConnection, DtlsContext, Failed, State
+from . import continuation
+from .dtls import ApplicationData, Closed, Connected, DtlsConnection, DtlsContext, Failed, SrtpKeys, State
 from .checks import ChecksFailed, IceControlling
 from .ice import CONSENT_TIMEOUT, Address, ConsentExpired, IceLite, PathSelected
 
@@ -74,11 +75,11 @@ class Listener:
 
 class Session:
     """One PeerConnection on the port. `srtp_rx`/`srtp_tx` are set while it can carry
-    media: DTLS connected and a selected path."""
+    media: DTLS connected (or its SRTP resumed from another box) and a selected path."""
 
     __slots__ = (
         "handler", "context", "server", "remote_fingerprints", "listener", "addr", "dtls", "srtp_rx", "srtp_tx",
-        "dtls_at",
+        "dtls_at", "resumed", "rtcp_sent",
     )
 
     def __init__(self, handler: SessionHandler, context: DtlsContext, server: bool | None,
@@ -95,12 +96,26 @@ class Session:
         self.srtp_rx: pylibsrtp.Session | None = None
         self.srtp_tx: pylibsrtp.Session | None = None
         self.dtls_at: float | None = None
+        # A PeerConnection carried on from another box: its keys and SRTP sessions, no DTLS.
+        self.resumed: tuple[SrtpKeys, pylibsrtp.Session, pylibsrtp.Session] | None = None
+        # SRTCP packets sent per SSRC (the first of each compound): where another box's SRTCP
+        # index must start past (continuation.advance_rtcp).
+        self.rtcp_sent: dict[int, int] = {}
+
+    @property
+    def keys(self) -> SrtpKeys | None:
+        """The SRTP keys media flows under, once it can."""
+        if self.resumed is not None:
+            return self.resumed[0]
+        dtls = self.dtls
+        return dtls.srtp_keys if dtls is not None and dtls.state is State.CONNECTED else None
 
 
 @dataclass(slots=True)
 class PortCounters:
     malformed: int = 0
     unmatched: int = 0  # DTLS or SRTP from a 5-tuple no session has selected
+    resumed: int = 0  # PeerConnections carried on from another box
     srtp_errors: int = 0  # failed authentication or replay, both ways
     send_errors: int = 0
 
@@ -121,6 +136,9 @@ class MediaPort:
         # and the SFU's own calls alike, so the port tells rather than being polled.
         self.wake: Callable[[float], None] | None = None
         self._dtls_deadlines: Deadlines[Session] = Deadlines()
+        # Told of SRTP or SRTCP from a 5-tuple no session here has: the cluster may hold the
+        # PeerConnection on another box, or a box that died did (listener, datagram, source, now).
+        self.on_stray: Callable[[Listener, bytes, Address, float], None] | None = None
 
     # --- what the SFU layer calls ----------------------------------------------------------
 
@@ -171,9 +189,30 @@ class MediaPort:
         """New ICE credentials for the session (an ICE restart); DTLS and SRTP go on as they were."""
         self.ice.restart(session, ufrag, pwd, remote_ufrag)
 
-    def remove_session(self, session: Session) -> None:
-        """Forget the session, telling the peer with a DTLS close_notify."""
-        if session.dtls is not None:
+    def resume(self, session: Session, listener: Listener, addr: Address, keys: SrtpKeys,
+               inbound: dict[int, int], outbound: dict[int, int], rtcp_sent: dict[int, int], now: float) -> None:
+        """Carry on, with no handshake, a PeerConnection another box held: its SRTP under `keys`,
+        each stream's counters where that box left them (packet indices `inbound` and `outbound`,
+        SRTCP packets sent `rtcp_sent`, all by SSRC), on the path `addr` its media now reaches
+        here by. The handler hears `Connected` as it would after DTLS."""
+        rx, tx = keys.sessions()
+        for ssrc, index in outbound.items():
+            continuation.advance_sender(tx, ssrc, index)
+        for ssrc, index in inbound.items():
+            continuation.advance_receiver(rx, keys, ssrc, index)
+        for ssrc, count in rtcp_sent.items():
+            continuation.advance_rtcp(tx, ssrc, count)
+        session.resumed = (keys, rx, tx)
+        session.rtcp_sent = dict(rtcp_sent)
+        self.counters.resumed += 1
+        self.ice.adopt(session, listener, addr, now)
+        self._ice_events(now)
+        session.handler.event(Connected(keys.profile), now)
+
+    def remove_session(self, session: Session, quietly: bool = False) -> None:
+        """Forget the session, telling the peer with a DTLS close_notify, unless `quietly` (it
+        goes on on another box)."""
+        if session.dtls is not None and not quietly:
             session.dtls.close()
             for datagram in session.dtls.datagrams_to_send():
                 self._send(session, datagram)
@@ -213,6 +252,9 @@ class MediaPort:
         except (pylibsrtp.Error, ValueError):
             self.counters.srtp_errors += 1
             return False
+        ssrc = int.from_bytes(packet[4:8], "big")
+        sent = session.rtcp_sent
+        sent[ssrc] = sent.get(ssrc, 0) + 1
         return self._send(session, data)
 
     def send_data(self, session: Session, data: bytes, now: float) -> bool:
@@ -228,6 +270,10 @@ class MediaPort:
     def add_udp(self, listener: Listener, address: Address) -> None:
         """A UDP socket bound to `address`: one the port's own checks can go out on."""
         self._udp.append((listener, ":" in address[0]))
+
+    def udp(self, listener: Listener | None) -> bool:
+        """Whether `listener` is one of the UDP sockets (not an ICE-TCP connection)."""
+        return any(listener is udp for udp, _ in self._udp)
 
     def datagram_received(self, listener: Listener, data: bytes, addr: Address, now: float) -> None:
         if len(data) < 12:  # shorter than any RTP header, DTLS record or STUN header
@@ -278,6 +324,10 @@ class MediaPort:
                     return
                 self.ice.select(session, listener, addr)
                 self._ice_events(now)
+            if session.resumed is not None:
+                # The DTLS association stayed on the box that ended: its records cannot be read here.
+                self.counters.unmatched += 1
+                return
             dtls = session.dtls
             if dtls is None:
                 # A ClientHello before the answer to our actpass offer: the peer is the client.
@@ -319,13 +369,22 @@ class MediaPort:
         session and the packet authenticates with that session's keys, the peer has moved its
         media there (see `ice`), and so does the session; else it is dropped."""
         session = self.ice.owner_at(listener, addr, now)
-        dtls = None if session is None else session.dtls
-        if dtls is None or dtls.state is not State.CONNECTED:
+        if session is None:
+            self.counters.unmatched += 1
+            if self.on_stray is not None:
+                self.on_stray(listener, data, addr, now)
+            return
+        dtls = session.dtls
+        if session.resumed is not None:
+            srtp_rx = session.resumed[1]
+        elif dtls is not None and dtls.state is State.CONNECTED and dtls.srtp_rx is not None:
+            srtp_rx = dtls.srtp_rx
+        else:
             self.counters.unmatched += 1
             return
         rtcp = 191 < data[1] < 224
         try:
-            packet = dtls.srtp_rx.unprotect_rtcp(data) if rtcp else dtls.srtp_rx.unprotect(data)
+            packet = srtp_rx.unprotect_rtcp(data) if rtcp else srtp_rx.unprotect(data)
         except (pylibsrtp.Error, ValueError):
             self.counters.unmatched += 1
             return
@@ -353,11 +412,11 @@ class MediaPort:
                 self._unselect(session)
                 session.listener, session.addr = event.local, event.addr
                 event.local.sessions[event.addr] = session
-                if session.dtls is None:
+                if session.dtls is None and session.resumed is None:
                     if session.server is False:
                         self._start_dtls(session, False, now)
                 else:
-                    self._media_ready(session, session.dtls)
+                    self._media_ready(session)
             else:
                 self._unselect(session)
             session.handler.event(event, now)
@@ -369,8 +428,13 @@ class MediaPort:
         session.listener = session.addr = None
         session.srtp_rx = session.srtp_tx = None
 
-    def _media_ready(self, session: Session, dtls: DtlsConnection) -> None:
-        if dtls.state is State.CONNECTED and session.addr is not None:
+    def _media_ready(self, session: Session) -> None:
+        dtls, resumed = session.dtls, session.resumed
+        if session.addr is None:
+            session.srtp_rx = session.srtp_tx = None
+        elif resumed is not None:
+            session.srtp_rx, session.srtp_tx = resumed[1], resumed[2]
+        elif dtls is not None and dtls.state is State.CONNECTED:
             session.srtp_rx, session.srtp_tx = dtls.srtp_rx, dtls.srtp_tx
         else:
             session.srtp_rx = session.srtp_tx = None
@@ -388,7 +452,7 @@ class MediaPort:
             if isinstance(event, ApplicationData):
                 session.handler.data(event.data)
                 continue
-            self._media_ready(session, dtls)
+            self._media_ready(session)
             session.handler.event(event, now)
         when = dtls.get_timeout(now)
         if when is not None and (session.dtls_at is None or when < session.dtls_at):

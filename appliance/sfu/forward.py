@@ -59,7 +59,7 @@ class Leg:
         "rtx_ssrc", "rtx_pts", "rtx_seq", "resent", "rtt", "retransmitted", "preferences",
         "probing", "probe_until", "next_probe", "probe_wait", "loss",
         "padding", "pad_credit", "probe_pads", "probe_started",
-        "pid_delta", "tl0_delta", "sent_packet", "moved_from", "pictures",
+        "pid_delta", "tl0_delta", "sent_packet", "moved_from", "pictures", "out_index", "rtx_index",
     )
 
     def __init__(self, send: Callable[[Any, bytes], bool], ssrc: int, pt_map: dict[int, int], mid: str,
@@ -94,6 +94,11 @@ class Leg:
         self.rtx_ssrc: int | None = None
         self.rtx_pts: dict[int, int] = {}
         self.rtx_seq = random.getrandbits(16)
+        # The SRTP packet index (ROC * 65536 + seq) of the latest packet sent on the leg's SSRC and on
+        # its RTX SSRC, as the subscriber counts them: kept by `count_indices` (each checkpoint, not per
+        # packet), so that another box can carry on protecting where this one stopped (continuation.py).
+        self.out_index = ((self.last_seq + 1) & 0xFFFF) - 1
+        self.rtx_index = ((self.rtx_seq + 1) & 0xFFFF) - 1
         self.resent: dict[int, float] = {}
         self.rtt = INITIAL_RTT
         self.loss = 0.0  # fraction lost, from the subscriber's receiver reports
@@ -107,6 +112,12 @@ class Leg:
         self.padding = 0.0
         self.pad_credit = 0.0
         self.set_extensions({})
+
+    def count_indices(self) -> None:
+        """Bring `out_index` and `rtx_index` up to the numbers sent since the last call (fewer than
+        32768 packets ago: calls come every few seconds)."""
+        self.out_index += (self.last_seq - self.out_index) & 0xFFFF
+        self.rtx_index += (self.rtx_seq - self.rtx_index) & 0xFFFF
 
     def set_extensions(self, mapping: dict[int, int]) -> None:
         """Publisher id -> this subscriber's id of the header extensions it receives."""

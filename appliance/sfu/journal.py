@@ -40,11 +40,14 @@ class Moved:
     certificate: str | None
     journal: list
     label: str = ""
+    # How many boxes held it before the one that wrote this: each takeover adds one, and of two boxes
+    # that both hold a session the later holder keeps it (appliance.cluster.handover).
+    generation: int = 0
 
     @classmethod
     def of(cls, session: CallSession) -> Moved:
         return cls(session.id, session.app, session.ufrag, session.pwd, session.seed, session.certificate,
-                   list(session.journal or []), session.label)
+                   list(session.journal or []), session.label, session.generation)
 
     def encode(self) -> dict:
         return asdict(self)

@@ -86,6 +86,12 @@ class CallSession:
     pending_offer: bool = False
     connected_at: float | None = None
     closed: bool = False
+    # When the cluster next checkpoints the session's media for another box to carry it on
+    # (sfu/continuation.py): 0 as soon as anything a checkpoint holds changed shape.
+    checkpoint_due: float = 0.0
+    # Carried on from another box: media goes on, the data channels' SCTP association did not.
+    datachannels_lost: bool = False
+    generation: int = 0  # boxes that held it before this one (journal.Moved)
     # sessions/new?thirdparty=true: the SFU relays to a third-party endpoint and is the full,
     # controlling ICE agent toward it (CALLS_API.md 1.1).
     thirdparty: bool = False
@@ -237,6 +243,7 @@ class CallSession:
             if stream is not None:
                 stream.rtx_ssrc = ssrc
                 self.rtx_by_ssrc[ssrc] = stream
+                self.checkpoint_due = 0.0
             return stream
         if rid is not None:
             stream = track.stream(rid.decode(errors="replace"))
@@ -248,6 +255,7 @@ class CallSession:
             self.by_ssrc.pop(stream.ssrc, None)  # the publisher restarted the stream on a new SSRC
         stream.ssrc = ssrc
         self.by_ssrc[ssrc] = stream
+        self.checkpoint_due = 0.0  # the binding is in no packet once the publisher stops naming it
         return stream
 
     def rtcp(self, packet: bytes, now: float) -> None:

@@ -16,7 +16,7 @@ from aiortc.rtcicetransport import RTCIceCandidate
 from ..logs import get_logger
 from ..rtc.checks import ChecksFailed
 from ..rtc.dtls import Closed, Connected, Failed
-from ..rtc.ice import ConsentExpired
+from ..rtc.ice import ConsentExpired, PathSelected
 from ..rtc.port import Event, MediaPort
 from . import extensions, rtcp, sdp
 from .channel_router import Associate, ChannelRouter
@@ -105,7 +105,7 @@ class Sfu:
                                   certificate=self.port.context.fingerprint.value)
         else:
             session = CallSession(moved.id, app, now, self, ufrag=moved.ufrag, pwd=moved.pwd, seed=moved.seed,
-                                  certificate=moved.certificate, label=moved.label)
+                                  certificate=moved.certificate, label=moved.label, generation=moved.generation + 1)
         self.sessions[session.id] = session
         self.live[app] += 1
         if self.remote is not None:
@@ -119,12 +119,15 @@ class Sfu:
             raise SfuError(410, "session_error", f"session {session_id!r} does not exist, has expired or was closed")
         return session
 
-    def close_session(self, session: CallSession) -> None:
+    def close_session(self, session: CallSession, quietly: bool = False) -> None:
+        """End the session; `quietly` when it goes on on another box (no DTLS close_notify)."""
         session.closed = True
+        if quietly and session.port_session is not None:
+            self.port.remove_session(session.port_session, quietly)  # first: no goodbye reaches the client
         for transceiver in session.transceivers:
             self._stop(session, transceiver)
         self.channels.close_session(session)
-        if session.port_session is not None:
+        if session.port_session is not None and not quietly:
             self.port.remove_session(session.port_session)
         if self.sessions.pop(session.id, None) is not None:
             self.live[session.app] -= 1
@@ -134,11 +137,20 @@ class Sfu:
     def session_event(self, session: CallSession, event: Event, now: float) -> None:
         if isinstance(event, Connected):
             session.connected_at = now
-            log.info("session connected", session=session.id, after=round(now - session.created, 3))
+            session.checkpoint_due = now
+            resumed = session.port_session is not None and session.port_session.resumed is not None
+            log.info("session carried on from another box" if resumed else "session connected", session=session.id,
+                     after=round(now - session.created, 3))
             for transceiver in session.transceivers:
                 if transceiver.leg is not None and not transceiver.closed:
                     self.repair.keyframe_for(transceiver.leg, now)
-            self.channels.sync(session)
+            if resumed:
+                # The SCTP association rode the DTLS association that stayed on the other box.
+                session.datachannels_lost = True
+            else:
+                self.channels.sync(session)
+        elif isinstance(event, PathSelected):
+            self.session_changed(session)  # the record carries the client's address (cluster failover)
         elif isinstance(event, (Failed, Closed, ConsentExpired, ChecksFailed)):
             log.info("session ended", session=session.id, reason=type(event).__name__)
             self.close_session(session)
@@ -147,6 +159,7 @@ class Sfu:
         self.channels.receive(session, data)
 
     def session_changed(self, session: CallSession) -> None:
+        session.checkpoint_due = 0.0
         if self.remote is not None and not session.closed:
             self.remote.changed(session)
 

@@ -15,18 +15,17 @@ boxes are answered on `pump`. The boxes share one clock.
 """
 from __future__ import annotations
 
-import base64
 import errno
-import json
 from collections.abc import Callable
 from typing import Any
 
 from appliance.cluster.channels import TrunkChannels
+from appliance.cluster.failover import Checkpoints
 from appliance.cluster.handover import Handover
 from appliance.cluster.nodes import Membership, NodeRecord
 from appliance.cluster.records import SessionRecord
 from appliance.cluster.seal import Sealer
-from appliance.cluster.store import SESSIONS, TRACKS, Bucket
+from appliance.cluster.store import MEDIA, SESSIONS, TRACKS, Bucket
 from appliance.cluster.trunk_port import TrunkPort
 from appliance.cluster.trunks import Trunks
 
@@ -66,9 +65,12 @@ class Box:
         self.port.handler = self.trunks
         self.lab.sfu.remote = self.trunks
         self.reinjected: list[tuple[Any, bytes, Any]] = []  # what the handover gave the media port back
-        self.handover = Handover(name, self.lab.sfu, self.trunks, cluster.session_by_ufrag, self.ask,
-                                 lambda local, data, addr, now: self.reinjected.append((local, data, addr)),
-                                 self.membership.alive, self.claim)
+        # The wall clock: the lab's, at some date.
+        self.checkpoints = Checkpoints(self.lab.sfu, cluster.sessions, STORE_SEALER, self.write,
+                                       lambda: 1.8e9 + cluster.now)
+        self.handover = Handover(name, self.lab.sfu, self.trunks, cluster.session_by_ufrag, self.checkpoints.by_path,
+                                 self.ask, lambda local, data, addr, now: self.reinjected.append((local, data, addr)),
+                                 self.membership.alive, self.checkpoints.saved, lambda: 1.8e9 + cluster.now)
         self.channels = TrunkChannels(name, self.lab.sfu.channels, self.trunks, self.port, self.lab.sfu.sessions)
         self.trunks.channels = self.lab.sfu.channels.remote = self.channels
         self.alive = True
@@ -87,25 +89,27 @@ class Box:
     def endpoint(self, name: str, **options: Any) -> Endpoint:
         return self.lab.endpoint(name, **options)
 
-    def claim(self, session_id: str, answered: Callable[[dict | None, float], None]) -> None:
-        """The store's compare-and-set of a session whose box is gone (ClusterService._claim_from_store)."""
-        record = self.cluster.sessions.get(session_id)
-        state = None
-        if record is not None and record.state and not self.membership.alive(record.owner):
-            state = json.loads(STORE_SEALER.open(base64.b64decode(record.state), f"{SESSIONS.name}/{session_id}"))
-            self.cluster.sessions[session_id] = SessionRecord(record.app, self.name, record.ufrag, record.state)
-        self.cluster.claims.append((session_id, answered, state))
-
     def ask(self, node: str, message: dict, answered: Callable[[dict | None, float], None]) -> None:
         self.cluster.requests.append((node, message, answered))
 
     def write(self, bucket: Bucket, key: str, value: bytes | None) -> None:
         self.writes.append((bucket.name, key, value))
         if bucket is SESSIONS:
-            if value is None:
-                self.cluster.sessions.pop(key, None)
-            else:
-                self.cluster.sessions[key] = SessionRecord.decode(value)
+            old = self.cluster.sessions.pop(key, None)
+            new = None if value is None else SessionRecord.decode(value)
+            if new is not None:
+                self.cluster.sessions[key] = new
+            for box in self.cluster.boxes.values():
+                box.checkpoints.session_record(key, old, new)
+            for box in self.cluster.boxes.values():
+                session = box.lab.sfu.sessions.get(key)
+                if new is not None and box.alive and session is not None and new.owner != box.name and (
+                        new.generation, new.owner) > (session.generation, box.name):
+                    self.cluster.outranked.append((box.name, key, new.owner))
+        if bucket is MEDIA:
+            for box in self.cluster.boxes.values():
+                if box.alive:
+                    box.checkpoints.media_record(key, value)
         if bucket is TRACKS:
             for box in self.cluster.boxes.values():
                 if box.alive:
@@ -122,7 +126,10 @@ class Cluster:
         self.in_flight: list[tuple[tuple[str, int], tuple[str, int], bytes]] = []
         self.requests: list[tuple[str, dict, Callable[[dict | None, float], None]]] = []
         self.sessions: dict[str, SessionRecord] = {}  # the sessions bucket
-        self.claims: list[tuple[str, Callable[[dict | None, float], None], dict | None]] = []
+        # Boxes that get no request (cut off, but not yet gone for their membership).
+        self.silent: set[str] = set()
+        # Boxes whose session another box's later write outranked (ClusterService._outranked): told on `pump`.
+        self.outranked: list[tuple[str, str, str]] = []
         self.boxes = {name: Box(self, name, i, fanout) for i, name in enumerate(names)}
         for box in self.boxes.values():
             for other in self.boxes.values():
@@ -142,15 +149,16 @@ class Cluster:
     def pump(self, rounds: int = 50) -> None:
         """Deliver requests and datagrams until none are left (bounded)."""
         for _ in range(rounds):
-            if not self.in_flight and not self.requests and not self.claims:
+            if not self.in_flight and not self.requests and not self.outranked:
                 return
-            claims, self.claims = self.claims, []
-            for _, answered, state in claims:
-                answered(state, self.now)
+            outranked, self.outranked = self.outranked, []
+            for name, session_id, owner in outranked:
+                self.boxes[name].handover.lost(session_id, owner, self.now)
             requests, self.requests = self.requests, []
             for node, message, answered in requests:
                 target = self.boxes.get(node)
-                reply = target.handle(message) if target is not None and target.alive else None
+                answers = target is not None and target.alive and node not in self.silent
+                reply = target.handle(message) if answers else None
                 answered(reply, self.now)
             datagrams, self.in_flight = self.in_flight, []
             for src, dst, data in datagrams:

@@ -77,12 +77,12 @@ def test_subscribers_of_a_moving_session_keep_receiving_its_tracks():
     assert [t["status"] for t in local.describe()["tracks"]] == ["active"]
 
 
-def test_a_session_whose_peer_connection_started_stays_where_it_is():
+def test_a_session_in_its_dtls_handshake_stays_where_it_is():
     cluster = Cluster("a", "b")
     a, b = cluster["a"], cluster["b"]
     pub = a.endpoint("pub")
     pub.push(video("cam"))
-    pub.connect()
+    pub.port_session.dtls = "a handshake under way"
     b.handover.stranger(pub.session.ufrag, "udp", b"check", CLIENT, cluster.now)
     cluster.pump()
     assert pub.id in a.lab.sfu.sessions and pub.id not in b.lab.sfu.sessions

@@ -5,7 +5,7 @@ every box."""
 from __future__ import annotations
 
 from appliance.cluster.trunk_port import TrunkPort
-from appliance.cluster.trunks import GRACE, LAYER_GRACE
+from appliance.cluster.trunks import GRACE, LAYER_GRACE, ORPHANED_FOR
 
 from ..sfu.harness import audio, label, labels, video
 from .harness import SECRET, Cluster
@@ -154,13 +154,16 @@ def test_when_the_publisher_leaves_every_box_ends_the_track_for_its_subscribers(
     assert cluster["b"].trunks.describe()["receiving"] == []
 
 
-def test_when_the_root_box_dies_its_tracks_end_on_other_boxes():
+def test_when_the_root_box_dies_and_no_box_carries_its_session_on_its_tracks_end_on_other_boxes():
     cluster = Cluster("a", "b")
     pub = published(cluster)
     sub, mid = subscribed(cluster, "b", pub)
     cluster.kill("a")
+    b = cluster["b"]
+    assert sub.ssrc(mid) not in sub.byes() and b.trunks.remote  # another box may carry the publisher on
+    b.lab.sweep(cluster.advance(ORPHANED_FOR + 1))
     assert sub.ssrc(mid) in sub.byes()
-    assert cluster["b"].trunks.remote == {}
+    assert b.trunks.remote == {}
 
 
 def test_a_trunk_nobody_needs_is_released_after_a_grace_period():
@@ -233,11 +236,16 @@ def test_the_store_hears_of_sessions_and_tracks_as_they_come_and_go():
     a = cluster["a"]
     pub = published(cluster)
     written = [(bucket, value is not None) for bucket, _, value in a.writes]
-    # The session, its track, and the session again once the push is in its journal.
-    assert written == [("edgecall-sessions", True), ("edgecall-tracks", True), ("edgecall-sessions", True)]
+    # The session, its track, the session again once the push is in its journal, and once more when
+    # its client's path is known (the record carries the address its media comes from).
+    assert written == [("edgecall-sessions", True), ("edgecall-tracks", True), ("edgecall-sessions", True),
+                       ("edgecall-sessions", True)]
+    assert cluster.sessions[pub.id].path == "%s %d" % pub.address
+    a.checkpoints.tick(cluster.now)  # a connected session's media checkpoint
+    assert a.writes[-1][:2] == ("edgecall-media", pub.id)
     pub.leave()
-    written = [(bucket, value is not None) for bucket, _, value in a.writes[3:]]
-    assert written == [("edgecall-tracks", False), ("edgecall-sessions", False)]
+    written = [(bucket, value is not None) for bucket, _, value in a.writes[5:]]
+    assert written == [("edgecall-tracks", False), ("edgecall-sessions", False), ("edgecall-media", False)]
 
 
 def chat(cluster: Cluster, *boxes: str):

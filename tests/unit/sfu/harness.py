@@ -30,6 +30,7 @@ A test reads like this:
 """
 from __future__ import annotations
 
+import itertools
 import re
 import struct
 from collections.abc import Callable, Iterable
@@ -43,8 +44,8 @@ from aiortc.rtp import (RTCP_PSFB_PLI, RTCP_RTPFB_NACK, HeaderExtensions, Header
                         RtpPacket, wrap_rtx)
 from aiortc.sdp import SessionDescription
 
-from appliance.rtc.dtls import Closed, Connected, DtlsContext
-from appliance.rtc.ice import host_candidates
+from appliance.rtc.dtls import Closed, Connected, DtlsContext, SrtpKeys
+from appliance.rtc.ice import PathSelected, host_candidates
 from appliance.sfu import feedback
 from appliance.sfu.datachannels import DataChannel
 from appliance.sfu.forward import Leg, payload_offset
@@ -244,6 +245,15 @@ class RecordedSession:
     checks: list[tuple] = field(default_factory=list)  # connect() calls: (remote ufrag, candidates)
     rtp: list[bytes] = field(default_factory=list)
     rtcp: list[bytes] = field(default_factory=list)
+    # The path and keys once connected (Endpoint.connect), as the real port's session has them.
+    listener: Any = None
+    addr: tuple[str, int] | None = None
+    keys: SrtpKeys | None = None
+    dtls: Any = None
+    rtcp_sent: dict[int, int] = field(default_factory=dict)
+    quietly: bool = False  # removed without a DTLS close_notify
+    # RecordingPort.resume's arguments: (keys, inbound, outbound, rtcp_sent) of a carried-on session.
+    resumed: tuple | None = None
 
     @property
     def up(self) -> bool:
@@ -274,8 +284,21 @@ class RecordingPort:
                 candidates: list, now: float) -> None:
         session.checks.append((remote_ufrag, list(candidates)))
 
-    def remove_session(self, session: RecordedSession) -> None:
+    def remove_session(self, session: RecordedSession, quietly: bool = False) -> None:
         session.removed = True
+        session.quietly = quietly
+
+    @staticmethod
+    def udp(listener: Any) -> bool:
+        return listener == "udp"
+
+    def resume(self, session: RecordedSession, listener: Any, addr: tuple[str, int], keys: SrtpKeys,
+               inbound: dict[int, int], outbound: dict[int, int], rtcp_sent: dict[int, int], now: float) -> None:
+        session.resumed = (keys, inbound, outbound, rtcp_sent)
+        session.listener, session.addr, session.keys, session.connected = listener, addr, keys, True
+        session.rtcp_sent = dict(rtcp_sent)
+        session.handler.event(PathSelected(session, listener, addr), now)
+        session.handler.event(Connected(keys.profile), now)
 
     def send_rtp(self, session: RecordedSession, packet: bytes) -> bool:
         session.rtp.append(packet)
@@ -283,6 +306,9 @@ class RecordingPort:
 
     def send_rtcp(self, session: RecordedSession, packet: bytes) -> bool:
         session.rtcp.append(packet)
+        if session.up:
+            ssrc = int.from_bytes(packet[4:8], "big")
+            session.rtcp_sent[ssrc] = session.rtcp_sent.get(ssrc, 0) + 1
         return session.up
 
 
@@ -442,6 +468,9 @@ SSRCS = {"f": 0x0F0F0F01, "h": 0x0F0F0F02, "q": 0x0F0F0F03}
 RTX_SSRCS = {"f": 0x0E0E0E01, "h": 0x0E0E0E02, "q": 0x0E0E0E03}
 
 
+_PORTS = itertools.count(40000)
+
+
 class Endpoint:
     """A client of the SFU with one PeerConnection: one Calls session, its SDP and its packets."""
 
@@ -455,6 +484,7 @@ class Endpoint:
         self.ufrag, self.pwd = f"c{number:03d}", f"client-password-{number:06d}"
         self.cname = f"cname-{name}"
         self.rtcp_ssrc = lab.new_ssrc()
+        self.address = ("198.51.100.20", next(_PORTS))  # where its media comes from: no two endpoints share it
         self.edit = edit  # SDP munging: every description this endpoint sends passes through it
         self.lines: list[MLine] = []
         self.mids: set[str] = set()  # every mid it ever had: a mid is never given out twice
@@ -695,6 +725,9 @@ class Endpoint:
         """ICE and DTLS succeeded: the port would now carry this session's media."""
         assert self.port_session is not None, "nothing negotiated: the port has no session to connect"
         self.port_session.connected = True
+        self.port_session.listener, self.port_session.addr = "udp", self.address
+        self.port_session.keys = SrtpKeys("SRTP_AES128_CM_SHA1_80", bytes(range(30)), bytes(range(30, 60)))
+        self.session.event(PathSelected(self.port_session, "udp", self.address), self.lab.now)
         self.session.event(Connected("SRTP_AES128_CM_SHA1_80"), self.lab.now)
 
     def describe(self) -> dict:
