@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import sys
 
 from . import __version__, logs, runner
-from .config import EMBEDDED, ConfigError, DrainConfig, default_path, load_config, summary
+from .config import EMBEDDED, ConfigError, default_path, load_config, summary
 from .config.values import Invalid, parse_seconds
+from .reload import ConfigSource
 
 EXIT_CONFIG = 2
 
@@ -47,12 +47,11 @@ def _load(path: str | None):
 
 def cmd_run(args: argparse.Namespace) -> int:
     logs.configure(args.log_format, args.log_level)
-    config = _load(args.config)
+    source = ConfigSource(args.config or default_path(), args.drain_time)
+    config = _load(source.path)
     if config is None:
         return EXIT_CONFIG
-    if args.drain_time is not None:
-        config = dataclasses.replace(config, drain=DrainConfig(args.drain_time))
-    return runner.run(runner.assemble(config))
+    return runner.run(runner.assemble(source.over(config), source))
 
 
 def cmd_net(args: argparse.Namespace) -> int:
@@ -81,6 +80,26 @@ def cmd_drain(args: argparse.Namespace) -> int:
         return 1
     print("draining" if answer.get("draining") else "serving")
     return 0 if answer.get("ok") else 1
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from . import control, reload
+
+    config = _load(args.config)
+    if config is None:
+        print("appliance: not reloaded, nothing changed", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        answer = control.request(config, "reload", timeout=reload.ANSWER_TIMEOUT)
+    except control.Untrusted as e:
+        print(f"appliance: refusing the control socket: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"appliance: no box answers on its control socket {control.socket_path(config)}: {e.strerror or e} "
+              "(the box is found by [api] listen: a changed one needs a restart)", file=sys.stderr)
+        return 1
+    print("\n".join(reload.describe(answer)), file=sys.stdout if answer.get("ok") else sys.stderr)
+    return 0 if answer.get("ok") else EXIT_CONFIG
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -160,6 +179,11 @@ def parser() -> argparse.ArgumentParser:
         toggle = sub.add_parser(name, help=text)
         _add_config_option(toggle)
         toggle.set_defaults(func=cmd_drain)
+
+    reload = sub.add_parser("reload", help="make the running box re-read its configuration file and apply what can "
+                                           "change live (the same as SIGHUP); say which changed keys need a restart")
+    _add_config_option(reload)
+    reload.set_defaults(func=cmd_reload)
 
     show = sub.add_parser("status", help="BGP sessions, announced prefixes, service health and drain state")
     _add_config_option(show)

@@ -1,4 +1,4 @@
-"""The box's local control socket: `appliance drain`, `undrain` and `status`, and the health agent's reports.
+"""The box's local control socket: `appliance drain`, `undrain`, `status` and `reload`, and the health agent's reports.
 
 A unix socket file rather than an HTTP endpoint: the API may listen on public addresses, this never
 does. It lives in a directory only its owner can write to (on the image /run/edgecall, the service's
@@ -8,7 +8,9 @@ a client talks only to a box run by root or by the directory's owner. The name h
 the network namespace: two boxes cannot share an API endpoint in one namespace, and the lab runs one
 box per namespace on one file system.
 
-One JSON object per line each way: {"command": "drain"} -> {"ok": true, ...}.
+One JSON object per line each way: {"command": "drain"} -> {"ok": true, ...}. The answer to a
+report also carries what the agent follows of the box's running config (announce/follow.py); the
+answer to "reload" is what the reload did (reload.py).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
+from .announce import follow
 from .config import Config
 from .logs import get_logger
 from .service import StartError
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
 
 log = get_logger("control")
 
-COMMANDS = ("status", "drain", "undrain", "report")
+COMMANDS = ("status", "drain", "undrain", "report", "reload")
 MAX_LINE = 1 << 20
 
 
@@ -163,14 +166,14 @@ class ControlService:
         return None if self._server else "not listening"
 
     def urls(self) -> list[str]:
-        return [f"control    {self._path}  (appliance drain | undrain | status)"]
+        return [f"control    {self._path}  (appliance drain | undrain | status | reload)"]
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             if not _trusted(writer.get_extra_info("socket")):
                 answer = {"ok": False, "error": "only root or the service's own user may use the control socket"}
             else:
-                answer = self._answer(await reader.readline())
+                answer = await self._answer(await reader.readline())
             writer.write(json.dumps(answer).encode() + b"\n")
             await writer.drain()
         except (ConnectionError, ValueError, asyncio.LimitOverrunError):
@@ -178,7 +181,7 @@ class ControlService:
         finally:
             writer.close()
 
-    def _answer(self, line: bytes) -> dict[str, Any]:
+    async def _answer(self, line: bytes) -> dict[str, Any]:
         try:
             message = json.loads(line)
             command = message["command"]
@@ -187,12 +190,15 @@ class ControlService:
         if command not in COMMANDS:
             return {"ok": False, "error": f"unknown command {command!r}; known: {', '.join(COMMANDS)}"}
         box = self.box
+        if command == "reload":
+            return (await box.reloader.reload()).to_dict()
         if command == "drain":
             box.drain.start(time.monotonic(), "appliance drain")
         elif command == "undrain":
             box.drain.stop()
         elif command == "report":
             box.agent.update(message.get("report") or {}, time.monotonic())
+            return {"ok": True, **status(box), "follow": follow.offer(box.config)}
         return {"ok": True, **status(box)}
 
 

@@ -20,8 +20,9 @@ from .announce.report import AgentReports
 from .control import ControlService
 from .drain import Drain
 from .logs import get_logger
+from .reload import ConfigSource, Reloader
 from .sdnotify import Notifier
-from .service import Service, StartError
+from .service import Reconfigurable, Service, StartError
 
 log = get_logger("runner")
 
@@ -31,9 +32,11 @@ STOP_TIMEOUT = 1.5
 
 @dataclass
 class Box:
-    """The running box: its config, its services, its metrics."""
+    """The running box: its config (and the file it came from, which a reload re-reads), its
+    services, its metrics."""
 
     config: Config
+    source: ConfigSource = field(default_factory=ConfigSource)
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
     services: list[Service] = field(default_factory=list)
 
@@ -47,6 +50,16 @@ class Box:
         self._up = up
         self.drain = Drain(self.registry)
         self.agent = AgentReports(self.registry)
+        self.reloader = Reloader(self)
+
+    def reconfigure(self, config: Config) -> None:
+        """Run with `config` from now on: a reload's, whose keys that need a restart hold their running
+        values (config/reload.py). Services read the box's config when they act; those that keep
+        something made from it (secrets, buckets, the TURN core's settings) take the new one."""
+        self.config = config
+        for service in self.services:
+            if isinstance(service, Reconfigurable):
+                service.reconfigure(config)
 
     def service(self, name: str) -> Service | None:
         return next((s for s in self.services if s.name == name), None)
@@ -101,6 +114,7 @@ async def serve(box: Box, notifier: Notifier | None = None) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, box.reloader.hangup)
     if not await _start_all(box):
         return 1
     print(banner(box), flush=True)
@@ -166,8 +180,9 @@ def run(box: Box) -> int:
     return uvloop.run(serve(box))
 
 
-def assemble(config: Config) -> Box:
-    """The box with every service its configuration enables, in start order."""
+def assemble(config: Config, source: ConfigSource | None = None) -> Box:
+    """The box with every service its configuration enables, in start order; `source` is where
+    `config` came from, for reloads."""
     from .api.server import ApiService
     from .cluster.revocations import ClusterRevocations
     from .cluster.service import ClusterService
@@ -175,7 +190,7 @@ def assemble(config: Config) -> Box:
     from .sfu.service import SfuService
     from .turn.service import TurnService
 
-    box = Box(config)
+    box = Box(config, source or ConfigSource())
     if config.sfu.enabled:
         box.services.append(SfuService(box))
     cluster = ClusterService(box)

@@ -1,7 +1,10 @@
 """What the runner asks of every service the box hosts (HTTP API, TURN, SFU, ...)."""
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 class StartError(Exception):
@@ -22,6 +25,14 @@ class Service(Protocol):
 
     def urls(self) -> list[str]:
         """What the service serves, one line each, for the start-up banner."""
+
+
+@runtime_checkable
+class Reconfigurable(Protocol):
+    """A service holding values of the config that a reload may change (config/reload.py says which)."""
+
+    def reconfigure(self, config: Config) -> None:
+        """Take the live values of `config`, the box's new running config, in place."""
 
 
 def banner_secret(secret: str, whole: bool) -> str:

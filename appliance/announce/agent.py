@@ -17,6 +17,7 @@ from appliance.logs import get_logger
 from netconfig.announcement import Announcement
 from netconfig.bgp_state import read_bgp
 
+from . import follow
 from .backbone import BackboneWatch
 from .hysteresis import Hysteresis, Verdict
 from .probes import ProbeResult, http_session, probes_for
@@ -41,6 +42,21 @@ class Agent:
         self.told: bool | None = None
         self.backbone = BackboneWatch(config) if config.backbone and config.backbone.peers else None
 
+    def reconfigure(self, config: Config) -> None:
+        """Follow the box's reloaded live values (follow.py): the timers from the next round on, the
+        backbone's peers watched as they now are."""
+        if config == self.config:
+            return
+        self.config = config
+        announce = config.announce
+        self.hysteresis.retune(announce.rise, announce.fall, announce.hold_down)
+        if self.backbone is not None:
+            self.backbone.reconfigure(config)
+        elif config.backbone and config.backbone.peers:
+            self.backbone = BackboneWatch(config)
+        log.info("following the reloaded config", interval=announce.interval, rise=announce.rise,
+                 fall=announce.fall, hold_down=announce.hold_down)
+
     async def switch(self, announced: bool, why: str) -> None:
         if self.told == announced and self.announcement.written() == announced:
             return
@@ -64,10 +80,13 @@ class Agent:
         wanted = self.hysteresis.observe(verdict(results), now)
         failing = "; ".join(f"{r.name}: {r.detail}" for r in results if not r.ok)
         await self.switch(wanted, failing or "every probe passes")
-        await asyncio.to_thread(self.report, results, now, peers)
+        answer = await asyncio.to_thread(self.report, results, now, peers)
+        if answer is not None:
+            self.reconfigure(follow.merge(self.config, answer.get("follow")))
         return results
 
-    def report(self, results: list[ProbeResult], now: float, peers: dict | None = None) -> None:
+    def report(self, results: list[ProbeResult], now: float, peers: dict | None = None) -> dict | None:
+        """Tell the service how the round went; its answer, None when it did not answer."""
         payload = {
             "announced": self.told is True,
             "state": self.hysteresis.describe(now),
@@ -76,20 +95,23 @@ class Agent:
         }
         if peers is not None:
             payload["backbone"] = peers
-        with contextlib.suppress(OSError, ValueError):
-            control.request(self.config, "report", timeout=self.config.announce.timeout, report=payload)
+        try:
+            return control.request(self.config, "report", timeout=self.config.announce.timeout, report=payload)
+        except (OSError, ValueError):
+            return None
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.switch(False, "starting")
-        interval = self.config.announce.interval
         names = ", ".join(p.name for p in self.probes)
-        log.info("probing", probes=names, interval=interval, rise=self.hysteresis.rise, fall=self.hysteresis.fall)
+        log.info("probing", probes=names, interval=self.config.announce.interval, rise=self.hysteresis.rise,
+                 fall=self.hysteresis.fall)
         async with http_session() as session:
             while not stop.is_set():
                 started = time.monotonic()
                 await self.round(session)
+                wait = started + self.config.announce.interval - time.monotonic()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), max(0.0, started + interval - time.monotonic()))
+                    await asyncio.wait_for(stop.wait(), max(0.0, wait))
         self.told = None  # whatever happened before, withdraw for certain
         await self.switch(False, "the agent is stopping")
 

@@ -42,16 +42,29 @@ class PeerHealth:
 
 class BackboneWatch:
     def __init__(self, config: Config):
+        self.peers: dict[str, PeerHealth] = {}
+        self.reconfigure(config)
+        self.ident = (os.getpid() ^ random.getrandbits(16)) & 0xFFFF
+        self.sequence = 0
+        self.counters_error: str | None = None  # logged once, not every round
+
+    def reconfigure(self, config: Config) -> None:
+        """Watch the peers `config` has (a reload may change them): a peer whose link is unchanged keeps
+        its health and counts, under the new rise and fall."""
         self.config = config
         announce = config.announce
         # Start from what the kernel was last told: a restarted agent does not flip a peer at once.
         down = read_state(config.net.state_file).down
-        self.peers = {link.peer.node: PeerHealth(link, Hysteresis(announce.rise, announce.fall, 0.0,
-                                                                  announced=link.peer.node not in down))
-                      for link in links(config)}
-        self.ident = (os.getpid() ^ random.getrandbits(16)) & 0xFFFF
-        self.sequence = 0
-        self.counters_error: str | None = None  # logged once, not every round
+        peers = {}
+        for link in links(config):
+            kept = self.peers.get(link.peer.node)
+            if kept is not None and kept.link == link:
+                kept.hysteresis.retune(announce.rise, announce.fall, 0.0)
+                peers[link.peer.node] = kept
+            else:
+                peers[link.peer.node] = PeerHealth(link, Hysteresis(announce.rise, announce.fall, 0.0,
+                                                                    announced=link.peer.node not in down))
+        self.peers = peers
 
     async def round(self, now: float) -> dict:
         """Probe every peer, switch those whose state changed; the report for `appliance status`."""

@@ -27,6 +27,10 @@ class Hysteresis:
     withdrawn_at: float | None = None
     draining: bool = False
 
+    def retune(self, rise: int, fall: int, hold_down: float) -> None:
+        """New thresholds (a reload); the counts so far stand."""
+        self.rise, self.fall, self.hold_down = rise, fall, hold_down
+
     def observe(self, verdict: Verdict, now: float) -> bool:
         """Count one round's verdict; whether the prefixes should be announced now."""
         self.draining = verdict is Verdict.DRAINING

@@ -38,15 +38,25 @@ TURN_KEY = web.RequestKey("turn_key", str)
 APPS = Realm("app", "appId", APP)
 TURN_KEYS = Realm("TURN key", "keyId", TURN_KEY)
 
-# Each realm's {id: secret}, from the configuration, kept on the application.
-SECRETS = web.AppKey("secrets", dict)
+class Secrets:
+    """Each realm's {id: secret}, from the running configuration; a reload hands it the new one."""
+
+    def __init__(self, config: Config) -> None:
+        self._known: dict[Realm, dict[str, bytes]] = {}
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        self._known = {
+            APPS: {app.id: app.secret.encode() for app in config.apps},
+            TURN_KEYS: {key.id: key.token.encode() for key in config.turn.keys},
+        }
+
+    def __getitem__(self, realm: Realm) -> dict[str, bytes]:
+        return self._known[realm]
 
 
-def secrets(config: Config) -> dict[Realm, dict[str, bytes]]:
-    return {
-        APPS: {app.id: app.secret.encode() for app in config.apps},
-        TURN_KEYS: {key.id: key.token.encode() for key in config.turn.keys},
-    }
+# Kept on the application.
+SECRETS = web.AppKey("secrets", Secrets)
 
 
 def bearer(request: web.Request) -> bytes | None:

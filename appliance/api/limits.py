@@ -34,11 +34,24 @@ class AppLimits:
     """Each app's buckets, and the 429s counted per app and limit (apps come from the config: a bounded label)."""
 
     def __init__(self, apps: Iterable[AppConfig], now: float, registry: CollectorRegistry) -> None:
-        self._apps = {app.id: app for app in apps}
-        self._requests = {app.id: _bucket(app.requests_per_second, now) for app in self._apps.values()}
-        self._sessions = {app.id: _bucket(app.sessions_per_second, now) for app in self._apps.values()}
+        self._apps: dict[str, AppConfig] = {}
+        self._requests: dict[str, TokenBucket] = {}
+        self._sessions: dict[str, TokenBucket] = {}
+        self.configure(apps, now)
         self.refused = Counter("edgecall_api_limited", "Calls API requests refused with 429, by app and limit.",
                                ["app", "limit"], registry=registry)
+
+    def configure(self, apps: Iterable[AppConfig], now: float) -> None:
+        """The apps of a reloaded configuration: an app whose rate is unchanged keeps its bucket (what it
+        has spent stays spent), a new rate starts a full one."""
+        old = self._apps
+        self._apps = {app.id: app for app in apps}
+        self._requests = {
+            app.id: self._requests[app.id] if app.id in old and old[app.id].requests_per_second == app.requests_per_second
+            else _bucket(app.requests_per_second, now) for app in self._apps.values()}
+        self._sessions = {
+            app.id: self._sessions[app.id] if app.id in old and old[app.id].sessions_per_second == app.sessions_per_second
+            else _bucket(app.sessions_per_second, now) for app in self._apps.values()}
 
     def request(self, app: str, now: float) -> None:
         """Count one API request of `app`; RateLimited past its requests_per_second."""

@@ -13,7 +13,7 @@ from ..dashboard import routes as dashboard
 from ..logs import get_logger
 from ..service import StartError, banner_secret
 from . import calls, meet, stream_tokens, turn_credentials, whep, whip
-from .auth import SECRETS, secrets
+from .auth import SECRETS, Secrets
 from .body import MAX_BODY_BYTES
 from .cors import cors_middleware
 from .errors import error_middleware
@@ -22,6 +22,7 @@ from .health import BOX, healthz, metrics
 from .limits import LIMITS, AppLimits
 
 if TYPE_CHECKING:
+    from ..config import Config
     from ..runner import Box
 
 log = get_logger("api")
@@ -79,7 +80,7 @@ def make_app(box: Box) -> web.Application:
         client_max_size=MAX_BODY_BYTES,
     )
     app[BOX] = box
-    app[SECRETS] = secrets(config)
+    app[SECRETS] = Secrets(config)
     app[LIMITS] = AppLimits(config.apps, time.monotonic(), box.registry)
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
@@ -136,6 +137,12 @@ class ApiService:
 
     def health(self) -> str | None:
         return None if self._runner else "not listening"
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload's live values: the apps' and TURN keys' secrets, the apps' limits (the tokens and
+        the rest are read from the box's config per request)."""
+        self.app[SECRETS].configure(config)
+        self.app[LIMITS].configure(config.apps, time.monotonic())
 
     @property
     def base_url(self) -> str:

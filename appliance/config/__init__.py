@@ -43,7 +43,7 @@ __all__ = [
     "AnycastConfig", "ApiConfig", "AppConfig", "BackboneConfig", "BackbonePeerConfig", "BgpConfig",
     "BgpNeighborConfig", "ClusterConfig", "Config", "ConfigError", "Endpoint", "Listener", "NodeConfig",
     "PortRange", "Problem", "SfuConfig", "TurnConfig", "TurnKeyConfig", "default_path", "load_config",
-    "parse_config", "summary",
+    "parse_config", "read_text", "summary",
 ]
 
 
@@ -109,12 +109,16 @@ def load_config(path: str | None) -> Config:
     """Load `path`, or the embedded default when `path` is None."""
     if path is None:
         return embedded_default()
+    return parse_config(read_text(path), path)
+
+
+def read_text(path: str) -> str:
+    """The text of the configuration file `path`; ConfigError when it cannot be read."""
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(path, [Problem(1, "(file)", f"cannot read the file: {e}")]) from None
-    return parse_config(text, path)
 
 
 def summary(config: Config) -> list[str]:

@@ -189,7 +189,9 @@ class ChannelRouter:
         return results
 
     def describe(self, session: CallSession) -> list[dict]:
-        return [describe(channel, self._status(channel)) for channel in session.datachannels]
+        # A session carried on from another box has no SCTP association: its channels ended there.
+        return [describe(channel, "inactive" if session.datachannels_lost else self._status(channel))
+                for channel in session.datachannels]
 
     # --- inside -----------------------------------------------------------------------------------
 

@@ -86,16 +86,21 @@ class RestCredentials:
     (key id -> token) whose credentials are signed with secrets derived from them."""
 
     def __init__(self, secrets: Sequence[str], max_ttl: int, keys: Mapping[str, str] | None = None) -> None:
+        self.configure(secrets, max_ttl, keys or {})
+
+    def configure(self, secrets: Sequence[str], max_ttl: int, keys: Mapping[str, str]) -> None:
+        """Mint and check with these from now on (a reload): one object, so that the authenticator and
+        the revocations that hold it see the change together."""
         self.secrets = tuple(secrets)
         self.max_ttl = max_ttl
-        self.issuers = (REST, *(keys or {}))
+        self.issuers = (REST, *keys)
         # Issuer -> (tag, secret) that signs: the first shared secret's. Tag -> (issuer, secret)
         # pairs that verify, every shared secret's (None: untagged usernames, the shared secrets).
         self._signers: dict[str, tuple[str | None, str]] = {}
         self._verifiers: dict[str | None, list[tuple[str, str]]] = {None: [(REST, s) for s in self.secrets]}
         if self.secrets:
             self._signers[REST] = (None, self.secrets[0])
-        for key_id, token in (keys or {}).items():
+        for key_id, token in keys.items():
             for secret in self.secrets:
                 derived = key_secret(secret, key_id, token)
                 tag = issuer_tag(derived)

@@ -14,12 +14,17 @@ from collections.abc import Mapping
 
 class IssuerQuotas:
     def __init__(self, relay_ports: int, reserve: float, quotas: Mapping[str, int]) -> None:
-        # At least one allocation, however small the range and large the reserve; no reserve, no ceiling.
-        self.ceiling = max(1, int(relay_ports * (1 - reserve))) if reserve else math.inf
-        self._quotas = dict(quotas)
         self.held: dict[str, int] = {}
         # (issuer, "user" or "issuer") -> Allocate requests refused with 486 over that quota.
         self.refused: dict[tuple[str, str], int] = {}
+        self.configure(relay_ports, reserve, quotas)
+
+    def configure(self, relay_ports: int, reserve: float, quotas: Mapping[str, int]) -> None:
+        """New quotas (a reload): what each issuer holds stays held; an issuer now over its quota makes
+        no new allocation until it is under again."""
+        # At least one allocation, however small the range and large the reserve; no reserve, no ceiling.
+        self.ceiling = max(1, int(relay_ports * (1 - reserve))) if reserve else math.inf
+        self._quotas = dict(quotas)
 
     def limit(self, issuer: str) -> float:
         return min(self._quotas.get(issuer, self.ceiling), self.ceiling)

@@ -156,6 +156,25 @@ class TurnServer:
             wall=wall,
         )
 
+    def reconfigure(self, turn: TurnConfig) -> None:
+        """Take a reloaded `[turn]` table's live values: secrets and keys, quotas and limits. Its other
+        values are the running ones (config/reload.py keeps the realm, listeners, relay addresses and
+        ports, allowed peers until a restart). Allocations go on, held to the new relay budget."""
+        settings = TurnSettings.from_config(turn)
+        self.credentials.configure(turn.secrets, turn.credential_max_ttl, {key.id: key.token for key in turn.keys})
+        self.settings = settings
+        self.revocations.capacity = settings.max_revocations
+        self.auth.nonces.lifetime = settings.nonce_lifetime
+        first, last = settings.relay_ports
+        self.quotas.configure(last - first + 1, settings.issuer_reserve, dict(settings.issuer_quotas))
+        self.usage_book.retention = settings.usage_retention
+        self._limits = settings.relay_limits
+        self._peer_rate = unlimited(settings.new_peers_per_second)
+        for allocation in self._allocations.values():
+            allocation.limits = self._limits
+            allocation.peer_bucket.rate = self._peer_rate
+            allocation.peer_bucket.burst = settings.new_peer_burst
+
     # --- what the shell reads -----------------------------------------------------------
 
     def datagrams_to_send(self) -> list[tuple[bytes, Any, Any]]:

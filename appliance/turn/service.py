@@ -21,6 +21,7 @@ from .server import TurnServer
 from .usage import top_identifiers
 
 if TYPE_CHECKING:
+    from ..config import Config, TurnConfig
     from ..runner import Box
 
 log = get_logger("turn")
@@ -57,7 +58,6 @@ class TurnService:
 
     def __init__(self, box: Box, wall: Callable[[], float] = time.time) -> None:
         self.box = box
-        self.config = box.config.turn
         self.core: TurnServer | None = None
         self.io: TurnIO | None = None
         # The core's clocks: `now` is the event loop's from start (time.monotonic, asyncio's own, until then);
@@ -70,6 +70,15 @@ class TurnService:
         self._shared: SharedRevocations | None = None
         self._following: asyncio.Task[None] | None = None
         box.registry.register(_TurnCollector(self))
+
+    @property
+    def config(self) -> TurnConfig:
+        return self.box.config.turn
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload's live `[turn]` values; before start there is no core yet, and start reads the box's config."""
+        if self.core is not None:
+            self.core.reconfigure(config.turn)
 
     def share_revocations(self, store: SharedRevocations) -> None:
         """Before start: keep revocations in `store`, which other boxes share, and refuse the ones
