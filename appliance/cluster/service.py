@@ -115,7 +115,9 @@ class ClusterService:
         if self.sfu is not None:
             await self._certificates()
             await self._open_trunks()
-            jobs += [self._watch_tracks, self._watch_certificates, self._watch_media, self._checkpoint]
+            jobs += [self._watch_tracks, self._watch_certificates]
+            if self.config.nats:  # a lone box has no other box to carry its sessions on
+                jobs += [self._watch_media, self._checkpoint]
         await self._patiently("the first heartbeat", self._heartbeat)
         self._tasks = [asyncio.create_task(job()) for job in jobs]
 

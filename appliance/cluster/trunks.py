@@ -266,7 +266,9 @@ class Trunks:
             state = base64.b64encode(self.seal(json.dumps(Moved.of(session).encode()).encode(),
                                                f"{SESSIONS.name}/{session.id}")).decode()
         port_session = session.port_session
-        addr = port_session.addr if port_session is not None else None
+        # The client's address finds the session when its media reaches another box (failover); a
+        # third party's does not move (continuation.capture).
+        addr = port_session.addr if port_session is not None and not session.thirdparty else None
         record = SessionRecord(session.app, self.me, session.ufrag, state, path_key(addr) if addr is not None else "",
                                session.generation)
         self.write(SESSIONS, session.id, record.encode())

@@ -38,9 +38,10 @@ MAX_JUMP = 0x6000  # below half the sequence space, or receivers would take the 
 
 def capture(port: MediaPort, session: CallSession, wall: float) -> dict[str, Any] | None:
     """The session's checkpoint now (`wall`: time.time()), or None when it carries no media (not
-    connected, or over ICE-TCP, whose connection cannot move)."""
+    connected), or its PeerConnection cannot move: over ICE-TCP (the connection stays with the box),
+    or toward a third party (the box controls ICE there; the other end sends no checks to find it)."""
     port_session = session.port_session
-    if port_session is None or session.connected_at is None:
+    if port_session is None or session.connected_at is None or session.thirdparty:
         return None
     keys = port_session.keys
     if keys is None or not port.udp(port_session.listener):
