@@ -25,6 +25,7 @@ class MemoryStore:
         self._revision = 0
         self._watchers: dict[str, list[asyncio.Queue[Entry]]] = {}
         self._handlers: dict[str, Handler] = {}
+        self._listeners: dict[str, list[Callable[[bytes], None]]] = {}
         self.operations = 0  # reads and writes, for the figures of a test
 
     def _live(self, bucket: Bucket, key: str) -> _Value | None:
@@ -99,8 +100,16 @@ class MemoryStore:
         except asyncio.TimeoutError:
             raise StoreUnavailable(f"{subject} did not answer within {timeout} s") from None
 
+    async def publish(self, subject: str, payload: bytes) -> None:
+        for handler in self._listeners.get(subject, []):
+            handler(payload)
+
+    async def listen(self, subject: str, handler: Callable[[bytes], None]) -> None:
+        self._listeners.setdefault(subject, []).append(handler)
+
     async def close(self) -> None:
         self._handlers.clear()
+        self._listeners.clear()
 
     @property
     def connected(self) -> bool:

@@ -257,6 +257,17 @@ class NatsStore:
         with _unavailable(f"request {subject}"):
             return (await self._client.request(subject, payload, timeout=timeout)).data
 
+    async def publish(self, subject: str, payload: bytes) -> None:
+        with _unavailable(f"publish {subject}"):
+            await self._client.publish(subject, payload)
+
+    async def listen(self, subject: str, handler: Callable[[bytes], None]) -> None:
+        async def heard(message: Msg) -> None:
+            handler(message.data)
+
+        with _unavailable(f"listen {subject}"):
+            await self._client.subscribe(subject, cb=heard)
+
     @property
     def connected(self) -> bool:
         return self._client.is_connected

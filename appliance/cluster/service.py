@@ -42,6 +42,10 @@ T = TypeVar("T")
 TRUNK_PORT = 3480
 TRUNK_BUFFER = 4 << 20
 REQUEST_TIMEOUT = 1.0
+# Heartbeats go out on NATS core (every box hears them at once, whatever the buckets do: a bucket
+# whose leader died elects another for seconds, and a box must not seem gone meanwhile); the nodes
+# bucket keeps the records for boxes that start later.
+HEARTBEATS = "edgecall.nodes"
 WRITE_RETRIES = 5
 RENEW_CHECK = 3600.0  # how often a box looks whether the cluster's certificate is due for renewal
 GIVEN_FOR = 10.0
@@ -111,6 +115,7 @@ class ClusterService:
         self._loop = asyncio.get_running_loop()
         self.store = self._given_store or await self._connect()
         await self.store.serve(f"edgecall.{self.me}.trunk", self._answer)
+        await self.store.listen(HEARTBEATS, self._heard)
         jobs = [self._beat, self._watch_nodes, self._watch_sessions, self._writer]
         if self.sfu is not None:
             await self._certificates()
@@ -271,23 +276,47 @@ class ClusterService:
         assert self.store is not None
         await self.store.put(NODES, key(self.me), self._record().encode())
 
+    def _heard(self, data: bytes) -> None:
+        """Another box's heartbeat (or this box's own)."""
+        if self._loop is None:
+            return
+        try:
+            node = json.loads(data)["id"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable heartbeat")
+            return
+        if isinstance(node, str):
+            self.membership.heard(node, data, self._loop.time())
+
     async def _beat(self) -> None:
         assert self._loop is not None and self.store is not None
         renew_at = self._loop.time() + RENEW_CHECK
+        written: asyncio.Task[None] | None = None
         while True:
             await asyncio.sleep(self.config.heartbeat)
             try:
-                await self._heartbeat()
-                if self.sfu is not None and self._loop.time() >= renew_at:
-                    renew_at = self._loop.time() + RENEW_CHECK
-                    self._use(await certificate.shared(self.store, self.store_sealer))
+                await self.store.publish(HEARTBEATS, self._record().encode())
             except StoreUnavailable as e:
-                log.warning("heartbeat not written", reason=str(e))
+                log.warning("heartbeat not sent", reason=str(e))
+            if written is None or written.done():  # the bucket's copy: not waited for by the next beat
+                written = self._spawn(self._write_heartbeat())
+            if self.sfu is not None and self._loop.time() >= renew_at:
+                renew_at = self._loop.time() + RENEW_CHECK
+                try:
+                    self._use(await certificate.shared(self.store, self.store_sealer))
+                except StoreUnavailable as e:
+                    log.warning("the cluster's certificate not checked for renewal", reason=str(e))
             now = self._loop.time()
             self._given = {session: given for session, given in self._given.items() if given[1] > now}
             for node in self.membership.expire(now):
                 if self.trunks is not None:
                     self.trunks.node_gone(node, now)
+
+    async def _write_heartbeat(self) -> None:
+        try:
+            await self._heartbeat()
+        except StoreUnavailable as e:
+            log.warning("heartbeat not written", reason=str(e))
 
     async def watch(self, bucket: Bucket, apply: Callable[[str, bytes | None], None]) -> None:
         """Apply every change of `bucket`, watching again after the store drops the watch."""
@@ -314,8 +343,9 @@ class ClusterService:
         await self.watch(NODES, apply)
 
     async def _watch_tracks(self) -> None:
-        if self.trunks is not None:
-            await self.watch(TRACKS, self.trunks.track_record)
+        trunks, loop = self.trunks, self._loop
+        if trunks is not None and loop is not None:
+            await self.watch(TRACKS, lambda track_id, value: trunks.track_record(track_id, value, loop.time()))
 
     async def _watch_sessions(self) -> None:
         def apply(session_id: str, value: bytes | None) -> None:
@@ -457,11 +487,12 @@ class ClusterService:
         timeout = ASK_TIMEOUT if message.get("op") == "handover" else REQUEST_TIMEOUT
         self._spawn(self._request(subject, message, answered, timeout))
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run `work` beside the box's jobs (cancelled with them at stop)."""
         task = asyncio.create_task(work)
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
+        return task
 
     async def _request(self, subject: str, message: dict, answered: Callable[[dict | None, float], None],
                        timeout: float = REQUEST_TIMEOUT) -> None:

@@ -83,6 +83,13 @@ class Store(Protocol):
     async def request(self, subject: str, payload: bytes, timeout: float) -> bytes:
         """Send a request and wait for its answer; raises StoreUnavailable when none comes in time."""
 
+    async def publish(self, subject: str, payload: bytes) -> None:
+        """Send `payload` to whoever listens on `subject` now (no store, no answer: NATS core, which
+        keeps working while a bucket elects a new leader)."""
+
+    async def listen(self, subject: str, handler: Callable[[bytes], None]) -> None:
+        """Call `handler` with every payload published on `subject` from now on."""
+
     async def close(self) -> None: ...
 
     @property

@@ -316,17 +316,22 @@ class Trunks:
 
     # --- the store's watches ----------------------------------------------------------------------
 
-    def track_record(self, track_id: str, data: bytes | None) -> None:
-        """A change in the tracks bucket: a deletion ends the remote track (the publisher left)."""
+    def track_record(self, track_id: str, data: bytes | None, now: float) -> None:
+        """A change in the tracks bucket: a deletion ends the remote track (the publisher left); a
+        new root (another box carries the publisher on) is where the remote track re-attaches."""
         if data is None:
             self.records.pop(track_id, None)
             if track_id in self.remote:
                 self._close(track_id, tell_parent=False)
             return
         try:
-            self.records[track_id] = TrackRecord.decode(data)
+            record = self.records[track_id] = TrackRecord.decode(data)
         except (ValueError, TypeError) as e:
             log.warning("unreadable track record", key=track_id, reason=str(e))
+            return
+        remote = self.remote.get(track_id)
+        if remote is not None and record.owner not in (remote.record.owner, self.me):
+            self._rooted_at(track_id, remote, record.owner, now)
 
     def node_gone(self, node: str, now: float) -> None:
         """A box left the cluster: what it sent this box re-attaches at the root (or ends, when it
@@ -485,17 +490,27 @@ class Trunks:
                     transceiver.source = track
 
     def _moved(self, request: dict, now: float) -> dict:
-        """A track this box receives has a new root (its session moved): re-attach there."""
+        """A track has a new root (its session moved): what this box receives of it re-attaches
+        there, and what it pulls of it later goes there (the store's record may come later)."""
         track_id = track_key(str(request.get("session")), str(request.get("name")))
-        remote = self.remote.get(track_id)
         root = str(request.get("root"))
-        parent = self.peer_of(root) if root != self.me else None
-        if remote is None or parent is None:
+        record = self.records.get(track_id)
+        if record is not None and root != self.me:
+            self.records[track_id] = replace(record, owner=root)
+        remote = self.remote.get(track_id)
+        if remote is None:
             return {"error": "not received here"}
-        remote.record = self.records[track_id] = replace(remote.record, owner=root)
+        return {"ok": True} if self._rooted_at(track_id, remote, root, now) else {"error": "unknown root"}
+
+    def _rooted_at(self, track_id: str, remote: RemoteTrack, root: str, now: float) -> bool:
+        parent = self.peer_of(root) if root != self.me else None
+        if parent is None:
+            return False
+        log.info("a remote track's root moved; re-attaching there", track=remote.record.name, root=root)
+        remote.record = replace(remote.record, owner=root)
         remote.orphaned_at = None
         self._reattach(track_id, remote, parent, now)
-        return {"ok": True}
+        return True
 
     # --- the trunk port's handler: the hot path first ---------------------------------------------
 

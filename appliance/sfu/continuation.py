@@ -7,8 +7,9 @@ failure the old box went on sending, so the numbers the subscriber sees jump for
 have sent meanwhile (the catch-up is deterministic: a bound on the packet rate times the time since
 the checkpoint, plus a margin) rather than being written per packet:
 - each leg's sequence number and SRTP index by up to SEQ_RATE packets a second, its timestamp by the
-  time passed (the leg then steps once more, as on any move to another source, and waits for a
-  keyframe); receivers take a forward jump as loss and ask for a keyframe, which the box asks for too;
+  time passed, no more (a receiver schedules playout by the timestamps: one ahead of the clock is a
+  picture held back); the leg then steps once more, as on any move to another source; receivers take
+  a forward jump as loss and ask for a keyframe, which the box asks for too;
 - the transport-wide sequence number by TRANSPORT_RATE a second;
 - each leg's SRTCP index by RTCP_RATE a second. Feedback to publishers goes out under a new SSRC of
   the session's (its SRTCP starts afresh), so only the legs' sender reports need the walk.
@@ -81,7 +82,8 @@ def restore(sfu: Sfu, session: CallSession, state: dict[str, Any], listener: Lis
     if port_session is None:
         raise ValueError("the session has no PeerConnection to carry on")
     keys = continuation.decode_keys(state["keys"])
-    elapsed = max(0.0, wall - float(state["at"])) + MARGIN
+    passed = max(0.0, wall - float(state["at"]))
+    elapsed = passed + MARGIN
     jump = min(MAX_JUMP, int(elapsed * SEQ_RATE))
     for name, rid, ssrc, rtx_ssrc in state["bindings"]:
         track = session.tracks.get(name)
@@ -98,7 +100,7 @@ def restore(sfu: Sfu, session: CallSession, state: dict[str, Any], listener: Lis
         leg = session.legs.get(int(ssrc_text))
         if leg is None:
             continue
-        _jump_leg(leg, int(last_seq), int(last_ts), int(out_index), int(rtx_index), int(elapsed * int(clock)), jump)
+        _jump_leg(leg, int(last_seq), int(last_ts), int(out_index), int(rtx_index), int(passed * int(clock)), jump)
         outbound[leg.ssrc] = leg.out_index
         if leg.rtx_ssrc is not None:
             outbound[leg.rtx_ssrc] = leg.rtx_index

@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -64,6 +66,7 @@ NATS_STARTS = 3
 NATS_AGREE_TIMEOUT = 10.0
 LOSS_PERCENT = 5
 LOSS_TABLE = "lab_loss"  # beside the table the box's netconfig owns (inet edgecall)
+CUT_TABLE = "lab_cut"  # ClusterBox.cut's (netdev family)
 FETCH = ("import sys, urllib.request\n"
          "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())\n")
 ADMIN_TOKEN = "the cluster lab's admin token"
@@ -272,6 +275,49 @@ class ClusterBox:
         self.nats = self.host.popen([str(NATS_SERVER), "-c", str(conf), "-m", str(NATS_MONITOR_PORT)],
                                     log="nats-server")
 
+    def kill(self) -> list[str]:
+        """SIGKILL every process in the box's namespace, one right after another (its appliance, health
+        agent, BIRD and nats-server, and anything they started): the box's software dies at once. Its
+        kernel stays (the namespace and its links) and still answers (TCP resets, ICMP port unreachable),
+        so the router learns of it sooner than of a box that went silent (cut). What was killed, as
+        `name pid`."""
+        pids = [int(pid) for pid in subprocess.run(["ip", "netns", "pids", self.host.netns], capture_output=True,
+                                                   text=True, check=True).stdout.split()]
+        killed = []
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                name = Path(f"/proc/{pid}/comm").read_text().strip()
+                os.kill(pid, signal.SIGKILL)
+                killed.append(f"{name} {pid}")
+        return killed
+
+    def cut(self) -> list[str]:
+        """Cut the box off silently: nftables in its namespace drops everything that arrives on or
+        leaves by any interface but lo (its uplink to the router and its backbone tunnels), at the
+        device (netdev ingress and egress), so no peer is told (no RST, no ICMP) and its processes
+        see nothing (a send dropped at egress reports no error), and every process stays. Only BFD
+        can notice. The interfaces cut."""
+        links = json.loads(self.host.run(["ip", "-j", "link", "show"]).stdout)
+        devices = [link["ifname"] for link in links if link["ifname"] != "lo"]
+        chains = "".join(f"""
+  chain {hook}_{number} {{
+    type filter hook {hook} device "{device}" priority -500; counter name dropped_{hook} drop;
+  }}""" for number, device in enumerate(devices) for hook in ("ingress", "egress"))
+        self.host.run(["nft", "-f", "-"], input=f"""table netdev {CUT_TABLE} {{
+  counter dropped_ingress {{ }}
+  counter dropped_egress {{ }}{chains}
+}}
+""")
+        return devices
+
+    def cut_dropped(self) -> dict[str, int]:
+        """What the cut dropped so far, packets in and out."""
+        dropped = {}
+        for hook in ("ingress", "egress"):
+            text = self.host.run(["nft", "list", "counter", "netdev", CUT_TABLE, f"dropped_{hook}"]).stdout
+            dropped[hook] = int(text.split("packets")[1].split()[0])
+        return dropped
+
     def logs(self) -> str:
         return "\n".join(f"--- {self.name} {log}\n{self.host.log_path(log).read_text()[-6000:]}"
                          for log in ("bird", "nats-server", "appliance", "announce") if self.host.log_path(log).exists())
@@ -369,9 +415,11 @@ def cluster_unavailable() -> str | None:
     return None
 
 
-def build_cluster(lab: Lab, boxes: int, clients: int, fanout: int = 8) -> ClusterLab:
+def build_cluster(lab: Lab, boxes: int, clients: int, fanout: int = 8,
+                  bfd_interval_ms: int = BFD_INTERVAL_MS) -> ClusterLab:
     """The router, `boxes` boxes clustered and announcing, `clients` client hosts; returns once the
-    router has an ECMP next hop to every box."""
+    router has an ECMP next hop to every box. The router's BFD runs at `bfd_interval_ms` both ways
+    (BIRD on the boxes asks for 5 missed packets: a silent box is noticed after 5 intervals)."""
     if reason := cluster_unavailable():
         pytest.skip(reason)
     rtr = lab.host("rtr")
@@ -387,7 +435,7 @@ def build_cluster(lab: Lab, boxes: int, clients: int, fanout: int = 8) -> Cluste
         config.write_text(cluster_toml(host.dir, index, boxes, fanout))
         made.append(ClusterBox(host, index, router_side, config))
     frr = Frr(rtr, ROUTER_ASN, uplink(0)[0], [FrrNeighbor(uplink(i)[1], BOX_ASN, bfd=True) for i in range(boxes)],
-              maximum_paths=boxes, bfd_interval_ms=BFD_INTERVAL_MS)
+              maximum_paths=boxes, bfd_interval_ms=bfd_interval_ms)
     frr.start()
     cluster = ClusterLab(lab, rtr, frr, made)
     for index in range(clients):

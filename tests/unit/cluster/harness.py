@@ -110,10 +110,10 @@ class Box:
             for box in self.cluster.boxes.values():
                 if box.alive:
                     box.checkpoints.media_record(key, value)
-        if bucket is TRACKS:
+        if bucket is TRACKS and not self.cluster.tracks_stalled:
             for box in self.cluster.boxes.values():
                 if box.alive:
-                    box.trunks.track_record(key, value)
+                    box.trunks.track_record(key, value, self.cluster.now)
 
     @property
     def sent_on_trunks(self) -> int:
@@ -128,6 +128,8 @@ class Cluster:
         self.sessions: dict[str, SessionRecord] = {}  # the sessions bucket
         # Boxes that get no request (cut off, but not yet gone for their membership).
         self.silent: set[str] = set()
+        # Writes to the tracks bucket reach nobody (its leader died with a box: a new one is elected).
+        self.tracks_stalled = False
         # Boxes whose session another box's later write outranked (ClusterService._outranked): told on `pump`.
         self.outranked: list[tuple[str, str, str]] = []
         self.boxes = {name: Box(self, name, i, fanout) for i, name in enumerate(names)}

@@ -120,6 +120,43 @@ def test_a_subscriber_carried_on_sees_its_numbers_jump_past_what_the_dead_box_ca
     assert after[0].timestamp != before[-1].timestamp
 
 
+def test_a_subscriber_taken_after_its_publisher_pulls_from_the_new_root_before_the_store_says_so():
+    cluster = Cluster("a", "b", "c")
+    b, c = cluster["b"], cluster["c"]
+    pub, sub, mid = call(cluster, pub_box="a", sub_box="a")  # both on the box that dies
+    checkpointed(cluster)
+    cluster.kill("a")
+    cluster.tracks_stalled = True  # the tracks bucket elects a new leader: c's record of cam waits
+    c.handover.stray("udp", b"srtp", pub.address, cluster.now)
+    cluster.pump()  # c tells b that cam's root is c now; b receives nothing of it yet
+    b.handover.stray("udp", b"srtcp", sub.address, cluster.now)
+    cluster.pump()
+    assert b.trunks.describe()["receiving"][0]["from"] == "c"
+    move(pub, c)
+    move(sub, b)
+    pub.sender("cam").send(key=True)
+    cluster.pump()
+    assert labels(sub.media(mid)) == ["1.0", "1.1"]
+
+
+def test_a_remote_track_re_attaches_where_the_store_says_its_root_moved():
+    cluster = Cluster("a", "b", "c")
+    b, c = cluster["b"], cluster["c"]
+    pub, sub, mid = call(cluster, pub_box="a", sub_box="b")
+    checkpointed(cluster)
+    cluster.kill("a")
+    cluster.silent.add("b")  # c's word does not reach b: the store's record does
+    c.handover.stray("udp", b"srtp", pub.address, cluster.now)
+    cluster.pump()
+    cluster.silent.clear()
+    cluster.pump()
+    assert b.trunks.describe()["receiving"][0]["from"] == "c"
+    move(pub, c)
+    pub.sender("cam").send(key=True)
+    cluster.pump()
+    assert labels(sub.media(mid)) == ["0.0", "0.1", "1.0", "1.1"]
+
+
 def test_a_stale_record_of_the_old_owner_does_not_take_the_session_back():
     cluster = Cluster("a", "b", "c")
     a, b = cluster["a"], cluster["b"]
