@@ -16,23 +16,15 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import VideoStreamTrack
 
-from tests.integration.test_cluster_calls import clustered, media_port, metric
+from tests.integration.test_cluster_calls import boxes, media_port, metric
 from tests.lab.calls_api import AsyncApi as Api
 from tests.lab.calls_api import connected, publish
 from tests.lab.nats import nats_servers
 from tests.lab.udp_switch import UdpSwitch
 
-__all__ = ["nats_servers"]  # the fixture, used below by name
+__all__ = ["boxes", "nats_servers"]  # the fixtures (two boxes clustered on one nats-server), used by name
 
 HANG = 20.0  # seconds: a generous bound against a hang, never a measure
-
-
-@pytest.fixture
-def boxes(nats_servers, appliance, tmp_path):  # NATS stops last
-    nats = nats_servers(1)
-    a = appliance(clustered("box-a", nats.urls[0]).replace("edgecall-test-state", str(tmp_path / "a")))
-    b = appliance(clustered("box-b", nats.urls[0]).replace("edgecall-test-state", str(tmp_path / "b")))
-    return a, b
 
 
 def through(switch: UdpSwitch, box):
