@@ -80,7 +80,7 @@ class Checkpoints:
 
     def by_path(self, addr: Address) -> tuple[str, str] | None:
         """The session whose client sends from `addr`, and the box that holds it."""
-        session_id = self._by_path.get(path_key(addr))
+        session_id = self._by_path.get(self.sealer.tag(path_key(addr), "path"))
         record = self.sessions.get(session_id) if session_id is not None else None
         return None if record is None or session_id is None else (session_id, record.owner)
 

@@ -24,10 +24,10 @@ def track_key(session_id: str, name: str) -> str:
 class SessionRecord:
     app: str
     owner: str  # the node that holds it
-    ufrag: str = ""  # its ICE ufrag: how a box its media reaches finds it (handover.py)
+    ufrag: str = ""  # its ICE ufrag's tag (seal.Sealer.tag): how a box its checks reach finds it (handover.py)
     # What rebuilds it on another box (journal.Moved), sealed with the cluster secret, base64.
     state: str | None = None
-    # The client's address ("host port") on the selected path: how a box its SRTP reaches finds it.
+    # The tag of the client's address ("host port") on the selected path: how a box its SRTP reaches finds it.
     path: str = ""
     generation: int = 0  # the owner's journal.Moved.generation: a later holder outranks an earlier one
 

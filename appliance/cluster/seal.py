@@ -4,6 +4,8 @@ from `[cluster] secret` (HKDF-SHA256, one key per purpose), so a reader of the s
 backbone learns nothing and can forge nothing without the secret."""
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 
 from cryptography.exceptions import InvalidTag
@@ -29,6 +31,12 @@ class Sealer:
 
     def __init__(self, secret: str, purpose: str = "store") -> None:
         self._aead = AESGCM(derive(secret, purpose))
+        self._tags = derive(secret, purpose + " tags")
+
+    def tag(self, text: str, context: str) -> str:
+        """What to index `text` by where the store shows it (an ICE ufrag, a client's address): equal
+        texts give equal tags, and nobody without the secret learns or checks a guess of the text."""
+        return hmac.new(self._tags, f"{context}\0{text}".encode(), hashlib.sha256).hexdigest()[:32]
 
     def seal(self, plaintext: bytes, context: str) -> bytes:
         nonce = os.urandom(NONCE)

@@ -86,7 +86,7 @@ class ClusterService:
         self.channels: TrunkChannels | None = None
         if self.sfu is not None:
             self.trunks = Trunks(self.me, self.port, self.sfu, self.membership, self.config.trunk_fanout,
-                                 self._ask, self.write, self.store_sealer.seal)
+                                 self._ask, self.write, self.store_sealer)
             self.port.handler = self.trunks
             self.sfu.remote = self.trunks
             self.checkpoints = checkpoints = Checkpoints(self.sfu, self.sessions, self.store_sealer, self.write,
@@ -423,7 +423,7 @@ class ClusterService:
             await asyncio.wait_for(self._settled.wait(), timeout)
 
     def _session_by_ufrag(self, ufrag: str) -> tuple[str, str] | None:
-        session_id = self._by_ufrag.get(ufrag)
+        session_id = self._by_ufrag.get(self.store_sealer.tag(ufrag, "ufrag"))
         record = self.sessions.get(session_id) if session_id is not None else None
         return None if record is None or session_id is None else (session_id, record.owner)
 

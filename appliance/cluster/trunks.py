@@ -39,6 +39,7 @@ from ..sfu.switching import LayerSwitcher
 from ..sfu.tracks import IngestCounters, PublishedTrack
 from .nodes import Membership
 from .records import SessionRecord, TrackRecord, path_key, track_key
+from .seal import Sealer
 from .store import MEDIA, SESSIONS, TRACKS, Bucket
 from .trunk_port import TrunkPeer, TrunkPort
 
@@ -208,9 +209,9 @@ class Trunks:
     """The cluster's side of the SFU (sfu.remote.Remote) and the trunk port's handler."""
 
     def __init__(self, me: str, port: TrunkPort, plane: Plane, membership: Membership, fanout: int,
-                 ask: Ask, write: Write, seal: Callable[[bytes, str], bytes] | None = None) -> None:
+                 ask: Ask, write: Write, sealer: Sealer | None = None) -> None:
         self.me = me
-        self.seal = seal  # the store's sealer (seal.Sealer.seal): session records carry sealed state
+        self.sealer = sealer  # the store's: session records carry sealed state and tags, not ufrags and addresses
         self.port = port
         self.plane = plane
         self.membership = membership
@@ -262,15 +263,18 @@ class Trunks:
     def changed(self, session: CallSession) -> None:
         """The session's record: its owner, its ufrag, and (sealed) what rebuilds it elsewhere."""
         state = None
-        if session.journal is not None and self.seal is not None:
-            state = base64.b64encode(self.seal(json.dumps(Moved.of(session).encode()).encode(),
+        sealer = self.sealer
+        if session.journal is not None and sealer is not None:
+            state = base64.b64encode(sealer.seal(json.dumps(Moved.of(session).encode()).encode(),
                                                f"{SESSIONS.name}/{session.id}")).decode()
         port_session = session.port_session
         # The client's address finds the session when its media reaches another box (failover); a
         # third party's does not move (continuation.capture).
         addr = port_session.addr if port_session is not None and not session.thirdparty else None
-        record = SessionRecord(session.app, self.me, session.ufrag, state, path_key(addr) if addr is not None else "",
-                               session.generation)
+        ufrag, path = session.ufrag, path_key(addr) if addr is not None else ""
+        if sealer is not None:
+            ufrag, path = sealer.tag(ufrag, "ufrag"), sealer.tag(path, "path") if path else ""
+        record = SessionRecord(session.app, self.me, ufrag, state, path, session.generation)
         self.write(SESSIONS, session.id, record.encode())
 
     def closed(self, session: CallSession) -> None:

@@ -9,14 +9,18 @@ routers are tests/integration/test_failover_lab.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
+import tomllib
 
+import nats
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import VideoStreamTrack
 
-from tests.integration.test_cluster_calls import boxes, media_port, metric
+from appliance.cluster.seal import Sealer, Unsealed
+from tests.integration.test_cluster_calls import SECRET, boxes, media_port, metric
 from tests.lab.calls_api import AsyncApi as Api
 from tests.lab.calls_api import connected, publish
 from tests.lab.nats import nats_servers
@@ -122,3 +126,35 @@ async def test_the_box_holding_a_peer_connection_is_killed_and_the_call_goes_on(
         await publisher.close()
         await subscriber.close()
         switch.close()
+
+
+async def test_nothing_the_store_holds_of_a_call_is_readable_without_the_cluster_secret(boxes):
+    """The raw store, as anyone with access to the NATS servers reads it: the media checkpoints
+    (SRTP keys), the session records (journal, ICE credentials, the client's address) open only
+    with the cluster secret."""
+    box_a, _ = boxes
+    publisher = RTCPeerConnection()
+    try:
+        pub_id = await publish(Api(box_a), publisher, {"v": VideoStreamTrack()})
+        await connected(publisher)
+        await asyncio.sleep(1.0)  # the first checkpoint, on connect
+        local = publisher.localDescription.sdp
+        remote = publisher.remoteDescription.sdp
+        secrets_in_sdp = [line.split(":", 1)[1] for line in (local + remote).splitlines()
+                          if line.startswith(("a=ice-ufrag:", "a=ice-pwd:"))]
+        client = await nats.connect(tomllib.loads(box_a.config_path.read_text())["cluster"]["nats"][0])
+        try:
+            kv = await client.jetstream().key_value("edgecall-media")
+            media = (await kv.get(pub_id)).value
+            kv = await client.jetstream().key_value("edgecall-sessions")
+            record = (await kv.get(pub_id)).value
+        finally:
+            await client.close()
+        for text in [*secrets_in_sdp, "SRTP", "keys", "127.0.0.1"]:
+            assert text.encode() not in media and text.encode() not in record, text
+        with pytest.raises(Unsealed):
+            Sealer("not the cluster's secret", "store").open(media, f"edgecall-media/{pub_id}")
+        opened = json.loads(Sealer(SECRET, "store").open(media, f"edgecall-media/{pub_id}"))
+        assert opened["keys"]["profile"].startswith("SRTP_")
+    finally:
+        await publisher.close()

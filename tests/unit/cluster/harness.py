@@ -61,7 +61,7 @@ class Box:
         self.port.sink = Wire(cluster, self.addr)
         self.writes: list[tuple[str, str, bytes | None]] = []
         self.trunks = Trunks(name, self.port, self.lab.sfu, self.membership, fanout, self.ask, self.write,
-                             STORE_SEALER.seal)
+                             STORE_SEALER)
         self.port.handler = self.trunks
         self.lab.sfu.remote = self.trunks
         self.reinjected: list[tuple[Any, bytes, Any]] = []  # what the handover gave the media port back
@@ -140,7 +140,8 @@ class Cluster:
         self.lose: Callable[[str, str, bytes], bool] = lambda src, dst, data: False
 
     def session_by_ufrag(self, ufrag: str) -> tuple[str, str] | None:
-        return next(((sid, r.owner) for sid, r in self.sessions.items() if r.ufrag == ufrag), None)
+        tag = STORE_SEALER.tag(ufrag, "ufrag")
+        return next(((sid, r.owner) for sid, r in self.sessions.items() if r.ufrag == tag), None)
 
     def __getitem__(self, name: str) -> Box:
         return self.boxes[name]

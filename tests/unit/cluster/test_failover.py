@@ -202,3 +202,7 @@ def test_nothing_the_store_holds_of_a_session_opens_without_the_cluster_secret()
         Sealer("another cluster's secret", "store").open(sealed, f"edgecall-media/{pub.id}")
     opened = json.loads(STORE_SEALER.open(sealed, f"edgecall-media/{pub.id}"))
     assert base64.b64decode(opened["keys"]["rx"]) == keys.rx
+    # The session's record names its app and box; its ICE ufrag and its client's address are tags.
+    record = json.loads(cluster.sessions[pub.id].encode())
+    shown = json.dumps({k: v for k, v in record.items() if k != "state"})
+    assert pub.session.ufrag not in shown and pub.address[0] not in shown and pub.session.pwd not in shown

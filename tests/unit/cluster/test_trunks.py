@@ -8,7 +8,7 @@ from appliance.cluster.trunk_port import TrunkPort
 from appliance.cluster.trunks import GRACE, LAYER_GRACE, ORPHANED_FOR
 
 from ..sfu.harness import audio, label, labels, video
-from .harness import SECRET, Cluster
+from .harness import SECRET, STORE_SEALER, Cluster
 
 
 def published(cluster: Cluster, box: str = "a", name: str = "cam", rids=()):
@@ -240,7 +240,7 @@ def test_the_store_hears_of_sessions_and_tracks_as_they_come_and_go():
     # its client's path is known (the record carries the address its media comes from).
     assert written == [("edgecall-sessions", True), ("edgecall-tracks", True), ("edgecall-sessions", True),
                        ("edgecall-sessions", True)]
-    assert cluster.sessions[pub.id].path == "%s %d" % pub.address
+    assert cluster.sessions[pub.id].path == STORE_SEALER.tag("%s %d" % pub.address, "path")
     a.checkpoints.tick(cluster.now)  # a connected session's media checkpoint
     assert a.writes[-1][:2] == ("edgecall-media", pub.id)
     pub.leave()
