@@ -488,6 +488,7 @@ class Trunks:
             self.plane.switcher.detach(leg)
             leg.source = track
             self.plane.switcher.attach(leg, now)
+            self.plane.switcher.await_keyframe(leg, now)
         for each in self.plane.sessions.values():
             for transceiver in each.transceivers:
                 if transceiver.source is remote.track:
@@ -590,7 +591,7 @@ class Trunks:
         for stream in remote.track.streams:
             stream.restart()
         for leg in remote.track.legs:
-            self.plane.repair.keyframe_for(leg, now)
+            self.plane.switcher.await_keyframe(leg, now)
         self._subscribe(track_id, remote, now)
 
     def _close(self, track_id: str, tell_parent: bool) -> None:

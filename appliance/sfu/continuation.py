@@ -112,6 +112,8 @@ def restore(sfu: Sfu, session: CallSession, state: dict[str, Any], listener: Lis
     rtcp_sent = {int(ssrc): int(count) + int(elapsed * RTCP_RATE) for ssrc, count in state["rtcp"].items()}
     inbound = {int(ssrc): int(index) for ssrc, index in state["inbound"].items()}
     sfu.port.resume(port_session, listener, addr, keys, inbound, outbound, rtcp_sent, now)
+    for leg in session.legs.values():
+        sfu.switcher.await_keyframe(leg, now)
     for track in session.tracks.values():
         if track.kind == "video":
             for stream in track.streams:

@@ -100,6 +100,21 @@ class LayerSwitcher:
             self.counters.paused_legs += 1
         _off_streams(leg)
 
+    def await_keyframe(self, leg: Leg, now: float) -> None:
+        """Send `leg` nothing more of its video until the next keyframe, asked for now and again while
+        it waits (its receiver lost what came before: a failover, a re-rooted tree). A publisher
+        ignores a request that comes soon after its last keyframe, which a leg that starts just then
+        missed: one request is not enough."""
+        stream = leg.target or leg.stream
+        if stream is None or stream.track.kind != "video":
+            return
+        if leg in stream.legs:
+            stream.legs.remove(leg)
+        leg.stream, leg.target = None, stream
+        if leg not in stream.waiting:
+            stream.waiting.append(leg)
+        self.repair.request_keyframe(stream, now, force=True)
+
     def switch_at_keyframe(self, stream: Stream, packet: bytes, now: float) -> None:
         """Legs waiting for `stream` move to it when a packet starts a keyframe."""
         offset = payload_offset(packet)

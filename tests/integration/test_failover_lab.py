@@ -67,6 +67,7 @@ class Run:
     freezes: dict[str, float | None] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    failed: bool = False  # the box was failed (what went wrong before it was is the lab's setup)
 
 
 def target_box(kind: str, publisher: Peer, subscribers: list[Peer]) -> ClusterBox:
@@ -134,16 +135,22 @@ async def watch_until_settled(subscribers: list[Peer], failed: float, failed_wal
 
 
 async def one_run(kind: str, number: int) -> Run:
-    run, started = Run(), time.monotonic()
-    with Lab() as lab:
-        cluster = build_cluster(lab, boxes=3, clients=1 + SUBSCRIBERS, bfd_interval_ms=BFD_INTERVAL_MS)
-        built = time.monotonic() - started
-        async with chromium_in([c.host for c in cluster.clients]) as browsers:
-            try:
-                await measure(kind, cluster, browsers, run, number)
-            except Exception:
-                print(cluster.logs())
-                raise
+    """One run on a fresh lab. A lab whose setup breaks before the box is failed (BFD at 100 ms can
+    flap while four Chromiums start on two cores, and a page load then hangs) is built once more."""
+    for attempt in (1, 2):
+        run, started = Run(), time.monotonic()
+        with Lab() as lab:
+            cluster = build_cluster(lab, boxes=3, clients=1 + SUBSCRIBERS, bfd_interval_ms=BFD_INTERVAL_MS)
+            built = time.monotonic() - started
+            async with chromium_in([c.host for c in cluster.clients]) as browsers:
+                try:
+                    await measure(kind, cluster, browsers, run, number)
+                    break
+                except Exception as e:
+                    print(cluster.logs())
+                    if run.failed or attempt == 2:
+                        raise
+                    print(f"  the lab's setup broke before the failure ({e!r:.200}); built again")
     run.seconds = time.monotonic() - started
     print(f"  run {number + 1} took {run.seconds:.1f} s with the lab's build ({built:.1f} s) and teardown")
     return run
@@ -183,6 +190,7 @@ async def measure(kind: str, cluster: ClusterLab, browsers: list, run: Run, numb
         await peer.page.evaluate(WATCH, [SAMPLE_MS, list(NEGOTIATION)])
     await asyncio.sleep(BEFORE)
     failed_wall, failed = time.time(), time.monotonic()
+    run.failed = True
     done = fail(kind, box)
     withdrawal = await asyncio.to_thread(withdrawn, cluster, box, failed)
     stamp = datetime.datetime.fromtimestamp(failed_wall, datetime.timezone.utc)
