@@ -28,9 +28,18 @@ sealed journal and the latest sealed media checkpoint) and carries it on. Nothin
 waits for the store, whose buckets may be electing a new leader after the same failure. Two boxes
 that both took a session settle it by the sessions bucket: the one whose write lost lets it go
 (`lost`). The boxes that received the session's tracks from A are told to re-attach at B.
+
+A box that did not answer is taken for gone for LOST_FOR seconds (every box is told, over NATS core):
+its other sessions are not asked of it, and each is carried on at once by the box that rendezvous
+hashing picks among the others, before its client's next packet shows where the routers send it
+(a receive-only client sends RTCP about once a second, and nothing while it receives nothing). That
+box sends from the anycast address, which is all the client checks; it tells every box that it
+carries the session (`carriers`: heard before the store says so), so the box the client's packets
+reach asks it for the session rather than rebuilding it a second time.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +61,8 @@ REFUSED_FOR = 5.0
 PER_SOURCE = 20.0
 MAX_SOURCES = 4096  # source buckets kept; past it the oldest go
 ASK_TIMEOUT = 0.3  # a live box answers a handover in milliseconds; one that does not is not waited for
+LOST_FOR = 10.0  # how long a box that did not answer is taken for gone
+CARRIED_FOR = 10.0  # how long word that a box carries a session on outranks the sessions bucket
 
 
 @dataclass
@@ -72,11 +83,26 @@ Reinject = Callable[[Any, bytes, Any, float], None]
 Saved = Callable[[str], dict | None]
 
 
+@dataclass
+class Failover:
+    """What the shell gives the handover to carry a gone box's sessions on before their clients speak."""
+
+    tell: Callable[[dict], None]  # say something to every box (over NATS core): {"lost": node}, {"carried": ...}
+    owned_by: Callable[[str], list[str]]  # the sessions the sessions bucket says a box holds
+    nodes: Callable[[], list[str]]  # the boxes of the cluster, this one included
+    listener_for: Callable[[Any], Any]  # the media port's UDP listener for a client address, or None
+
+
 class Handover:
     def __init__(self, me: str, sfu: Sfu, trunks: Trunks, lookup: Callable[[str], tuple[str, str] | None],
                  by_path: Callable[[Any], tuple[str, str] | None], ask: Ask, reinject: Reinject,
-                 alive: Callable[[str], bool], saved: Saved, wall: Callable[[], float] = time.time) -> None:
+                 alive: Callable[[str], bool], saved: Saved, failover: Failover | None = None,
+                 wall: Callable[[], float] = time.time) -> None:
         self.me = me
+        self.failover = failover
+        self.lost_boxes: dict[str, float] = {}  # node -> until when it is taken for gone
+        # session -> (generation, the box carrying it on, until): heard over NATS core before the store says so
+        self.carriers: dict[str, tuple[int, str, float]] = {}
         self.alive = alive  # whether a box is in the cluster (membership)
         self.saved = saved
         self.wall = wall
@@ -110,6 +136,9 @@ class Handover:
             self._arrived(*found, local, data, addr, now)
 
     def _arrived(self, session_id: str, owner: str, local: Any, data: bytes, addr: Any, now: float) -> None:
+        carrier = self.carriers.get(session_id)
+        if carrier is not None and carrier[2] > now:
+            owner = carrier[1]
         if owner == self.me or self.refused.get(session_id, 0.0) > now or session_id in self.sfu.sessions:
             return
         held = self.pending.get(session_id)
@@ -125,7 +154,7 @@ class Handover:
         self.pending[session_id] = [(local, data, addr)]
         self.taking.add(session_id)
         self.counters.asked += 1
-        if self.alive(owner):
+        if self.alive(owner) and self.lost_boxes.get(owner, 0.0) <= now:
             self.ask(owner, {"op": "handover", "session": session_id, "to": self.me},
                      lambda reply, at: self._taken(session_id, owner, reply, at))
         else:
@@ -135,8 +164,47 @@ class Handover:
         self.taking.discard(session_id)
         if reply is None:  # its box is gone or cut off: what the watches brought rebuilds it
             self._answered(session_id, None, self.saved(session_id) or {"error": "nothing saved to rebuild it"}, now)
+            self.box_lost(owner, now, tell=True)
         else:
             self._answered(session_id, owner, reply, now)
+
+    # --- a box that is gone -------------------------------------------------------------------------
+
+    def box_lost(self, node: str, now: float, tell: bool = False) -> None:
+        """`node` did not answer (or left): carry on at once the sessions of it that rendezvous hashing
+        gives this box; `tell` every box first, when this box is the one that found out."""
+        failover = self.failover
+        if failover is None or node == self.me or self.lost_boxes.get(node, 0.0) > now:
+            return
+        self.lost_boxes[node] = now + LOST_FOR
+        if tell:
+            failover.tell({"lost": node})
+        others = [n for n in failover.nodes() if n != node]
+        for session_id in failover.owned_by(node):
+            if session_id in self.sfu.sessions or session_id in self.taking or _pick(session_id, others) != self.me:
+                continue
+            saved = self.saved(session_id)
+            media = saved.get("media") if saved is not None else None
+            path = media.get("path") if isinstance(media, dict) else None
+            if not isinstance(path, list) or len(path) != 2:
+                continue  # not connected: it waits for its client's check, as any session does
+            addr = (str(path[0]), int(path[1]))
+            local = failover.listener_for(addr)
+            if local is not None and saved is not None:
+                self._rebuild(session_id, None, saved, local, addr, now)
+
+    def carried(self, session_id: str, node: str, generation: int, now: float) -> None:
+        """Word from `node` that it carries `session_id` on now, as its `generation`: of two holders the
+        later generation keeps it, at once (the sessions bucket may be electing a leader)."""
+        self.carriers = {s: c for s, c in self.carriers.items() if c[2] > now}
+        if node == self.me:
+            return
+        known = self.carriers.get(session_id)
+        if known is None or (generation, node) > known[:2]:
+            self.carriers[session_id] = (generation, node, now + CARRIED_FOR)
+        session = self.sfu.sessions.get(session_id)
+        if session is not None and (generation, node) > (session.generation, self.me):
+            self.lost(session_id, node, now)
 
     def _allowed(self, source: str, now: float) -> bool:
         bucket = self.sources.get(source)
@@ -148,37 +216,59 @@ class Handover:
 
     def _answered(self, session_id: str, owner: str | None, reply: dict, now: float) -> None:
         held = self.pending.pop(session_id, [])
-        raw = reply.get("session")
-        if not isinstance(raw, dict) or not held:
-            self._refuse(session_id, now, reply.get("error", "no session in the answer"))
+        if not held:
+            self._refuse(session_id, now, "nothing held")
             return
+        local, _, addr = held[0]
+        if session_id not in self.sfu.sessions and not self._rebuild(session_id, owner, reply, local, addr, now,
+                                                                    reached=True):
+            return
+        for local, data, addr in held:
+            self.reinject(local, data, addr, now)
+
+    def _rebuild(self, session_id: str, owner: str | None, reply: dict, local: Any, addr: Any, now: float,
+                 reached: bool = False) -> bool:
+        """Make the session here from `reply` (the owner's answer, or what the store's watches
+        brought) and carry its PeerConnection on when it has media, from `addr` on `local`.
+        `reached`: the client's packets came here. Such a box outranks one that carried the session on
+        unasked (`box_lost`): the client's packets go where the routers send them, not where hashing
+        guessed they would."""
+        raw = reply.get("session")
+        if not isinstance(raw, dict):
+            self._refuse(session_id, now, reply.get("error", "no session in the answer"))
+            return False
         try:
             moved = Moved.decode(raw)
         except TypeError as e:
             self._refuse(session_id, now, f"unreadable session: {e}")
-            return
+            return False
         if moved.id in self.sfu.sessions:
-            return
+            return False
         session = self.sfu.new_session(moved.app, now, moved=moved)
+        if reached and owner is None:
+            session.generation += 1
         media = reply.get("media")
         try:
             journal.replay(self.sfu, session, moved.journal, now)
             if isinstance(media, dict):
-                local, _, addr = held[0]
                 continuation.restore(self.sfu, session, media, local, addr, self.wall(), now)
         except (SfuError, TypeError, ValueError, AttributeError, KeyError) as e:
+            # Gone from here without a word to the store: the session may live on elsewhere.
+            self.trunks.leaving.add(session.id)
             self.sfu.close_session(session, quietly=True)
+            self.trunks.leaving.discard(session.id)
             self._refuse(session_id, now, f"the session did not rebuild: {e!r}")
-            return
+            return False
         self.counters.taken += 1
         self.counters.carried_on += isinstance(media, dict)
         self.trunks.carried_on(session, now, tell=owner is None)
-        log.info("took over a session", session=session.id, held=len(held), from_box=owner or "the store",
+        if owner is None and isinstance(media, dict) and self.failover is not None:
+            self.failover.tell({"carried": session.id, "by": self.me, "generation": session.generation})
+        log.info("took over a session", session=session.id, from_box=owner or "the store",
                  carried_on=isinstance(media, dict))
         if owner is not None:
             self.ask(owner, {"op": "taken", "session": session.id}, lambda reply, at: None)
-        for local, data, addr in held:
-            self.reinject(local, data, addr, now)
+        return True
 
     def _refuse(self, session_id: str, now: float, why: object) -> None:
         self.counters.refused += 1
@@ -232,3 +322,10 @@ class Handover:
     def taken(self, request: dict, now: float) -> dict:
         self.trunks.unpark(str(request.get("session")), now)
         return {"ok": True}
+
+
+def _pick(session_id: str, nodes: list[str]) -> str | None:
+    """The box rendezvous hashing gives a session among `nodes`: every box that knows the same boxes
+    picks the same one, and a box's going moves only its own sessions."""
+    return max(nodes, key=lambda node: hashlib.blake2b(f"{session_id} {node}".encode(), digest_size=8).digest(),
+               default=None)

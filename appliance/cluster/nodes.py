@@ -14,6 +14,7 @@ log = get_logger("cluster")
 
 # A box missing this many heartbeats in a row is gone (the nodes bucket's TTL is the same bound).
 MISSED_HEARTBEATS = 3
+DEPARTED_KEPT = 64  # records of boxes that left, kept for what still names them (a track's old root)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Membership:
         self.me = me
         self.timeout = heartbeat * MISSED_HEARTBEATS
         self.nodes: dict[str, NodeRecord] = {}
+        self.departed: dict[str, NodeRecord] = {}  # the last record of each box that left, latest last
         self._seen: dict[str, float] = {}
 
     def heard(self, node_id: str, data: bytes | None, now: float) -> NodeRecord | None:
@@ -59,6 +61,7 @@ class Membership:
         if node_id not in self.nodes:
             log.info("node joined", node=node_id, api=record.api)
         self.nodes[node_id] = record
+        self.departed.pop(node_id, None)
         self._seen[node_id] = now
         return record
 
@@ -70,8 +73,12 @@ class Membership:
         return gone
 
     def _forget(self, node_id: str, reason: str) -> None:
-        if self.nodes.pop(node_id, None) is not None:
+        record = self.nodes.pop(node_id, None)
+        if record is not None:
             log.info("node gone", node=node_id, reason=reason)
+            self.departed[node_id] = record
+            if len(self.departed) > DEPARTED_KEPT:
+                del self.departed[next(iter(self.departed))]
         self._seen.pop(node_id, None)
 
     def get(self, node_id: str) -> NodeRecord | None:

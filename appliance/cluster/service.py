@@ -33,7 +33,7 @@ from .store import MEDIA, NODES, SECRETS, SESSIONS, TRACKS, Bucket, Store, Store
 from .trunk_port import TrunkPort
 from .channels import TrunkChannels
 from .failover import TICK, Checkpoints
-from .handover import ASK_TIMEOUT, Handover
+from .handover import ASK_TIMEOUT, Failover, Handover
 from .trunks import Trunks
 
 log = get_logger("cluster")
@@ -46,6 +46,7 @@ REQUEST_TIMEOUT = 1.0
 # whose leader died elects another for seconds, and a box must not seem gone meanwhile); the nodes
 # bucket keeps the records for boxes that start later.
 HEARTBEATS = "edgecall.nodes"
+FAILOVER = "edgecall.failover"  # a box taken for gone, a session carried on (handover.Failover), sealed
 WRITE_RETRIES = 5
 RENEW_CHECK = 3600.0  # how often a box looks whether the cluster's certificate is due for renewal
 GIVEN_FOR = 10.0
@@ -91,8 +92,11 @@ class ClusterService:
             self.sfu.remote = self.trunks
             self.checkpoints = checkpoints = Checkpoints(self.sfu, self.sessions, self.store_sealer, self.write,
                                                          time.time)
+            failover = Failover(self._tell, self._owned_by, lambda: list(self.membership.nodes),
+                                self.sfu.port.udp_listener)
             handover = Handover(self.me, self.sfu, self.trunks, self._session_by_ufrag, checkpoints.by_path,
-                                self._ask, self.sfu.port.datagram_received, self.membership.alive, checkpoints.saved)
+                                self._ask, self.sfu.port.datagram_received, self.membership.alive, checkpoints.saved,
+                                failover)
             self.sfu.port.ice.on_unknown = handover.stranger
             self.sfu.port.on_stray = handover.stray
             self.handover = handover
@@ -116,6 +120,7 @@ class ClusterService:
         self.store = self._given_store or await self._connect()
         await self.store.serve(f"edgecall.{self.me}.trunk", self._answer)
         await self.store.listen(HEARTBEATS, self._heard)
+        await self.store.listen(FAILOVER, self._failover_word)
         jobs = [self._beat, self._watch_nodes, self._watch_sessions, self._writer]
         if self.sfu is not None:
             await self._certificates()
@@ -311,6 +316,38 @@ class ClusterService:
             for node in self.membership.expire(now):
                 if self.trunks is not None:
                     self.trunks.node_gone(node, now)
+                if self.handover is not None:
+                    self.handover.box_lost(node, now)
+
+    def _tell(self, word: dict) -> None:
+        if self.store is not None:
+            store = self.store
+            sealed = self.sealer.seal(json.dumps(word).encode(), FAILOVER)
+            self._spawn(self._publish(store, sealed))
+
+    async def _publish(self, store: Store, data: bytes) -> None:
+        try:
+            await store.publish(FAILOVER, data)
+        except StoreUnavailable as e:
+            log.warning("failover word not sent", reason=str(e))
+
+    def _failover_word(self, data: bytes) -> None:
+        if self.handover is None or self._loop is None:
+            return
+        try:
+            word = json.loads(self.sealer.open(data, FAILOVER))
+        except (Unsealed, ValueError):
+            log.warning("a failover word not sealed with this cluster's secret")
+            return
+        now = self._loop.time()
+        if isinstance(word.get("lost"), str):
+            self.handover.box_lost(word["lost"], now)
+        elif isinstance(word.get("carried"), str) and isinstance(word.get("by"), str) and type(
+                word.get("generation")) is int:
+            self.handover.carried(word["carried"], word["by"], word["generation"], now)
+
+    def _owned_by(self, node: str) -> list[str]:
+        return [session_id for session_id, record in self.sessions.items() if record.owner == node]
 
     async def _write_heartbeat(self) -> None:
         try:
@@ -340,6 +377,8 @@ class ClusterService:
             record = self.membership.heard(node, value, now)
             if record is None and self.trunks is not None:
                 self.trunks.node_gone(node, now)
+                if self.handover is not None:
+                    self.handover.box_lost(node, now)
         await self.watch(NODES, apply)
 
     async def _watch_tracks(self) -> None:

@@ -242,11 +242,19 @@ class Trunks:
         if record is None or record.app != app or record.owner == self.me:
             return None
         parent = self.peer_of(record.owner)
+        departed = self.membership.departed.get(record.owner) if parent is None else None
+        if departed is not None:
+            # Its root box left and no word of a new one came yet (a session taken over from that box
+            # pulls it): pulled as an orphan, which re-attaches where its session is carried on.
+            parent = self.port.peer(record.owner, departed.epoch, departed.trunk)
         if parent is None:
             return None
         remote = self.remote[track_id] = RemoteTrack(record, self.port, self.plane, parent, now)
         log.info("pulling a remote track", session=session_id, track=name, root=record.owner)
-        self._subscribe(track_id, remote, now)
+        if departed is not None:
+            remote.orphaned_at = now
+        else:
+            self._subscribe(track_id, remote, now)
         return remote.track
 
     def published(self, track: PublishedTrack) -> None:
@@ -315,7 +323,7 @@ class Trunks:
                 log.info("remote track no longer pulled; trunk released", track=remote.record.name)
                 self._close(track_id, tell_parent=True)
                 continue
-            if not remote.confirmed and now - remote.asked_at > RETRY:
+            if remote.orphaned_at is None and not remote.confirmed and now - remote.asked_at > RETRY:
                 self._subscribe(track_id, remote, now)
 
     # --- the store's watches ----------------------------------------------------------------------

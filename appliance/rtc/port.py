@@ -275,6 +275,10 @@ class MediaPort:
         """Whether `listener` is one of the UDP sockets (not an ICE-TCP connection)."""
         return any(listener is udp for udp, _ in self._udp)
 
+    def udp_listener(self, addr: Address) -> Listener | None:
+        """The UDP socket that sends to `addr`'s address family (the first, when there are several)."""
+        return next((udp for udp, ipv6 in self._udp if ipv6 == (":" in addr[0])), None)
+
     def datagram_received(self, listener: Listener, data: bytes, addr: Address, now: float) -> None:
         if len(data) < 12:  # shorter than any RTP header, DTLS record or STUN header
             self.counters.malformed += 1

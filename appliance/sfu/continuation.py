@@ -63,6 +63,7 @@ def capture(port: MediaPort, session: CallSession, wall: float) -> dict[str, Any
     senders = {ssrc for leg in session.legs.values() for ssrc in (leg.ssrc, leg.rtx_ssrc) if ssrc is not None}
     return {
         "at": wall,
+        "path": list(port_session.addr) if port_session.addr is not None else None,  # the client's address
         "keys": continuation.encode_keys(keys),
         "legs": legs,
         "inbound": inbound,

@@ -21,7 +21,7 @@ from typing import Any
 
 from appliance.cluster.channels import TrunkChannels
 from appliance.cluster.failover import Checkpoints
-from appliance.cluster.handover import Handover
+from appliance.cluster.handover import Failover, Handover
 from appliance.cluster.nodes import Membership, NodeRecord
 from appliance.cluster.records import SessionRecord
 from appliance.cluster.seal import Sealer
@@ -68,9 +68,11 @@ class Box:
         # The wall clock: the lab's, at some date.
         self.checkpoints = Checkpoints(self.lab.sfu, cluster.sessions, STORE_SEALER, self.write,
                                        lambda: 1.8e9 + cluster.now)
+        failover = Failover(cluster.tell, lambda node: [s for s, r in cluster.sessions.items() if r.owner == node],
+                            lambda: list(self.membership.nodes), lambda addr: "udp")
         self.handover = Handover(name, self.lab.sfu, self.trunks, cluster.session_by_ufrag, self.checkpoints.by_path,
                                  self.ask, lambda local, data, addr, now: self.reinjected.append((local, data, addr)),
-                                 self.membership.alive, self.checkpoints.saved, lambda: 1.8e9 + cluster.now)
+                                 self.membership.alive, self.checkpoints.saved, failover, lambda: 1.8e9 + cluster.now)
         self.channels = TrunkChannels(name, self.lab.sfu.channels, self.trunks, self.port, self.lab.sfu.sessions)
         self.trunks.channels = self.lab.sfu.channels.remote = self.channels
         self.alive = True
@@ -94,7 +96,7 @@ class Box:
 
     def write(self, bucket: Bucket, key: str, value: bytes | None) -> None:
         self.writes.append((bucket.name, key, value))
-        if bucket is SESSIONS:
+        if bucket is SESSIONS and not self.cluster.sessions_stalled:
             old = self.cluster.sessions.pop(key, None)
             new = None if value is None else SessionRecord.decode(value)
             if new is not None:
@@ -128,8 +130,10 @@ class Cluster:
         self.sessions: dict[str, SessionRecord] = {}  # the sessions bucket
         # Boxes that get no request (cut off, but not yet gone for their membership).
         self.silent: set[str] = set()
-        # Writes to the tracks bucket reach nobody (its leader died with a box: a new one is elected).
+        self.words: list[dict] = []  # failover words said, heard by every box on `pump`
+        # Writes to the tracks or sessions bucket reach nobody (its leader died with a box: a new one is elected).
         self.tracks_stalled = False
+        self.sessions_stalled = False
         # Boxes whose session another box's later write outranked (ClusterService._outranked): told on `pump`.
         self.outranked: list[tuple[str, str, str]] = []
         self.boxes = {name: Box(self, name, i, fanout) for i, name in enumerate(names)}
@@ -138,6 +142,10 @@ class Cluster:
                 box.membership.heard(other.name, other.record.encode(), self.now)
         # Datagrams to drop on their way, by a test: a predicate on (from box, to box, datagram).
         self.lose: Callable[[str, str, bytes], bool] = lambda src, dst, data: False
+
+    def tell(self, word: dict) -> None:
+        """Word over NATS core: every live box hears it on `pump` (as ClusterService._failover_word)."""
+        self.words.append(word)
 
     def session_by_ufrag(self, ufrag: str) -> tuple[str, str] | None:
         tag = STORE_SEALER.tag(ufrag, "ufrag")
@@ -152,8 +160,15 @@ class Cluster:
     def pump(self, rounds: int = 50) -> None:
         """Deliver requests and datagrams until none are left (bounded)."""
         for _ in range(rounds):
-            if not self.in_flight and not self.requests and not self.outranked:
+            if not self.in_flight and not self.requests and not self.outranked and not self.words:
                 return
+            words, self.words = self.words, []
+            for word in words:
+                for box in self.boxes.values():
+                    if box.alive and "lost" in word:
+                        box.handover.box_lost(word["lost"], self.now)
+                    elif box.alive:
+                        box.handover.carried(word["carried"], word["by"], word["generation"], self.now)
             outranked, self.outranked = self.outranked, []
             for name, session_id, owner in outranked:
                 self.boxes[name].handover.lost(session_id, owner, self.now)

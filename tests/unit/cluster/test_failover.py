@@ -78,14 +78,16 @@ def test_when_the_box_dies_another_carries_the_session_on_from_what_the_watches_
     b.handover.stray("udp", b"srtp", pub.address, cluster.now)
     assert cluster.requests == [] or all(node != "a" for node, _, _ in cluster.requests)  # a is not asked
     taken = b.lab.sfu.sessions[pub.id]  # at once: nothing waited for the store
-    assert taken.port_session.resumed[0] == keys and taken.generation == 1
+    # Generation 2: its box held it first, and the box the client's packets reach outranks any other
+    # that carried it on unasked.
+    assert taken.port_session.resumed[0] == keys and taken.generation == 2
     cluster.pump()  # b tells the boxes that received the tracks from a: c re-attaches at b
     move(pub, b)
     pub.sender("cam").send(key=True)
     cluster.pump()
     assert labels(sub.media(mid)) == ["0.0", "0.1", "1.0", "1.1"]
     assert cluster["c"].trunks.describe()["receiving"][0]["from"] == "b"
-    assert cluster.sessions[pub.id].owner == "b" and cluster.sessions[pub.id].generation == 1
+    assert cluster.sessions[pub.id].owner == "b" and cluster.sessions[pub.id].generation == 2
 
 
 def test_a_subscriber_carried_on_sees_its_numbers_jump_past_what_the_dead_box_can_have_sent():
@@ -156,6 +158,47 @@ def test_a_remote_track_re_attaches_where_the_store_says_its_root_moved():
     pub.sender("cam").send(key=True)
     cluster.pump()
     assert labels(sub.media(mid)) == ["0.0", "0.1", "1.0", "1.1"]
+
+
+def test_a_gone_boxs_other_sessions_are_carried_on_before_their_clients_speak():
+    cluster = Cluster("a", "b", "c")
+    b, c = cluster["b"], cluster["c"]
+    pub, sub, mid = call(cluster, pub_box="a", sub_box="a")
+    checkpointed(cluster)
+    cluster.kill("a")
+    c.handover.stray("udp", b"srtp", pub.address, cluster.now)  # only the publisher's client speaks
+    cluster.pump()
+    carrier = next(box for box in (b, c) if sub.id in box.lab.sfu.sessions)  # rendezvous hashing's pick
+    assert carrier.lab.sfu.sessions[sub.id].port_session.addr == sub.address
+    move(pub, c)
+    move(sub, carrier)
+    pub.sender("cam").send(key=True)
+    cluster.pump()
+    assert labels(sub.media(mid)) == ["1.0", "1.1"]  # sent before the subscriber's client said anything
+    # Its packets reach the other box: that box asks the carrier, which every box heard of.
+    other = c if carrier is b else b
+    other.handover.stray("udp", b"srtcp", sub.address, cluster.now)
+    cluster.pump()
+    assert sub.id in other.lab.sfu.sessions and sub.id not in carrier.lab.sfu.sessions
+    assert carrier.handover.counters.given == 1
+
+
+def test_of_two_boxes_that_carried_one_session_on_the_one_its_client_reaches_keeps_it_at_once():
+    cluster = Cluster("a", "b", "c")
+    b, c = cluster["b"], cluster["c"]
+    pub, _, _ = call(cluster, sub_box="b")
+    checkpointed(cluster)
+    cluster.kill("a")
+    cluster.sessions_stalled = True  # the sessions bucket elects a leader: only words over NATS core get through
+    for box in (b, c):
+        box.handover.box_lost("a", cluster.now)  # both heard a is gone: one of them carries pub on unasked
+    carrier, other = (b, c) if pub.id in b.lab.sfu.sessions else (c, b)
+    assert pub.id in carrier.lab.sfu.sessions
+    other.handover.carriers.clear()  # the word that the carrier carries it is still on its way
+    other.handover.stray("udp", b"srtp", pub.address, cluster.now)  # the client's packets reach the other
+    cluster.pump()
+    assert pub.id in other.lab.sfu.sessions and pub.id not in carrier.lab.sfu.sessions
+    assert carrier.handover.counters.lost == 1
 
 
 def test_a_stale_record_of_the_old_owner_does_not_take_the_session_back():
