@@ -181,7 +181,10 @@ class Handover:
             failover.tell({"lost": node})
         others = [n for n in failover.nodes() if n != node]
         for session_id in failover.owned_by(node):
-            if session_id in self.sfu.sessions or session_id in self.taking or _pick(session_id, others) != self.me:
+            carrier = self.carriers.get(session_id)
+            if session_id in self.sfu.sessions or session_id in self.taking or (carrier is not None and carrier[2] > now):
+                continue  # here already, on its way, or another box said it carries it on
+            if _pick(session_id, others) != self.me:
                 continue
             saved = self.saved(session_id)
             media = saved.get("media") if saved is not None else None
@@ -262,6 +265,10 @@ class Handover:
         self.counters.taken += 1
         self.counters.carried_on += isinstance(media, dict)
         self.trunks.carried_on(session, now, tell=owner is None)
+        carrier = self.carriers.get(session_id)
+        if carrier is not None and carrier[2] > now and carrier[:2] > (session.generation, self.me):
+            self.lost(session_id, carrier[1], now)  # a later holder spoke while this box rebuilt it
+            return True
         if owner is None and isinstance(media, dict) and self.failover is not None:
             self.failover.tell({"carried": session.id, "by": self.me, "generation": session.generation})
         log.info("took over a session", session=session.id, from_box=owner or "the store",
