@@ -60,7 +60,7 @@ PENDING = 8
 REFUSED_FOR = 5.0
 PER_SOURCE = 20.0
 MAX_SOURCES = 4096  # source buckets kept; past it the oldest go
-ASK_TIMEOUT = 0.3  # a live box answers a handover in milliseconds; one that does not is not waited for
+ASK_TIMEOUT = 0.2  # a live box answers a handover in milliseconds; one that does not is not waited for
 LOST_FOR = 10.0  # how long a box that did not answer is taken for gone
 CARRIED_FOR = 10.0  # how long word that a box carries a session on outranks the sessions bucket
 
