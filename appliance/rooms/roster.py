@@ -32,11 +32,14 @@ class Participant:
     joined: float  # wall clock: the roster's order
     name: str = ""
     sessionId: str = ""
+    # The session its data channels (the chat) are published under (empty: sessionId): the client moves
+    # them to a data-only session when the media session lost its SCTP association (cluster failover).
+    dataSessionId: str = ""
     tracks: list[Published] = field(default_factory=list)
 
     def public(self) -> dict:
         """What the room's other pages see."""
-        return {"id": self.id, "name": self.name, "sessionId": self.sessionId,
+        return {"id": self.id, "name": self.name, "sessionId": self.sessionId, "dataSessionId": self.dataSessionId,
                 "tracks": [asdict(t) for t in self.tracks]}
 
     def encode(self) -> bytes:
@@ -53,28 +56,34 @@ class Participant:
         except TypeError as e:
             raise ValueError(str(e)) from None
         if not all(isinstance(v, str) for v in (participant.app, participant.room, participant.id, participant.name,
-                                                participant.sessionId)):
+                                                participant.sessionId, participant.dataSessionId)):
             raise ValueError("a participant's names are strings")
         if isinstance(participant.joined, bool) or not isinstance(participant.joined, (int, float)):
             raise ValueError("joined: expected a time")
         participant.update({"name": participant.name, "sessionId": participant.sessionId,
-                            "tracks": raw.get("tracks", [])})
+                            "dataSessionId": participant.dataSessionId, "tracks": raw.get("tracks", [])})
         return participant
 
     def update(self, message: dict) -> None:
-        """Take what a page says of itself (its name, its session, the tracks it publishes); ValueError
+        """Take what a page says of itself (its name, its sessions, the tracks it publishes); ValueError
         names what is wrong, and nothing changes then."""
         name = message.get("name", self.name)
         if not isinstance(name, str) or len(name) > MAX_NAME or not name.isprintable():
             raise ValueError(f"name: expected printable text of at most {MAX_NAME} characters")
-        session = message.get("sessionId", self.sessionId)
-        if not isinstance(session, str) or len(session) > 64 or not session.isalnum() and session:
-            raise ValueError("sessionId: expected a Calls session id")
+        session = _session_id(message, "sessionId", self.sessionId)
+        data_session = _session_id(message, "dataSessionId", self.dataSessionId)
         raw_tracks = message.get("tracks", [asdict(t) for t in self.tracks])
         if not isinstance(raw_tracks, list) or len(raw_tracks) > MAX_TRACKS:
             raise ValueError(f"tracks: expected a list of at most {MAX_TRACKS}")
         tracks = [_published(i, raw) for i, raw in enumerate(raw_tracks)]
-        self.name, self.sessionId, self.tracks = name, session, tracks
+        self.name, self.sessionId, self.dataSessionId, self.tracks = name, session, data_session, tracks
+
+
+def _session_id(message: dict, key: str, current: str) -> str:
+    session = message.get(key, current)
+    if not isinstance(session, str) or len(session) > 64 or not session.isalnum() and session:
+        raise ValueError(f"{key}: expected a Calls session id")
+    return session
 
 
 def _published(index: int, raw: object) -> Published:

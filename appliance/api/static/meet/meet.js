@@ -17,7 +17,7 @@ const state = {
   sources: { mic: "microphone", cam: "camera" },
   muted: { mic: false, cam: false },
   camera: null, screen: null, chat: null,
-  peers: new Map(),      // participant id -> { name, sessionId, tile, pulls: Map(trackName -> RemoteTrack), chat, failed }
+  peers: new Map(),      // participant id -> { name, sessionId, tile, pulls: Map(trackName -> RemoteTrack), chat, chatSession }
   roster: [], handling: null, again: false, timer: null,
 };
 window.meeting = state; // for the console and the tests
@@ -49,12 +49,16 @@ async function join(name) {
   call.addEventListener("track", (event) => {
     for (const peer of state.peers.values()) if ([...peer.pulls.values()].includes(event.detail)) show(peer);
   });
+  // A data channel opened again: after a reconnection, or on a data-only session when the media session
+  // lost its channels but not its media (a box failed). The chat is then published under that session:
+  // the room hears of it, and the others subscribe to it there.
   call.addEventListener("datachannel", (event) => {
-    const { channel, previous } = event.detail;
+    const { channel, previous, location } = event.detail;
     if (previous && previous === state.chat) state.chat = channel;
     for (const peer of state.peers.values()) {
       if (previous && peer.chat === previous) { peer.chat = channel; listen(channel); }
     }
+    if (location === "local") announce();
   });
   await call.connect();
   const media = await capture();
@@ -97,7 +101,9 @@ function announce() {
   const tracks = Object.entries(state.local).map(([trackName, local]) => ({
     trackName, kind: local.kind, source: state.sources[trackName], muted: state.muted[trackName],
   }));
-  state.socket.send(JSON.stringify({ type: "update", name: state.name, sessionId: state.call.sessionId, tracks }));
+  state.socket.send(JSON.stringify({
+    type: "update", name: state.name, sessionId: state.call.sessionId, dataSessionId: state.call.dataSessionId, tracks,
+  }));
 }
 
 async function leave() {
@@ -142,7 +148,7 @@ async function follow(participants) {
     let peer = state.peers.get(person.id);
     if (peer && peer.sessionId !== person.sessionId) { drop(person.id); peer = null; } // it reconnected
     if (!peer) {
-      peer = { sessionId: person.sessionId, tile: tile(person.name), pulls: new Map(), chat: null };
+      peer = { sessionId: person.sessionId, tile: tile(person.name), pulls: new Map(), chat: null, chatSession: null };
       state.peers.set(person.id, peer);
       $("grid").append(peer.tile);
     }
@@ -162,8 +168,15 @@ async function follow(participants) {
         show(peer);
       } catch (e) { console.warn("pull:", e); retry = true; }
     }
+    // Its chat moved to another session (its box failed): subscribe to it there.
+    const chatSession = person.dataSessionId || person.sessionId;
+    if (peer.chat && peer.chatSession !== chatSession) { peer.chat.close(); peer.chat = null; }
     if (!peer.chat) {
-      try { peer.chat = await state.call.subscribeData(person.sessionId, "chat"); listen(peer.chat); } catch { retry = true; }
+      try {
+        peer.chat = await state.call.subscribeData(chatSession, "chat");
+        peer.chatSession = chatSession;
+        listen(peer.chat);
+      } catch { retry = true; }
     }
   }
   for (const id of [...state.peers.keys()]) if (!present.has(id)) drop(id);

@@ -110,15 +110,28 @@ export interface ReconnectedDetail {
   previousSessionId: string | null;
 }
 
-/** After a reconnection each data channel is opened again on the new session (RTCDataChannels do not
- * survive their PeerConnection): the new channel, and the one it replaces. */
+/** A data channel opened again: the new RTCDataChannel, and the one it replaces (closed by the client).
+ * Use `channel` from now on: messages sent on `previous` after its association was lost are gone.
+ *
+ * - After a reconnection (moved: false), every channel is opened again on the new session
+ *   (RTCDataChannels do not survive their PeerConnection).
+ * - When the media session lost its SCTP association but not its media (moved: true): in a cluster,
+ *   a box that carries on a failed box's PeerConnection has its SRTP keys but not its DTLS and SCTP
+ *   state. The client notices within about 4 s (GET session every 3 s while channels are open says
+ *   they are "inactive" while the browser has them open; at once when the browser closes them) and
+ *   opens them again on a new data-only session: a second RTCPeerConnection with only an
+ *   m=application. The media PeerConnection sees no offer, no answer and no ICE restart. */
 export interface DataChannelDetail {
   channel: RTCDataChannel;
   name: string;
   location: "local" | "remote";
-  /** The publisher's session, for a remote channel. */
+  /** The publisher's session: for a remote channel the one it is subscribed from; for a local channel
+   * the one it is published under now (call.dataSessionId). A local channel that moved is published
+   * under a new session: subscribers must subscribe again to (sessionId, name), so announce it. */
   sessionId: string | null;
   previous: RTCDataChannel | null;
+  /** True when the channel moved to a data-only session (media untouched); false after a reconnection. */
+  moved: boolean;
 }
 
 export interface ConnectionStats {
@@ -190,7 +203,7 @@ export interface EdgecallEventMap {
   /** A new session replaced the failed one; local tracks are pushed again under the same names and
    * pulled tracks pulled again. Announce `detail.sessionId` to the others. */
   reconnected: CustomEvent<ReconnectedDetail>;
-  /** A data channel opened again after a reconnection. */
+  /** A data channel opened again, after a reconnection or (moved) on a data-only session. */
   datachannel: CustomEvent<DataChannelDetail>;
 }
 
@@ -205,6 +218,10 @@ export declare class Edgecall extends EventTarget {
   readonly sessionId: string | null;
   /** The current RTCPeerConnection (a new one after each reconnection), for inspection. */
   readonly pc: RTCPeerConnection | null;
+  /** The session the data channels ride on and local channels are published under: sessionId, or the
+   * data-only session they moved to ("datachannel" with moved) when the media session lost its SCTP
+   * association. Announce it to those who subscribe to this call's channels. */
+  readonly dataSessionId: string | null;
   /** sessions/new, and a PeerConnection with bundlePolicy "max-bundle". */
   connect(): Promise<void>;
   /** Publish a track (tracks/new, location "local"). Resolves once negotiated and sending its first
@@ -218,7 +235,7 @@ export declare class Edgecall extends EventTarget {
   pullMany(items: PullItem[]): Promise<RemoteTrack[]>;
   /** Publish a data channel (datachannels/new, location "local"): a negotiated RTCDataChannel on the
    * SFU's id. The first channel negotiates the session's m=application. channel.close() ends it for
-   * good (the SFU is told; it is not reopened after a reconnection). */
+   * good (the SFU is told; it is not reopened after a reconnection). Published under dataSessionId. */
   publishData(name: string, options?: DataChannelOptions): Promise<RTCDataChannel>;
   /** Receive the data channel `name` that session `sessionId` publishes (location "remote"). */
   subscribeData(sessionId: string, name: string, options?: DataChannelOptions): Promise<RTCDataChannel>;

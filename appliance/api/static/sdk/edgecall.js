@@ -29,6 +29,14 @@ const STALL_TICK_MS = 1000;
 const ENDED_CHECK_MS = 2000;
 // A forced close of the tracks on close(), best effort, so subscribers learn at once.
 const CLOSE_WAIT_MS = 2000;
+// While data channels are open, the session they ride on is looked at this often (GET): a box that
+// carried a session on from a failed box (cluster failover) has no SCTP association for it, and says
+// its channels are "inactive" while the browser still has them open. They move to a new data-only
+// session; the media PeerConnection is not renegotiated.
+const CHANNEL_CHECK_MS = 3000;
+// A channel the box says is inactive and the browser still has open is lost only if it is still open
+// this much later: the stream reset of a channel its publisher ended arrives within a round trip.
+const CHANNEL_RESET_GRACE_MS = 1000;
 // The in-band channel whose only job is to make the browser offer an m=application (the SCTP
 // association every negotiated channel rides on).
 const SCTP_BOOTSTRAP = "edgecall-sctp";
@@ -186,7 +194,14 @@ export class Edgecall extends EventTarget {
   #sctp = false; // whether this PeerConnection negotiated its m=application
   #locals = new Set(); // records of pushed tracks: {local, name, track, encodings, muted, transceiver, closed}
   #remotes = new Set(); // records of pulled tracks: {remote, item, transceiver, closed}
-  #channels = new Set(); // records of data channels: {name, location, sessionId, options, channel, closed}
+  // records of data channels: {name, location, sessionId, options, channel, closed, id, home}; `home` is
+  // the session the channel is negotiated on, `id` its SFU id there
+  #channels = new Set();
+  // The data-only session {pc, sessionId} the channels moved to when the media session lost its SCTP
+  // association (its box failed and another carried it on); null while they ride the media session.
+  #data = null;
+  #channelTimer = null;
+  #channelCheck = null; // the check running: {again}, set when another check was asked for meanwhile
   #disconnectedTimer = null;
   #stallTimer = null;
   #stallBusy = false;
@@ -217,6 +232,12 @@ export class Edgecall extends EventTarget {
   /** The current RTCPeerConnection (a new one after each reconnection), for inspection. */
   get pc() {
     return this.#pc;
+  }
+
+  /** The session the data channels ride on, and that local channels are published under: sessionId,
+   * or the data-only session they moved to when the media session lost its SCTP association. */
+  get dataSessionId() {
+    return this.#channelCarrier().sessionId;
   }
 
   async connect() {
@@ -277,14 +298,14 @@ export class Edgecall extends EventTarget {
   /** A data channel this session publishes on (datachannels/new, location "local"). */
   publishData(name, options = {}) {
     this.#check();
-    const record = { name, location: "local", sessionId: null, options, channel: null, closed: false };
+    const record = { name, location: "local", sessionId: null, options, channel: null, closed: false, id: null, home: null };
     return this.#queue.run(() => this.#run(() => this.#openChannels([record]))).then(() => record.channel);
   }
 
   /** The data channel `name` that session `sessionId` publishes (location "remote"). */
   subscribeData(sessionId, name, options = {}) {
     this.#check();
-    const record = { name, location: "remote", sessionId, options, channel: null, closed: false };
+    const record = { name, location: "remote", sessionId, options, channel: null, closed: false, id: null, home: null };
     return this.#queue.run(() => this.#run(() => this.#openChannels([record]))).then(() => record.channel);
   }
 
@@ -317,6 +338,7 @@ export class Edgecall extends EventTarget {
     this.#setState("closed");
     clearTimeout(this.#disconnectedTimer);
     clearInterval(this.#stallTimer);
+    clearInterval(this.#channelTimer);
     const mids = [...this.#locals, ...this.#remotes].filter((r) => !r.closed && r.transceiver?.mid)
       .map((r) => ({ mid: r.transceiver.mid }));
     for (const record of [...this.#locals, ...this.#remotes, ...this.#channels]) record.closed = true;
@@ -326,6 +348,8 @@ export class Edgecall extends EventTarget {
         { timeout: CLOSE_WAIT_MS }).catch(() => {});
     }
     pc?.close();
+    this.#data?.pc.close();
+    this.#data = null;
   }
 
   // --- the session and its PeerConnection ---------------------------------------------------------
@@ -399,6 +423,9 @@ export class Edgecall extends EventTarget {
     this.#pc = null;
     for (const record of [...this.#locals, ...this.#remotes]) record.transceiver = null;
     pc?.close();
+    // The channels of a data-only session are opened again on the next media session, with the rest.
+    this.#data?.pc.close();
+    this.#data = null;
   }
 
   // The live tracks and channels again, on the new session: the same names, the same publishers.
@@ -432,9 +459,7 @@ export class Edgecall extends EventTarget {
           record.closed = true;
           return;
         }
-        this.#emit("datachannel", {
-          channel: record.channel, name: record.name, location, sessionId: record.sessionId, previous: previous[i],
-        });
+        this.#emitChannel(record, previous[i], false);
       });
     }
   }
@@ -693,24 +718,16 @@ export class Edgecall extends EventTarget {
   // --- data channels ------------------------------------------------------------------------------
 
   // The Calls way: the SCTP association comes with the first m=application the client pushes; each
-  // channel is then datachannels/new and a negotiated RTCDataChannel on the id the SFU returns.
-  // With `settle`, per record: undefined or its Error; without, the first Error throws.
+  // channel is then datachannels/new and a negotiated RTCDataChannel on the id the SFU returns. The
+  // records are of one location. With `settle`, per record: undefined or its Error; without, the first
+  // Error throws.
   async #openChannels(records, { settle = false } = {}) {
-    const pc = this.#pc;
-    if (!this.#sctp) await this.#push([], true);
-    const location = records[0].location;
-    const result = await this.#api("POST", `/sessions/${this.#sessionId}/datachannels/new`, {
-      dataChannels: records.map((r) => {
-        const wanted = { location, dataChannelName: r.name, ...channelOptions(r.options) };
-        if (location === "remote") wanted.sessionId = r.sessionId;
-        return wanted;
-      }),
-    });
-    const matched = matchResults(records, result.dataChannels || [], (r, c) => c.dataChannelName === r.name);
+    const carrier = this.#channelCarrier();
+    if (!this.#data && !this.#sctp) await this.#push([], true);
+    const matched = await this.#requestChannels(carrier.sessionId, records);
     const out = records.map((record, i) => {
       if (matched[i] instanceof Error) return matched[i];
-      record.channel = this.#negotiated(pc, record, matched[i].id);
-      this.#channels.add(record);
+      this.#attachChannel(carrier, record, matched[i].id);
       return undefined;
     });
     const failed = out.find((r) => r instanceof Error);
@@ -718,7 +735,34 @@ export class Edgecall extends EventTarget {
     return out;
   }
 
-  #negotiated(pc, record, id) {
+  // datachannels/new on session `sessionId` for records of one location: per record, the SFU's item
+  // (its id) or its Error.
+  async #requestChannels(sessionId, records) {
+    const location = records[0].location;
+    const result = await this.#api("POST", `/sessions/${sessionId}/datachannels/new`, {
+      dataChannels: records.map((r) => {
+        const wanted = { location, dataChannelName: r.name, ...channelOptions(r.options) };
+        if (location === "remote") wanted.sessionId = r.sessionId;
+        return wanted;
+      }),
+    });
+    return matchResults(records, result.dataChannels || [], (r, c) => c.dataChannelName === r.name);
+  }
+
+  #attachChannel(carrier, record, id) {
+    record.channel = this.#negotiated(carrier, record, id);
+    record.id = id;
+    record.home = carrier.sessionId;
+    this.#channels.add(record);
+    if (this.#channelTimer === null) this.#channelTimer = setInterval(() => this.#checkChannels(), CHANNEL_CHECK_MS);
+  }
+
+  // Where channels ride: the data-only session once they moved there, else the media session.
+  #channelCarrier() {
+    return this.#data ?? { pc: this.#pc, sessionId: this.#sessionId };
+  }
+
+  #negotiated({ pc, sessionId }, record, id) {
     const channel = pc.createDataChannel(record.name, { ...channelOptions(record.options), negotiated: true, id });
     channel.binaryType = "arraybuffer";
     // The app's close() ends the channel for good: it is not opened again after a reconnection,
@@ -728,14 +772,175 @@ export class Edgecall extends EventTarget {
       if (!record.closed && record.channel === channel) {
         record.closed = true;
         this.#channels.delete(record);
-        const sessionId = this.#sessionId;
-        if (pc === this.#pc) {
+        if (pc === this.#pc || pc === this.#data?.pc) {
           this.#api("PUT", `/sessions/${sessionId}/datachannels/close`, { dataChannels: [{ id }] }).catch(() => {});
         }
       }
       close();
     };
+    // Closed by neither the app nor the client while its PeerConnection is up: the SCTP association
+    // may have gone (or the publisher ended the channel), which a check tells apart at once.
+    channel.addEventListener("close", () => {
+      if (!record.closed && record.channel === channel && pc.connectionState === "connected") this.#checkChannels(true);
+    });
     return channel;
+  }
+
+  // --- data channels whose association is lost ------------------------------------------------------
+
+  // One check at a time. An `urgent` one (a channel closed) asked for while a check runs runs right
+  // after it; the timer's are skipped then.
+  #checkChannels(urgent = false) {
+    if (this.#channelCheck) {
+      if (urgent) this.#channelCheck.again = true;
+      return;
+    }
+    const check = this.#channelCheck = { again: true };
+    (async () => {
+      while (check.again) {
+        check.again = false;
+        try {
+          await this.#lookForLostChannels();
+        } catch {
+          // The move failed (a request, or the new PeerConnection): the next check tries again.
+        }
+      }
+      this.#channelCheck = null;
+    })();
+  }
+
+  async #lookForLostChannels() {
+    const live = [...this.#channels].filter((r) => !r.closed);
+    if (!live.length || this.#state === "closed" || this.#state === "failed") {
+      clearInterval(this.#channelTimer);
+      this.#channelTimer = null;
+      return;
+    }
+    const carrier = this.#channelCarrier();
+    // A reconnection opens every channel again on its new session by itself.
+    if (this.#state !== "connected" || this.#reconnecting || !carrier.pc) return;
+    const riding = live.filter((r) => r.home === carrier.sessionId);
+    if (riding.length && await this.#associationLost(carrier, riding)) {
+      await this.#queue.run(() => this.#run(() => this.#moveChannels(carrier)));
+    }
+  }
+
+  // Whether the SCTP association under `carrier`'s channels is gone while its session lives: a
+  // data-only PeerConnection failed or its session is gone, the browser closed the association, or the
+  // box says channels are inactive that the browser still has open (a box that carried the session on
+  // from a failed box has no association for it). A channel the box ended while the association is up
+  // (its publisher closed it) is forgotten.
+  async #associationLost(carrier, records) {
+    const dataOnly = carrier === this.#data;
+    if (dataOnly && carrier.pc.connectionState === "failed") return true;
+    let described;
+    try {
+      // A 410 for the media session is no reason to rebuild it here: in a cluster, a box may answer it
+      // for a failed box's session a moment before it carries that session on. If the session is
+      // really gone, its PeerConnection fails and the reconnection opens the channels again.
+      described = await this.#api("GET", `/sessions/${carrier.sessionId}`, undefined, { reconnect: false });
+    } catch (error) {
+      return dataOnly && error.status === 410;
+    }
+    if (carrier.pc.sctp?.state === "closed") return true;
+    const inactive = new Set((described.dataChannels || []).filter((c) => c.status === "inactive").map((c) => c.id));
+    const suspects = [];
+    for (const record of records) {
+      if (record.closed || !inactive.has(record.id)) continue;
+      if (isOpen(record.channel)) {
+        suspects.push(record);
+      } else {
+        record.closed = true;
+        this.#channels.delete(record);
+      }
+    }
+    if (!suspects.length) return false;
+    await sleep(CHANNEL_RESET_GRACE_MS);
+    return suspects.some((r) => !r.closed && r.home === carrier.sessionId && isOpen(r.channel));
+  }
+
+  // Every live channel of `from` again on a new data-only session (its own PeerConnection with only
+  // an m=application): local channels published anew under it, remote ones subscribed again. The
+  // media PeerConnection sees no offer, no answer and no ICE restart. Nothing changes unless every
+  // request succeeded (then a later check tries again); an item the SFU refuses (a remote channel
+  // whose publisher is gone) closes its channel.
+  async #moveChannels(from) {
+    if (this.#channelCarrier().sessionId !== from.sessionId) return;
+    const records = [...this.#channels].filter((r) => !r.closed && r.home === from.sessionId);
+    if (!records.length) return;
+    const to = await this.#openDataSession();
+    const batches = [];
+    try {
+      for (const location of ["local", "remote"]) {
+        const again = records.filter((r) => r.location === location);
+        if (again.length) batches.push([again, await this.#requestChannels(to.sessionId, again)]);
+      }
+    } catch (error) {
+      to.pc.close();
+      throw error;
+    }
+    if (this.#reconnecting || this.#state !== "connected") {
+      to.pc.close(); // the reconnection opens the channels again on its own session
+      return;
+    }
+    this.#data = to;
+    const gone = [];
+    const unwanted = [];
+    for (const [again, results] of batches) {
+      again.forEach((record, i) => {
+        const previous = record.channel;
+        const result = results[i];
+        if (record.closed) { // the app closed it meanwhile, and the box heard of it on `from`
+          if (!(result instanceof Error)) unwanted.push({ id: result.id });
+          return;
+        }
+        gone.push({ id: record.id });
+        if (result instanceof Error) {
+          record.closed = true;
+          this.#channels.delete(record);
+        } else {
+          this.#attachChannel(to, record, result.id);
+          this.#emitChannel(record, previous, true);
+        }
+        previous.close();
+      });
+    }
+    if (from.pc !== this.#pc) from.pc.close();
+    // The old channels end on the box: subscribers of a local one learn that it ended.
+    for (const [sessionId, dataChannels] of [[from.sessionId, gone], [to.sessionId, unwanted]]) {
+      if (!dataChannels.length) continue;
+      await this.#api("PUT", `/sessions/${sessionId}/datachannels/close`, { dataChannels },
+        { timeout: CLOSE_WAIT_MS }).catch(() => {});
+    }
+  }
+
+  // sessions/new and a PeerConnection that carries only the SCTP association, connected.
+  async #openDataSession() {
+    const { sessionId } = await this.#api("POST", "/sessions/new");
+    const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle", iceServers: this.#iceServers });
+    try {
+      pc.createDataChannel(SCTP_BOOTSTRAP);
+      await pc.setLocalDescription(await pc.createOffer());
+      const answer = await this.#api("POST", `/sessions/${sessionId}/tracks/new`, {
+        sessionDescription: { type: "offer", sdp: pc.localDescription.sdp }, tracks: [],
+      });
+      await pc.setRemoteDescription(answer.sessionDescription);
+      await this.#connected(pc);
+    } catch (error) {
+      pc.close();
+      throw negotiationError(error);
+    }
+    pc.addEventListener("connectionstatechange", () => {
+      if (pc.connectionState === "failed") this.#checkChannels(true);
+    });
+    return { pc, sessionId };
+  }
+
+  #emitChannel(record, previous, moved) {
+    this.#emit("datachannel", {
+      channel: record.channel, name: record.name, location: record.location,
+      sessionId: record.location === "local" ? record.home : record.sessionId, previous, moved,
+    });
   }
 
   // --- negotiation helpers ------------------------------------------------------------------------
@@ -787,8 +992,8 @@ export class Edgecall extends EventTarget {
   }
 
   // One request of the Calls API. Errors carry the API's errorCode; 425 (not connected yet) is
-  // retried; 410 (the session is gone) starts a reconnection.
-  async #api(method, path, body, { timeout = REQUEST_TIMEOUT_MS } = {}) {
+  // retried; 410 (the session is gone) starts a reconnection unless `reconnect` is false.
+  async #api(method, path, body, { timeout = REQUEST_TIMEOUT_MS, reconnect = true } = {}) {
     const token = typeof this.#token === "function" ? await this.#token() : this.#token;
     for (let attempt = 0; ; attempt++) {
       let response;
@@ -816,7 +1021,7 @@ export class Edgecall extends EventTarget {
       }
       if (response.ok && !json.errorCode) return json;
       // The session is gone (expired, or its box restarted): a new one is made.
-      if (response.status === 410 && path.split("/")[2] === this.#sessionId) this.#reconnect();
+      if (reconnect && response.status === 410 && path.split("/")[2] === this.#sessionId) this.#reconnect();
       throw new EdgecallError(json.errorCode || `http_${response.status}`, json.errorDescription || `${method} ${path}`,
         { status: response.status });
     }
@@ -925,6 +1130,10 @@ function negotiationError(error) {
 
 function itemError(item) {
   return new EdgecallError(item.errorCode, item.errorDescription || "");
+}
+
+function isOpen(channel) {
+  return channel.readyState === "connecting" || channel.readyState === "open";
 }
 
 function channelOptions(options) {
