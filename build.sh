@@ -22,8 +22,11 @@ usage: ./build.sh COMMAND [ARGS...]
   test [--quick] [PYTEST ARGS...]
                    setup if needed, then run the whole suite (--quick skips the slow group)
   bench            setup if needed, then print the benchmark figures
-  image            build the firmware image: build/edgecall-VERSION.img (raw GPT, UEFI and BIOS) and .qcow2;
-                   prints their paths and sizes (needs root: it installs the Debian packages it builds with)
+  image            build the firmware image: build/edgecall-VERSION.img (raw GPT, UEFI and BIOS) and .qcow2,
+                   and the signed update bundle build/edgecall-VERSION.update (`appliance update` on a box);
+                   prints their paths and sizes (needs root: it installs the Debian packages it builds with).
+                   EDGECALL_SIGNING_KEY=FILE signs with that Ed25519 key (PEM); without it, a development
+                   key made once as build/update-signing-dev.pem
 USAGE
     exit 2
 }

@@ -151,6 +151,18 @@ def cmd_boot(args: argparse.Namespace) -> int:
     return boot.command(args)
 
 
+def cmd_update(args: argparse.Namespace) -> int:
+    from .update import command
+
+    return command.update(args)
+
+
+def cmd_reboot(args: argparse.Namespace) -> int:
+    from .update import command
+
+    return command.reboot(args)
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(__version__)
     return 0
@@ -202,6 +214,23 @@ def parser() -> argparse.ArgumentParser:
     boot = sub.add_parser("boot", help="on the image: choose the configuration the services start with, and say it on the console")
     boot.add_argument("action", choices=("config",))
     boot.set_defaults(func=cmd_boot)
+
+    update = sub.add_parser("update", help="on the image: write a signed update bundle to the other root slot, "
+                                           "boot it once, keep it once healthy (else the box goes back by itself)")
+    update.add_argument("source", metavar="FILE|URL", nargs="?", help="the bundle (build/edgecall-VERSION.update)")
+    update.add_argument("--no-reboot", action="store_true", help="write and arm the slot, reboot later")
+    update.add_argument("--status", action="store_true", help="both slots, their versions, which is booted and "
+                                                              "which is marked good, and what happened last")
+    update.add_argument("--confirm", action="store_true", help="at boot (appliance-update-confirm.service): mark a "
+                                                               "slot on trial good once healthy, else reboot back")
+    update.add_argument("--deadline", type=_seconds, default=300.0, metavar="SECONDS",
+                        help="with --confirm: how long the slot on trial has to become healthy (default 300)")
+    _add_config_option(update)
+    update.set_defaults(func=cmd_update)
+
+    reboot = sub.add_parser("reboot", help="drain (the prefixes are withdrawn, [drain] time passes), then reboot")
+    _add_config_option(reboot)
+    reboot.set_defaults(func=cmd_reboot)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=cmd_version)

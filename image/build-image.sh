@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The firmware image: build/edgecall-<version>.img (raw GPT) and .qcow2 beside it.
+# The firmware image: build/edgecall-<version>.img (raw GPT) and .qcow2 beside it, and the signed update
+# bundle build/edgecall-<version>.update (appliance/update/bundle.py) that `appliance update` installs.
 # Usage: image/build-image.sh PYTHON (a Python with pip and this project's dependencies, for the wheel and its pins).
+# EDGECALL_SIGNING_KEY=FILE: the Ed25519 key (PEM) that signs the bundle; the image trusts its public half.
+# Without it, a development key made once under build/ signs, and the build says so.
 #
 # Debian bookworm packages (mmdebstrap) plus the project's wheel and its PyPI dependencies in a
 # venv at /opt/edgecall; root is a squashfs (read-only by nature) in slot A of two; GRUB boots it
@@ -25,6 +28,18 @@ started=$SECONDS
 
 rm -rf "$WORK"
 mkdir -p "$WORK"/{hook,staging/esp/grub,staging/esp/EFI/BOOT,staging/config,grub}
+
+step "update signing key"
+KEY=${EDGECALL_SIGNING_KEY:-}
+if [ -z "$KEY" ]; then
+    KEY=$OUT/update-signing-dev.pem
+    [ -e "$KEY" ] || "$PYTHON" image/scripts/bundle.py keygen "$KEY"
+    say "EDGECALL_SIGNING_KEY is not set: signing with the development key $KEY (boxes built now accept only"
+    say "bundles signed with it; give a key of your own for boxes that leave this machine)"
+fi
+[ -r "$KEY" ] || { say "cannot read the signing key $KEY"; exit 1; }
+"$PYTHON" image/scripts/bundle.py public-key "$KEY" > "$WORK/hook/update.pub"
+printf '%s\n' "$VERSION" > "$WORK/hook/version"
 
 step "wheels: the project's, and its dependencies at the versions the test suite runs with"
 # Fetched here, on the build host (its pip settings reach PyPI); the image's chroot installs offline.
@@ -52,11 +67,13 @@ step "checking the units inside the image (systemd-analyze verify)"
 (cd "$ROOTFS/etc/systemd/system" && SYSTEMD_LOG_LEVEL=err systemd-analyze verify --root="$ROOTFS" \
     $(cd "$ROOT/systemd" && ls *.service)) || { say "systemd-analyze verify failed"; exit 1; }
 
-step "boot files: kernel, initrd, GRUB for BIOS and UEFI"
-cp "$ROOTFS"/boot/vmlinuz-* "$WORK/staging/esp/vmlinuz"
-cp "$ROOTFS"/boot/initrd.img-* "$WORK/staging/esp/initrd.img"
+step "boot files: slot A's kernel and initrd, GRUB for BIOS and UEFI and its environment block"
+cp "$ROOTFS"/boot/vmlinuz-* "$WORK/staging/esp/vmlinuz-a"
+cp "$ROOTFS"/boot/initrd.img-* "$WORK/staging/esp/initrd-a.img"
 cp image/grub/grub.cfg "$WORK/staging/esp/grub/grub.cfg"
-MODULES="part_gpt fat search search_label configfile normal linux echo test sleep serial terminal"
+grub-editenv "$WORK/staging/esp/grub/grubenv" create
+grub-editenv "$WORK/staging/esp/grub/grubenv" set edgecall_good=a
+MODULES="part_gpt fat search search_label configfile normal linux echo test sleep serial terminal loadenv"
 grub-mkimage -O i386-pc -o "$WORK/grub/core.img" -c image/grub/early.cfg -p /grub $MODULES biosdisk
 grub-mkimage -O x86_64-efi -o "$WORK/staging/esp/EFI/BOOT/BOOTX64.EFI" -c image/grub/early.cfg -p /grub \
     $MODULES efi_gop efi_uga all_video
@@ -87,9 +104,15 @@ systemd-repart --empty=create --size=auto --seed="$SEED" --definitions="$WORK/re
 step "qcow2 beside it"
 qemu-img convert -c -O qcow2 "$IMG" "${IMG%.img}.qcow2"
 
+step "update bundle: slot A's root file system, kernel and initrd, signed"
+BUNDLE=$OUT/edgecall-$VERSION.update
+"$PYTHON" image/scripts/bundle.py write --key "$KEY" --version "$VERSION" --out "$BUNDLE" \
+    "$WORK/staging/esp/vmlinuz-a" "$WORK/staging/esp/initrd-a.img" "$WORK/root.squashfs"
+
 elapsed=$(( SECONDS - started ))
 raw=$(stat -c %s "$IMG")
 qcow=$(stat -c %s "${IMG%.img}.qcow2")
 say "built in $elapsed s"
 printf '%s\t%d MiB (raw GPT; %d MiB used by data)\n' "$IMG" $(( raw / 1048576 )) $(( $(du -k "$IMG" | cut -f1) / 1024 ))
 printf '%s\t%d MiB (qcow2, compressed)\n' "${IMG%.img}.qcow2" $(( qcow / 1048576 ))
+printf '%s\t%d MiB (update bundle, signed with %s)\n' "$BUNDLE" $(( $(stat -c %s "$BUNDLE") / 1048576 )) "$KEY"

@@ -6,8 +6,6 @@ import os
 import socket
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute
-
 SYS_NET = "/sys/class/net"
 ARPHRD_ETHER = 1
 
@@ -36,6 +34,10 @@ def first_interface(sys_net: str = SYS_NET) -> FirstInterface | None:
     if not found:
         return None
     index, name = min(found)
+    # Here, not at the top: pyroute2 takes a second to import under emulation, and the boot step needs
+    # it only for the first-boot default.
+    from pyroute2 import IPRoute
+
     with IPRoute() as ipr:
         for msg in ipr.get_addr(family=socket.AF_INET, index=index):
             address = ipaddress.IPv4Address(msg.get_attr("IFA_ADDRESS"))

@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import __version__
-from ..cluster.nats_server import render_nats_conf
 from ..config import Config, ConfigError, load_config, parse_config
-from . import firstboot
+from . import firstboot, networkd
 from .interfaces import FirstInterface, first_interface
 
 EXIT_INVALID = 2
@@ -29,6 +28,9 @@ class Paths:
     consoles: tuple[str, ...] = ("/dev/console", "/dev/tty1")
     # The services' group may read the files under run_dir; None leaves them root's.
     group: str | None = "edgecall"
+    # networkd's file for [[net.uplinks]] (networkd.py), on the state partition: networkd reads it through
+    # /etc/systemd/network at its start, before any DHCP, from the second boot with a configuration on.
+    networkd_dir: str = "/var/lib/appliance-network"
 
     @property
     def effective(self) -> str:
@@ -50,6 +52,11 @@ class Paths:
         return os.path.join(self.run_dir, "nats.conf")
 
     @property
+    def net_wanted(self) -> str:
+        # appliance-net.service runs only when it exists (or when `net apply` made something this boot).
+        return os.path.join(self.run_dir, "net-wanted")
+
+    @property
     def last_good(self) -> str:
         return os.path.join(self.state_dir, "last-good.toml")
 
@@ -65,19 +72,20 @@ class Outcome:
 
 
 def prepare(paths: Paths, find_interface: Callable[[], FirstInterface | None] = first_interface,
-            address_timeout: float = 90.0) -> Outcome:
+            address_timeout: float = 90.0,
+            reload_network: Callable[[], None] = networkd.networkctl_reload) -> Outcome:
     """Write the effective configuration (and bird.conf, and nats.conf) under `paths.run_dir`,
     or remove them when the operator's file does not validate; the outcome says what happened."""
     os.makedirs(paths.run_dir, exist_ok=True)
     if os.path.exists(paths.operator):
-        outcome = _operator_file(paths)
+        outcome = _operator_file(paths, reload_network)
     else:
-        outcome = _first_boot(paths, find_interface, address_timeout)
+        outcome = _first_boot(paths, find_interface, address_timeout, reload_network)
     outcome.lines.insert(0, f"Edgecall {__version__}")
     return outcome
 
 
-def _operator_file(paths: Paths) -> Outcome:
+def _operator_file(paths: Paths, reload_network: Callable[[], None]) -> Outcome:
     try:
         config = load_config(paths.operator)
     except ConfigError as e:
@@ -93,13 +101,14 @@ def _operator_file(paths: Paths) -> Outcome:
         return Outcome(EXIT_INVALID, lines)
     with open(paths.operator, encoding="utf-8") as f:
         text = f.read()
-    _install(paths, text, config)
+    notes = _install(paths, text, config, reload_network)
     os.makedirs(paths.state_dir, exist_ok=True)
     _write(paths.last_good, text, 0o600, None)
-    return Outcome(0, [f"Serving with {paths.operator}:", *_where(config)])
+    return Outcome(0, [f"Serving with {paths.operator}:", *_where(config), *notes])
 
 
-def _first_boot(paths: Paths, find_interface: Callable[[], FirstInterface | None], timeout: float) -> Outcome:
+def _first_boot(paths: Paths, find_interface: Callable[[], FirstInterface | None], timeout: float,
+                reload_network: Callable[[], None]) -> Outcome:
     deadline = time.monotonic() + timeout
     found = find_interface()
     while (found is None or found.address is None) and time.monotonic() < deadline:
@@ -113,12 +122,12 @@ def _first_boot(paths: Paths, find_interface: Callable[[], FirstInterface | None
             " the services are not started.", _how_to_configure(paths)])
     text = firstboot.render(found.address, paths.secrets)
     config = parse_config(text, "<first-boot default>")
-    _install(paths, text, config)
+    notes = _install(paths, text, config, reload_network)
     app = config.apps[0]
     return Outcome(0, [
         f"No configuration in {paths.operator}: serving the first-boot default on {found.name} "
         f"(DHCP address {found.address}).",
-        *_where(config),
+        *_where(config), *notes,
         f"  app {app.id!r}, secret {app.secret!r} (Authorization: Bearer <secret>)",
         _how_to_configure(paths)])
 
@@ -138,8 +147,9 @@ def _how_to_configure(paths: Paths) -> str:
             "`systemctl restart appliance-config`. `appliance check-config FILE` checks a file.")
 
 
-def _install(paths: Paths, text: str, config: Config) -> None:
-    """What the services read: the configuration, bird.conf when there is BGP, nats.conf when clustered."""
+def _install(paths: Paths, text: str, config: Config, reload_network: Callable[[], None]) -> list[str]:
+    """What the services read: the configuration, bird.conf when there is BGP, nats.conf when clustered;
+    and networkd's file for the statically configured interfaces. Lines for the console, if any."""
     from netconfig.bird_conf import render_bird_conf
 
     _write(paths.effective, text, 0o640, paths.group)
@@ -150,14 +160,28 @@ def _install(paths: Paths, text: str, config: Config) -> None:
         _remove(paths.bird_conf)
         _remove(paths.bird_env)
     if config.cluster.nats:
+        from ..cluster.nats_server import render_nats_conf  # here: only a clustered box pays its import
+
         _write(paths.nats_conf, render_nats_conf(config), 0o600, None)
     else:
         _remove(paths.nats_conf)
+    if wants_host_network(config):
+        _write(paths.net_wanted, "", 0o644, None)
+    else:
+        _remove(paths.net_wanted)
+    note = networkd.install(config, paths.networkd_dir, reload_network)
+    return [note] if note else []
+
+
+def wants_host_network(config: Config) -> bool:
+    """Whether `appliance net apply` has anything to make for `config` (netconfig.netstate.wanted, which
+    imports pyroute2: too slow to load here just to find a box has nothing to make)."""
+    return bool(config.anycast.prefixes or config.net.uplinks or config.net.routes or config.backbone)
 
 
 def _withdraw(paths: Paths) -> None:
     """Nothing for the services to start with: a restart after a bad edit must not run the previous file."""
-    for path in (paths.effective, paths.bird_conf, paths.bird_env, paths.nats_conf):
+    for path in (paths.effective, paths.bird_conf, paths.bird_env, paths.nats_conf, paths.net_wanted):
         _remove(path)
 
 

@@ -3,7 +3,9 @@
 Software emulation (TCG): KVM opens on these machines but nested guests assert or hang.
 User networking with restrict=on: the guest reaches nothing outside, only the forwarded host
 ports reach it (TCP only: libslirp 4.7 with restrict=on drops the guest's UDP replies to a
-forwarded port, so UDP is probed from inside the guest). The serial console goes to a file the test reads; every wait has a deadline.
+forwarded port, so UDP is probed from inside the guest), and, when a test asks for one, one
+guestfwd address whose connections QEMU hands to a command it spawns for each (the update test's
+bundle server, http_once.py). The serial console goes to a file the test reads; every wait has a deadline.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 GUEST_API, GUEST_SSH = 8080, 22
+SECOND_PORT = "ens8"  # the name the guest gives a second network port in PCI slot 8
 
 
 def free_port(kind: int) -> int:
@@ -56,6 +59,13 @@ class Guest:
     ssh_key: Path
     api_port: int = field(default_factory=lambda: free_port(socket.SOCK_STREAM))
     ssh_port: int = field(default_factory=lambda: free_port(socket.SOCK_STREAM))
+    # The guest's reboots boot it again (the update test); otherwise QEMU exits when the guest reboots.
+    reboots: bool = False
+    # (guest address, guest port, command): each connection of the guest to the address and port is
+    # the stdin and stdout of the command (no commas in it: they separate QEMU's options).
+    guestfwd: tuple[str, int, str] | None = None
+    # A second network port (SECOND_PORT), on a restricted user network of its own (10.0.3.0/24).
+    second_port: bool = False
     process: subprocess.Popen | None = None
     started: float = 0.0
 
@@ -67,10 +77,21 @@ class Guest:
         net = (f"user,id=n0,restrict=on,"
                f"hostfwd=tcp:127.0.0.1:{self.api_port}-:{GUEST_API},"
                f"hostfwd=tcp:127.0.0.1:{self.ssh_port}-:{GUEST_SSH}")
-        command = ["qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "2", "-no-reboot",
-                   "-display", "none", "-serial", f"file:{self.serial_log}", "-monitor", "none",
+        if self.guestfwd is not None:
+            address, port, program = self.guestfwd
+            net += f",guestfwd=tcp:{address}:{port}-cmd:{program}"
+        command = ["qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "2",
+                   *([] if self.reboots else ["-no-reboot"]),
+                   # The box's disk, network port and serial console; nothing else: the firmware
+                   # probes no floppy or CD drive, and loads no network boot ROM (the image boots from disk).
+                   "-nodefaults", "-display", "none", "-vga", "std",
+                   "-serial", f"file:{self.serial_log}", "-monitor", "none",
                    "-drive", f"file={self.disk},if=virtio,format=raw",
-                   "-netdev", net, "-device", "virtio-net-pci,netdev=n0"]
+                   "-netdev", net, "-device", "virtio-net-pci,netdev=n0,romfile="]
+        if self.second_port:
+            # Another subnet than the first port's: both ask DHCP until a configuration says otherwise.
+            command += ["-netdev", "user,id=n1,restrict=on,net=10.0.3.0/24",
+                        "-device", "virtio-net-pci,netdev=n1,romfile=,addr=0x8"]
         if self.uefi:
             vars_copy = self.workdir / "OVMF_VARS.fd"
             shutil.copyfile(OVMF_VARS, vars_copy)
@@ -89,6 +110,10 @@ class Guest:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=20)
+
+    def wait_stopped(self, timeout: float) -> None:
+        """Until QEMU exits by itself (the guest powered off)."""
+        self.process.wait(timeout=timeout)
 
     def console(self) -> str:
         try:

@@ -49,8 +49,9 @@ def test_unit_is_hardened(unit):
         assert value in service.get(key, []), f"{unit.name}: {key}={value}"
     assert service.get("RestrictAddressFamilies"), unit.name
     assert service.get("CapabilityBoundingSet") is not None, unit.name
-    # Root only where root's files are the point (the boot step, the network sysctls).
-    if unit.name not in ("appliance-config.service", "appliance-net.service"):
+    # Root only where root's files are the point (the boot step, the network sysctls, the update
+    # check's GRUB environment block and reboot).
+    if unit.name not in ("appliance-config.service", "appliance-net.service", "appliance-update-confirm.service"):
         assert service.get("User") or service.get("DynamicUser") == ["yes"], unit.name
 
 
