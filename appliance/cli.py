@@ -212,7 +212,8 @@ def parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check_config)
 
     boot = sub.add_parser("boot", help="on the image: choose the configuration the services start with, and say it on the console")
-    boot.add_argument("action", choices=("config",))
+    boot.add_argument("action", choices=("config", "stage"),
+                      help="config: at boot; stage: the operator's edited file for a reload, when it validates")
     boot.set_defaults(func=cmd_boot)
 
     update = sub.add_parser("update", help="on the image: write a signed update bundle to the other root slot, "

@@ -107,6 +107,25 @@ def _operator_file(paths: Paths, reload_network: Callable[[], None]) -> Outcome:
     return Outcome(0, [f"Serving with {paths.operator}:", *_where(config), *notes])
 
 
+def stage(paths: Paths) -> Outcome:
+    """`systemctl reload appliance`, first step (as root): the operator's edited file becomes the one
+    the running box re-reads (`appliance reload`, the next step), when it validates; else nothing
+    changes and the problems are the answer. Only that file: bird.conf, nats.conf and the network
+    follow the keys that need a restart, which take effect with `systemctl restart appliance-config`."""
+    try:
+        config = load_config(paths.operator)
+    except ConfigError as e:
+        return Outcome(EXIT_INVALID, [f"{paths.operator} does not validate; nothing changed:",
+                                      *(f"  {line}" for line in str(e).splitlines())])
+    except OSError as e:
+        return Outcome(EXIT_INVALID, [f"{paths.operator} cannot be read ({e.strerror or e}); nothing changed"])
+    with open(paths.operator, encoding="utf-8") as f:
+        text = f.read()
+    _write(paths.effective, text, 0o640, paths.group)
+    _write(paths.last_good, text, 0o600, None)
+    return Outcome(0, [f"{paths.operator} validates: the box re-reads it", *_where(config)])
+
+
 def _first_boot(paths: Paths, find_interface: Callable[[], FirstInterface | None], timeout: float,
                 reload_network: Callable[[], None]) -> Outcome:
     deadline = time.monotonic() + timeout

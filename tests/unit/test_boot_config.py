@@ -7,7 +7,7 @@ import re
 import stat
 import tomllib
 
-from appliance.boot import Paths, announce, prepare
+from appliance.boot import Paths, announce, prepare, stage
 from appliance.boot.interfaces import FirstInterface, first_interface
 from appliance.cluster.nats_server import client_token, route_password
 from appliance.config import load_config
@@ -228,3 +228,17 @@ def test_first_interface_is_the_lowest_numbered_ethernet_device(tmp_path):
         if device:
             (tmp_path / name / "device").mkdir()
     assert first_interface(str(tmp_path)) == FirstInterface("ens3", None)
+
+
+def test_a_reload_stages_the_edited_file_only_when_it_validates(tmp_path):
+    paths = paths_in(tmp_path)
+    open(paths.operator, "w").write(GOOD)
+    assert prepare(paths, no_interface_expected).code == 0
+    open(paths.operator, "w").write(GOOD.replace("[api]", "[api]\nbogus = 1", 1) if "[api]" in GOOD else GOOD + "\nbogus = 1\n")
+    refused = stage(paths)
+    assert refused.code != 0 and "bogus" in "\n".join(refused.lines)
+    assert open(paths.effective).read() == GOOD  # the running box's file is untouched
+    edited = GOOD + "\n# edited\n"
+    open(paths.operator, "w").write(edited)
+    assert stage(paths).code == 0
+    assert open(paths.effective).read() == edited and open(paths.last_good).read() == edited
