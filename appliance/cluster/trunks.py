@@ -443,8 +443,10 @@ class Trunks:
                     self._end_leg(leg)
             local = [leg for leg in track.legs if not isinstance(leg.subscriber, TrunkDownstream)]
             parent = self.peer_of(to)
+            # Rooted at `to` from now on, whatever the store says yet (its write may wait for a leader): a
+            # session this box rebuilds later pulls it from there.
+            record = self.records[track_id] = TrackRecord.of(track, to)
             if local and parent is not None:
-                record = self.records[track_id] = TrackRecord.of(track, to)
                 remote = self.remote[track_id] = RemoteTrack(record, self.port, self.plane, parent, now)
                 for leg in local:
                     self.plane.switcher.detach(leg)

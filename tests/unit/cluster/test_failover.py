@@ -201,6 +201,21 @@ def test_of_two_boxes_that_carried_one_session_on_the_one_its_client_reaches_kee
     assert carrier.handover.counters.lost == 1
 
 
+def test_a_box_that_handed_its_publisher_on_pulls_the_track_from_the_new_root_before_the_store_says_so():
+    cluster = Cluster("a", "b", "c")
+    b, c = cluster["b"], cluster["c"]
+    pub, sub, _ = call(cluster, pub_box="b", sub_box="a")
+    checkpointed(cluster)
+    cluster.tracks_stalled = True  # c's record of cam waits for the bucket's new leader
+    c.handover.stray("udp", b"srtp", pub.address, cluster.now)  # the routers moved the publisher's flow to c
+    cluster.pump()
+    cluster.kill("a")
+    b.handover.stray("udp", b"srtcp", sub.address, cluster.now)  # and the subscriber's, from dead a, to b
+    cluster.pump()
+    assert sub.id in b.lab.sfu.sessions and b.handover.counters.refused == 0
+    assert b.trunks.describe()["receiving"][0]["from"] == "c"
+
+
 def test_a_stale_record_of_the_old_owner_does_not_take_the_session_back():
     cluster = Cluster("a", "b", "c")
     a, b = cluster["a"], cluster["b"]
