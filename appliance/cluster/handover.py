@@ -256,10 +256,7 @@ class Handover:
             if isinstance(media, dict):
                 continuation.restore(self.sfu, session, media, local, addr, self.wall(), now)
         except (SfuError, TypeError, ValueError, AttributeError, KeyError) as e:
-            # Gone from here without a word to the store: the session may live on elsewhere.
-            self.trunks.leaving.add(session.id)
-            self.sfu.close_session(session, quietly=True)
-            self.trunks.leaving.discard(session.id)
+            self._forget(session)  # the session may live on elsewhere
             self._refuse(session_id, now, f"the session did not rebuild: {e!r}")
             return False
         self.counters.taken += 1
@@ -323,6 +320,11 @@ class Handover:
 
     def _let_go(self, session: CallSession, to: str, now: float) -> None:
         self.trunks.park(session, to, now)
+        self._forget(session)
+
+    def _forget(self, session: CallSession) -> None:
+        """Close the session here without a word to the client or the store."""
+        self.trunks.leaving.add(session.id)
         self.sfu.close_session(session, quietly=True)
         self.trunks.leaving.discard(session.id)
 
