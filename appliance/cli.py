@@ -46,12 +46,32 @@ def _load(path: str | None):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    logs.configure(args.log_format, args.log_level)
-    source = ConfigSource(args.config or default_path(), args.drain_time)
+    from .workers import plan
+
+    worker = plan.from_environment()
+    logs.configure(args.log_format, args.log_level, None if worker is None else worker.index)
+    source = ConfigSource(args.config or default_path(), args.drain_time, worker)
     config = _load(source.path)
     if config is None:
         return EXIT_CONFIG
+    if worker is None and plan.processes(config) > 1:
+        return _supervise(args, source, config)
     return runner.run(runner.assemble(source.over(config), source))
+
+
+def _supervise(args: argparse.Namespace, source: ConfigSource, config) -> int:
+    """The box as worker processes (appliance/workers/), each `appliance run` on the same file."""
+    from .workers.supervisor import Supervisor
+
+    if source.path is None:
+        print("appliance: workers read the configuration file again, and there is none: "
+              "set [sfu] workers and [turn] workers to 1", file=sys.stderr)
+        return EXIT_CONFIG
+    argv = ["run", "--config", source.path, "--log-format", args.log_format, "--log-level", args.log_level]
+    if args.drain_time is not None:
+        argv += ["--drain-time", str(args.drain_time)]
+    runner.raise_open_files_limit()
+    return runner.run_loop(Supervisor(source.over(config), argv).run())
 
 
 def cmd_net(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ import socket
 import stat
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .announce import follow
@@ -61,9 +62,12 @@ def runtime_dir() -> str:
     return os.path.join(os.path.realpath(os.path.dirname(directory)), os.path.basename(directory))
 
 
-def socket_path(config: Config) -> str:
+def socket_path(config: Config, worker: int | None = None) -> str:
+    """The box's control socket; with `worker`, that worker's own (the supervisor serves the box's
+    and asks its workers on theirs: appliance/workers/control.py)."""
     netns = os.stat("/proc/self/ns/net").st_ino
-    return os.path.join(runtime_dir(), f"control-{netns}-{config.api.listen}.sock")
+    suffix = "" if worker is None else f"-w{worker}"
+    return os.path.join(runtime_dir(), f"control-{netns}-{config.api.listen}{suffix}.sock")
 
 
 def trusted_owner(directory: str) -> int:
@@ -142,9 +146,10 @@ class ControlService:
         self._path, self._inode = "", 0
 
     async def start(self) -> None:
-        path = socket_path(self.box.config)
+        worker = self.box.source.worker
+        path = socket_path(self.box.config, None if worker is None else worker.index)
         try:
-            sock = _bind(path)
+            sock = bind_socket(path)
         except Untrusted as e:
             raise StartError(f"cannot use the control socket's directory: {e}") from None
         except OSError as e:
@@ -169,26 +174,13 @@ class ControlService:
         return [f"control    {self._path}  (appliance drain | undrain | status | reload)"]
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            if not _trusted(writer.get_extra_info("socket")):
-                answer = {"ok": False, "error": "only root or the service's own user may use the control socket"}
-            else:
-                answer = await self._answer(await reader.readline())
-            writer.write(json.dumps(answer).encode() + b"\n")
-            await writer.drain()
-        except (ConnectionError, ValueError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            writer.close()
+        await serve_one(reader, writer, self._answer)
 
     async def _answer(self, line: bytes) -> dict[str, Any]:
-        try:
-            message = json.loads(line)
-            command = message["command"]
-        except (ValueError, KeyError, TypeError):
-            return {"ok": False, "error": 'expected one JSON object like {"command": "status"}'}
-        if command not in COMMANDS:
-            return {"ok": False, "error": f"unknown command {command!r}; known: {', '.join(COMMANDS)}"}
+        message = parse_command(line)
+        command = message.get("command")
+        if command is None:
+            return message
         box = self.box
         if command == "reload":
             return (await box.reloader.reload()).to_dict()
@@ -202,7 +194,35 @@ class ControlService:
         return {"ok": True, **status(box)}
 
 
-def _bind(path: str) -> socket.socket:
+async def serve_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    answer: Callable[[bytes], Awaitable[dict[str, Any]]]) -> None:
+    """One request of a control connection: a trusted peer's line, `answer`ed."""
+    try:
+        if not trusted_peer(writer.get_extra_info("socket")):
+            reply = {"ok": False, "error": "only root or the service's own user may use the control socket"}
+        else:
+            reply = await answer(await reader.readline())
+        writer.write(json.dumps(reply).encode() + b"\n")
+        await writer.drain()
+    except (ConnectionError, ValueError, asyncio.LimitOverrunError):
+        pass
+    finally:
+        writer.close()
+
+
+def parse_command(line: bytes) -> dict[str, Any]:
+    """The request, with its known "command"; or, without one, the answer that says what is wrong."""
+    try:
+        message = json.loads(line)
+        command = message["command"]
+    except (ValueError, KeyError, TypeError):
+        return {"ok": False, "error": 'expected one JSON object like {"command": "status"}'}
+    if command not in COMMANDS:
+        return {"ok": False, "error": f"unknown command {command!r}; known: {', '.join(COMMANDS)}"}
+    return message
+
+
+def bind_socket(path: str) -> socket.socket:
     """A listening socket at `path`, in a directory made (0700) or checked first; a socket file left
     by a box that died is replaced, one that still answers is another box's."""
     directory = os.path.dirname(path)
@@ -251,5 +271,5 @@ def _peer_uid(sock: socket.socket) -> int:
     return struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]
 
 
-def _trusted(sock: socket.socket) -> bool:
+def trusted_peer(sock: socket.socket) -> bool:
     return _peer_uid(sock) in (0, os.geteuid())

@@ -12,6 +12,8 @@ import time
 from typing import Any
 
 ROOT = "appliance"
+# Which worker process logs (appliance/workers/): every line of a worker says it; None in a lone box.
+_worker: int | None = None
 
 
 def _timestamp(created: float) -> str:
@@ -19,7 +21,8 @@ def _timestamp(created: float) -> str:
 
 
 def _short_name(record: logging.LogRecord) -> str:
-    return record.name.removeprefix(ROOT + ".")
+    name = record.name.removeprefix(ROOT + ".")
+    return name if _worker is None else f"w{_worker}/{name}"
 
 
 class TextFormatter(logging.Formatter):
@@ -83,7 +86,9 @@ def get_logger(name: str) -> EventLogger:
     return EventLogger(name)
 
 
-def configure(fmt: str = "text", level: str = "info") -> None:
+def configure(fmt: str = "text", level: str = "info", worker: int | None = None) -> None:
+    global _worker
+    _worker = worker
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

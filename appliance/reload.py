@@ -17,6 +17,7 @@ from .config import EMBEDDED, Config, ConfigError, DrainConfig, Problem, parse_c
 from .config.lines import dotted, key_lines, line_of
 from .config.reload import plan_reload
 from .logs import get_logger
+from .workers.plan import WorkerPlan
 
 if TYPE_CHECKING:
     from .runner import Box
@@ -35,9 +36,12 @@ class ConfigSource:
 
     path: str | None = None
     drain_time: float | None = None
+    worker: WorkerPlan | None = None  # this process is one of the box's workers (appliance/workers/)
 
     def over(self, config: Config) -> Config:
-        return config if self.drain_time is None else dataclasses.replace(config, drain=DrainConfig(self.drain_time))
+        if self.drain_time is not None:
+            config = dataclasses.replace(config, drain=DrainConfig(self.drain_time))
+        return config if self.worker is None else self.worker.apply(config)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ import contextlib
 import resource
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, Info, PlatformCollector, ProcessCollector
 
@@ -100,10 +102,16 @@ async def _stop_all(services: list[Service]) -> None:
 
 
 def banner(box: Box) -> str:
+    """What the box serves; a worker's first says it for the box, its supervisor ends it, the others
+    say nothing (they serve the same)."""
+    worker = box.source.worker
+    if worker is not None and worker.index > 0:
+        return ""
     lines = [f"Edgecall {__version__}, node {box.config.node.id}, is serving:"]
     for service in box.services:
         lines += [f"  {line}" for line in service.urls()]
-    lines.append("Stop with Ctrl-C.")
+    if worker is None:
+        lines.append("Stop with Ctrl-C.")
     return "\n".join(lines)
 
 
@@ -117,7 +125,9 @@ async def serve(box: Box, notifier: Notifier | None = None) -> int:
     loop.add_signal_handler(signal.SIGHUP, box.reloader.hangup)
     if not await _start_all(box):
         return 1
-    print(banner(box), flush=True)
+    text = banner(box)
+    if text:
+        print(text, flush=True)
     notifier.ready(f"serving as {box.config.node.id}")
     log.info("ready", node=box.config.node.id)
     watchdog = asyncio.create_task(_feed_watchdog(notifier)) if notifier.watchdog_interval else None
@@ -173,11 +183,15 @@ def raise_open_files_limit() -> int:
 
 def run(box: Box) -> int:
     raise_open_files_limit()
+    return run_loop(serve(box))
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(serve(box))
-    return uvloop.run(serve(box))
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def assemble(config: Config, source: ConfigSource | None = None) -> Box:

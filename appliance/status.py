@@ -26,6 +26,11 @@ def render(box: dict[str, Any] | None, box_error: str | None, bgp: BgpState | No
         cluster = box.get("cluster")
         if cluster is not None:
             lines += _cluster(cluster)
+        for worker in box.get("workers", []):
+            runs = " and ".join(name for name in ("sfu", "turn") if worker[name]) or "the API"
+            state = "ready" if worker["ready"] else "starting" if worker["pid"] else "down"
+            lines.append(f"worker {worker['index']} ({worker['node']}, pid {worker['pid']}, {runs}): {state}, "
+                         f"restarted {worker['restarts']} times; its API {worker['api']}")
     if bgp is not None:
         if bgp.error:
             lines.append(f"BGP: {bgp.error}")

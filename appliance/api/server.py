@@ -11,6 +11,7 @@ from prometheus_client import Counter, Histogram
 
 from ..dashboard import routes as dashboard
 from ..logs import get_logger
+from ..plumbing.listeners import tcp_listener
 from ..service import StartError, banner_secret
 from . import calls, meet, stream_tokens, turn_credentials, whep, whip
 from .auth import SECRETS, Secrets
@@ -117,14 +118,22 @@ class ApiService:
             keepalive_timeout=self.box.config.api.idle_timeout,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, str(listen.host), listen.port, reuse_address=True)
+        # A worker also listens where other workers and boxes forward it requests (workers/plan.py).
+        worker = self.box.source.worker
+        endpoints = [(str(listen.host), listen.port, "api.listen")]
+        if worker is not None:
+            endpoints.append((*worker.api, "the worker's forwarded requests"))
         try:
-            await site.start()
-        except OSError as e:
+            for host, port, what in endpoints:
+                try:
+                    await web.SockSite(self._runner, tcp_listener(host, port)).start()
+                except OSError as e:
+                    reason = "address already in use" if e.errno == errno.EADDRINUSE else e.strerror or str(e)
+                    raise StartError(f"cannot listen on {host}:{port} ({what}): {reason}") from None
+        except StartError:
             await self._runner.cleanup()
             self._runner = None
-            reason = "address already in use" if e.errno == errno.EADDRINUSE else e.strerror or str(e)
-            raise StartError(f"cannot listen on {listen} (api.listen): {reason}") from None
+            raise
         log.info("listening", url=self.base_url)
 
     async def stop(self) -> None:

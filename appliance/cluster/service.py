@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 
 from ..logs import get_logger
 from ..rtc.dtls import DtlsContext
-from ..plumbing.udp import READ_BATCH, RECV_SIZE, udp_socket
+from ..plumbing.listeners import udp_listener
+from ..plumbing.udp import READ_BATCH, RECV_SIZE
 from ..service import StartError
 from . import certificate
 from .memory import MemoryStore
@@ -178,7 +179,7 @@ class ClusterService:
         assert self.store is not None and self._loop is not None
         trunk = self._trunk_endpoint()
         try:
-            self._sock = udp_socket(*trunk)
+            self._sock = udp_listener(*trunk)
         except OSError as e:
             await self._close_store()
             raise StartError(f"cannot listen for trunks on {trunk[0]}:{trunk[1]} (cluster.trunk): "

@@ -104,6 +104,11 @@ def _turn(config: Config) -> Iterator[Finding]:
             yield ("turn", "keys", i, "id"), "expected an id other than \"rest\", the issuer name of turn.secrets"
     if turn.stream_idle_timeout <= 0:
         yield ("turn", "stream_idle_timeout"), "expected more than 0 seconds"
+    ports = turn.relay_ports.last - turn.relay_ports.first + 1
+    workers = turn.workers or len(os.sched_getaffinity(0))  # 0: one per core (workers/plan.py)
+    if workers > ports:
+        yield ("turn", "workers"), (f"expected at most one worker per relay port: {workers} workers cannot share "
+                                    f"the {ports} port(s) of turn.relay_ports ({turn.relay_ports})")
 
 
 def _secrets(config: Config) -> Iterator[Finding]:

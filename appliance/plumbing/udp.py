@@ -10,15 +10,18 @@ RECV_SIZE = 65536
 IP_MTU_DISCOVER, IPV6_MTU_DISCOVER, PMTUDISC_DO = 10, 23, 2
 
 
-def udp_socket(host: str, port: int, reuse: bool = False) -> socket.socket:
+def udp_socket(host: str, port: int, reuse: bool = False, shared: bool = False) -> socket.socket:
+    """A non-blocking UDP socket bound to (host, port); `shared`: one of a SO_REUSEPORT group (workers)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         if family == socket.AF_INET6:
             # One family per socket: IPv4 clients of "::" would show as ::ffff: mapped addresses.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        if reuse:
+        if reuse or shared:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setblocking(False)
         sock.bind((host, port))
     except OSError:

@@ -12,7 +12,8 @@ import asyncio
 import socket
 from typing import Any
 
-from ..plumbing.udp import READ_BATCH, RECV_SIZE, udp_socket
+from ..plumbing.listeners import tcp_listener, udp_listener
+from ..plumbing.udp import READ_BATCH, RECV_SIZE
 from .framing import Rfc4571Framer, frame
 from .port import Listener, MediaPort
 
@@ -58,7 +59,7 @@ class MediaIO:
 
     def open_udp(self, host: str, port: int) -> tuple[str, int]:
         """Bind and serve a UDP address; returns it as bound (port 0 picks one)."""
-        sock = udp_socket(host, port)
+        sock = udp_listener(host, port)
         self._sockets.append(sock)
         listener = Listener(sock)
         self.port.add_udp(listener, sock.getsockname()[:2])
@@ -67,10 +68,7 @@ class MediaIO:
 
     async def open_tcp(self, host: str, port: int) -> tuple[str, int]:
         """Listen for ICE-TCP (active clients connect to our passive candidate)."""
-        server = await self.loop.create_server(
-            lambda: _IceTcpStream(self), host, port, reuse_address=True,
-            family=socket.AF_INET6 if ":" in host else socket.AF_INET,
-        )
+        server = await self.loop.create_server(lambda: _IceTcpStream(self), sock=tcp_listener(host, port))
         self._servers.append(server)
         return server.sockets[0].getsockname()[:2]
 

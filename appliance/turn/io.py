@@ -20,6 +20,7 @@ from typing import Any
 
 from ..logs import get_logger
 from ..plumbing.streams import StreamSink
+from ..plumbing.listeners import tcp_listener, udp_listener
 from ..plumbing.udp import READ_BATCH, RECV_SIZE, set_dont_fragment, udp_socket
 from .clients import StreamClient
 from .server import TurnServer
@@ -153,15 +154,13 @@ class TurnIO:
     # --- client listeners ---------------------------------------------------------------------
 
     def open_udp_listener(self, host: str, port: int) -> None:
-        sock = udp_socket(host, port, reuse=True)
+        sock = udp_listener(host, port, reuse=True)
         listener = self.core.udp_listener(sock.getsockname()[:2], sock)
         self._watch(sock, self._on_client_readable, listener)
 
     async def open_stream_listener(self, transport: str, host: str, port: int, tls: ssl.SSLContext | None) -> None:
-        server = await self.loop.create_server(
-            lambda: _ClientStream(self, transport, tls), host, port, reuse_address=True,
-            family=socket.AF_INET6 if ":" in host else socket.AF_INET,
-        )
+        server = await self.loop.create_server(lambda: _ClientStream(self, transport, tls),
+                                               sock=tcp_listener(host, port))
         self._servers.append(server)
 
     def _watch(self, sock: socket.socket, callback, arg) -> None:

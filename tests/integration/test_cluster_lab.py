@@ -202,6 +202,20 @@ SEND_CHAT = """
 """
 CHAT_OPEN = "() => calls.channels && calls.channels.chat && calls.channels.chat.readyState"
 CHAT_RECEIVED = "() => calls.messages.chat"
+# Where a channel that does not open stands: its PeerConnection, SCTP transport and what the box says.
+CHAT_CARRIER = """
+async () => {
+  const pc = calls.pc;
+  let described;
+  try {
+    described = await calls.call("GET", `/sessions/${calls.sessionId}`);
+  } catch (e) {
+    described = String(e);
+  }
+  return {session: calls.sessionId, connection: pc && pc.connectionState, sctp: pc && pc.sctp && pc.sctp.state,
+          channel: calls.channels.chat && calls.channels.chat.id, described};
+}
+"""
 
 
 @dataclass
@@ -595,8 +609,14 @@ class TestThreeBoxes:
             await subscribe_chat(peer)
             peer.media_box = await media_box(cluster, peer)
             readers.append(peer)
-        for page in (call.publisher.page, *(peer.page for peer in readers)):
-            await until(page, CHAT_OPEN, lambda state: state == "open")
+        for peer in (call.publisher, *readers):
+            try:
+                await until(peer.page, CHAT_OPEN, lambda state: state == "open")
+            except AssertionError as e:
+                state = await peer.page.evaluate(CHAT_CARRIER)
+                raise AssertionError(f"{peer.name}'s channel never opened ({e}); its PeerConnection: {state}\n"
+                                     f"what the boxes logged of its session:\n{cluster.mentions(peer.session)}"
+                                     ) from None
 
         # Text and binary, in order; one message of many SCTP packets, in pieces across the backbone.
         messages = ["hello", [0, 1, 2, 255], "", "x" * 30_000, "bye"]

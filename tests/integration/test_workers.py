@@ -1,0 +1,165 @@
+"""A box of several worker processes (`[sfu] workers`, `[turn] workers`), with real parts on loopback:
+the kernel spreads the media port's flows over the workers (SO_REUSEPORT), aiortc clients with real
+ICE, DTLS and SRTP, a track crossing from one worker to another on a local trunk, coturn's client
+through TURN workers, and a worker killed and started again while the others' calls go on."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import signal
+import time
+
+import pytest
+from aiortc import RTCPeerConnection
+from aiortc.mediastreams import VideoStreamTrack
+from prometheus_client.parser import text_string_to_metric_families
+
+from appliance import control
+from appliance.config import load_config
+from tests.integration.test_failover import Frames, Watched, pull
+from tests.lab.appliance import box_config, free_port, request
+from tests.lab.calls_api import AsyncApi as Api
+from tests.lab.calls_api import connected, publish
+from appliance.stun import Attr
+from tests.lab.turn_client import EchoPeer, TurnUdpClient, uclient
+
+WORKERS = 2
+CLIENTS_AT_MOST = 24  # TURN clients from new source ports until every worker holds one (bounded)
+SUBSCRIBERS_AT_MOST = 12  # pages join until every worker holds a session (each lands on one at random)
+
+
+@pytest.fixture
+def box(appliance, tmp_path):
+    text = box_config(free_port("tcp"), free_port("udp"), free_port("udp", "tcp"))
+    for table in ("[sfu]\n", "[turn]\n"):
+        text = text.replace(table, f"{table}workers = {WORKERS}\n", 1)
+    return appliance(text)
+
+
+def workers(box) -> list[dict]:
+    """What the supervisor says of each worker (the control socket: `appliance status`)."""
+    return control.request(load_config(str(box.config_path)), "status")["workers"]
+
+
+def metric(api: str, name: str) -> float:
+    status, body = request("GET", f"http://{api}/metrics")
+    assert status == 200
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    return sum(s.value for s in families[name].samples) if name in families else 0.0
+
+
+def test_the_box_runs_its_workers_as_nodes_of_one_store(box):
+    listed = workers(box)
+    assert [w["index"] for w in listed] == list(range(WORKERS)) and all(w["ready"] and w["pid"] for w in listed)
+    assert "runs 2 workers" in "\n".join(box.stdout_lines)
+    for worker in listed:  # each answers on its own address too, and sees the others in the store
+        status, body = request("GET", f"http://{worker['api']}/healthz")
+        assert status == 200, body
+        assert json.loads(body)["details"]["cluster"]["nodes"] == [f"test-box-w{i}" for i in range(WORKERS)]
+
+
+async def test_a_track_crosses_workers_and_a_killed_workers_calls_go_on(box):
+    api = Api(box)
+    listed = workers(box)
+    publisher = RTCPeerConnection()
+    subscribers: list[RTCPeerConnection] = []
+    frames: list[Frames] = []
+    try:
+        pub_id = await publish(api, publisher, {"v": VideoStreamTrack()})
+        await connected(publisher)
+        holders: dict[str, float] = {}
+        for _ in range(SUBSCRIBERS_AT_MOST):
+            pc = RTCPeerConnection()
+            received: list = []
+            pc.on("track", received.append)
+            subscribers.append(pc)
+            await pull(api, pc, pub_id)
+            await connected(pc)
+            frames.append(Frames(received[0]))
+            holders = {w["api"]: metric(w["api"], "edgecall_sfu_connected_sessions") for w in listed}
+            if all(holders.values()):
+                break
+        assert all(holders.values()), f"every session landed on one worker after {len(subscribers)} subscribers"
+        for each in frames:
+            await each.after(0.0, 5)
+        publishing = next(w for w in listed if metric(w["api"], "edgecall_sfu_published_tracks"))
+        other = next(w for w in listed if w is not publishing)
+        # The track crossed between workers on a local trunk.
+        assert metric(publishing["api"], "edgecall_cluster_trunk_packets_out") > 0
+        assert metric(other["api"], "edgecall_cluster_trunk_packets_in") > 0
+
+        # The worker that holds subscribers but not the publisher dies. The supervisor starts it again
+        # on the same sockets, as a new node: the sessions of the one before are carried on from the
+        # store when their clients' packets reach it (cluster failover). No PeerConnection
+        # renegotiates or restarts ICE; every subscriber decodes again.
+        watched = [Watched(pc) for pc in (publisher, *subscribers)]
+        await asyncio.sleep(2.5)  # a checkpoint or two of every session's media in the store
+        killed = time.monotonic()
+        os.kill(other["pid"], signal.SIGKILL)
+        for _ in range(300):
+            again = next(w for w in workers(box) if w["index"] == other["index"])
+            if again["ready"] and again["pid"] not in (None, other["pid"]):
+                break
+            await asyncio.sleep(0.1)
+        assert again["ready"] and again["restarts"] == 1 and again["node"] == "test-box-w%d-1" % other["index"], again
+        back = time.monotonic() - killed
+        for each in frames:
+            await each.after(killed, 10)
+        freezes = sorted(each.freeze(killed) for each in frames)
+        for states in watched:
+            assert set(states.signaling) == {"stable"} and states.connection == ["connected"], states.__dict__
+        print(f"\nworker {other['index']} SIGKILLed and ready again in {back:.2f} s; {len(frames)} subscribers "
+              f"froze for " + ", ".join(f"{f:.2f}" for f in freezes) + " s")
+    finally:
+        for each in frames:
+            each.task.cancel()
+        for pc in (publisher, *subscribers):
+            await pc.close()
+
+
+def test_turn_clients_are_spread_over_the_workers_each_relaying_from_its_own_slice(box):
+    """Clients from many source ports: the kernel hands each 5-tuple to one worker, whose relayed
+    address lies in its slice of relay_ports (61000-61999: 61000-61499 and 61500-61999)."""
+    port = turn_port(box)
+    username = f"{int(time.time()) + 600}:spread"
+    password = base64.b64encode(hmac.new(b"test-rest-secret", username.encode(), hashlib.sha1).digest()).decode()
+    clients = []
+    slices: dict[int, int] = {}
+    try:
+        for _ in range(CLIENTS_AT_MOST):
+            client = TurnUdpClient(("127.0.0.1", port), username, password)
+            clients.append(client)
+            answer = client.allocate()
+            relayed = answer.get(Attr.XOR_RELAYED_ADDRESS)
+            assert relayed is not None, answer
+            assert 61000 <= relayed[1] <= 61999, relayed
+            slices[relayed[1] // 500] = slices.get(relayed[1] // 500, 0) + 1
+            if len(slices) == WORKERS:
+                break
+        assert sorted(slices) == [122, 123], f"{len(clients)} clients all reached one worker: {slices}"
+        for worker in workers(box):
+            assert metric(worker["api"], "edgecall_turn_allocations") >= 1
+    finally:
+        for client in clients:
+            client.close()
+
+
+@pytest.mark.skipif(not shutil.which("turnutils_uclient"), reason="coturn's turnutils are not installed")
+def test_coturns_client_relays_through_the_workers_without_loss(box):
+    peer = EchoPeer()
+    try:
+        for _ in range(4):  # each run from new source ports
+            result = uclient("127.0.0.1", turn_port(box), "-e", peer.host, "-r", str(peer.port), "-W",
+                             "test-rest-secret", "-n", "20", "-l", "120", "-m", "3", "-c")
+            assert result.sent > 0 and result.received == result.sent and result.lost == 0, result.output[-2000:]
+    finally:
+        peer.close()
+
+
+def turn_port(box) -> int:
+    return load_config(str(box.config_path)).turn.listen[0].endpoint.port

@@ -1,0 +1,70 @@
+"""A worker's plan: the config it runs with and its slice of the relay ports."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from appliance.config import parse_config
+from appliance.config.values import PortRange
+from appliance.workers.plan import WorkerPlan, counts, processes, relay_slice
+
+CONFIG = """
+[node]
+id = "edge-1"
+
+[sfu]
+workers = 2
+
+[turn]
+workers = 3
+relay_ports = "50000-50999"
+"""
+
+
+def plan(index: int, **changes) -> WorkerPlan:
+    fields = dict(index=index, count=3, sfu=index < 2, turn=True, turn_workers=3, trunk=("127.0.0.1", 4000 + index),
+                  api=("127.0.0.1", 5000 + index), nats=("nats://127.0.0.1:4222",), secret="s" * 32)
+    return WorkerPlan(**{**fields, **changes})
+
+
+def test_each_worker_runs_what_its_index_carries_on_its_own_slice_and_addresses():
+    config = parse_config(CONFIG, "box.toml")
+    assert counts(config) == (2, 3) and processes(config) == 3
+    first, last = plan(0).apply(config), plan(2).apply(config)
+    assert first.node.id == "edge-1-w0" and last.node.id == "edge-1-w2"
+    assert first.sfu.enabled and not last.sfu.enabled
+    assert first.turn.relay_ports == PortRange(50000, 50332) and last.turn.relay_ports == PortRange(50666, 50999)
+    assert str(first.cluster.trunk) == "127.0.0.1:4000" and str(last.cluster.api) == "127.0.0.1:5002"
+    assert first.cluster.nats == ("nats://127.0.0.1:4222",) and first.cluster.secret == "s" * 32
+
+
+def test_a_worker_started_again_is_a_node_of_its_own():
+    assert plan(1, life=2).node("edge-1") == "edge-1-w1-2"
+    assert WorkerPlan.decode(plan(1, life=2).encode()) == plan(1, life=2)
+
+
+def test_no_workers_key_is_one_process_and_zero_is_one_per_core(monkeypatch):
+    assert processes(parse_config("", "box.toml")) == 1
+    monkeypatch.setattr("appliance.workers.plan.cores", lambda: 4)
+    assert counts(parse_config("[sfu]\nworkers = 0\n[turn]\nenabled = false\n", "box.toml")) == (4, 0)
+
+
+@given(st.integers(1, 65535), st.integers(0, 2000), st.integers(1, 64))
+def test_the_slices_cover_the_range_once(first, span, count):
+    last = min(65535, first + span)
+    if last - first + 1 < count:
+        with pytest.raises(ValueError):
+            relay_slice(PortRange(first, last), 0, count)
+        return
+    slices = [relay_slice(PortRange(first, last), i, count) for i in range(count)]
+    ports = [p for s in slices for p in range(s.first, s.last + 1)]
+    assert ports == list(range(first, last + 1))
+
+
+def test_more_turn_workers_than_relay_ports_is_refused_with_its_line():
+    from appliance.config import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config('[turn]\nrelay_ports = "50000-50001"\nworkers = 3\n', "box.toml")
+    assert "box.toml:3" in str(caught.value) and "turn.workers" in str(caught.value), str(caught.value)
