@@ -20,6 +20,8 @@ from tests.lab.appliance import REPO, box_config, free_port
 SECRET = "bench-rest-secret"
 CLIENTS, MESSAGES, LENGTH, INTERVAL_MS = 20, 2500, 120, 1
 MODES = {"udp channel": [], "udp send": ["-s"], "tcp channel": ["-t"]}
+WORKERS = 2  # the box is measured with one worker and with this many
+LOADERS, THROUGHPUT_MESSAGES = 4, 2000  # the throughput load: clients processes at once, messages per session
 
 
 def _wait_port(port: int, proc: subprocess.Popen) -> None:
@@ -33,22 +35,65 @@ def _wait_port(port: int, proc: subprocess.Popen) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def _cpu(server: psutil.Process) -> float:
+    """CPU seconds of the server and its processes (the box's workers, its store)."""
+    total = 0.0
+    for proc in (server, *server.children(recursive=True)):
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _uclient(port: int, peer_port: int, flags: list[str], messages: int = MESSAGES,
+             interval_ms: int = INTERVAL_MS) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["turnutils_uclient", "-e", "127.0.0.1", "-r", str(peer_port), "-W", SECRET, "-u", "bench", "-c",
+         "-m", str(CLIENTS), "-n", str(messages), "-l", str(LENGTH), "-z", str(interval_ms), "-p", str(port),
+         *flags, "127.0.0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def _totals(client: subprocess.Popen) -> tuple[int, int]:
+    """(sent, received) that a finished turnutils_uclient printed."""
+    output, _ = client.communicate(timeout=300)
+    totals = re.findall(r"tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\n", output)
+    if not totals:
+        raise RuntimeError(f"turnutils_uclient printed no totals:\n{output[-2000:]}")
+    sent, received = map(int, totals[-1])
+    return sent, received
+
+
 def _load(server: psutil.Process, port: int, peer_port: int, flags: list[str]) -> tuple[float, int, int]:
     """Run one bounded load; (server CPU seconds, relayed packets, lost packets)."""
-    before = server.cpu_times()
-    result = subprocess.run(
-        ["turnutils_uclient", "-e", "127.0.0.1", "-r", str(peer_port), "-W", SECRET, "-u", "bench", "-c",
-         "-m", str(CLIENTS), "-n", str(MESSAGES), "-l", str(LENGTH), "-z", str(INTERVAL_MS), "-p", str(port),
-         *flags, "127.0.0.1"],
-        capture_output=True, text=True, timeout=300,
-    )
-    after = server.cpu_times()
-    totals = re.findall(r"tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\n", result.stdout + result.stderr)
-    if not totals:
-        raise RuntimeError(f"turnutils_uclient printed no totals:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
-    sent, received = map(int, totals[-1])
-    cpu = (after.user - before.user) + (after.system - before.system)
+    before = _cpu(server)
+    sent, received = _totals(_uclient(port, peer_port, flags))
+    cpu = _cpu(server) - before
     return cpu, sent + received, sent - received
+
+
+def _relayers(server: psutil.Process) -> list[psutil.Process]:
+    """The processes that relay: the box's workers (children running the appliance), else the server."""
+    workers = [p for p in server.children() if "appliance" in " ".join(p.cmdline())]
+    return workers or [server]
+
+
+def _throughput(server: psutil.Process, port: int, peer_port: int) -> tuple[float, float, float]:
+    """As fast as the clients go (UDP channels, LOADERS clients at once, each bounded by its
+    message count): (relayed packets per second, share lost, relayed packets per CPU second of the
+    busiest relaying process: what the box would relay with each worker on a core of its own)."""
+    relayers = _relayers(server)
+    before = [sum(p.cpu_times()[:2]) for p in relayers]
+    start = time.perf_counter()
+    clients = [_uclient(port, peer_port, [], THROUGHPUT_MESSAGES, 0) for _ in range(LOADERS)]
+    totals = [_totals(client) for client in clients]
+    wall = time.perf_counter() - start
+    busiest = max(sum(p.cpu_times()[:2]) - b for p, b in zip(relayers, before))
+    sent, received = sum(t[0] for t in totals), sum(t[1] for t in totals)
+    return (sent + received) / wall, (sent - received) / max(sent, 1), (sent + received) / busiest
 
 
 def _coturn(port: int, workdir: Path) -> subprocess.Popen:
@@ -61,14 +106,14 @@ def _coturn(port: int, workdir: Path) -> subprocess.Popen:
     )
 
 
-def _box(port: int, workdir: Path) -> subprocess.Popen:
-    config = workdir / "box.toml"
+def _box(port: int, workdir: Path, workers: int = 1) -> subprocess.Popen:
+    config = workdir / f"box-{workers}.toml"
     # coturn runs with no per-allocation limits and no user quota; so does the box here.
     unlimited = "rate_limit_pps = 0\nrate_limit_bps = 0\nnew_peers_per_second = 0\nuser_quota = 1000"
     text = box_config(free_port("tcp"), free_port("udp"), port).replace(
         'secrets = ["test-rest-secret"]', f'secrets = ["{SECRET}"]\n{unlimited}'
     )
-    config.write_text(text.replace("[sfu]", "[sfu]\nenabled = false"))
+    config.write_text(text.replace("[sfu]", "[sfu]\nenabled = false").replace("[turn]", f"[turn]\nworkers = {workers}"))
     return subprocess.Popen(
         [sys.executable, "-m", "appliance", "run", "--config", str(config), "--log-level", "warning"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(workdir / "box.log", "w"),
@@ -82,14 +127,18 @@ def main() -> None:
         peer = subprocess.Popen(["turnutils_peer", "-L", "127.0.0.1", "-p", str(peer_port)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         servers = {}
+        throughput = {}
+        starts = {"coturn": _coturn, "edgecall": _box, f"edgecall×{WORKERS}": lambda p, w: _box(p, w, WORKERS)}
         try:
-            for name, start in (("coturn", _coturn), ("edgecall", _box)):
+            for name, start in starts.items():
                 port = free_port("udp", "tcp")
                 proc = start(port, workdir)
                 try:
                     _wait_port(port, proc)
+                    time.sleep(1.0 if name.startswith("edgecall") else 0.0)  # every worker ready
                     server = psutil.Process(proc.pid)
                     servers[name] = {mode: _load(server, port, peer_port, flags) for mode, flags in MODES.items()}
+                    throughput[name] = _throughput(server, port, peer_port)
                 finally:
                     proc.terminate()
                     proc.wait(10)
@@ -105,3 +154,12 @@ def main() -> None:
             per_million = cpu / relayed * 1e6 if relayed else float("nan")
             anchor = per_million if anchor is None else anchor
             print(f"{mode:<12} {name:<9} {relayed:>9} {lost:>6} {cpu:>7.2f} {per_million:>11.2f} {per_million / anchor:>8.2f}x")
+    print(f"throughput: {LOADERS} turnutils_uclient at once, -m {CLIENTS} -n {THROUGHPUT_MESSAGES} -z 0 "
+          f"(UDP channels; the clients and the echo peer share the machine's {psutil.cpu_count()} cores)")
+    for name, (rate, lost, ceiling) in throughput.items():
+        print(f"{name:<12} {rate:>8.0f} relayed packets/s, lost {lost:.2%}; {ceiling:>8.0f} per CPU second of "
+              "its busiest relaying process")
+    one, many = throughput["edgecall"], throughput[f"edgecall×{WORKERS}"]
+    print(f"TURN {WORKERS} workers/1 worker {many[2] / one[2]:.2f}x packets per busiest worker's CPU second "
+          f"(each worker on a core of its own); {many[0] / one[0]:.2f}x packets/s measured here, where the "
+          "load generators share the cores")
