@@ -8,18 +8,9 @@ import time
 
 import aiohttp
 
-from tests.bench.box import running_box
+from tests.bench.box import UNLIMITED_APP, running_box
 
 SECONDS = 5.0
-
-NO_LIMITS = """
-[[apps]]
-id = "open-app"
-secret = "open-secret"
-max_sessions = 0
-sessions_per_second = 0
-requests_per_second = 0
-"""
 
 
 async def _hammer(url: str, secret: str) -> tuple[int, int]:
@@ -37,7 +28,7 @@ async def _hammer(url: str, secret: str) -> tuple[int, int]:
 
 
 def main() -> None:
-    with running_box(NO_LIMITS) as (_, base):
+    with running_box(UNLIMITED_APP) as (_, base):
         capped = asyncio.run(_hammer(f"{base}/v1/apps/test-app/sessions/new", "test-app-secret"))
         open_ = asyncio.run(_hammer(f"{base}/v1/apps/open-app/sessions/new", "open-secret"))
     rate, anchor = capped[0] / SECONDS, open_[0] / SECONDS

@@ -1,7 +1,9 @@
 """SFU forwarding cost: the box's CPU seconds per million forwarded packets, one publisher (audio +
 video) fanned out to N subscribers, against an anchor measured in the same run: the same datagrams
 fanned out by a bare Python UDP loop (recvfrom + N sendto, no SRTP, no rewriting), the floor of
-any Python forwarder on this machine.
+any Python forwarder on this machine. Beside them the same load into Janus (Debian's package, its
+VideoRoom plugin, in a lab namespace: tests/bench/janus.py) with each of its threading settings, and
+after the table how many times the box's CPU per delivered packet is Janus's best.
 
 The load client (tests/bench/sfu_load.py) does real ICE, DTLS and SRTP and encodes nothing. Each
 run is bounded by its packet count; subscribers drain their sockets while it runs.
@@ -12,10 +14,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import psutil
 
+from tests.bench.janus import janus_fanout, janus_missing, janus_version
+from tests.bench.box import tree_cpu
 from tests.bench.sfu_load import AUDIO_PT, VIDEO_PT, LoadPeer
 from tests.lab.appliance import REPO, box_config, free_port
 
@@ -27,6 +33,18 @@ FORWARD_RATE = 60_000  # forwarded packets per second asked of either forwarder:
 def _rate(n: int) -> float:
     return min(8000.0, FORWARD_RATE / n)
 VIDEO_SHARE = 3  # of every 4 packets, 3 video (1100 bytes) and 1 audio (160 bytes)
+CHROME = True  # both SFUs get what Chrome sends and answers (transport-cc, mid, RTX): sfu_load.py, janus_sdp.py
+# Janus's threading settings: its default (a loop thread per handle), then two loops all handles share.
+JANUS_LOOPS: tuple[int | None, ...] = (None, 2)
+WORKERS = max(2, psutil.cpu_count() or 1)  # the box's row with workers: one per core
+
+
+class Publisher(Protocol):
+    def send_rtp(self, pt: int, seq: int, ts: int, ssrc: int, payload: bytes) -> None: ...
+
+
+class Subscriber(Protocol):
+    def drain(self) -> int: ...
 
 ANCHOR = r"""
 import socket, sys
@@ -55,10 +73,38 @@ def _pace(count: int, rate: float, send) -> None:
                 time.sleep(lag)
 
 
-def _box_run(n: int, workdir: Path) -> tuple[float, int]:
-    config = workdir / f"box-{n}.toml"
+def _drive(publisher: Publisher, ssrcs: dict[str, int], subscribers: Sequence[Subscriber], server: psutil.Process,
+           n: int) -> tuple[float, int]:
+    """The load, the same into either SFU: the forwarder's CPU seconds (all its threads and processes)
+    and the packets its subscribers got."""
+    audio, video = b"\x00" * 160, b"\x00" * 1100
+    received = 0
+    sent = {"video": 0, "audio": 0}  # each stream's own sequence: no gaps, so no NACKs
+
+    def send(i: int) -> None:
+        nonlocal received
+        kind = "video" if i % 4 < VIDEO_SHARE else "audio"
+        seq = sent[kind] = sent[kind] + 1
+        if kind == "video":
+            publisher.send_rtp(VIDEO_PT, seq & 0xFFFF, seq * 30, ssrcs["video"], video)
+        else:
+            publisher.send_rtp(AUDIO_PT, seq & 0xFFFF, seq * 960, ssrcs["audio"], audio)
+        if i % 50 == 49:
+            received += sum(p.drain() for p in subscribers)
+
+    before = tree_cpu(server)
+    _pace(FORWARDED // n, _rate(n), send)
+    time.sleep(0.3)
+    cpu = tree_cpu(server) - before
+    received += sum(p.drain() for p in subscribers)
+    return cpu, received
+
+
+def _box_run(n: int, workdir: Path, workers: int = 1) -> tuple[float, int]:
+    config = workdir / f"box-{n}-{workers}.toml"
     api_port = free_port("tcp")
-    config.write_text(box_config(api_port, free_port("udp"), free_port("udp", "tcp")))
+    config.write_text(box_config(api_port, free_port("udp"), free_port("udp", "tcp")).replace(
+        "[sfu]\n", f"[sfu]\nworkers = {workers}\n", 1))
     proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--config", str(config), "--log-level",
                              "warning"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     peers: list[LoadPeer] = []
@@ -67,41 +113,24 @@ def _box_run(n: int, workdir: Path) -> tuple[float, int]:
             if line.startswith("Stop with Ctrl-C"):
                 break
         api = f"http://127.0.0.1:{api_port}/v1/apps/test-app"
-        publisher = LoadPeer(api, "test-app-secret")
+        publisher = LoadPeer(api, "test-app-secret", chrome=CHROME)
         peers.append(publisher)
         ssrcs = publisher.publish()
         for _ in range(n):
-            subscriber = LoadPeer(api, "test-app-secret")
+            subscriber = LoadPeer(api, "test-app-secret", chrome=CHROME)
             peers.append(subscriber)
             subscriber.subscribe(publisher.session)
-        audio, video = b"\x00" * 160, b"\x00" * 1100
-        server = psutil.Process(proc.pid)
-        received = 0
-
-        sent = {"video": 0, "audio": 0}  # each stream's own sequence: no gaps, so no NACKs
-
-        def send(i: int) -> None:
-            nonlocal received
-            kind = "video" if i % 4 < VIDEO_SHARE else "audio"
-            seq = sent[kind] = sent[kind] + 1
-            if kind == "video":
-                publisher.send_rtp(VIDEO_PT, seq & 0xFFFF, seq * 30, ssrcs["video"], video)
-            else:
-                publisher.send_rtp(AUDIO_PT, seq & 0xFFFF, seq * 960, ssrcs["audio"], audio)
-            if i % 50 == 49:
-                received += sum(p.drain() for p in peers[1:])
-
-        before = server.cpu_times()
-        _pace(FORWARDED // n, _rate(n), send)
-        time.sleep(0.3)
-        after = server.cpu_times()
-        received += sum(p.drain() for p in peers[1:])
-        return (after.user - before.user) + (after.system - before.system), received
+        return _drive(publisher, ssrcs, peers[1:], psutil.Process(proc.pid), n)
     finally:
         for peer in peers:
             peer.close()
         proc.terminate()
         proc.wait(10)
+
+
+def _janus_run(n: int, event_loops: int | None) -> tuple[float, int]:
+    with janus_fanout(n, event_loops, CHROME) as fanout:
+        return _drive(fanout.publisher, fanout.ssrcs, fanout.subscribers, psutil.Process(fanout.janus_pid), n)
 
 
 def _anchor_run(n: int) -> tuple[float, int]:
@@ -151,14 +180,48 @@ def _anchor_run(n: int) -> tuple[float, int]:
             sink.close()
 
 
+def _row(n: int, forwarder: str, cpu: float, got: int, anchor: float) -> float:
+    """Print one row of the table; the forwarder's CPU seconds per million packets delivered."""
+    per_mpkt = cpu / max(got, 1) * 1e6
+    print(f"{n:>3} {forwarder:<10} {got:>9} {cpu:>7.2f} {per_mpkt:>11.2f} {per_mpkt / anchor:>8.2f}x")
+    return per_mpkt
+
+
+def _janus_label(event_loops: int | None) -> str:
+    return "janus" if event_loops is None else f"janus/el{event_loops}"
+
+
 def main() -> None:
-    print(f"one publisher (3:1 video 1100 B : audio 160 B), {FORWARD_RATE} packets/s out, {FORWARDED} per run")
+    print(f"one publisher (3:1 video 1100 B : audio 160 B), {FORWARD_RATE} packets/s out, {FORWARDED} per run, "
+          f"peers {'in Chrome mode' if CHROME else 'plain'}")
+    no_janus = janus_missing()
+    if no_janus is None:
+        print(f"janus: {janus_version()} VideoRoom, WebRTC publisher (Janus unprotects its SRTP) and subscribers, "
+              f"full ICE, in a lab namespace; {', '.join(_janus_label(x) for x in JANUS_LOOPS if x)}: "
+              "that many event_loops shared by all handles")
     print(f"{'N':>3} {'forwarder':<10} {'delivered':>9} {'CPU s':>7} {'CPU s/Mpkt':>11} {'vs anchor':>9}")
+    ratios: list[tuple[int, float]] = []
     with tempfile.TemporaryDirectory(prefix="edgecall-bench-") as tmp:
         for n in FANOUT:
             anchor_cpu, anchor_got = _anchor_run(n)
             box_cpu, box_got = _box_run(n, Path(tmp))
             anchor = anchor_cpu / max(anchor_got, 1) * 1e6
-            box = box_cpu / max(box_got, 1) * 1e6
-            print(f"{n:>3} {'anchor':<10} {anchor_got:>9} {anchor_cpu:>7.2f} {anchor:>11.2f} {1:>8.2f}x")
-            print(f"{n:>3} {'edgecall':<10} {box_got:>9} {box_cpu:>7.2f} {box:>11.2f} {box / anchor:>8.2f}x")
+            _row(n, "anchor", anchor_cpu, anchor_got, anchor)
+            box = _row(n, "edgecall", box_cpu, box_got, anchor)
+            # Every core: the subscribers land on workers at random, and a track crosses to the
+            # publisher's other workers on local trunks (one copy each).
+            _row(n, f"edgecall×{WORKERS}", *_box_run(n, Path(tmp), WORKERS), anchor)
+            if no_janus is not None:
+                continue
+            janus: list[float] = []
+            for event_loops in JANUS_LOOPS:
+                try:
+                    janus.append(_row(n, _janus_label(event_loops), *_janus_run(n, event_loops), anchor))
+                except Exception as e:  # Janus is someone else's program: its failure must not hide our figures
+                    print(f"{n:>3} {_janus_label(event_loops):<10} failed: {type(e).__name__}: {e}")
+            if janus:
+                ratios.append((n, box / min(janus)))
+    for n, ratio in ratios:
+        print(f"N={n} edgecall/janus {ratio:.2f}x")
+    if no_janus is not None:
+        print(no_janus)

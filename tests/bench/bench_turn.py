@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 
+from tests.bench.box import tree_cpu
 from tests.lab.appliance import REPO, box_config, free_port
 
 SECRET = "bench-rest-secret"
@@ -33,18 +34,6 @@ def _wait_port(port: int, proc: subprocess.Popen) -> None:
             return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {port}")
-
-
-def _cpu(server: psutil.Process) -> float:
-    """CPU seconds of the server and its processes (the box's workers, its store)."""
-    total = 0.0
-    for proc in (server, *server.children(recursive=True)):
-        try:
-            times = proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def _uclient(port: int, peer_port: int, flags: list[str], messages: int = MESSAGES,
@@ -69,9 +58,9 @@ def _totals(client: subprocess.Popen) -> tuple[int, int]:
 
 def _load(server: psutil.Process, port: int, peer_port: int, flags: list[str]) -> tuple[float, int, int]:
     """Run one bounded load; (server CPU seconds, relayed packets, lost packets)."""
-    before = _cpu(server)
+    before = tree_cpu(server)
     sent, received = _totals(_uclient(port, peer_port, flags))
-    cpu = _cpu(server) - before
+    cpu = tree_cpu(server) - before
     return cpu, sent + received, sent - received
 
 

@@ -8,7 +8,31 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
+
 from tests.lab.appliance import REPO, box_config, free_port
+
+# An app with no limits, for loads that open sessions and send requests as fast as they can.
+UNLIMITED_APP = """
+[[apps]]
+id = "open-app"
+secret = "open-secret"
+max_sessions = 0
+sessions_per_second = 0
+requests_per_second = 0
+"""
+
+
+def tree_cpu(server: psutil.Process) -> float:
+    """CPU seconds of a server and every process under it (a box's workers and their store), all threads."""
+    total = 0.0
+    for proc in (server, *server.children(recursive=True)):
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 @contextlib.contextmanager
@@ -23,6 +47,7 @@ def running_box(extra: str = "", node: str = "test-box") -> Iterator[tuple[subpr
         proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--config", str(config), "--log-level",
                                  "warning"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
+            assert proc.stdout is not None
             for line in proc.stdout:
                 if line.startswith("Stop with Ctrl-C"):
                     break

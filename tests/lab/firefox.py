@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from .appliance import free_port
+from .netns import enter_netns
 
 FIREFOX = os.environ.get("EDGECALL_FIREFOX", "/usr/bin/firefox-esr")
 PREFS = {
@@ -44,7 +44,6 @@ PREFS = {
 START_DEADLINE = 60.0
 SCRIPT_TIMEOUT = 60  # seconds a script may take (a pull waits for the PeerConnection to connect)
 MARIONETTE_PORT = 2828  # inside a lab namespace, whose loopback is its own
-CLONE_NEWNET = 0x40000000
 
 
 def write_profile(profile: Path, prefs: dict[str, Any]) -> None:
@@ -121,16 +120,6 @@ const [arg, done] = [arguments[0], arguments[arguments.length - 1]];
 (async () => (%s)(arg))().then(value => done({value: value === undefined ? null : value}),
                                 e => done({error: String(e && e.stack || e)}));
 """
-
-
-def _enter_netns(netns: str) -> None:
-    """Move the calling thread (only it: setns acts per thread) into a lab namespace."""
-    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-    try:
-        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns into {netns}")
-    finally:
-        os.close(fd)
 
 
 class FirefoxPage:
@@ -213,7 +202,7 @@ async def firefox_in(host, secure_origins: Iterable[str] = ()) -> AsyncIterator[
     write_profile(profile, {**PREFS, "marionette.port": MARIONETTE_PORT, "dom.securecontext.allowlist": hosts})
     env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"), "MOZ_CRASHREPORTER_DISABLE": "1"}
     process = host.popen(command(profile), log="firefox", env=env)
-    executor = ThreadPoolExecutor(max_workers=1, initializer=_enter_netns, initargs=(host.netns,))
+    executor = ThreadPoolExecutor(max_workers=1, initializer=enter_netns, initargs=(host.netns,))
     loop = asyncio.get_running_loop()
     client = None
     try:

@@ -9,6 +9,7 @@ runs never collide. Tests may shell out to `ip`; the product uses pyroute2.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import ipaddress
 import os
 import re
@@ -210,3 +211,16 @@ def lab():
         pytest.skip(reason)
     with Lab() as the_lab:
         yield the_lab
+
+
+CLONE_NEWNET = 0x40000000  # <sched.h>
+
+
+def enter_netns(netns: str) -> None:
+    """Move the calling thread (only it: setns acts per thread) into a lab namespace."""
+    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {netns}")
+    finally:
+        os.close(fd)
