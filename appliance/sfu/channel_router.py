@@ -119,8 +119,19 @@ class ChannelRouter:
     # --- the API ----------------------------------------------------------------------------------
 
     @staticmethod
-    def check_establish(session: CallSession) -> None:
+    def check_transport(session: CallSession) -> None:
+        """Channels need the session's SCTP association, which rides its DTLS association: a session
+        carried on from a failed box has neither here, and channels asked of it would never open."""
+        if session.datachannels_lost:
+            raise SfuError(409, "transport_unavailable_error",
+                           "this session was carried on from another box that failed; its DTLS and SCTP "
+                           "association stayed there, so it carries no data channels: open them on a new "
+                           "session with a PeerConnection of its own")
+
+    @classmethod
+    def check_establish(cls, session: CallSession) -> None:
         """`server-events` is established once per session; a repeat is refused before anything else."""
+        cls.check_transport(session)
         if session.datachannels.server_events:
             raise SfuError(400, "decoding_error", f"{SERVER_EVENTS} is already established on this session")
 
@@ -134,6 +145,7 @@ class ChannelRouter:
     @journaled("channels.new")
     def new(self, session: CallSession, items: list, now: float) -> list[dict]:
         """`datachannels/new`: per-item results, each with the id the client negotiates."""
+        self.check_transport(session)
         batch_location(items)
         # Our DTLS role as `Sfu._set_remote` settles it; before any description, the SFU will offer
         # actpass and browsers answer active, which makes it the server.

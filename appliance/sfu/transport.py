@@ -6,6 +6,7 @@ is the sender: it numbers every packet of the session and feeds the subscriber's
 send-side estimator (bwe.py), which the simulcast layer choice reads."""
 from __future__ import annotations
 
+from array import array
 from typing import TYPE_CHECKING
 
 from . import feedback
@@ -68,15 +69,14 @@ class TransportSender:
     number carried: the feedback says which media packets were lost, so the box resends one
     whose NACK never came (a receive-only Chrome retries a NACK only after 100 ms)."""
 
-    __slots__ = ("element", "seq", "estimator", "_numbers", "_legs", "_out_seqs", "_resends")
+    __slots__ = ("element", "seq", "estimator", "_legs", "_out_seqs", "_resends")
 
     def __init__(self, ext_id: int) -> None:
         self.element = ext_id << 4 | 1  # the one-byte header of a two-byte element
         self.seq = 0
-        self.estimator = SendSideEstimator()
-        self._numbers = [-1] * RING
+        self.estimator = SendSideEstimator()  # which numbers its ring still holds is ours too
         self._legs: list[Leg | None] = [None] * RING
-        self._out_seqs = [0] * RING
+        self._out_seqs = array("H", bytes(2 * RING))
         self._resends = bytearray(RING)
 
     def next(self) -> bytes:
@@ -88,7 +88,6 @@ class TransportSender:
         """The packet just numbered was `leg`'s `out_seq` (a retransmission when `resend`);
         None for padding."""
         slot = self.seq & _SLOT
-        self._numbers[slot] = self.seq
         self._legs[slot] = leg
         self._out_seqs[slot] = out_seq
         self._resends[slot] = resend
@@ -97,10 +96,11 @@ class TransportSender:
         """(leg, out_seq, was a retransmission) of each noted packet the report says was lost,
         each once."""
         out = []
+        holds = self.estimator.holds
         for seq, arrival in report.packets:
             slot = seq & _SLOT
             leg = self._legs[slot]
-            if arrival is None and self._numbers[slot] == seq and leg is not None:
+            if arrival is None and leg is not None and holds(seq):
                 out.append((leg, self._out_seqs[slot], bool(self._resends[slot])))
                 self._legs[slot] = None
         return out

@@ -15,6 +15,7 @@ from aiortc.rtp import RtcpPacket, RtcpPsfbPacket
 from appliance.cluster.seal import Sealer, Unsealed
 from appliance.cluster.store import SESSIONS
 from appliance.sfu.continuation import MARGIN, RTCP_RATE, SEQ_RATE
+from appliance.sfu.errors import SfuError
 
 from ..sfu.harness import labels, video
 from .harness import STORE_SEALER, Cluster
@@ -265,3 +266,19 @@ def test_nothing_the_store_holds_of_a_session_opens_without_the_cluster_secret()
     record = json.loads(cluster.sessions[pub.id].encode())
     shown = json.dumps({k: v for k, v in record.items() if k != "state"})
     assert pub.session.ufrag not in shown and pub.address[0] not in shown and pub.session.pwd not in shown
+
+
+def test_a_session_carried_on_refuses_data_channels_it_could_never_open():
+    """Its SCTP association rode the DTLS association that stayed on the failed box: channels asked
+    of it would stay "connecting" forever, so the API says why and where to open them instead."""
+    cluster = Cluster("a", "b", "c")
+    b = cluster["b"]
+    pub, _, _ = call(cluster)
+    b.handover.stray("udp", b"srtp", pub.address, cluster.now)
+    cluster.pump()
+    move(pub, b)
+    for ask in (lambda: pub.new_channels({"location": "local", "dataChannelName": "chat"}), pub.establish):
+        with pytest.raises(SfuError) as refused:
+            ask()
+        assert refused.value.code == "transport_unavailable_error" and "new session" in str(refused.value)
+    assert not list(b.lab.sfu.sessions[pub.id].datachannels)

@@ -179,6 +179,7 @@ class FakeBox {
     }
     if (operation === "tracks/new") return [200, { sessionDescription: { type: "answer", sdp: "answer" }, tracks: [] }];
     if (operation === "datachannels/new") {
+      if (session.lost) return [409, { errorCode: "transport_unavailable_error", errorDescription: "carried on" }];
       return [200, { dataChannels: body.dataChannels.map((wanted) => {
         if (wanted.location === "remote" && !this.channel(wanted.sessionId, wanted.dataChannelName)) {
           return { ...wanted, errorCode: "not_found_track_error" };
@@ -392,5 +393,28 @@ test("a media session the box answers 410 for is neither moved nor rebuilt by th
   assert.equal(call.dataSessionId, call.sessionId);
   assert.deepEqual(events.map((e) => [e.name, e.moved, e.sessionId]),
     [["chat", false, call.sessionId], ["news", false, "publisher"]]);
+  await call.close();
+});
+
+
+test("a channel asked of a media session that a box carried on opens on a data-only session", async () => {
+  // The box refuses channels it could never open (no SCTP association): the client does not wait for
+  // a check to find them dead, it opens them where they can work, and the media is not renegotiated.
+  const call = new Edgecall({ base: "http://box/v1/apps/demo", token: "secret" });
+  await call.connect();
+  const media = FakePeerConnection.made[0];
+  await call.publishData("first");
+  const negotiated = { ...media.calls };
+  const main = call.sessionId;
+  box.lose(main);
+  box.requests.length = 0;
+  const chat = await call.publishData("chat");
+  const moved = call.dataSessionId;
+  assert.notEqual(moved, main);
+  assert.deepEqual(box.requests, [`POST /sessions/${main}/datachannels/new`, "POST /sessions/new",
+    `POST /sessions/${moved}/tracks/new`, `POST /sessions/${moved}/datachannels/new`]);
+  assert.equal(FakePeerConnection.made[1].channels.at(-1), chat);
+  assert.equal(chat.readyState, "open");
+  assert.deepEqual(media.calls, negotiated);
   await call.close();
 });

@@ -722,9 +722,18 @@ export class Edgecall extends EventTarget {
   // records are of one location. With `settle`, per record: undefined or its Error; without, the first
   // Error throws.
   async #openChannels(records, { settle = false } = {}) {
-    const carrier = this.#channelCarrier();
+    let carrier = this.#channelCarrier();
     if (!this.#data && !this.#sctp) await this.#push([], true);
-    const matched = await this.#requestChannels(carrier.sessionId, records);
+    let matched;
+    try {
+      matched = await this.#requestChannels(carrier.sessionId, records);
+    } catch (error) {
+      // A media session a box carried on after another failed has no SCTP association: its channels
+      // go on a data-only session, as channels do that such a failover finds open.
+      if (error.errorCode !== "transport_unavailable_error" || carrier === this.#data) throw error;
+      carrier = this.#data = await this.#openDataSession();
+      matched = await this.#requestChannels(carrier.sessionId, records);
+    }
     const out = records.map((record, i) => {
       if (matched[i] instanceof Error) return matched[i];
       this.#attachChannel(carrier, record, matched[i].id);
