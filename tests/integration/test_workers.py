@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 
 import pytest
@@ -22,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from appliance import control
 from appliance.config import load_config
 from tests.integration.test_failover import Frames, Watched, pull
-from tests.lab.appliance import box_config, free_port, request
+from tests.lab.appliance import APPLIANCE, REPO, box_config, free_port, request
 from tests.lab.calls_api import AsyncApi as Api
 from tests.lab.calls_api import connected, publish
 from appliance.stun import Attr
@@ -163,3 +164,24 @@ def test_coturns_client_relays_through_the_workers_without_loss(box):
 
 def turn_port(box) -> int:
     return load_config(str(box.config_path)).turn.listen[0].endpoint.port
+
+
+def test_reload_and_drain_reach_every_worker(box):
+    """`appliance reload` and `appliance drain` go to the supervisor's control socket, which asks every
+    worker: a changed app secret is taken by all of them, a drain drains all of them."""
+    text = box.config_path.read_text()
+    box.config_path.write_text(text.replace('secret = "test-app-secret"', 'secret = "reloaded-app-secret"', 1))
+    result = subprocess.run([*APPLIANCE, "reload", "--config", str(box.config_path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "apps[test-app].secret" in result.stdout, result.stdout + result.stderr
+    for worker in workers(box):
+        for secret, status in (("reloaded-app-secret", 201), ("test-app-secret", 401)):
+            got, body = request("POST", f"http://{worker['api']}/v1/apps/test-app/sessions/new",
+                                headers={"Authorization": f"Bearer {secret}"})
+            assert got == status, (worker, secret, got, body)
+    result = subprocess.run([*APPLIANCE, "drain", "--config", str(box.config_path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "draining", result.stdout + result.stderr
+    for worker in workers(box):
+        status, body = request("GET", f"http://{worker['api']}/healthz")
+        assert json.loads(body)["draining"], (worker, status, body)
