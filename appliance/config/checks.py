@@ -105,7 +105,7 @@ def _turn(config: Config) -> Iterator[Finding]:
     if turn.stream_idle_timeout <= 0:
         yield ("turn", "stream_idle_timeout"), "expected more than 0 seconds"
     ports = turn.relay_ports.last - turn.relay_ports.first + 1
-    workers = turn.workers or len(os.sched_getaffinity(0))  # 0: one per core (workers/plan.py)
+    workers = turn.workers or usable_cores()
     if workers > ports:
         yield ("turn", "workers"), (f"expected at most one worker per relay port: {workers} workers cannot share "
                                     f"the {ports} port(s) of turn.relay_ports ({turn.relay_ports})")
@@ -206,6 +206,14 @@ def _cluster(config: Config) -> Iterator[Finding]:
         yield ("cluster", "nats"), "a cluster needs [cluster] secret: it seals the store and authenticates trunks"
     if cluster.secret is not None and len(cluster.secret) < 16:
         yield ("cluster", "secret"), "expected at least 16 characters (a random string shared by every box)"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: what `workers = 0` (one per core) means."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except OSError:  # a seccomp filter may refuse it
+        return os.cpu_count() or 1
 
 
 def findings(config: Config) -> list[Finding]:

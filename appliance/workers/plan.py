@@ -14,20 +14,17 @@ import os
 from dataclasses import dataclass
 
 from ..config import Config
+from ..config.checks import usable_cores
 from ..config.values import Endpoint, PortRange
 
 PLAN = "EDGECALL_WORKER"  # the environment variable a worker finds its plan in (JSON)
 
 
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) or 1
-
-
 def counts(config: Config) -> tuple[int, int]:
     """How many workers run the SFU and how many TURN (0 in the config: one per core; a disabled
     service: none)."""
-    sfu = (config.sfu.workers or cores()) if config.sfu.enabled else 0
-    turn = (config.turn.workers or cores()) if config.turn.enabled else 0
+    sfu = (config.sfu.workers or usable_cores()) if config.sfu.enabled else 0
+    turn = (config.turn.workers or usable_cores()) if config.turn.enabled else 0
     return sfu, turn
 
 

@@ -46,7 +46,7 @@ def test_a_worker_started_again_is_a_node_of_its_own():
 
 def test_no_workers_key_is_one_process_and_zero_is_one_per_core(monkeypatch):
     assert processes(parse_config("", "box.toml")) == 1
-    monkeypatch.setattr("appliance.workers.plan.cores", lambda: 4)
+    monkeypatch.setattr("appliance.workers.plan.usable_cores", lambda: 4)
     assert counts(parse_config("[sfu]\nworkers = 0\n[turn]\nenabled = false\n", "box.toml")) == (4, 0)
 
 
