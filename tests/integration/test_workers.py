@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 
+import psutil
 import pytest
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import VideoStreamTrack
@@ -34,12 +35,16 @@ CLIENTS_AT_MOST = 24  # TURN clients from new source ports until every worker ho
 SUBSCRIBERS_AT_MOST = 12  # pages join until every worker holds a session (each lands on one at random)
 
 
-@pytest.fixture
-def box(appliance, tmp_path):
+def workers_config() -> str:
     text = box_config(free_port("tcp"), free_port("udp"), free_port("udp", "tcp"))
     for table in ("[sfu]\n", "[turn]\n"):
         text = text.replace(table, f"{table}workers = {WORKERS}\n", 1)
-    return appliance(text)
+    return text
+
+
+@pytest.fixture
+def box(appliance):
+    return appliance(workers_config())
 
 
 def workers(box) -> list[dict]:
@@ -185,3 +190,12 @@ def test_reload_and_drain_reach_every_worker(box):
     for worker in workers(box):
         status, body = request("GET", f"http://{worker['api']}/healthz")
         assert json.loads(body)["draining"], (worker, status, body)
+
+
+def test_sigterm_drains_every_worker_once_and_leaves_no_process(appliance):
+    box = appliance(workers_config(), args=("--drain-time", "0.5"))
+    children = psutil.Process(box.proc.pid).children(recursive=True)
+    assert {"nats-server", *("python" for _ in range(WORKERS))} <= {c.name().split(".")[0] for c in children}
+    assert box.stop() == 0, box.logs()[-3000:]
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert box.logs().count("draining before stop") == WORKERS and "worker exited" not in box.logs()
