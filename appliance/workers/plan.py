@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass
 
 from ..config import Config
@@ -45,6 +46,7 @@ def relay_slice(ports: PortRange, index: int, count: int) -> PortRange:
 
 @dataclass(frozen=True)
 class WorkerPlan:
+    box: str  # the box's [node] id
     index: int
     count: int
     sfu: bool
@@ -68,8 +70,14 @@ class WorkerPlan:
         raw["trunk"], raw["api"], raw["nats"] = tuple(raw["trunk"]), tuple(raw["api"]), tuple(raw["nats"])
         return cls(**raw)
 
-    def node(self, box: str) -> str:
-        return f"{box}-w{self.index}" + (f"-{self.life}" if self.life else "")
+    @property
+    def node(self) -> str:
+        return f"{self.box}-w{self.index}" + (f"-{self.life}" if self.life else "")
+
+    def sibling(self, node: str) -> int | None:
+        """The index of the worker of this box that `node` is (any life of it), or None."""
+        found = re.fullmatch(re.escape(self.box) + r"-w(\d+)(?:-\d+)?", node)
+        return int(found[1]) if found else None
 
     def apply(self, config: Config) -> Config:
         """`config` as this worker runs it."""
@@ -82,7 +90,7 @@ class WorkerPlan:
         cluster = dataclasses.replace(
             config.cluster, nats=self.nats, secret=self.secret,
             trunk=Endpoint.parse(_endpoint(self.trunk)), api=Endpoint.parse(_endpoint(self.api)))
-        node = dataclasses.replace(config.node, id=self.node(config.node.id))
+        node = dataclasses.replace(config.node, id=self.node)
         return dataclasses.replace(config, node=node, sfu=sfu, turn=turn, cluster=cluster)
 
 

@@ -59,9 +59,9 @@ class Worker:
     backoff: float = RESTART_FIRST
     exits: list[int] = field(default_factory=list)
 
-    def describe(self, box: str) -> dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         pid = self.process.pid if self.process is not None and self.process.returncode is None else None
-        return {"index": self.plan.index, "node": self.plan.node(box), "pid": pid, "ready": self.ready,
+        return {"index": self.plan.index, "node": self.plan.node, "pid": pid, "ready": self.ready,
                 "api": f"{self.plan.api[0]}:{self.plan.api[1]}",
                 "sfu": self.plan.sfu, "turn": self.plan.turn, "restarts": self.restarts}
 
@@ -74,7 +74,7 @@ class Supervisor:
         self.count = processes(config)
         self.workers: list[Worker] = []
         self.store: LocalNats | None = None
-        self.control = ControlProxy(config, self.count, lambda: [w.describe(config.node.id) for w in self.workers])
+        self.control = ControlProxy(config, self.count, lambda: [w.describe() for w in self.workers])
         self._dir = ""
         self._stopping = False
         self._ready = asyncio.Event()
@@ -116,7 +116,7 @@ class Supervisor:
             trunk_at, api_at = trunk.getsockname()[:2], forwarded.getsockname()[:2]
             handed += [(Handed("udp", trunk_at[0], trunk_at[1], trunk.fileno()), trunk),
                        (Handed("tcp", api_at[0], api_at[1], forwarded.fileno()), forwarded)]
-            plan = WorkerPlan(index=index, count=self.count, sfu=index < sfu_count, turn=index < turn_count,
+            plan = WorkerPlan(box=self.config.node.id, index=index, count=self.count, sfu=index < sfu_count, turn=index < turn_count,
                               turn_workers=max(turn_count, 1), trunk=trunk_at, api=api_at, nats=nats, secret=secret)
             notify_path = os.path.join(self._dir, f"notify-{index}")
             notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -53,7 +53,8 @@ def workers(box) -> list[dict]:
 
 
 def metric(api: str, name: str) -> float:
-    status, body = request("GET", f"http://{api}/metrics")
+    """A worker's own figure (its /metrics answers for the whole box unless asked for its own)."""
+    status, body = request("GET", f"http://{api}/metrics?worker=only")
     assert status == 200
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
     return sum(s.value for s in families[name].samples) if name in families else 0.0
@@ -67,6 +68,10 @@ def test_the_box_runs_its_workers_as_nodes_of_one_store(box):
         status, body = request("GET", f"http://{worker['api']}/healthz")
         assert status == 200, body
         assert json.loads(body)["details"]["cluster"]["nodes"] == [f"test-box-w{i}" for i in range(WORKERS)]
+    # One scrape of the box's /metrics, whichever worker answers it, has every worker's samples.
+    status, body = box.get("/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    assert {s.labels["worker"] for s in families["edgecall_service_up"].samples} == {str(i) for i in range(WORKERS)}
 
 
 async def test_a_track_crosses_workers_and_a_killed_workers_calls_go_on(box):

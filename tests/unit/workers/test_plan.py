@@ -23,7 +23,7 @@ relay_ports = "50000-50999"
 
 
 def plan(index: int, **changes) -> WorkerPlan:
-    fields = dict(index=index, count=3, sfu=index < 2, turn=True, turn_workers=3, trunk=("127.0.0.1", 4000 + index),
+    fields = dict(box="edge-1", index=index, count=3, sfu=index < 2, turn=True, turn_workers=3, trunk=("127.0.0.1", 4000 + index),
                   api=("127.0.0.1", 5000 + index), nats=("nats://127.0.0.1:4222",), secret="s" * 32)
     return WorkerPlan(**{**fields, **changes})
 
@@ -40,7 +40,9 @@ def test_each_worker_runs_what_its_index_carries_on_its_own_slice_and_addresses(
 
 
 def test_a_worker_started_again_is_a_node_of_its_own():
-    assert plan(1, life=2).node("edge-1") == "edge-1-w1-2"
+    assert plan(1, life=2).node == "edge-1-w1-2"
+    assert [plan(0).sibling(n) for n in ("edge-1-w1", "edge-1-w1-3", "edge-1", "edge-10-w1", "x-w1")] == [
+        1, 1, None, None, None]
     assert WorkerPlan.decode(plan(1, life=2).encode()) == plan(1, life=2)
 
 
@@ -68,3 +70,19 @@ def test_more_turn_workers_than_relay_ports_is_refused_with_its_line():
     with pytest.raises(ConfigError) as caught:
         parse_config('[turn]\nrelay_ports = "50000-50001"\nworkers = 3\n', "box.toml")
     assert "box.toml:3" in str(caught.value) and "turn.workers" in str(caught.value), str(caught.value)
+
+
+def test_one_metrics_text_for_the_box_with_every_sample_labelled_by_its_worker():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from appliance.workers.metrics import merge
+
+    first = "# HELP edgecall_sfu_legs Legs.\n# TYPE edgecall_sfu_legs gauge\nedgecall_sfu_legs 3.0\n"
+    second = ("# HELP edgecall_sfu_legs Legs.\n# TYPE edgecall_sfu_legs gauge\nedgecall_sfu_legs 4.0\n"
+              "# HELP edgecall_turn_dropped_total Dropped.\n# TYPE edgecall_turn_dropped_total counter\n"
+              'edgecall_turn_dropped_total{reason="rate"} 2.0\n')
+    families = {f.name: f for f in text_string_to_metric_families(merge({"0": first, "1": second}).decode())}
+    assert sorted((s.labels["worker"], s.value) for s in families["edgecall_sfu_legs"].samples) == [("0", 3.0),
+                                                                                                  ("1", 4.0)]
+    assert [(s.name, s.labels) for s in families["edgecall_turn_dropped"].samples] == [
+        ("edgecall_turn_dropped_total", {"reason": "rate", "worker": "1"})]
