@@ -3,8 +3,11 @@
 UDP follows the TURN shell (appliance/turn/io.py): a plain non-blocking socket per
 configured address, read from the event loop's reader callback, each datagram going
 through one synchronous `MediaPort.datagram_received` call that also does the sendto
-of whatever it forwards. ICE-TCP (RFC 6544 passive candidates) uses asyncio protocols:
-a connection is one more `Listener` whose packets are RFC 4571 frames.
+of whatever it forwards, or queues it for the port's `flush`: at the end of the readiness
+callback, or from the loop's next round for RTP sent from anywhere else (timers, the API,
+trunks), so that nothing queued waits for the next datagram. ICE-TCP (RFC 6544 passive
+candidates) uses asyncio protocols: a connection is one more `Listener` whose packets are
+RFC 4571 frames.
 """
 from __future__ import annotations
 
@@ -52,6 +55,8 @@ class MediaIO:
         self.loop = loop
         self.port = port
         port.wake = self._wake
+        port.flush_soon = self._flush_soon  # before open_udp: the port batches sockets added after
+        self._reading = False  # inside `_on_readable`, which flushes when it ends
         self._sockets: list[socket.socket] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._streams: set[_IceTcpStream] = set()
@@ -75,14 +80,23 @@ class MediaIO:
     def _on_readable(self, sock: socket.socket, listener: Listener) -> None:
         received = self.port.datagram_received
         now = self.loop.time()
-        for _ in range(READ_BATCH):
-            try:
-                data, addr = sock.recvfrom(RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:  # an ICMP error queued on the socket: nothing to read this time
-                continue
-            received(listener, data, addr, now)
+        self._reading = True
+        try:
+            for _ in range(READ_BATCH):
+                try:
+                    data, addr = sock.recvfrom(RECV_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:  # an ICMP error queued on the socket: nothing to read this time
+                    continue
+                received(listener, data, addr, now)
+        finally:
+            self._reading = False
+            self.port.flush()
+
+    def _flush_soon(self) -> None:
+        if not self._reading:
+            self.loop.call_soon(self.port.flush)
 
     def _wake(self, when: float) -> None:
         if self._timer is None or when < self._timer.when():
@@ -102,6 +116,7 @@ class MediaIO:
 
     async def close(self) -> None:
         self._arm(None)
+        self.port.flush()  # while the sockets are open
         for sock in self._sockets:
             self.loop.remove_reader(sock.fileno())
             sock.close()

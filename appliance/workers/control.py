@@ -57,7 +57,7 @@ class ControlProxy:
         message = control.parse_command(line)
         if "command" not in message:
             return message
-        answers = await asyncio.gather(*(self._ask(index, line) for index in range(self.count)))
+        answers = await asyncio.gather(*(self.ask(index, line) for index in range(self.count)))
         first = next((a for a in answers if not a.get("error")), answers[0])
         combined = dict(first)
         combined["ok"] = all(a.get("ok") for a in answers)
@@ -70,7 +70,8 @@ class ControlProxy:
         combined["workers"] = self.workers()
         return combined
 
-    async def _ask(self, index: int, line: bytes) -> dict[str, Any]:
+    async def ask(self, index: int, line: bytes) -> dict[str, Any]:
+        """Worker `index`'s answer to a control request line (an "error" when it gives none)."""
         path = control.socket_path(self.config, index)
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path, limit=control.MAX_LINE), 2.0)

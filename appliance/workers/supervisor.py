@@ -43,6 +43,8 @@ READY_TIMEOUT = 120.0  # the first start of every worker (imports take seconds o
 RESTART_FIRST, RESTART_MOST = 0.2, 5.0  # backoff between restarts of one worker, doubling
 STABLE_FOR = 30.0  # a worker up this long restarts with the first backoff again
 STOP_GRACE = 5.0  # past the drain time, a worker still running is killed
+ACQUAINT_TIMEOUT = 10.0  # how long the first start waits for the workers to hear of each other
+STATUS = b'{"command": "status"}\n'
 
 
 @dataclass
@@ -145,6 +147,7 @@ class Supervisor:
             stopped = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait({ready, stopped}, timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
             if ready in done:
+                await self._acquainted()
                 print(self._banner(), flush=True)
                 self.notifier.ready(f"serving with {self.count} workers")
                 await self._store_or(stopped)
@@ -162,6 +165,20 @@ class Supervisor:
             return 0 if ready in done and self.store_failed is None else 1
         finally:
             await self._close()
+
+    async def _acquainted(self) -> None:
+        """Wait (bounded) until every worker has heard of every other: a worker answers READY once its
+        services run, and until it knows the others, a request it gets for another's session would
+        be answered 410 (not on any live node)."""
+        loop = asyncio.get_running_loop()
+        nodes = {worker.plan.node for worker in self.workers}
+        deadline = loop.time() + ACQUAINT_TIMEOUT
+        while loop.time() < deadline:
+            answers = await asyncio.gather(*(self.control.ask(w.plan.index, STATUS) for w in self.workers))
+            if all(nodes <= set((answer.get("cluster") or {}).get("nodes", [])) for answer in answers):
+                return
+            await asyncio.sleep(0.05)
+        log.warning("the workers did not all hear of each other", seconds=ACQUAINT_TIMEOUT)
 
     async def _store_or(self, stopped: asyncio.Task) -> None:
         """Serve until stopped, or until the workers' own store dies (then the box stops: its
