@@ -60,7 +60,10 @@ class MediaIO:
         self._sockets: list[socket.socket] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._streams: set[_IceTcpStream] = set()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        # The time `_timer` is armed for: uvloop's call_at gives a plain Handle, without `when()`, for
+        # a time already past.
+        self._timer_when = 0.0
 
     def open_udp(self, host: str, port: int) -> tuple[str, int]:
         """Bind and serve a UDP address; returns it as bound (port 0 picks one)."""
@@ -99,7 +102,7 @@ class MediaIO:
             self.loop.call_soon(self.port.flush)
 
     def _wake(self, when: float) -> None:
-        if self._timer is None or when < self._timer.when():
+        if self._timer is None or when < self._timer_when:
             self._arm(when)
 
     def _arm(self, when: float | None) -> None:
@@ -108,6 +111,7 @@ class MediaIO:
             self._timer = None
         if when is not None:
             self._timer = self.loop.call_at(when, self._on_timer)
+            self._timer_when = when
 
     def _on_timer(self) -> None:
         self._timer = None
