@@ -16,7 +16,7 @@ import socket
 from typing import Any
 
 from ..plumbing.listeners import tcp_listener, udp_listener
-from ..plumbing.udp import READ_BATCH, RECV_SIZE
+from ..plumbing.udp import READ_BATCH, RECV_SIZE, grow_receive_buffer
 from .framing import Rfc4571Framer, frame
 from .port import Listener, MediaPort
 
@@ -65,9 +65,14 @@ class MediaIO:
         # a time already past.
         self._timer_when = 0.0
 
+    @property
+    def udp_sockets(self) -> list[socket.socket]:
+        return list(self._sockets)
+
     def open_udp(self, host: str, port: int) -> tuple[str, int]:
         """Bind and serve a UDP address; returns it as bound (port 0 picks one)."""
         sock = udp_listener(host, port)
+        grow_receive_buffer(sock)
         self._sockets.append(sock)
         listener = Listener(sock)
         self.port.add_udp(listener, sock.getsockname()[:2])

@@ -6,11 +6,11 @@ from .credentials import RestCredentials, Revocations, parse_username, rest_pass
 from .policy import PeerPolicy, canonical
 from .server import Counters, TurnServer
 from .settings import TurnSettings
-from .shell import CloseRelay, CloseStream, ConnectToPeer, Event, RelayBinder
+from .shell import CloseConnected, CloseRelay, CloseStream, ConnectToPeer, Event, RelayBinder
 from .usage import Usage
 
 __all__ = [
-    "Allocation", "CloseRelay", "CloseStream", "ConnectToPeer", "Counters", "Event", "PeerPolicy", "RelayBinder",
-    "RestCredentials", "Revocations", "StreamClient", "TurnServer", "TurnSettings", "UdpListener", "Usage",
-    "canonical", "parse_username", "peer_key", "rest_password",
+    "Allocation", "CloseConnected", "CloseRelay", "CloseStream", "ConnectToPeer", "Counters", "Event", "PeerPolicy",
+    "RelayBinder", "RestCredentials", "Revocations", "StreamClient", "TurnServer", "TurnSettings", "UdpListener",
+    "Usage", "canonical", "parse_username", "peer_key", "rest_password",
 ]

@@ -61,15 +61,18 @@ class Permission:
 class Channel:
     """Channel `number` carries data to and from `peer` until `expires` (RFC 8656 12)."""
 
-    __slots__ = ("allocation", "number", "peer", "host", "sink", "expires")
+    __slots__ = ("allocation", "number", "peer", "host", "sink", "connected", "expires")
 
-    def __init__(self, allocation: Allocation, number: int, peer: Peer, sink: Any, expires: float) -> None:
+    def __init__(self, allocation: Allocation, number: int, peer: Peer, sink: Any, expires: float,
+                 connected: Any = None) -> None:
         self.allocation = allocation
         self.number = number
         self.peer = peer
         self.host = peer[0]
-        # The relay socket for the peer's address family.
-        self.sink = sink
+        # A socket connected to the peer (RelayBinder.connect_peer), closed with the channel; else the
+        # relay socket for the peer's address family.
+        self.sink = sink if connected is None else connected
+        self.connected = connected
         self.expires = expires
 
 
@@ -105,7 +108,7 @@ class Allocation(RelayBudget):
     """One client's allocation: its 5-tuple, relays, permissions, channels and counters."""
 
     __slots__ = (
-        "id", "auth", "identifier", "client", "reply_addr", "client_sink", "pad", "relays", "sinks",
+        "id", "auth", "identifier", "client", "reply_addr", "client_sink", "connected", "pad", "relays", "sinks",
         "created", "expires", "permissions", "xor_permissions", "channels", "peer_channels", "connections",
         "indication_id", "peer_bucket", "allocate_response", "alive",
         "bytes_from_client", "packets_from_client", "bytes_to_client", "packets_to_client", "dropped",
@@ -121,6 +124,9 @@ class Allocation(RelayBudget):
         # Copied from the client for the hot path: where answers to the client go.
         self.reply_addr = client.reply_addr
         self.client_sink = client.sink
+        # A socket connected to a UDP client (RelayBinder.connect_client), closed with the allocation:
+        # then the client_sink that relayed data goes out of.
+        self.connected: Any = None
         self.pad = client.stream  # ChannelData is padded over TCP/TLS
         self.relays: list[Relay] = []
         self.sinks: dict[int, Any] = {}  # address family -> UDP relay sink

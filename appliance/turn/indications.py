@@ -1,8 +1,9 @@
 """Send and Data indications on the relay hot path, without building a `Message`.
 
-A Send indication is read with one struct unpack when laid out as clients usually
-send it, else with one scan over its attributes; a Data indication is written with
-one struct pack. Only XOR-PEER-ADDRESS and DATA matter in either.
+A Send indication is read with a few struct unpacks when laid out as clients usually
+send it (an IPv4 XOR-PEER-ADDRESS and DATA in either order, then perhaps FINGERPRINT),
+else with one scan over its attributes; a Data indication is written with one struct
+pack. Only XOR-PEER-ADDRESS and DATA matter in either.
 """
 from __future__ import annotations
 
@@ -26,7 +27,10 @@ _FINGERPRINT = int(Attr.FINGERPRINT)
 _HEAD = struct.Struct(">HHI")
 _ATTR = struct.Struct(">HH")
 _U32 = struct.Struct(">I")
-_USUAL = struct.Struct(">HHI12xHHxBH4sHH")
+_FIRST = struct.Struct(">HHI12xHH")  # the header, then the first attribute's type and length
+_PEER_THEN_ATTR = struct.Struct(">xBH4sHH")  # an IPv4 XOR-PEER-ADDRESS's value, the next attribute's type and length
+_PEER = struct.Struct(">HHxBH4s")  # an IPv4 XOR-PEER-ADDRESS attribute
+_FINGERPRINT_ATTR = struct.Struct(">HHI")
 _DATA_V4 = struct.Struct(">HHI12sHHHH4sHH")
 _DATA_V6 = struct.Struct(">HHI12sHHHH16sHH")
 _PORT_XOR = MAGIC_COOKIE >> 16
@@ -43,12 +47,33 @@ def read_send(data: bytes) -> tuple[bytes | str, int, int, int] | None:
     """
     size = len(data)
     if size >= 36:
-        # The usual layout: an IPv4 XOR-PEER-ADDRESS, then DATA, then nothing else.
-        mtype, length, cookie, type1, length1, family, port, address, type2, length2 = _USUAL.unpack_from(data)
-        if (mtype == SEND_INDICATION and cookie == MAGIC_COOKIE and length + 20 == size and type1 == _XOR_PEER_ADDRESS
-                and length1 == 8 and family == 1 and type2 == _DATA and 36 + ((length2 + 3) & ~3) == size):
-            return address, port ^ _PORT_XOR, 36, 36 + length2
+        mtype, length, cookie, type1, length1 = _FIRST.unpack_from(data)
+        if mtype == SEND_INDICATION and cookie == MAGIC_COOKIE and length + 20 == size:
+            if type1 == _XOR_PEER_ADDRESS and length1 == 8:  # libwebrtc's order
+                family, port, address, type2, length2 = _PEER_THEN_ATTR.unpack_from(data, 24)
+                if family == 1 and type2 == _DATA and _nothing_or_fingerprint(data, 36 + ((length2 + 3) & ~3)):
+                    return address, port ^ _PORT_XOR, 36, 36 + length2
+            elif type1 == _DATA:  # coturn's
+                after = 24 + ((length1 + 3) & ~3)
+                if after + 12 <= size:
+                    type2, length2, family, port, address = _PEER.unpack_from(data, after)
+                    if type2 == _XOR_PEER_ADDRESS and length2 == 8 and family == 1 and _nothing_or_fingerprint(
+                            data, after + 12):
+                        return address, port ^ _PORT_XOR, 24, 24 + length1
     return _read_any_send(data)
+
+
+def _nothing_or_fingerprint(data: bytes, pos: int) -> bool:
+    """Whether the message ends at `pos` or with a good FINGERPRINT there. False for anything
+    else, which the full scan then reads."""
+    size = len(data)
+    if pos == size:
+        return True
+    if pos + 8 != size:
+        return False
+    atype, alen, crc = _FINGERPRINT_ATTR.unpack_from(data, pos)
+    # A copy of a short message costs less than a memoryview of it.
+    return atype == _FINGERPRINT and alen == 4 and crc == zlib.crc32(data[:pos]) ^ FINGERPRINT_XOR
 
 
 def _read_any_send(data: bytes) -> tuple[bytes | str, int, int, int] | None:

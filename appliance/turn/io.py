@@ -3,6 +3,10 @@
 UDP (client listeners and relays) uses plain non-blocking sockets read from the event
 loop's reader callbacks: a datagram goes from `recvfrom` through one synchronous core call
 to `sendto`, with no transport object, task or await in between (ARCHITECTURE principle 4).
+A UDP client's allocation and each channel get a socket connected to their one remote beside
+the listener or relay socket, on the same address: the kernel hands it that remote's datagrams,
+and `recv` and `send` on it skip what costs most per packet in Python after the system calls
+(formatting the sender's address, parsing the destination's, looking up its route).
 TCP and TLS (clients, and RFC 6062 peer connections) use asyncio protocols: streams are
 not the hot path. TLS runs over memory BIOs on an accepted TCP connection, so that the core
 counts and times a TLS client from accept: a handshake that never completes is bounded like
@@ -13,6 +17,8 @@ armed on that clock with `call_at`.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import resource
 import socket
 import ssl
 from collections.abc import Callable
@@ -21,10 +27,12 @@ from typing import Any
 from ..logs import get_logger
 from ..plumbing.streams import StreamSink
 from ..plumbing.listeners import tcp_listener, udp_listener
-from ..plumbing.udp import READ_BATCH, RECV_SIZE, set_dont_fragment, udp_socket
-from .clients import StreamClient
+from ..plumbing.udp import (
+    READ_BATCH, RECV_SIZE, connected_udp_socket, grow_receive_buffer, set_dont_fragment, udp_socket,
+)
+from .clients import StreamClient, UdpListener
 from .server import TurnServer
-from .shell import CloseRelay, CloseStream, ConnectToPeer
+from .shell import CloseConnected, CloseRelay, CloseStream, ConnectToPeer
 
 log = get_logger("turn")
 
@@ -92,6 +100,39 @@ class TlsSink(StreamSink):
         super().close()
 
 
+class _ConnectedSink:
+    """The sink of a UDP socket connected to its one remote: the address the core gives back is that
+    remote, so the datagram is sent without one."""
+
+    __slots__ = ("sock", "_send")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._send = sock.send
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        self._send(data)
+
+
+def _read_all(sock: socket.socket) -> list[tuple[bytes, Any]]:
+    """Every datagram waiting on `sock`, with its sender."""
+    datagrams = []
+    for _ in range(READ_BATCH):
+        try:
+            datagrams.append(sock.recvfrom(RECV_SIZE))
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:  # an ICMP error queued on the socket
+            continue
+    return datagrams
+
+
+def _connected_budget() -> int:
+    """How many connected sockets may be open at once: a quarter of the descriptors the process may
+    have, so that they never take those that relays and client connections need."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4
+
+
 class TurnIO:
     """Owns every socket of the TURN service and runs the core's output. The core binds its relays
     through this shell (the RelayBinder), so `make_core` builds it with the shell in hand."""
@@ -102,6 +143,9 @@ class TurnIO:
         self._relay_udp: dict[int, socket.socket] = {}  # relay id -> socket
         self._relay_tcp: dict[int, asyncio.AbstractServer | socket.socket] = {}
         self._relay_addr: dict[int, tuple[str, int]] = {}
+        self._relay_df: set[int] = set()  # UDP relays with DONT-FRAGMENT, which their channels' sockets copy
+        self._connected = 0
+        self._connected_budget = _connected_budget()
         self._servers: list[asyncio.AbstractServer] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None  # the core deadline `_timer` is armed for
@@ -117,6 +161,10 @@ class TurnIO:
             return None
         if dont_fragment:  # RFC 8656 DONT-FRAGMENT
             set_dont_fragment(sock)
+            self._relay_df.add(relay_id)
+        # Set after the bind, which stayed exclusive: from now on sockets of this user with SO_REUSEPORT
+        # (the channels' connected sockets) may bind the port too.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         self._relay_udp[relay_id] = sock
         self._relay_addr[relay_id] = (address, port)
         self._watch(sock, self._on_relay_readable, relay_id)
@@ -142,6 +190,54 @@ class TurnIO:
         self.loop.create_task(self._serve_relay_tcp(relay_id, sock))
         return True
 
+    def connect_client(self, listener: UdpListener, remote: Any) -> object | None:
+        if ipaddress.ip_address(listener.address[0]).is_unspecified:
+            return None  # the client's datagrams may come to any of the box's addresses: only the listener knows
+        # SO_REUSEADDR, as the listener has: a member of the workers' SO_REUSEPORT group would rehash their flows.
+        return self._connect(listener.address, remote, socket.SO_REUSEADDR, False,
+                             self._on_connected_client_readable, (listener, remote), self.core.from_client)
+
+    def connect_peer(self, relay_id: int, peer: Any) -> object | None:
+        local = self._relay_addr.get(relay_id)
+        if local is None:
+            return None
+        return self._connect(local, peer, socket.SO_REUSEPORT, relay_id in self._relay_df,
+                             self._on_connected_peer_readable, (relay_id, peer), self.core.from_peer)
+
+    def _connect(self, local: tuple[str, int], remote: Any, share: int, dont_fragment: bool,
+                 callback: Callable[[socket.socket, Any], None], arg: tuple,
+                 unconnected: Callable[[Any, bytes, Any, float], Any]) -> _ConnectedSink | None:
+        if self._connected >= self._connected_budget:
+            return None
+        try:
+            sock = connected_udp_socket(local, remote, share)
+        except OSError as e:
+            log.debug("no connected socket", remote=str(remote), reason=str(e))
+            return None
+        # Until its connect, the socket was one more on the address: what reached it then may be any
+        # remote's. Read now with its senders, it goes to the core as the listener's or relay's would,
+        # once the core's call that asked for this socket has returned.
+        strays = _read_all(sock)
+        if strays:
+            self.loop.call_soon(self._strays, unconnected, arg[0], strays)
+        if dont_fragment:
+            set_dont_fragment(sock)
+        self._connected += 1
+        self._watch(sock, callback, arg)
+        return _ConnectedSink(sock)
+
+    def _strays(self, unconnected: Callable[[Any, bytes, Any, float], Any], via: Any,
+                datagrams: list[tuple[bytes, Any]]) -> None:
+        now = self.loop.time()
+        for data, addr in datagrams:
+            out = unconnected(via, data, addr, now)
+            if out is not None:
+                try:
+                    out[2].sendto(out[0], out[1])
+                except OSError:
+                    self.send_errors += 1
+        self.flush()
+
     async def _serve_relay_tcp(self, relay_id: int, sock: socket.socket) -> None:
         if self._relay_tcp.get(relay_id) is not sock:
             return
@@ -153,8 +249,14 @@ class TurnIO:
 
     # --- client listeners ---------------------------------------------------------------------
 
+    @property
+    def udp_sockets(self) -> list[socket.socket]:
+        """Every UDP socket: the listeners, the relays and the connected ones."""
+        return list(self._udp.values())
+
     def open_udp_listener(self, host: str, port: int) -> None:
         sock = udp_listener(host, port, reuse=True)
+        grow_receive_buffer(sock)
         listener = self.core.udp_listener(sock.getsockname()[:2], sock)
         self._watch(sock, self._on_client_readable, listener)
 
@@ -216,18 +318,58 @@ class TurnIO:
             except OSError:
                 self.send_errors += 1
 
+    # A connected socket carries one remote's datagrams, seldom more than one at a time: it is read
+    # once per callback (the loop calls again while more wait), which spares the failed read that
+    # ends a batch.
+
+    def _on_connected_client_readable(self, sock: socket.socket, client: tuple[UdpListener, Any]) -> None:
+        listener, remote = client
+        try:
+            data = sock.recv(RECV_SIZE)
+        except OSError:  # nothing after all, or the client's port refused an earlier datagram (ICMP)
+            return
+        out = self.core.from_client(listener, data, remote, self.loop.time())
+        if out is None:
+            self.flush()
+            return
+        try:
+            out[2].sendto(out[0], out[1])
+        except OSError:
+            self.send_errors += 1
+
+    def _on_connected_peer_readable(self, sock: socket.socket, channel: tuple[int, Any]) -> None:
+        relay_id, peer = channel
+        try:
+            data = sock.recv(RECV_SIZE)
+        except OSError:  # nothing after all, or the peer's port refused an earlier datagram (ICMP)
+            return
+        out = self.core.from_peer(relay_id, data, peer, self.loop.time())
+        if out is None:
+            return
+        try:
+            out[2].sendto(out[0], out[1])
+        except OSError:
+            self.send_errors += 1
+
     # --- the core's queued output, events and timer -------------------------------------------
 
-    def flush(self) -> None:
-        core = self.core
-        for data, addr, sink in core.datagrams_to_send():
+    def send_queued(self) -> None:
+        """Send the core's queued datagrams: all a flush has to do after a call that only relayed."""
+        for data, addr, sink in self.core.datagrams_to_send():
             try:
                 sink.sendto(data, addr)
             except OSError:
                 self.send_errors += 1
+
+    def flush(self) -> None:
+        core = self.core
+        self.send_queued()
         while (event := core.next_event()) is not None:
             if isinstance(event, CloseRelay):
                 self._close_relay(event.relay_id)
+            elif isinstance(event, CloseConnected):
+                self._connected -= 1
+                self._unwatch(event.sink.sock)
             elif isinstance(event, CloseStream):
                 event.sink.close()
             elif isinstance(event, ConnectToPeer):
@@ -252,6 +394,7 @@ class TurnIO:
 
     def _close_relay(self, relay_id: int) -> None:
         self._relay_addr.pop(relay_id, None)
+        self._relay_df.discard(relay_id)
         sock = self._relay_udp.pop(relay_id, None)
         if sock is not None:
             self._unwatch(sock)
@@ -349,8 +492,11 @@ class _ClientStream(asyncio.Protocol):
             if not plain:
                 return
             data = plain
-        self.io.core.stream_received(self.stream, data, self.io.loop.time())
-        self.io.flush()
+        io = self.io
+        if io.core.stream_received(self.stream, data, io.loop.time()):
+            io.flush()
+        else:
+            io.send_queued()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.stream is not None:

@@ -11,9 +11,11 @@ injects (credentials.py):
   One call per packet: two or three dict lookups, counters and a slice; no parsing
   beyond the ChannelData header or one scan of a Send indication.
 - Everything else is queued: after any call, send `datagrams_to_send()` and then carry
-  out `next_event()` until None (close relays and streams, connect to peers).
+  out `next_event()` until None (close relays and streams, connect to peers). A stream's
+  bytes that only carried data to relay (`stream_received` gives False) queue datagrams only.
 - Relay sockets are bound through the `RelayBinder` the shell provides, synchronously,
-  because the Allocate answer depends on it.
+  because the Allocate answer depends on it. So are the connected sockets that carry a UDP
+  client's traffic and a channel's (where the shell has them), closed by `CloseConnected`.
 - `get_timer()` says when to call `handle_timer(now)` next.
 """
 from __future__ import annotations
@@ -45,7 +47,7 @@ from .policy import PeerPolicy
 from .ports import RelayPorts
 from .quotas import IssuerQuotas
 from .settings import TurnSettings
-from .shell import CloseRelay, CloseStream, ConnectToPeer, Event, RelayBinder
+from .shell import CloseConnected, CloseRelay, CloseStream, ConnectToPeer, Event, RelayBinder
 from .usage import Usage, UsageBook
 
 if TYPE_CHECKING:
@@ -352,42 +354,62 @@ class TurnServer:
         allocation.dropped += 1
         self.counters.rate_limited += 1
 
-    def stream_received(self, stream: StreamClient, data: bytes, now: float) -> None:
-        """Bytes from a client's TCP/TLS connection; what they produce is queued."""
+    def stream_received(self, stream: StreamClient, data: bytes, now: float) -> bool:
+        """Bytes from a client's TCP/TLS connection; what they produce is queued. False when they
+        only carried data to relay: then only datagrams are queued and the timer has not moved."""
         if stream.closed:
-            return
+            return False
         if stream.connection is not None:
             self._client_bytes_to_peer(stream.connection, data)
-            return
+            return False
         framer = stream.framer
+        if not framer.pending:
+            # The usual reads, whole ChannelData frames (padded), are relayed straight from the chunk
+            # rather than copied through the framer's buffer.
+            size = len(data)
+            pos = 0
+            while size - pos >= 4 and 0x40 <= data[pos] < 0x80:
+                end = pos + (((data[pos + 2] << 8 | data[pos + 3]) + 7) & ~3)
+                if end > size:
+                    break
+                self._stream_frame(stream, data if end - pos == size else data[pos:end], now)
+                pos = end
+            if pos == size:
+                return False
+            data = data[pos:] if pos else data
         framer.feed(data)
+        control = False
         try:
             while (frame := framer.next()) is not None:
-                self._stream_frame(stream, frame, now)
+                control = self._stream_frame(stream, frame, now) or control
                 if stream.connection is not None:
                     # ConnectionBind made this a data connection: the rest is the peer's.
                     rest = framer.rest()
                     if rest:
                         self._client_bytes_to_peer(stream.connection, rest)
-                    return
+                    return True
         except StunError:
             self.counters.malformed += 1
             self._events.append(CloseStream(stream.sink))
             self._end_stream(stream, now)
+            return True
+        return control
 
-    def _stream_frame(self, stream: StreamClient, frame: bytes, now: float) -> None:
+    def _stream_frame(self, stream: StreamClient, frame: bytes, now: float) -> bool:
+        """Handle one frame; True for a request, False for data to relay."""
         first = frame[0]
         relayed = first >= 0x40 or (first == 0 and frame[1] == 0x16)
         if not relayed:
             self._request(stream, frame, now)
-            return
+            return True
         allocation = stream.allocation
         if allocation is None:
             self.counters.unmatched += 1
-            return
+            return False
         out = self._channel_to_peer(allocation, frame, now) if first >= 0x40 else self._send_to_peer(allocation, frame, now)
         if out is not None:
             self._out.append(out)
+        return False
 
     # --- RFC 6062 peer connections ------------------------------------------------------
 
@@ -590,6 +612,10 @@ class TurnServer:
             if relay.protocol == TRANSPORT_UDP:
                 allocation.sinks[relay.family] = relay.sink
         client.allocation = allocation
+        if isinstance(client, UdpClient):
+            connected = self.binder.connect_client(client.listener, client.remote)
+            if connected is not None:
+                allocation.connected = allocation.client_sink = connected
         self._allocations[allocation.id] = allocation
         self._by_username.setdefault(auth.username, set()).add(allocation)
         quotas.take(auth.issuer)
@@ -759,7 +785,10 @@ class TurnServer:
             return
         expires = now + self.settings.channel_lifetime
         if channel is None:
-            channel = Channel(allocation, number, key, allocation.sinks[family_of(host)], expires)
+            family = family_of(host)
+            relay_id = next(relay.id for relay in allocation.relays if relay.family == family)
+            channel = Channel(allocation, number, key, allocation.sinks[family], expires,
+                              self.binder.connect_peer(relay_id, key))
             allocation.channels[number] = channel
             allocation.peer_channels[key] = channel
             self._deadlines.push(expires, channel)
@@ -835,6 +864,11 @@ class TurnServer:
         if allocation.channels.get(channel.number) is channel and not self._extended(channel, now):
             del allocation.channels[channel.number]
             del allocation.peer_channels[channel.peer]
+            self._close_connected(channel.connected)
+
+    def _close_connected(self, sink: Any) -> None:
+        if sink is not None:
+            self._events.append(CloseConnected(sink))
 
     def _expire_stream(self, stream: StreamClient, now: float) -> None:
         # A connection that holds nothing costs a file and memory: it gets a short time to
@@ -876,6 +910,9 @@ class TurnServer:
             self._events.append(CloseRelay(relay.id))
         for connection in list(allocation.connections.values()):
             self._forget_connection(connection)
+        self._close_connected(allocation.connected)
+        for channel in allocation.channels.values():
+            self._close_connected(channel.connected)
         allocation.permissions.clear()
         allocation.xor_permissions.clear()
         allocation.channels.clear()

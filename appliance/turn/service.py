@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ..logs import get_logger
+from ..plumbing.drops import ReceiveDropsCollector
 from ..service import StartError, banner_secret
 from .credentials import REST, RevocationsFull, parse_username
 from .io import TurnIO
@@ -70,6 +71,7 @@ class TurnService:
         self._shared: SharedRevocations | None = None
         self._following: asyncio.Task[None] | None = None
         box.registry.register(_TurnCollector(self))
+        box.registry.register(ReceiveDropsCollector("turn", lambda: self.io.udp_sockets if self.io else []))
 
     @property
     def config(self) -> TurnConfig:

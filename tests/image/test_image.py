@@ -154,6 +154,8 @@ def test_the_image_boots_from_uefi_and_serves(disk, ssh_key):
         assert "ro" in options
         assert guest.ssh("touch /usr/probe").returncode != 0
         assert guest.ssh("findmnt -no FSTYPE /etc/appliance").stdout.strip() == "vfat"
+        # Room for the media listener's 4 MiB receive buffer, which the service cannot force.
+        assert guest.ssh("cat /proc/sys/net/core/rmem_max").stdout.strip() == "4194304"
 
         screen = guest.ssh("appliance status")
         assert screen.returncode == 0, screen.stdout + screen.stderr

@@ -23,6 +23,7 @@ from aiortc.mediastreams import AudioStreamTrack
 from aiortc.rtcdtlstransport import RTCDtlsParameters
 from aiortc.rtcicetransport import RTCIceParameters
 from aiortc.sdp import GroupDescription, MediaDescription, SessionDescription
+from prometheus_client import CollectorRegistry
 
 import appliance.rtc.io
 from appliance.announce.probes import StunProbe, binding_request, bound
@@ -86,7 +87,8 @@ async def media(request, monkeypatch):
     # aioice gathers every interface but loopback; these tests stay on loopback.
     monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: [request.param])
     host = ipaddress.ip_address(request.param)
-    box = SimpleNamespace(config=Config(sfu=SfuConfig(udp=(Endpoint(host, 0),), tcp=(Endpoint(host, 0),))))
+    box = SimpleNamespace(config=Config(sfu=SfuConfig(udp=(Endpoint(host, 0),), tcp=(Endpoint(host, 0),))),
+                          registry=CollectorRegistry())
     service = MediaService(box)
     await service.start()
     assert service.health() is None

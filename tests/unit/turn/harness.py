@@ -33,12 +33,16 @@ class Sink:
 
 @dataclass
 class RecordingBinder:
-    """Binds every port except those in `taken`; remembers what is bound."""
+    """Binds every port except those in `taken`; remembers what is bound. Connected sockets are made
+    only when `connects` is set (as a shell without them would, the core then uses the listener and
+    relay sinks); `connected` maps each one's sink to what it was made for."""
 
     taken: set[int] = field(default_factory=set)
     udp: dict[int, tuple[str, int, bool]] = field(default_factory=dict)
     tcp: dict[int, tuple[str, int]] = field(default_factory=dict)
     sinks: dict[int, Sink] = field(default_factory=dict)
+    connects: bool = False
+    connected: dict[Sink, tuple[Any, ...]] = field(default_factory=dict)
 
     def bind_udp(self, relay_id: int, address: str, port: int, dont_fragment: bool) -> Sink | None:
         if port in self.taken:
@@ -52,6 +56,19 @@ class RecordingBinder:
             return False
         self.tcp[relay_id] = (address, port)
         return True
+
+    def connect_client(self, listener: Any, remote: Any) -> Sink | None:
+        return self._connect("client", listener.address, remote)
+
+    def connect_peer(self, relay_id: int, peer: Any) -> Sink | None:
+        return self._connect("peer", relay_id, peer)
+
+    def _connect(self, *made_for: Any) -> Sink | None:
+        if not self.connects:
+            return None
+        sink = Sink(f"connected{made_for}")
+        self.connected[sink] = made_for
+        return sink
 
 
 class Lab:

@@ -1,10 +1,12 @@
 """Property tests of the server core: any input, in any order, raises nothing, and once
 everything has expired no state is left behind."""
+from collections import Counter
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.stun import Attr, Class, Message, Method, pack_channel_data
-from appliance.turn import ConnectToPeer
+from appliance.turn import CloseConnected, ConnectToPeer
 from tests.unit.stun.test_properties import mutated as mutated_stun
 from tests.unit.turn.harness import NOW, PEER, PEER2, PEER6, Lab, Sink
 
@@ -80,8 +82,10 @@ OPERATIONS = st.lists(st.tuples(st.sampled_from(KINDS), PACKETS), max_size=30)
 class Run:
     """One server and its clients, driven by a list of operations."""
 
-    def __init__(self):
+    def __init__(self, connects=False):
         self.lab = Lab()
+        self.lab.binder.connects = connects
+        self.closed = Counter()  # connected sockets' sinks closed, and how often
         self.server = self.lab.server
         self.udp = self.lab.client(UDP_ADDR)
         self.streams = [self.lab.client(TCP_ADDR, stream=True), self.lab.client(("198.51.100.21", 40001), stream=True)]
@@ -120,15 +124,17 @@ class Run:
         for event in self.lab.take_events():
             if isinstance(event, ConnectToPeer):
                 self.connections.append(event.connection_id)
+            elif isinstance(event, CloseConnected):
+                self.closed[event.sink] += 1
         self.lab.take_sent()
         for client in (self.udp, *self.streams):
             client.received()
 
 
 @settings(max_examples=400, deadline=None)
-@given(OPERATIONS)
-def test_server_core_survives_anything_and_leaks_nothing(operations):
-    run = Run()
+@given(OPERATIONS, st.booleans())
+def test_server_core_survives_anything_and_leaks_nothing(operations, connects):
+    run = Run(connects)
     for kind, packet in operations:
         run.do(kind, packet)
     server = run.server
@@ -140,8 +146,10 @@ def test_server_core_survives_anything_and_leaks_nothing(operations):
             break
         run.now = max(run.now, timer)
         server.handle_timer(run.now)
-    run.lab.take_events()
+        run.do("time", b"")
     assert server.get_timer() is None
+    # Every connected socket the shell gave was closed, once.
+    assert run.closed == Counter(list(run.lab.binder.connected))
     assert not server.allocations
     assert not server._relays and not server._connections and not server._by_username
     assert not run.udp.listener.allocations

@@ -7,8 +7,10 @@ import pytest
 from appliance.config import TurnConfig
 from appliance.config.values import PortRange
 from appliance.stun import Attr, Class, Message, Method, pack_channel_data
-from appliance.turn import CloseRelay, TurnServer, canonical
-from tests.unit.turn.harness import ALLOW, NOW, PEER, PEER2, PEER6, RELAY4, RELAY6, Lab, RecordingBinder, error_code, ok
+from appliance.turn import CloseConnected, CloseRelay, TurnServer, canonical
+from tests.unit.turn.harness import (
+    ALLOW, LISTENER, NOW, PEER, PEER2, PEER6, RELAY4, RELAY6, Lab, RecordingBinder, error_code, ok,
+)
 from tests.unit.turn.test_policy import DENIED_IPV4, DENIED_IPV6, spellings
 
 
@@ -374,6 +376,62 @@ def test_channel_data_both_ways(lab):
     assert client.send(pack_channel_data(0x4001, b"hey", stream=True))[0] == b"hey"
     data, addr, sink = lab.server.from_peer(relay, b"world", PEER, NOW)
     assert (data, addr, sink) == (b"\x40\x01\x00\x05world", client.addr, client.sink)
+
+
+def connecting_lab():
+    """A lab whose shell has connected sockets to give."""
+    lab = Lab()
+    lab.binder.connects = True
+    return lab
+
+
+def connected_sinks(lab):
+    return {made_for: sink for sink, made_for in lab.binder.connected.items()}
+
+
+def test_connected_sockets_carry_a_udp_clients_relayed_data():
+    lab = connecting_lab()
+    client = lab.client()
+    client.allocate()
+    ok(bind_channel(client))
+    ok(permit(client, PEER2))  # answered from the listener, as every request is (client.sink)
+    relay = relay_of(lab)
+    sinks = connected_sinks(lab)
+    assert set(sinks) == {("client", LISTENER, client.addr), ("peer", relay, PEER)}
+    to_client, to_peer = sinks["client", LISTENER, client.addr], sinks["peer", relay, PEER]
+    assert client.send(pack_channel_data(0x4001, b"hi")) == (b"hi", PEER, to_peer)
+    assert lab.server.from_peer(relay, b"yo", PEER, NOW) == (b"\x40\x01\x00\x02yo", client.addr, to_client)
+    # A Send indication may go to any permitted peer: out of the relay socket.
+    send = Message(Method.SEND, Class.INDICATION, None, [(Attr.XOR_PEER_ADDRESS, PEER2), (Attr.DATA, b"x")])
+    assert client.send(send.encode()) == (b"x", PEER2, lab.binder.sinks[relay])
+    assert lab.server.from_peer(relay, b"z", PEER2, NOW)[1:] == (client.addr, to_client)
+
+
+def test_a_stream_client_gets_connected_sockets_for_its_channels_only():
+    lab = connecting_lab()
+    client = lab.client(stream=True)
+    client.allocate()
+    ok(bind_channel(client))
+    assert list(connected_sinks(lab)) == [("peer", relay_of(lab), PEER)]
+
+
+def test_connected_sockets_close_with_their_channel_and_allocation():
+    lab = connecting_lab()
+    client = lab.client()
+    client.allocate((Attr.LIFETIME, 3600))
+    ok(bind_channel(client))
+    ok(bind_channel(client, 0x4002, PEER2))
+    relay = relay_of(lab)
+    sinks = connected_sinks(lab)
+    ok(bind_channel(client, 0x4002, PEER2, now=NOW + 500))
+    lab.take_events()
+    lab.server.handle_timer(NOW + 600)
+    assert lab.take_events() == [CloseConnected(sinks["peer", relay, PEER])]
+    ok(client.request(Method.REFRESH, (Attr.LIFETIME, 0), now=NOW + 601))
+    events = lab.take_events()
+    assert CloseRelay(relay) in events
+    assert [e for e in events if isinstance(e, CloseConnected)] == [
+        CloseConnected(sinks["client", LISTENER, client.addr]), CloseConnected(sinks["peer", relay, PEER2])]
 
 
 def test_send_and_data_indications(lab):

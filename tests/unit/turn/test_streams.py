@@ -1,5 +1,7 @@
 """TURN over TCP/TLS streams, and RFC 6062 TCP relays: Connect, ConnectionAttempt, ConnectionBind."""
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from appliance.stun import Attr, Class, Message, Method, pack_channel_data
 from appliance.turn import CloseRelay, CloseStream, ConnectToPeer
@@ -24,6 +26,37 @@ def test_udp_relay_over_a_tcp_control_connection(lab):
     # Toward a stream client ChannelData is padded, and there is no address.
     data, addr, sink = lab.server.from_peer(relay, b"hello", PEER, NOW)
     assert (data, addr, sink) == (b"\x40\x01\x00\x05hello\x00\x00\x00", None, client.sink)
+
+
+def test_a_stream_says_whether_it_did_more_than_relay(lab):
+    client = lab.client(stream=True)
+    ok(client.allocate())
+    ok(client.request(Method.CHANNEL_BIND, (Attr.CHANNEL_NUMBER, 0x4001), (Attr.XOR_PEER_ADDRESS, PEER)))
+    server, stream = lab.server, client.stream
+    # Data that looks like a whole frame of its own, after a header the framer holds: it is that header's.
+    frame = pack_channel_data(0x4001, b"\x40\x00\x00\x00", stream=True)
+    whole = pack_channel_data(0x4001, b"abc", stream=True)
+    for chunk in [whole, frame[:4], frame[4:], whole[:3], whole[3:] + whole, whole + whole + frame[:5], frame[5:]]:
+        assert server.stream_received(stream, chunk, NOW) is False  # only relayed: nothing else for the shell
+    assert [d for d, _, _ in lab.take_sent()] == [b"abc", b"\x40\x00\x00\x00"] + [b"abc"] * 4 + [b"\x40\x00\x00\x00"]
+    assert server.counters.unmatched == server.counters.malformed == 0
+    refresh = Message(Method.REFRESH, Class.REQUEST, None, [(Attr.LIFETIME, 600)]).encode()
+    assert server.stream_received(stream, whole + refresh, NOW) is True  # answered (401): a flush's work
+    assert server.stream_received(stream, b"\x80" * 4, NOW) is True  # garbage: the stream is closed
+    assert CloseStream(client.sink) in lab.take_events()
+
+
+@given(st.lists(st.binary(max_size=9), min_size=1, max_size=5), st.lists(st.integers(0, 80), max_size=4))
+def test_frames_are_relayed_alike_wherever_the_stream_is_cut(payloads, cuts):
+    lab = Lab()
+    client = lab.client(stream=True)
+    ok(client.allocate())
+    ok(client.request(Method.CHANNEL_BIND, (Attr.CHANNEL_NUMBER, 0x4001), (Attr.XOR_PEER_ADDRESS, PEER)))
+    stream = b"".join(pack_channel_data(0x4001, payload, stream=True) for payload in payloads)
+    points = sorted({cut % (len(stream) + 1) for cut in cuts})
+    for start, end in zip([0, *points], [*points, len(stream)]):
+        client.send(stream[start:end])
+    assert [data for data, _, _ in lab.take_sent()] == payloads
 
 
 def test_relayed_frames_on_a_stream_without_allocation_are_dropped(lab):
