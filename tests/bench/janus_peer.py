@@ -103,6 +103,9 @@ class JanusPeer:
         checks: dict[bytes, tuple[str, int]] = {}  # transaction id -> where the check went
         valid: tuple[str, int] | None = None  # the pair our own check proved
         nominated = controlling  # controlling, we nominate with every check; controlled, Janus must
+        # Janus (libnice) drops DTLS until its own check of the pair has succeeded: a ClientHello sent before
+        # it has checked us is lost and OpenSSL waits a whole second to send it again.
+        checked_by_janus = False
         next_check = 0.0
         started = False
         deadline = time.monotonic() + CONNECT_TIMEOUT
@@ -114,7 +117,7 @@ class JanusPeer:
                     checks[check.transaction_id] = candidate
                     self.sock.sendto(check.encode(remote_key, fingerprint=True), candidate)
                 next_check = now + CHECK_INTERVAL
-            if not started and valid is not None and nominated:
+            if not started and valid is not None and nominated and checked_by_janus:
                 self.sock.connect(valid)
                 dtls.start()
                 started = True
@@ -139,8 +142,9 @@ class JanusPeer:
                 message = self._stun(data, source)
                 if message is None:
                     continue
-                if message.message_class == Class.REQUEST and Attr.USE_CANDIDATE in message:
-                    nominated = True
+                if message.message_class == Class.REQUEST:
+                    checked_by_janus = True
+                    nominated = nominated or Attr.USE_CANDIDATE in message
                 elif message.message_class == Class.SUCCESS and message.transaction_id in checks:
                     if message.check_integrity(remote_key) and checks[message.transaction_id] == source:
                         valid = source
