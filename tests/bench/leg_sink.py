@@ -143,7 +143,7 @@ class Sink:
         """(RTP media packets received, datagrams the kernel dropped at the legs' sockets), both since
         the sink started, after one more read of every socket."""
         os.write(self._commands, b"c")
-        if not select.select([self._replies], [], [], REPLY_TIMEOUT)[0]:
+        if not _readable(self._replies, REPLY_TIMEOUT):
             raise RuntimeError(f"the sink {self.pid} did not answer within {REPLY_TIMEOUT} s")
         reply = os.read(self._replies, _COUNTS.size)
         if len(reply) != _COUNTS.size:
@@ -189,13 +189,21 @@ def _serve(legs: Sequence[Leg], commands: int, replies: int) -> None:
             keepalive_at = now + KEEPALIVE_INTERVAL
             for leg in legs:
                 leg.keepalive()
-        if not select.select([commands], [], [], SWEEP_INTERVAL)[0]:
+        if not _readable(commands, SWEEP_INTERVAL):
             continue
         command = os.read(commands, 1)
         if command != b"c":  # b"q", or the bench went away
             return
         received += sum(leg.drain_rtp() for leg in legs)
         os.write(replies, _COUNTS.pack(received, udp_drops(inodes)))
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    """Whether `fd` has something to read within `timeout` seconds: poll, as select() refuses the
+    descriptors past 1023 that a thousand legs' sockets push pipes to."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 def _enter_namespace_of(sock: socket.socket) -> None:
