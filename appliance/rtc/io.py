@@ -1,7 +1,8 @@
 """The asyncio shell of the media port: sockets in, datagrams to the port, its timer armed.
 
 UDP follows the TURN shell (appliance/turn/io.py): a plain non-blocking socket per
-configured address, read from the event loop's reader callback, each datagram going
+configured address, read from the event loop's reader callback (with one recvmmsg where the
+compiled receive path, recvbatch.py, is built), each datagram going
 through one synchronous `MediaPort.datagram_received` call that also does the sendto
 of whatever it forwards, or queues it for the port's `flush`: at the end of the readiness
 callback, or from the loop's next round for RTP sent from anywhere else (timers, the API,
@@ -86,10 +87,15 @@ class MediaIO:
         return server.sockets[0].getsockname()[:2]
 
     def _on_readable(self, sock: socket.socket, listener: Listener) -> None:
-        received = self.port.datagram_received
+        port = self.port
         now = self.loop.time()
         self._reading = True
         try:
+            extension = port.recvbatch
+            if extension is not None:  # one recvmmsg for what waits, up to READ_BATCH datagrams
+                port.datagrams_received(listener, extension.recv_batch(sock.fileno(), READ_BATCH), now)
+                return
+            received = port.datagram_received
             for _ in range(READ_BATCH):
                 try:
                     data, addr = sock.recvfrom(RECV_SIZE)
@@ -100,7 +106,7 @@ class MediaIO:
                 received(listener, data, addr, now)
         finally:
             self._reading = False
-            self.port.flush()
+            port.flush()
 
     def _flush_soon(self) -> None:
         if not self._reading:

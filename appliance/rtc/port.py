@@ -29,7 +29,7 @@ import pylibsrtp
 from aiortc.rtcdtlstransport import RTCDtlsFingerprint
 
 from ..plumbing.deadlines import Deadlines
-from . import continuation, sendbatch
+from . import continuation, recvbatch, sendbatch
 from .dtls import ApplicationData, Closed, Connected, DtlsConnection, DtlsContext, Failed, SrtpKeys, State
 from .checks import ChecksFailed, IceControlling
 from .ice import CONSENT_TIMEOUT, Address, ConsentExpired, IceLite, PathSelected
@@ -87,7 +87,7 @@ class Session:
 
     __slots__ = (
         "handler", "context", "server", "remote_fingerprints", "listener", "addr", "dtls", "srtp_rx", "srtp_tx",
-        "dtls_at", "resumed", "rtcp_sent", "tx_target",
+        "dtls_at", "resumed", "rtcp_sent", "tx_target", "rx_context",
     )
 
     def __init__(self, handler: SessionHandler, context: DtlsContext, server: bool | None,
@@ -103,6 +103,8 @@ class Session:
         self.dtls: DtlsConnection | None = None
         self.srtp_rx: pylibsrtp.Session | None = None
         self.srtp_tx: pylibsrtp.Session | None = None
+        # srtp_rx's srtp_t for the compiled receive path (recvbatch.py), set with srtp_rx while it has one.
+        self.rx_context: int | None = None
         self.dtls_at: float | None = None
         # A PeerConnection carried on from another box: its keys and SRTP sessions, no DTLS.
         self.resumed: tuple[SrtpKeys, pylibsrtp.Session, pylibsrtp.Session] | None = None
@@ -154,6 +156,8 @@ class MediaPort:
         # while it is set batch their RTP, if the compiled send path is here.
         self.flush_soon: Callable[[], None] | None = None
         self._sendbatch = sendbatch.EXTENSION
+        # The compiled receive path, read by the shell (whether to read batches) and `datagrams_received`.
+        self.recvbatch = recvbatch.EXTENSION
         self._queued: list[Listener] = []  # the listeners whose `pending` is not empty
 
     # --- what the SFU layer calls ----------------------------------------------------------
@@ -387,6 +391,40 @@ class MediaPort:
         else:
             self.counters.malformed += 1
 
+    def datagrams_received(self, listener: Listener, datagrams: list[tuple[bytes, Address]], now: float) -> None:
+        """What the shell read from `listener` at once (recvbatch's `recv_batch`): as `datagram_received`
+        of each, with SRTP and SRTCP on a selected path unprotected by the compiled path, in one loop."""
+        extension = self.recvbatch
+        if extension is None:
+            for data, addr in datagrams:
+                self.datagram_received(listener, data, addr, now)
+            return
+        unprotect, unprotect_rtp, unprotect_rtcp = extension.unprotect, extension.rtp, extension.rtcp
+        sessions, counters = listener.sessions, self.counters
+        for data, addr in datagrams:
+            if len(data) >= 12 and 127 < data[0] < 192:
+                session = sessions.get(addr)
+                if session is not None:
+                    context = session.rx_context
+                    if context is None:
+                        counters.unmatched += 1
+                        continue
+                    # RFC 5761 4, as in `datagram_received`.
+                    if 191 < data[1] < 224:
+                        packet = unprotect(unprotect_rtcp, context, data)
+                        if packet is None:
+                            counters.srtp_errors += 1
+                        else:
+                            session.handler.rtcp(packet, now)
+                    else:
+                        packet = unprotect(unprotect_rtp, context, data)
+                        if packet is None:
+                            counters.srtp_errors += 1
+                        else:
+                            session.handler.rtp(packet, now)
+                    continue
+            self.datagram_received(listener, data, addr, now)
+
     def listener_closed(self, listener: Listener, now: float) -> None:
         """An ICE-TCP connection is gone: its sessions lose their selected path."""
         for addr, session in list(listener.sessions.items()):
@@ -476,6 +514,7 @@ class MediaPort:
             del listener.sessions[addr]
         session.listener = session.addr = None
         session.srtp_rx = session.srtp_tx = None
+        session.rx_context = None
         session.tx_target = None
 
     def _media_ready(self, session: Session) -> None:
@@ -488,6 +527,9 @@ class MediaPort:
             session.srtp_rx, session.srtp_tx = dtls.srtp_rx, dtls.srtp_tx
         else:
             session.srtp_rx = session.srtp_tx = None
+        srtp_rx = session.srtp_rx
+        session.rx_context = (recvbatch.context(srtp_rx) if srtp_rx is not None and self.recvbatch is not None
+                              else None)
         listener, srtp, addr = session.listener, session.srtp_tx, session.addr
         session.tx_target = (sendbatch.target(srtp, listener.sink.family, addr)
                              if listener is not None and listener.batched and srtp is not None and addr is not None

@@ -49,7 +49,7 @@ def elements(packet: bytes) -> dict[int, bytes] | None:
     """The one-byte extension elements of an RTP packet by id (None without such a block).
     Called once per packet, and only when some leg forwards extensions."""
     offset = 12 + 4 * (packet[0] & 0x0F)
-    if not packet[0] & 0x10 or packet[offset:offset + 2] != ONE_BYTE_PROFILE:
+    if not packet[0] & 0x10 or packet[offset:offset + 2] != ONE_BYTE_PROFILE or len(packet) < offset + 4:
         return None
     end = min(offset + 4 + 4 * (packet[offset + 2] << 8 | packet[offset + 3]), len(packet))
     out: dict[int, bytes] = {}
@@ -82,7 +82,7 @@ def block(elements: bytes) -> bytes:
 def find(packet: bytes, ext_id: int) -> bytes | None:
     """One element of an RTP packet's one-byte extension block, without building the dict."""
     offset = 12 + 4 * (packet[0] & 0x0F)
-    if not packet[0] & 0x10 or packet[offset:offset + 2] != ONE_BYTE_PROFILE:
+    if not packet[0] & 0x10 or packet[offset:offset + 2] != ONE_BYTE_PROFILE or len(packet) < offset + 4:
         return None
     end = min(offset + 4 + 4 * (packet[offset + 2] << 8 | packet[offset + 3]), len(packet))
     i = offset + 4
@@ -98,3 +98,13 @@ def find(packet: bytes, ext_id: int) -> bytes | None:
             return None
         i += 1 + size
     return None
+
+
+def find_two(packet: bytes, ext_id: int) -> int:
+    """A two-byte element's value (the transport-wide sequence number), -1 without one: `find`, with
+    Chrome's layout (no CSRCs, a one-byte block that the element leads) read at once, per packet."""
+    if (len(packet) > 18 and packet[0] == 0x90 and packet[16] == ext_id << 4 | 1 and packet[12] == 0xBE
+            and packet[13] == 0xDE and (packet[14] or packet[15])):
+        return packet[17] << 8 | packet[18]
+    value = find(packet, ext_id)
+    return value[0] << 8 | value[1] if value is not None and len(value) == 2 else -1

@@ -190,9 +190,9 @@ class CallSession:
     def rtp(self, packet: bytes, now: float) -> None:
         transport = self.transport_in
         if transport is not None:
-            seq = extensions.find(packet, transport.ext_id)
-            if seq is not None and len(seq) == 2:
-                transport.arrived(seq[0] << 8 | seq[1], now)
+            seq = extensions.find_two(packet, transport.ext_id)
+            if seq >= 0:
+                transport.arrived(seq, now)
         stream = self.by_ssrc.get(int.from_bytes(packet[8:12], "big"))
         if stream is None:
             self._unbound(packet, now)

@@ -21,18 +21,25 @@ class ReceiveStats:
         self.sr_at: float | None = None  # when that SR arrived, on the SFU's clock
 
     def update(self, seq: int, ts: int, now: float) -> None:
+        # Once per packet: attributes read once; the next sequence number needs no wrap arithmetic.
+        max_seq = self.max_seq
         if self.received == 0:
             self.base_seq = self.max_seq = seq
-        elif (seq - self.max_seq) & 0xFFFF < 0x8000:  # newer, possibly after a gap or a wrap
-            if seq < self.max_seq:
+        elif seq == max_seq + 1:  # the next one, without a wrap
+            self.max_seq = seq
+        elif (seq - max_seq) & 0xFFFF < 0x8000:  # newer, possibly after a gap or a wrap
+            if seq < max_seq:
                 self.cycles += 0x10000
             self.max_seq = seq
         self.received += 1
         transit = int(now * self.clock_rate) - ts
-        if self.transit is not None:
+        last = self.transit
+        if last is not None:
             # The difference of two transits, with the RTP timestamp's wrap taken out.
-            d = (transit - self.transit + 0x80000000) % 0x100000000 - 0x80000000
-            self.jitter += (abs(d) - self.jitter) / 16
+            d = transit - last
+            if not -0x80000000 <= d < 0x80000000:
+                d = (d + 0x80000000) % 0x100000000 - 0x80000000
+            self.jitter += ((d if d >= 0 else -d) - self.jitter) / 16
         self.transit = transit
 
     def report_block(self, ssrc: int, now: float) -> bytes:

@@ -1,0 +1,55 @@
+"""The Python side of the compiled receive path (_recvbatch.c, issue 17): finds the extension and the
+addresses of pylibsrtp's srtp_unprotect and srtp_unprotect_rtcp.
+
+The extension is optional, like the send path's (sendbatch.py): without it, or beside a pylibsrtp
+whose functions are not the libsrtp 2 ones it was written for, `EXTENSION` is None and the media
+port's shell reads each datagram with recvfrom and the port unprotects with pylibsrtp.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pylibsrtp
+from pylibsrtp._binding import ffi, lib  # type: ignore[import-not-found]  # cffi's compiled module: no stubs
+
+from .sendbatch import SIGNATURE, srtp_address
+
+Address = tuple  # as socket.recvfrom gives it: (host, port) or (host, port, flowinfo, scope_id)
+
+
+@dataclass(frozen=True, slots=True)
+class RecvBatch:
+    # recv_batch(fd, limit) -> [(datagram, source address)], at most `limit` (<= 64) of them
+    recv_batch: Callable[[int, int], list[tuple[bytes, Address]]]
+    # unprotect(function, srtp_t address, data) -> the packet, or None where pylibsrtp would raise
+    unprotect: Callable[[int, int, bytes], bytes | None]
+    rtp: int  # srtp_unprotect's address
+    rtcp: int  # srtp_unprotect_rtcp's address
+
+
+def _function(name: str) -> int | None:
+    function = ffi.addressof(lib, name)
+    if ffi.typeof(function).cname != SIGNATURE:
+        return None
+    return int(ffi.cast("uintptr_t", function))
+
+
+def _load() -> RecvBatch | None:
+    try:
+        extension = importlib.import_module("appliance.rtc._recvbatch")
+    except ImportError:
+        return None
+    rtp, rtcp = _function("srtp_unprotect"), _function("srtp_unprotect_rtcp")
+    if rtp is None or rtcp is None:
+        return None
+    return RecvBatch(extension.recv_batch, extension.unprotect, rtp, rtcp)
+
+
+EXTENSION = _load()
+
+
+def context(srtp: pylibsrtp.Session) -> int:
+    """What `unprotect` takes for `srtp`: the address of its srtp_t (the session must outlive its use)."""
+    return srtp_address(srtp)
