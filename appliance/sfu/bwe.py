@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from array import array
 
-from aiortc.rate import (INTER_ARRIVAL_SHIFT, TIMESTAMP_GROUP_LENGTH_MS, TIMESTAMP_TO_MS, AimdRateControl,
-                         BandwidthUsage, InterArrival, OveruseDetector, OveruseEstimator, RateCounter)
+from aiortc.rate import (BURST_DELTA_THRESHOLD_MS, INTER_ARRIVAL_SHIFT, MIN_FRAME_PERIOD_HISTORY_LENGTH,
+                         TIMESTAMP_GROUP_LENGTH_MS, TIMESTAMP_TO_MS, AimdRateControl, BandwidthUsage, OveruseDetector,
+                         OveruseEstimator)
 
 from appliance.sfu.feedback import TransportFeedback
 
@@ -29,6 +30,130 @@ _LOSS_DECREASE_INTERVAL = 0.3
 # shaper's burst allowance lets through for a moment (a 16 KB bucket is +40% of 300 kbit/s for
 # the first 0.4 s, +13% averaged over the one-second window).
 _PROBED = 1.25
+_GROUP_LENGTH = (TIMESTAMP_GROUP_LENGTH_MS << INTER_ARRIVAL_SHIFT) // 1000  # in send-time units
+
+
+class _Groups:
+    """aiortc's InterArrival (rate.py) in one method: packets sent within 5 ms of a group's first (or
+    arriving in a burst) join it; a packet that starts a new group gives the deltas between the two
+    groups before it. Its state in slots rather than group objects: `add` runs for every packet
+    every subscriber reports received."""
+
+    __slots__ = ("first", "last", "arrival", "size", "previous")
+
+    def __init__(self) -> None:
+        self.first: int | None = None  # the current group's first and latest send time; None: no group yet
+        self.last = self.arrival = self.size = 0
+        self.previous: tuple[int, int, int] | None = None  # the group before: (last, arrival, size)
+
+    def add(self, timestamp: int, arrival: int, size: int) -> tuple[int, int, int] | None:
+        """(send time, arrival time, size) deltas of the last two complete groups, when `timestamp`
+        starts a new group."""
+        first, deltas = self.first, None
+        if first is None:
+            self.first = self.last = timestamp
+        elif (timestamp - first) & 0xFFFFFFFF >= 0x80000000:
+            return None  # out of order
+        else:
+            last = self.last
+            sent_ms = round(TIMESTAMP_TO_MS * ((timestamp - last) & 0xFFFFFFFF))
+            gap = arrival - self.arrival
+            burst = sent_ms == 0 or (gap - sent_ms < 0 and gap <= BURST_DELTA_THRESHOLD_MS)
+            if not burst and (timestamp - first) & 0xFFFFFFFF > _GROUP_LENGTH:
+                previous = self.previous
+                if previous is not None:
+                    deltas = ((last - previous[0]) & 0xFFFFFFFF, self.arrival - previous[1], self.size - previous[2])
+                self.previous = (last, self.arrival, self.size)
+                self.first = self.last = timestamp
+                self.size = 0
+            elif (last < timestamp and timestamp - last < 0x80000000) or (
+                    last > timestamp and last - timestamp > 0x80000000):
+                self.last = timestamp  # later, modulo 2^32
+        self.size += size
+        self.arrival = arrival
+        return deltas
+
+
+class _Kalman(OveruseEstimator):
+    """aiortc's OveruseEstimator, its shortest send-time delta of the last 60 taken with one `min`:
+    its own loop of 60 `min` calls was most of an update, one per group of every subscriber."""
+
+    def update_min_frame_period(self, ts_delta: float) -> float:
+        history = self.ts_delta_hist
+        if len(history) >= MIN_FRAME_PERIOD_HISTORY_LENGTH:
+            del history[0]
+        shortest = min(history, default=ts_delta)
+        history.append(ts_delta)
+        return min(shortest, ts_delta)
+
+
+class _AckedRate:
+    """aiortc's RateCounter (rate.py) over one second, in bit/s: bytes in 1 ms buckets. Its `add`
+    runs for every packet every subscriber reports received; a gap clears what fell out of the
+    window at once rather than one millisecond at a time."""
+
+    __slots__ = ("_counts", "_values", "_origin_index", "_origin_ms", "_count", "_value")
+
+    def __init__(self) -> None:
+        self._counts = [0] * _ACKED_WINDOW_MS
+        self._values = [0] * _ACKED_WINDOW_MS
+        self.reset()
+
+    def reset(self) -> None:
+        self._counts[:] = self._values[:] = [0] * _ACKED_WINDOW_MS
+        self._origin_index = 0
+        self._origin_ms: int | None = None
+        self._count = self._value = 0
+
+    def add(self, value: int, now_ms: int) -> None:
+        origin = self._origin_ms
+        if origin is None:
+            self._origin_ms = origin = now_ms
+        elif origin == now_ms - _ACKED_WINDOW_MS:
+            # A millisecond later than the window holds, as is usual at a packet per millisecond: the
+            # oldest bucket becomes the newest, which _erase_old does in its loop.
+            index = self._origin_index
+            counts, values = self._counts, self._values
+            self._count += 1 - counts[index]
+            self._value += value - values[index]
+            counts[index], values[index] = 1, value
+            self._origin_index = (index + 1) % _ACKED_WINDOW_MS
+            self._origin_ms = origin + 1
+            return
+        elif origin < now_ms - _ACKED_WINDOW_MS:
+            self._erase_old(now_ms)
+            origin = now_ms - _ACKED_WINDOW_MS + 1
+        index = (self._origin_index + now_ms - origin) % _ACKED_WINDOW_MS
+        self._counts[index] += 1
+        self._values[index] += value
+        self._count += 1
+        self._value += value
+
+    def rate(self, now_ms: int) -> int | None:
+        if self._origin_ms is None:
+            return None
+        self._erase_old(now_ms)
+        active = now_ms - self._origin_ms + 1
+        return round(8000 * self._value / active) if self._count > 0 and active > 1 else None
+
+    def _erase_old(self, now_ms: int) -> None:
+        """Move the window's start to `now_ms`'s window, emptying the buckets it passes."""
+        origin = self._origin_ms
+        start = now_ms - _ACKED_WINDOW_MS + 1
+        if origin is None or origin >= start:
+            return
+        steps, counts, values, index = start - origin, self._counts, self._values, self._origin_index
+        if steps >= _ACKED_WINDOW_MS:
+            counts[:] = values[:] = [0] * _ACKED_WINDOW_MS
+            self._count = self._value = 0
+        else:
+            for _ in range(steps):
+                self._count -= counts[index]
+                self._value -= values[index]
+                counts[index] = values[index] = 0
+                index = (index + 1) % _ACKED_WINDOW_MS
+        self._origin_index = (self._origin_index + steps) % _ACKED_WINDOW_MS
+        self._origin_ms = start
 
 
 class SendSideEstimator:
@@ -36,7 +161,7 @@ class SendSideEstimator:
     transport-cc feedback, about every 50-100 ms."""
 
     __slots__ = ("minimum", "maximum", "loss", "acked_bitrate", "_seq", "_sent_at", "_size", "_state",
-                 "_inter_arrival", "_kalman", "_detector", "_aimd", "_acked", "_last_arrival_ms", "_reference",
+                 "_groups", "_kalman", "_detector", "_aimd", "_acked", "_last_arrival_ms", "_reference",
                  "_wraps", "_delay_based", "_loss_based", "_lost", "_reported", "_loss_at", "_decreased_at",
                  "congested_at")  # when delay or loss last said the path is full
 
@@ -48,13 +173,12 @@ class SendSideEstimator:
         self._sent_at = array("d", bytes(8 * RING))
         self._size = array("I", bytes(4 * RING))
         self._state = bytearray(RING)
-        self._inter_arrival = InterArrival((TIMESTAMP_GROUP_LENGTH_MS << INTER_ARRIVAL_SHIFT) // 1000,
-                                           TIMESTAMP_TO_MS)
-        self._kalman = OveruseEstimator()
+        self._groups = _Groups()
+        self._kalman = _Kalman()
         self._detector = OveruseDetector()
         self._aimd = AimdRateControl()
         self._aimd.set_estimate(initial, 0)
-        self._acked = RateCounter(_ACKED_WINDOW_MS)
+        self._acked = _AckedRate()
         self._last_arrival_ms: float | None = None
         self._reference: float | None = None
         self._wraps = 0.0
@@ -88,8 +212,12 @@ class SendSideEstimator:
         return self._seq[transport_seq & _SLOT] == transport_seq
 
     def feedback(self, fb: TransportFeedback, now: float) -> None:
+        """Once per report, and its loop once for each packet it reports: once for every packet sent,
+        so written out in one function (the delay-based part inline up to the groups' deltas)."""
         offset = self._unwrap(fb.reference_time)
-        seqs, states = self._seq, self._state
+        seqs, states, sizes, sent_at = self._seq, self._state, self._size, self._sent_at
+        acked, groups = self._acked, self._groups
+        last_arrival_ms = self._last_arrival_ms
         lost = reported = 0
         for seq, arrival in fb.packets:
             slot = seq & _SLOT
@@ -109,7 +237,18 @@ class SendSideEstimator:
             else:
                 reported += 1
             states[slot] = _REPORTED_RECEIVED
-            self._received(slot, (arrival + offset) * 1000)
+            arrival_ms = (arrival + offset) * 1000
+            if last_arrival_ms is not None and arrival_ms - last_arrival_ms > _ACKED_WINDOW_MS:
+                acked.reset()  # after a pause, start afresh, as RateCounter was made to
+            last_arrival_ms = arrival_ms
+            # aiortc's estimator (libwebrtc's of its time) counts whole milliseconds.
+            whole_ms = int(arrival_ms)
+            size = sizes[slot]
+            acked.add(size, whole_ms)
+            deltas = groups.add(int(sent_at[slot] * _TIMESTAMP_UNITS) & 0xFFFFFFFF, whole_ms, size)
+            if deltas is not None:
+                self._detect(deltas, whole_ms)
+        self._last_arrival_ms = last_arrival_ms
         self._update_delay_based(now)
         self._update_loss_based(lost, reported, now)
 
@@ -125,21 +264,12 @@ class SendSideEstimator:
         self._reference = reference
         return self._wraps
 
-    def _received(self, slot: int, arrival_ms: float) -> None:
-        size = self._size[slot]
-        if self._last_arrival_ms is not None and arrival_ms - self._last_arrival_ms > _ACKED_WINDOW_MS:
-            # RateCounter empties its window one millisecond at a time: after a pause, start afresh.
-            self._acked.reset()
-        self._last_arrival_ms = arrival_ms
-        self._acked.add(size, int(arrival_ms))
-        timestamp = int(self._sent_at[slot] * _TIMESTAMP_UNITS) & 0xFFFFFFFF
-        # aiortc's estimator (libwebrtc's of its time) counts whole milliseconds.
-        arrival = int(arrival_ms)
-        deltas = self._inter_arrival.compute_deltas(timestamp, arrival, size)
-        if deltas is not None:
-            sent_delta_ms = deltas.timestamp * TIMESTAMP_TO_MS
-            self._kalman.update(deltas.arrival_time, sent_delta_ms, deltas.size, self._detector.state(), arrival)
-            self._detector.detect(self._kalman.offset(), sent_delta_ms, self._kalman.num_of_deltas(), arrival)
+    def _detect(self, deltas: tuple[int, int, int], arrival_ms: int) -> None:
+        """Two groups' deltas (send time, arrival time, size) through the Kalman filter and the
+        overuse detector."""
+        sent_delta_ms = deltas[0] * TIMESTAMP_TO_MS
+        self._kalman.update(deltas[1], sent_delta_ms, deltas[2], self._detector.state(), arrival_ms)
+        self._detector.detect(self._kalman.offset(), sent_delta_ms, self._kalman.num_of_deltas(), arrival_ms)
 
     def _update_delay_based(self, now: float) -> None:
         if self._last_arrival_ms is None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from . import extensions
 from .codecs import Codec
 from .extensions import AUDIO_LEVEL
+from .fanout import fan_out
 from .forward import Leg, payload_offset
 from .losses import DUPLICATE, JUMP
 from .streams import PACKET_OVERHEAD, Stream
@@ -143,15 +144,4 @@ class PublishedTrack:
         if offset < 0:
             self.plane.ingest.malformed += 1
             return
-        payload = packet[offset:]  # once per packet, shared by every leg
-        if not found:
-            for leg in legs:
-                leg.forward(packet, payload, seq, ts, b"", now)
-            return
-        bodies: dict[tuple, bytes] = {}
-        for leg in legs:
-            key = leg.ext_key
-            elements = bodies.get(key)
-            if elements is None:
-                elements = bodies[key] = extensions.body(found, leg.ext_map)
-            leg.forward(packet, payload, seq, ts, elements, now)
+        fan_out(legs, packet, packet[offset:], seq, ts, found, now)  # the payload cut once for every leg

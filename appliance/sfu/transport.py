@@ -6,7 +6,9 @@ is the sender: it numbers every packet of the session and feeds the subscriber's
 send-side estimator (bwe.py), which the simulcast layer choice reads."""
 from __future__ import annotations
 
+import importlib
 from array import array
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import feedback
@@ -19,6 +21,18 @@ _SLOT = RING - 1
 
 FEEDBACK_INTERVAL = 0.1  # libwebrtc's receivers report every 50-250 ms
 MAX_REPORTED = 1000  # sequence numbers per feedback; older unreported ones are dropped
+
+
+def _ring_class() -> Callable[..., object] | None:
+    """The compiled fan-out's holder of a sender's arrays (fanout.py), None without the extension."""
+    try:
+        ring: Callable[..., object] = importlib.import_module("appliance.sfu._fanout").Ring
+    except ImportError:
+        return None
+    return ring
+
+
+_RING = _ring_class()
 
 
 class TransportReceiver:
@@ -69,7 +83,7 @@ class TransportSender:
     number carried: the feedback says which media packets were lost, so the box resends one
     whose NACK never came (a receive-only Chrome retries a NACK only after 100 ms)."""
 
-    __slots__ = ("element", "seq", "estimator", "_legs", "_out_seqs", "_resends")
+    __slots__ = ("element", "seq", "estimator", "_legs", "_out_seqs", "_resends", "ring")
 
     def __init__(self, ext_id: int) -> None:
         self.element = ext_id << 4 | 1  # the one-byte header of a two-byte element
@@ -78,6 +92,11 @@ class TransportSender:
         self._legs: list[Leg | None] = [None] * RING
         self._out_seqs = array("H", bytes(2 * RING))
         self._resends = bytearray(RING)
+        # What the compiled fan-out writes `carried`'s and the estimator's `sent`'s records through.
+        estimator = self.estimator
+        self.ring = (None if _RING is None else
+                     _RING(self._out_seqs, self._resends, estimator._seq, estimator._sent_at, estimator._size,
+                           estimator._state))
 
     def next(self) -> bytes:
         """The extension element for the next packet sent."""
@@ -96,11 +115,12 @@ class TransportSender:
         """(leg, out_seq, was a retransmission) of each noted packet the report says was lost,
         each once."""
         out = []
-        holds = self.estimator.holds
-        for seq, arrival in report.packets:
-            slot = seq & _SLOT
-            leg = self._legs[slot]
-            if arrival is None and leg is not None and holds(seq):
-                out.append((leg, self._out_seqs[slot], bool(self._resends[slot])))
-                self._legs[slot] = None
+        holds, legs = self.estimator.holds, self._legs
+        for seq, arrival in report.packets:  # every packet sent, once: the received ones cost one test
+            if arrival is None:
+                slot = seq & _SLOT
+                leg = legs[slot]
+                if leg is not None and holds(seq):
+                    out.append((leg, self._out_seqs[slot], bool(self._resends[slot])))
+                    legs[slot] = None
         return out

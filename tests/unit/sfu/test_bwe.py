@@ -4,7 +4,11 @@ simulated time. The sender sends what the estimate allows, up to what it has to 
 import math
 import random
 
-from appliance.sfu.bwe import RING, SendSideEstimator
+from aiortc.rate import TIMESTAMP_TO_MS, BandwidthUsage, InterArrival, OveruseEstimator, RateCounter
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from appliance.sfu.bwe import _GROUP_LENGTH, RING, SendSideEstimator, _AckedRate, _Groups, _Kalman
 from appliance.sfu.feedback import TransportFeedback, transport_feedback, transport_feedback_packet
 
 SIZE = 1200
@@ -185,3 +189,56 @@ def test_a_proven_rate_lifts_the_estimate_and_never_lowers_it():
     assert estimator.estimate == 600_000
     estimator.carried(400_000, 11.0)
     assert estimator.estimate == 600_000
+
+
+# Send-time steps of 0 to 10 ms (at 2^26 units per second), now and then backwards, far, or onto a
+# boundary (a group's length, half the 32-bit range); arrival steps likewise (a burst's 5 ms).
+send_steps = st.one_of(st.integers(0, 671_088), st.integers(-400_000, 0), st.integers(0, 0xFFFFFFFF),
+                       st.sampled_from([_GROUP_LENGTH, _GROUP_LENGTH + 1, 0x7FFFFFFF, 0x80000000, 0x80000001]))
+arrival_steps = st.one_of(st.integers(0, 12), st.integers(-6, 0), st.integers(0, 2000), st.sampled_from([5, 999, 1000]))
+
+
+@settings(max_examples=300)
+@given(st.integers(0, 0xFFFFFFFF), st.lists(st.tuples(send_steps, arrival_steps, st.integers(0, 1500)), max_size=80))
+def test_the_groups_are_aiortc_s_inter_arrival(start, packets):
+    """The estimator's inlined groups give what aiortc's InterArrival (which it replaced) gives,
+    across the send time's 32-bit wrap, reordering and bursts."""
+    theirs, ours = InterArrival(_GROUP_LENGTH, TIMESTAMP_TO_MS), _Groups()
+    timestamp, arrival = start, 1000
+    for send_step, arrival_step, size in packets:
+        timestamp, arrival = (timestamp + send_step) & 0xFFFFFFFF, arrival + arrival_step
+        deltas = theirs.compute_deltas(timestamp, arrival, size)
+        expected = None if deltas is None else (deltas.timestamp, deltas.arrival_time, deltas.size)
+        assert ours.add(timestamp, arrival, size) == expected
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.sampled_from(["add", "add", "add", "rate", "reset"]), arrival_steps,
+                          st.integers(0, 1500)), max_size=120))
+def test_the_acked_rate_is_aiortc_s_rate_counter(operations):
+    """Likewise the acked bitrate's window against aiortc's RateCounter over one second."""
+    theirs, ours = RateCounter(1000), _AckedRate()
+    now = 5000
+    for operation, step, size in operations:
+        now += step
+        if operation == "add":
+            theirs.add(size, now)
+            ours.add(size, now)
+        elif operation == "reset":
+            theirs.reset()
+            ours.reset()
+        assert ours.rate(now) == theirs.rate(now)
+        assert (ours._count, ours._value) == (sum(ours._counts), sum(ours._values))  # the totals stay the buckets'
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.integers(-50, 200), st.floats(0, 100), st.integers(-3000, 3000),
+                          st.sampled_from(list(BandwidthUsage))), min_size=62, max_size=150))
+def test_the_kalman_filter_is_aiortc_s(updates):
+    """The estimator's Kalman filter (a shorter way to the same shortest send-time delta) stays
+    aiortc's, over more updates than the 60 deltas it remembers."""
+    theirs, ours = OveruseEstimator(), _Kalman()
+    for now_ms, (arrival_delta, sent_delta, size_delta, usage) in enumerate(updates):
+        theirs.update(arrival_delta, sent_delta, size_delta, usage, now_ms)
+        ours.update(arrival_delta, sent_delta, size_delta, usage, now_ms)
+        assert vars(ours) == vars(theirs)

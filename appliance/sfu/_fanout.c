@@ -1,0 +1,557 @@
+/* The SFU's fan-out in one compiled call (issue 17): one publisher packet out on every leg of a stream.
+ *
+ * For each leg in the common case (its payload type mapped, not rebasing, no VP8 renumbering, no padding
+ * trial, sending through the media port to a session with a compiled-path target) this does what
+ * Leg.forward and Leg._send do in Python (forward.py): the leg's header and extension block (the
+ * elements built once per ext_key, plus the session's transport-wide number), the transport-wide
+ * bookkeeping (TransportSender.seq and what `carried` and the estimator's `sent` record), the leg's
+ * counters, and MediaPort.send_rtp's queueing on the listener's pending batch. Any other leg goes
+ * through Leg.forward itself, so both paths leave the same state and the same bytes.
+ *
+ * The state stays in the Python objects, whose slots are read and written here directly: `configure`
+ * takes the classes once and finds each slot's offset from its member descriptor (an exact type match
+ * is checked per object, so a subclass or another kind of object takes the Python path). The
+ * transport-wide arrays are reached through a Ring, which holds their buffers (so they cannot be
+ * resized) for each TransportSender. The GIL stays held throughout.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <stdint.h>
+#include <string.h>
+
+/* The slots read or written, by class; the order of each list is its enum's. */
+enum { L_PT_MAP, L_REBASE, L_PICTURES, L_PADDING, L_SEND, L_SUBSCRIBER, L_BASE_SEQ, L_SEQ_DELTA, L_TS_DELTA,
+       L_LAST_SEQ, L_LAST_TS, L_SENT_PACKET, L_PACKETS, L_OCTETS, L_SSRC, L_EXT_KEY, L_EXT_MAP, L_COUNT };
+static const char *const leg_names[L_COUNT] = {
+    "pt_map", "rebase", "pictures", "padding", "send", "subscriber", "base_seq", "seq_delta", "ts_delta",
+    "last_seq", "last_ts", "sent_packet", "packets", "octets", "ssrc", "ext_key", "ext_map"};
+enum { S_SRTP_TX, S_LISTENER, S_TX_TARGET, S_COUNT };
+static const char *const session_names[S_COUNT] = {"srtp_tx", "listener", "tx_target"};
+enum { P_PENDING, P_COUNT };
+static const char *const listener_names[P_COUNT] = {"pending"};
+enum { T_ELEMENT, T_SEQ, T_LEGS, T_RING, T_COUNT };
+static const char *const transport_names[T_COUNT] = {"element", "seq", "_legs", "ring"};
+
+typedef struct {
+    PyTypeObject *type;
+    Py_ssize_t offsets[L_COUNT]; /* the largest of the lists */
+} layout_t;
+
+static layout_t leg_layout, session_layout, listener_layout, transport_layout;
+static PyObject *send_rtp;  /* MediaPort.send_rtp, the function a leg's bound `send` must be */
+static PyObject *body;      /* extensions.body(found, mapping) */
+static PyObject *port_session_name, *transport_out_name, *forward_name, *queue_name;
+
+#define SLOT(object, layout, index) (*(PyObject **)((char *)(object) + (layout).offsets[index]))
+
+/* Replace a slot's value, taking a new reference to `value`. */
+static inline void
+slot_set(PyObject *object, const layout_t *layout, int index, PyObject *value)
+{
+    PyObject **at = (PyObject **)((char *)object + layout->offsets[index]);
+    PyObject *old = *at;
+    *at = value;
+    Py_XDECREF(old);
+}
+
+/* Set a slot to a new int; -1 with an exception if it cannot be made. */
+static inline int
+slot_set_long(PyObject *object, const layout_t *layout, int index, long long value)
+{
+    PyObject *number = PyLong_FromLongLong(value);
+    if (number == NULL)
+        return -1;
+    slot_set(object, layout, index, number);
+    return 0;
+}
+
+static int
+find_layout(PyObject *type, const char *const *names, int count, layout_t *out)
+{
+    if (!PyType_Check(type)) {
+        PyErr_SetString(PyExc_TypeError, "configure takes classes");
+        return -1;
+    }
+    for (int i = 0; i < count; i++) {
+        PyObject *descriptor = PyObject_GetAttrString(type, names[i]);
+        if (descriptor == NULL)
+            return -1;
+        int ok = Py_IS_TYPE(descriptor, &PyMemberDescr_Type)
+                 && ((PyMemberDescrObject *)descriptor)->d_common.d_type == (PyTypeObject *)type
+                 && ((PyMemberDescrObject *)descriptor)->d_member->type == T_OBJECT_EX;
+        if (ok)
+            out->offsets[i] = ((PyMemberDescrObject *)descriptor)->d_member->offset;
+        Py_DECREF(descriptor);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a slot of that class", ((PyTypeObject *)type)->tp_name,
+                         names[i]);
+            return -1;
+        }
+    }
+    Py_XSETREF(out->type, (PyTypeObject *)Py_NewRef(type));
+    return 0;
+}
+
+/* ---- Ring: a TransportSender's arrays, as the compiled path writes them ---------------------------- */
+
+enum { R_OUT_SEQS, R_RESENDS, R_SEQS, R_SENT_AT, R_SIZES, R_STATES, R_COUNT };
+static const char *const ring_formats[R_COUNT] = {"H", "B", "i", "d", "I", "B"};
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer views[R_COUNT];
+    int held;           /* views[0..held) are held */
+    Py_ssize_t mask;    /* slots - 1 */
+} RingObject;
+
+static void
+ring_dealloc(RingObject *self)
+{
+    for (int i = 0; i < self->held; i++)
+        PyBuffer_Release(&self->views[i]);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+ring_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *arrays[R_COUNT];
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+        PyErr_SetString(PyExc_TypeError, "Ring takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_UnpackTuple(args, "Ring", R_COUNT, R_COUNT, &arrays[0], &arrays[1], &arrays[2], &arrays[3],
+                           &arrays[4], &arrays[5]))
+        return NULL;
+    RingObject *self = (RingObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    Py_ssize_t slots = -1;
+    for (int i = 0; i < R_COUNT; i++) {
+        Py_buffer *view = &self->views[i];
+        if (PyObject_GetBuffer(arrays[i], view, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
+            goto fail;
+        self->held++;
+        const char *format = view->format != NULL ? view->format : "B";
+        if (format[0] == '@' || format[0] == '=')
+            format++;
+        Py_ssize_t count = view->itemsize > 0 ? view->len / view->itemsize : 0;
+        if (strcmp(format, ring_formats[i]) != 0 || count < 1 || (count & (count - 1)) != 0
+                || (slots >= 0 && count != slots)) {
+            PyErr_Format(PyExc_ValueError, "Ring: array %d is not %s of the same power-of-two length", i,
+                         ring_formats[i]);
+            goto fail;
+        }
+        slots = count;
+    }
+    self->mask = slots - 1;
+    return (PyObject *)self;
+fail:
+    Py_DECREF(self);
+    return NULL;
+}
+
+static PyTypeObject RingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "appliance.sfu._fanout.Ring",
+    .tp_basicsize = sizeof(RingObject),
+    .tp_dealloc = (destructor)ring_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Ring(out_seqs, resends, seqs, sent_at, sizes, states): a TransportSender's ring arrays\n"
+              "(array('H'), bytearray, array('i'), array('d'), array('I'), bytearray, all one power-of-two\n"
+              "length), held for the compiled fan-out to write.",
+    .tp_new = ring_new,
+};
+
+/* ---- the fan-out --------------------------------------------------------------------------------- */
+
+static PyObject *
+configure(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *leg, *session, *listener, *transport, *send, *body_function;
+    if (!PyArg_UnpackTuple(args, "configure", 6, 6, &leg, &session, &listener, &transport, &send, &body_function))
+        return NULL;
+    if (find_layout(leg, leg_names, L_COUNT, &leg_layout) < 0
+            || find_layout(session, session_names, S_COUNT, &session_layout) < 0
+            || find_layout(listener, listener_names, P_COUNT, &listener_layout) < 0
+            || find_layout(transport, transport_names, T_COUNT, &transport_layout) < 0)
+        return NULL;
+    Py_XSETREF(send_rtp, Py_NewRef(send));
+    Py_XSETREF(body, Py_NewRef(body_function));
+    Py_RETURN_NONE;
+}
+
+/* An exact int's value, or -1 (no exception) for anything else: the caller takes the Python path. */
+static inline long long
+small_int(PyObject *value)
+{
+    if (!PyLong_CheckExact(value))
+        return -1;
+    int overflow;
+    long long out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    return overflow || out < 0 ? -1 : out;
+}
+
+/* What a common-case leg needs, read before anything is written. */
+typedef struct {
+    long pt;
+    long long base_seq, seq_delta, ts_delta, last_seq, packets, octets, ssrc;
+    PyObject *port;         /* borrowed: the bound send's MediaPort */
+    PyObject *port_session; /* new references, released by release_plan */
+    PyObject *transport;    /* NULL without transport-wide numbering */
+} plan_t;
+
+static void
+release_plan(plan_t *plan)
+{
+    Py_CLEAR(plan->port_session);
+    Py_CLEAR(plan->transport);
+}
+
+/* 1: the leg is in the common case (plan filled); 0: the Python path; -1: an exception. `*unmapped`:
+ * its payload type is not mapped (nothing to send, as in Python). */
+static int
+read_plan(PyObject *leg, PyObject *in_pt, plan_t *plan, int *unmapped)
+{
+    *unmapped = 0;
+    if (Py_TYPE(leg) != leg_layout.type)
+        return 0;
+    PyObject *pt_map = SLOT(leg, leg_layout, L_PT_MAP);
+    if (pt_map == NULL || !PyDict_CheckExact(pt_map))
+        return 0;
+    PyObject *pt = PyDict_GetItemWithError(pt_map, in_pt);
+    if (pt == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        *unmapped = 1;
+        return 0;
+    }
+    plan->pt = (long)small_int(pt);
+    if (plan->pt < 0 || plan->pt > 0x7F)
+        return 0;
+    if (SLOT(leg, leg_layout, L_REBASE) != Py_False || SLOT(leg, leg_layout, L_PICTURES) != Py_False)
+        return 0;
+    PyObject *padding = SLOT(leg, leg_layout, L_PADDING);
+    if (padding == NULL || !((PyFloat_CheckExact(padding) && PyFloat_AS_DOUBLE(padding) == 0.0)
+                             || (PyLong_CheckExact(padding) && small_int(padding) == 0)))
+        return 0;
+    PyObject *send = SLOT(leg, leg_layout, L_SEND);
+    if (send == NULL || !PyMethod_Check(send) || PyMethod_GET_FUNCTION(send) != send_rtp)
+        return 0;
+    plan->port = PyMethod_GET_SELF(send);
+    PyObject *slots[] = {SLOT(leg, leg_layout, L_BASE_SEQ), SLOT(leg, leg_layout, L_SEQ_DELTA),
+                         SLOT(leg, leg_layout, L_TS_DELTA), SLOT(leg, leg_layout, L_LAST_SEQ),
+                         SLOT(leg, leg_layout, L_PACKETS), SLOT(leg, leg_layout, L_OCTETS),
+                         SLOT(leg, leg_layout, L_SSRC), SLOT(leg, leg_layout, L_LAST_TS),
+                         SLOT(leg, leg_layout, L_EXT_KEY), SLOT(leg, leg_layout, L_EXT_MAP),
+                         SLOT(leg, leg_layout, L_SUBSCRIBER)};
+    for (size_t i = 0; i < sizeof(slots) / sizeof(slots[0]); i++) {
+        if (slots[i] == NULL)
+            return 0;
+    }
+    long long *values[] = {&plan->base_seq, &plan->seq_delta, &plan->ts_delta, &plan->last_seq, &plan->packets,
+                           &plan->octets, &plan->ssrc};
+    for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+        if ((*values[i] = small_int(slots[i])) < 0)
+            return 0;
+    }
+    if (plan->base_seq > 0xFFFF || plan->seq_delta > 0xFFFF || plan->ts_delta > 0xFFFFFFFFLL
+            || plan->last_seq > 0xFFFF || plan->ssrc > 0xFFFFFFFFLL)
+        return 0;
+    PyObject *subscriber = SLOT(leg, leg_layout, L_SUBSCRIBER);
+    plan->port_session = PyObject_GetAttr(subscriber, port_session_name);
+    if (plan->port_session == NULL)
+        return -1;
+    plan->transport = PyObject_GetAttr(subscriber, transport_out_name);
+    if (plan->transport == NULL)
+        return -1;
+    PyObject *session = plan->port_session;
+    if (Py_TYPE(session) != session_layout.type)
+        return 0;
+    PyObject *srtp = SLOT(session, session_layout, S_SRTP_TX), *listener = SLOT(session, session_layout, S_LISTENER),
+             *target = SLOT(session, session_layout, S_TX_TARGET);
+    if (srtp == NULL || srtp == Py_None || target == NULL || target == Py_None || listener == NULL
+            || Py_TYPE(listener) != listener_layout.type)
+        return 0;
+    PyObject *pending = SLOT(listener, listener_layout, P_PENDING);
+    if (pending == NULL || !PyList_CheckExact(pending))
+        return 0;
+    if (plan->transport == Py_None) {
+        Py_CLEAR(plan->transport);
+        return 1;
+    }
+    PyObject *transport = plan->transport;
+    if (Py_TYPE(transport) != transport_layout.type)
+        return 0;
+    PyObject *element = SLOT(transport, transport_layout, T_ELEMENT), *seq = SLOT(transport, transport_layout, T_SEQ),
+             *legs = SLOT(transport, transport_layout, T_LEGS), *ring = SLOT(transport, transport_layout, T_RING);
+    if (element == NULL || seq == NULL || legs == NULL || ring == NULL || !Py_IS_TYPE(ring, &RingType)
+            || !PyList_CheckExact(legs) || PyList_GET_SIZE(legs) != ((RingObject *)ring)->mask + 1)
+        return 0;
+    long long element_value = small_int(element), seq_value = small_int(seq);
+    if (element_value < 0 || element_value > 0xFF || seq_value < 0 || seq_value > 0xFFFF)
+        return 0;
+    return 1;
+}
+
+/* The extension elements for `leg`'s ext_key: from `bodies`, made on the first use of each key. A borrowed
+ * reference (`bodies` holds it), NULL with an exception. */
+static PyObject *
+leg_elements(PyObject *leg, PyObject *found, PyObject *bodies)
+{
+    PyObject *key, *mapping; /* new references: from the slots of a Leg, else as attributes */
+    if (Py_TYPE(leg) == leg_layout.type && SLOT(leg, leg_layout, L_EXT_KEY) != NULL
+            && SLOT(leg, leg_layout, L_EXT_MAP) != NULL) {
+        key = Py_NewRef(SLOT(leg, leg_layout, L_EXT_KEY));
+        mapping = Py_NewRef(SLOT(leg, leg_layout, L_EXT_MAP));
+    } else {
+        key = PyObject_GetAttrString(leg, "ext_key");
+        mapping = key != NULL ? PyObject_GetAttrString(leg, "ext_map") : NULL;
+        if (mapping == NULL) {
+            Py_XDECREF(key);
+            return NULL;
+        }
+    }
+    PyObject *elements = PyDict_GetItemWithError(bodies, key);
+    if (elements == NULL && !PyErr_Occurred()) {
+        PyObject *made = PyObject_CallFunctionObjArgs(body, found, mapping, NULL);
+        if (made != NULL && (!PyBytes_Check(made) || PyDict_SetItem(bodies, key, made) < 0)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "extensions.body returned something other than bytes");
+        } else {
+            elements = made; /* `bodies` holds it */
+        }
+        Py_XDECREF(made);
+    }
+    Py_DECREF(key);
+    Py_DECREF(mapping);
+    return elements;
+}
+
+/* Send one packet on a common-case leg: 0, or -1 with an exception. */
+static int
+forward_leg(PyObject *leg, const plan_t *plan, PyObject *packet, const unsigned char *head, PyObject *payload,
+            long long seq, long long ts, PyObject *elements, double now)
+{
+    long long behind = (seq - plan->base_seq) & 0xFFFF;
+    if (behind >= 0x8000)
+        return 0; /* from before this source started on the leg: its numbers are taken */
+    if (behind > 0x4000 && slot_set_long(leg, &leg_layout, L_BASE_SEQ, (seq - 0x2000) & 0xFFFF) < 0)
+        return -1;
+    long long out_seq = (seq + plan->seq_delta) & 0xFFFF, out_ts = (ts + plan->ts_delta) & 0xFFFFFFFFLL;
+    if (((out_seq - plan->last_seq) & 0xFFFF) < 0x8000) {
+        if (slot_set_long(leg, &leg_layout, L_LAST_SEQ, out_seq) < 0
+                || slot_set_long(leg, &leg_layout, L_LAST_TS, out_ts) < 0)
+            return -1;
+        slot_set(leg, &leg_layout, L_SENT_PACKET, Py_NewRef(packet));
+    }
+    Py_ssize_t payload_length = PyBytes_GET_SIZE(payload);
+    if (slot_set_long(leg, &leg_layout, L_PACKETS, plan->packets + 1) < 0
+            || slot_set_long(leg, &leg_layout, L_OCTETS, plan->octets + payload_length) < 0)
+        return -1;
+
+    PyObject *transport = plan->transport;
+    long long transport_seq = 0;
+    Py_ssize_t element_length = PyBytes_GET_SIZE(elements);
+    Py_ssize_t total_elements = element_length + (transport != NULL ? 3 : 0);
+    Py_ssize_t words = (total_elements + 3) / 4;
+    Py_ssize_t header = 12 + (total_elements ? 4 + 4 * words : 0);
+    PyObject *data = PyBytes_FromStringAndSize(NULL, header + payload_length);
+    if (data == NULL)
+        return -1;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(data);
+    out[0] = (unsigned char)(0x80 | (head[0] & 0x20) | (total_elements ? 0x10 : 0));
+    out[1] = (unsigned char)((head[1] & 0x80) | plan->pt);
+    out[2] = (unsigned char)(out_seq >> 8);
+    out[3] = (unsigned char)out_seq;
+    out[4] = (unsigned char)(out_ts >> 24);
+    out[5] = (unsigned char)(out_ts >> 16);
+    out[6] = (unsigned char)(out_ts >> 8);
+    out[7] = (unsigned char)out_ts;
+    out[8] = (unsigned char)(plan->ssrc >> 24);
+    out[9] = (unsigned char)(plan->ssrc >> 16);
+    out[10] = (unsigned char)(plan->ssrc >> 8);
+    out[11] = (unsigned char)plan->ssrc;
+    if (total_elements) {
+        unsigned char *block = out + 12;
+        block[0] = 0xBE;
+        block[1] = 0xDE;
+        block[2] = (unsigned char)(words >> 8);
+        block[3] = (unsigned char)words;
+        memcpy(block + 4, PyBytes_AS_STRING(elements), (size_t)element_length);
+        unsigned char *at = block + 4 + element_length;
+        if (transport != NULL) {
+            transport_seq = (small_int(SLOT(transport, transport_layout, T_SEQ)) + 1) & 0xFFFF;
+            at[0] = (unsigned char)small_int(SLOT(transport, transport_layout, T_ELEMENT));
+            at[1] = (unsigned char)(transport_seq >> 8);
+            at[2] = (unsigned char)transport_seq;
+            at += 3;
+        }
+        memset(at, 0, (size_t)(4 * words - total_elements));
+    }
+    memcpy(out + header, PyBytes_AS_STRING(payload), (size_t)payload_length);
+    if (transport != NULL && slot_set_long(transport, &transport_layout, T_SEQ, transport_seq) < 0) {
+        Py_DECREF(data);
+        return -1;
+    }
+
+    /* MediaPort.send_rtp on a batched listener: the listener queued once, then the item appended. */
+    PyObject *session = plan->port_session;
+    PyObject *listener = SLOT(session, session_layout, S_LISTENER);
+    PyObject *pending = SLOT(listener, listener_layout, P_PENDING);
+    if (PyList_GET_SIZE(pending) == 0) {
+        PyObject *result = PyObject_CallMethodOneArg(plan->port, queue_name, listener);
+        if (result == NULL) {
+            Py_DECREF(data);
+            return -1;
+        }
+        Py_DECREF(result);
+        pending = SLOT(listener, listener_layout, P_PENDING); /* still the same list: `_queue` only notes it */
+        if (pending == NULL || !PyList_CheckExact(pending)) {
+            Py_DECREF(data);
+            PyErr_SetString(PyExc_TypeError, "a listener's pending is not a list");
+            return -1;
+        }
+    }
+    PyObject *item = PyTuple_Pack(2, SLOT(session, session_layout, S_TX_TARGET), data);
+    Py_ssize_t data_length = PyBytes_GET_SIZE(data);
+    Py_DECREF(data);
+    if (item == NULL)
+        return -1;
+    int appended = PyList_Append(pending, item);
+    Py_DECREF(item);
+    if (appended < 0)
+        return -1;
+
+    if (transport != NULL) {
+        /* estimator.sent(seq, len(data), now), then carried(leg, out_seq, False); checked again, as
+         * `_queue` ran Python code since read_plan */
+        RingObject *ring = (RingObject *)SLOT(transport, transport_layout, T_RING);
+        PyObject *legs = SLOT(transport, transport_layout, T_LEGS);
+        if (ring == NULL || !Py_IS_TYPE(ring, &RingType) || legs == NULL || !PyList_CheckExact(legs)
+                || PyList_GET_SIZE(legs) != ring->mask + 1) {
+            PyErr_SetString(PyExc_RuntimeError, "a TransportSender's ring changed while it was written");
+            return -1;
+        }
+        Py_ssize_t slot = (Py_ssize_t)transport_seq & ring->mask;
+        ((int32_t *)ring->views[R_SEQS].buf)[slot] = (int32_t)transport_seq;
+        ((double *)ring->views[R_SENT_AT].buf)[slot] = now;
+        ((uint32_t *)ring->views[R_SIZES].buf)[slot] = (uint32_t)data_length;
+        ((unsigned char *)ring->views[R_STATES].buf)[slot] = 0;
+        PyObject *old = PyList_GET_ITEM(legs, slot);
+        PyList_SET_ITEM(legs, slot, Py_NewRef(leg));
+        Py_XDECREF(old);
+        ((uint16_t *)ring->views[R_OUT_SEQS].buf)[slot] = (uint16_t)out_seq;
+        ((unsigned char *)ring->views[R_RESENDS].buf)[slot] = 0;
+    }
+    return 0;
+}
+
+static PyObject *
+fanout(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "fanout(legs, packet, payload, seq, ts, found, now) takes 7 arguments");
+        return NULL;
+    }
+    PyObject *legs = args[0], *packet = args[1], *payload = args[2], *seq_object = args[3], *ts_object = args[4],
+             *found = args[5], *now_object = args[6];
+    if (leg_layout.type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "fanout before configure");
+        return NULL;
+    }
+    if (!PyList_Check(legs) || !PyBytes_Check(packet) || PyBytes_GET_SIZE(packet) < 12 || !PyBytes_Check(payload)) {
+        PyErr_SetString(PyExc_TypeError, "fanout takes a list of legs, an RTP packet and its payload as bytes");
+        return NULL;
+    }
+    long long seq = small_int(seq_object), ts = small_int(ts_object);
+    if (seq < 0 || seq > 0xFFFF || ts < 0 || ts > 0xFFFFFFFFLL) {
+        PyErr_SetString(PyExc_ValueError, "seq and ts are the packet's (16 and 32 bits)");
+        return NULL;
+    }
+    double now = PyFloat_AsDouble(now_object);
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    const unsigned char *head = (const unsigned char *)PyBytes_AS_STRING(packet);
+    PyObject *in_pt = PyLong_FromLong(head[1] & 0x7F); /* a cached small int */
+    int with_elements = found != Py_None && PyObject_IsTrue(found);
+    if (with_elements < 0)
+        return NULL;
+    PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
+    PyObject *bodies = with_elements ? PyDict_New() : NULL;
+    if (in_pt == NULL || empty == NULL || (with_elements && bodies == NULL))
+        goto fail;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(legs); i++) { /* a leg's Python path may change the list */
+        PyObject *leg = Py_NewRef(PyList_GET_ITEM(legs, i));
+        plan_t plan = {0};
+        int unmapped, common = read_plan(leg, in_pt, &plan, &unmapped);
+        PyObject *elements = empty;
+        if (common >= 0 && !unmapped && with_elements)
+            elements = leg_elements(leg, found, bodies);
+        int status = common < 0 || elements == NULL ? -1 : 0;
+        if (status == 0 && common == 1) {
+            status = forward_leg(leg, &plan, packet, head, payload, seq, ts, elements, now);
+        } else if (status == 0 && !unmapped) {
+            PyObject *call[] = {leg, packet, payload, seq_object, ts_object, elements, now_object};
+            PyObject *result = PyObject_VectorcallMethod(forward_name, call, 7 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                                         NULL);
+            status = result == NULL ? -1 : 0;
+            Py_XDECREF(result);
+        }
+        release_plan(&plan);
+        Py_DECREF(leg);
+        if (status < 0)
+            goto fail;
+    }
+    Py_DECREF(in_pt);
+    Py_DECREF(empty);
+    Py_XDECREF(bodies);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(in_pt);
+    Py_XDECREF(empty);
+    Py_XDECREF(bodies);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"configure", (PyCFunction)configure, METH_VARARGS,
+     "configure(Leg, port Session, Listener, TransportSender, MediaPort.send_rtp, extensions.body)\n\n"
+     "The classes whose slots the fan-out reads and writes, the function a leg's `send` must be bound to\n"
+     "for the compiled path, and the function that builds a leg's extension elements."},
+    {"fanout", (PyCFunction)(void (*)(void))fanout, METH_FASTCALL,
+     "fanout(legs, packet, payload, seq, ts, found, now)\n\n"
+     "Forward one RTP packet of a stream on each of its legs, as each leg's forward(packet, payload, seq,\n"
+     "ts, elements, now) would, `elements` being extensions.body(found, leg.ext_map) (b\"\" without\n"
+     "`found`): the common case here, every other leg through its own forward."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "appliance.sfu._fanout",
+    "The SFU's per-leg forwarding in one call per packet (appliance/sfu/fanout.py is its Python side).", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__fanout(void)
+{
+    if (PyType_Ready(&RingType) < 0)
+        return NULL;
+    port_session_name = PyUnicode_InternFromString("port_session");
+    transport_out_name = PyUnicode_InternFromString("transport_out");
+    forward_name = PyUnicode_InternFromString("forward");
+    queue_name = PyUnicode_InternFromString("_queue");
+    if (port_session_name == NULL || transport_out_name == NULL || forward_name == NULL || queue_name == NULL)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Ring", (PyObject *)&RingType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
