@@ -13,11 +13,15 @@
  * is checked per object, so a subclass or another kind of object takes the Python path). The
  * transport-wide arrays are reached through a Ring, which holds their buffers (so they cannot be
  * resized) for each TransportSender. The GIL stays held throughout.
+ *
+ * transport_cc, below the Ring, is the other per-packet loop in C: the estimator's walk of each packet a
+ * subscriber's transport-cc feedback reports (issue 17).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -164,6 +168,465 @@ static PyTypeObject RingType = {
               "length), held for the compiled fan-out to write.",
     .tp_new = ring_new,
 };
+
+/* ---- transport-cc feedback: the estimator's per-packet work in one call per report --------------------
+ *
+ * transport_cc(ring, packet, at, end, estimator) does what feedback._transport_feedback, the loop of
+ * SendSideEstimator.feedback (bwe.py) up to the groups' deltas, and TransportSender.lost's test of which
+ * packets the ring still holds do, for the FCI in packet[at:end]. The state stays in the estimator's
+ * objects (their attributes read once and written back once) and the ring's arrays. It returns None for a
+ * malformed FCI (nothing touched), NotImplemented where a value would not fit the C integers (nothing
+ * touched: the Python path takes it), else (lost, reported, last_arrival_ms, [(deltas, arrival_ms), ...],
+ * [lost seq, ...]) for the Python that stays per report. */
+
+#define ACKED_WINDOW_MS 1000
+#define TIMESTAMP_UNITS 67108864.0      /* 1 << aiortc's INTER_ARRIVAL_SHIFT (26) */
+#define TIMESTAMP_TO_MS (1000.0 / TIMESTAMP_UNITS)
+#define GROUP_LENGTH ((5LL << 26) / 1000)
+#define BURST_DELTA_MS 5
+#define FITS(x) (fabs(x) < 4.0e18)      /* NaN fails too */
+
+static PyObject *unwrap_name, *groups_name, *acked_name, *last_arrival_name, *first_name, *last_name,
+    *arrival_name, *size_name, *previous_name, *counts_name, *values_name, *origin_index_name,
+    *origin_ms_name, *count_name, *value_name;
+
+typedef struct {
+    int has_first;
+    long long first, last, arrival, size;
+    int has_previous;
+    long long previous[3];
+} groups_t;
+
+typedef struct {
+    long long *counts, *values;
+    long long origin_index, count, value;
+    int has_origin;
+    long long origin_ms;
+} acked_t;
+
+static inline long long
+py_mod(long long a, long long m)
+{
+    long long r = a % m;
+    return r < 0 ? r + m : r;
+}
+
+/* An int attribute, or None (*present = 0) where `present` is given. -1 with an exception when it is
+ * neither or does not fit. */
+static int
+get_ll(PyObject *object, PyObject *name, long long *out, int *present)
+{
+    PyObject *value = PyObject_GetAttr(object, name);
+    if (value == NULL)
+        return -1;
+    if (present != NULL) {
+        *present = value != Py_None;
+        if (value == Py_None) {
+            Py_DECREF(value);
+            return 0;
+        }
+    }
+    *out = PyLong_AsLongLong(value);
+    Py_DECREF(value);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+static int
+set_ll(PyObject *object, PyObject *name, long long value, int present)
+{
+    PyObject *v = present ? PyLong_FromLongLong(value) : Py_NewRef(Py_None);
+    if (v == NULL)
+        return -1;
+    int rc = PyObject_SetAttr(object, name, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+static void
+acked_reset(acked_t *a)
+{
+    memset(a->counts, 0, ACKED_WINDOW_MS * sizeof(long long));
+    memset(a->values, 0, ACKED_WINDOW_MS * sizeof(long long));
+    a->origin_index = 0;
+    a->has_origin = 0;
+    a->count = a->value = 0;
+}
+
+static void
+acked_erase_old(acked_t *a, long long now_ms)
+{
+    long long start = now_ms - ACKED_WINDOW_MS + 1;
+    if (!a->has_origin || a->origin_ms >= start)
+        return;
+    long long steps = start - a->origin_ms;
+    if (steps >= ACKED_WINDOW_MS) {
+        memset(a->counts, 0, ACKED_WINDOW_MS * sizeof(long long));
+        memset(a->values, 0, ACKED_WINDOW_MS * sizeof(long long));
+        a->count = a->value = 0;
+    }
+    else {
+        long long index = a->origin_index;
+        for (long long i = 0; i < steps; i++) {
+            a->count -= a->counts[index];
+            a->value -= a->values[index];
+            a->counts[index] = a->values[index] = 0;
+            index = (index + 1) % ACKED_WINDOW_MS;
+        }
+    }
+    a->origin_index = py_mod(a->origin_index + steps, ACKED_WINDOW_MS);
+    a->origin_ms = start;
+}
+
+static void
+acked_add(acked_t *a, long long value, long long now_ms)
+{
+    long long origin = a->origin_ms;
+    if (!a->has_origin) {
+        a->has_origin = 1;
+        a->origin_ms = origin = now_ms;
+    }
+    else if (origin == now_ms - ACKED_WINDOW_MS) {
+        long long index = a->origin_index;
+        a->count += 1 - a->counts[index];
+        a->value += value - a->values[index];
+        a->counts[index] = 1;
+        a->values[index] = value;
+        a->origin_index = (index + 1) % ACKED_WINDOW_MS;
+        a->origin_ms = origin + 1;
+        return;
+    }
+    else if (origin < now_ms - ACKED_WINDOW_MS) {
+        acked_erase_old(a, now_ms);
+        origin = now_ms - ACKED_WINDOW_MS + 1;
+    }
+    long long index = py_mod(a->origin_index + now_ms - origin, ACKED_WINDOW_MS);
+    a->counts[index] += 1;
+    a->values[index] += value;
+    a->count += 1;
+    a->value += value;
+}
+
+/* _Groups.add: 1 with `deltas` set when `timestamp` starts a new group after two complete ones. */
+static int
+groups_add(groups_t *g, long long timestamp, long long arrival, long long size, long long deltas[3])
+{
+    int out = 0;
+    if (!g->has_first) {
+        g->has_first = 1;
+        g->first = g->last = timestamp;
+    }
+    else if (((timestamp - g->first) & 0xFFFFFFFFLL) >= 0x80000000LL)
+        return 0;
+    else {
+        long long last = g->last;
+        long long sent_ms = (long long)nearbyint(TIMESTAMP_TO_MS * (double)((timestamp - last) & 0xFFFFFFFFLL));
+        long long gap = arrival - g->arrival;
+        int burst = sent_ms == 0 || (gap - sent_ms < 0 && gap <= BURST_DELTA_MS);
+        if (!burst && ((timestamp - g->first) & 0xFFFFFFFFLL) > GROUP_LENGTH) {
+            if (g->has_previous) {
+                deltas[0] = (last - g->previous[0]) & 0xFFFFFFFFLL;
+                deltas[1] = g->arrival - g->previous[1];
+                deltas[2] = g->size - g->previous[2];
+                out = 1;
+            }
+            g->has_previous = 1;
+            g->previous[0] = last;
+            g->previous[1] = g->arrival;
+            g->previous[2] = g->size;
+            g->first = g->last = timestamp;
+            g->size = 0;
+        }
+        else if ((last < timestamp && timestamp - last < 0x80000000LL)
+                 || (last > timestamp && last - timestamp > 0x80000000LL))
+            g->last = timestamp;
+    }
+    g->size += size;
+    g->arrival = arrival;
+    return out;
+}
+
+static int
+read_groups(PyObject *groups, groups_t *g)
+{
+    if (get_ll(groups, first_name, &g->first, &g->has_first) < 0 || get_ll(groups, last_name, &g->last, NULL) < 0
+            || get_ll(groups, arrival_name, &g->arrival, NULL) < 0 || get_ll(groups, size_name, &g->size, NULL) < 0)
+        return -1;
+    PyObject *previous = PyObject_GetAttr(groups, previous_name);
+    if (previous == NULL)
+        return -1;
+    g->has_previous = previous != Py_None;
+    int rc = 0;
+    if (g->has_previous) {
+        if (!PyTuple_Check(previous) || PyTuple_GET_SIZE(previous) != 3) {
+            PyErr_SetString(PyExc_TypeError, "_Groups.previous is not a 3-tuple");
+            rc = -1;
+        }
+        for (int i = 0; rc == 0 && i < 3; i++) {
+            g->previous[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(previous, i));
+            if (g->previous[i] == -1 && PyErr_Occurred())
+                rc = -1;
+        }
+    }
+    Py_DECREF(previous);
+    return rc;
+}
+
+static int
+write_groups(PyObject *groups, const groups_t *g)
+{
+    if (set_ll(groups, first_name, g->first, g->has_first) < 0 || set_ll(groups, last_name, g->last, 1) < 0
+            || set_ll(groups, arrival_name, g->arrival, 1) < 0 || set_ll(groups, size_name, g->size, 1) < 0)
+        return -1;
+    PyObject *previous = g->has_previous
+        ? Py_BuildValue("(LLL)", g->previous[0], g->previous[1], g->previous[2]) : Py_NewRef(Py_None);
+    if (previous == NULL)
+        return -1;
+    int rc = PyObject_SetAttr(groups, previous_name, previous);
+    Py_DECREF(previous);
+    return rc;
+}
+
+static int
+acked_buffer(PyObject *acked, PyObject *name, Py_buffer *view)
+{
+    PyObject *array = PyObject_GetAttr(acked, name);
+    if (array == NULL)
+        return -1;
+    int rc = PyObject_GetBuffer(array, view, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS);
+    Py_DECREF(array);
+    if (rc < 0)
+        return -1;
+    if (view->itemsize != sizeof(long long) || view->len != ACKED_WINDOW_MS * (Py_ssize_t)sizeof(long long)
+            || view->format == NULL || strcmp(view->format, "q") != 0) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_TypeError, "_AckedRate's buckets are not array('q') of the window's length");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+transport_cc(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !Py_IS_TYPE(args[0], &RingType)) {
+        PyErr_SetString(PyExc_TypeError, "transport_cc(ring, packet, at, end, estimator)");
+        return NULL;
+    }
+    RingObject *ring = (RingObject *)args[0];
+    PyObject *estimator = args[4];
+    Py_ssize_t at = PyLong_AsSsize_t(args[2]), end = PyLong_AsSsize_t(args[3]);
+    if ((at == -1 || end == -1) && PyErr_Occurred())
+        return NULL;
+    Py_buffer packet_view;
+    if (PyObject_GetBuffer(args[1], &packet_view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *p = packet_view.buf;
+    if (at < 0 || end > packet_view.len || at > end) {
+        PyBuffer_Release(&packet_view);
+        PyErr_SetString(PyExc_ValueError, "transport_cc: the span is not within the packet");
+        return NULL;
+    }
+    PyObject *result = NULL, *detections = NULL, *lost_seqs = NULL, *offset_obj = NULL, *groups = NULL,
+        *acked = NULL;
+    unsigned char *symbols = NULL;
+    long long *ticks_at = NULL;
+    Py_buffer counts_view = {0}, values_view = {0};
+    int counts_held = 0, values_held = 0;
+
+    /* The parse, as _transport_feedback: every malformed case before anything is touched. */
+    if (end < at + 12) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    unsigned base_seq = (unsigned)p[at + 4] << 8 | p[at + 5];
+    Py_ssize_t count = (Py_ssize_t)p[at + 6] << 8 | p[at + 7];
+    long long reference = (long long)p[at + 8] << 16 | (long long)p[at + 9] << 8 | p[at + 10];
+    reference -= (reference & 0x800000) << 1;
+    Py_ssize_t pos = at + 12;
+    symbols = PyMem_Malloc(count > 0 ? (size_t)count : 1);
+    ticks_at = PyMem_Malloc((count > 0 ? (size_t)count : 1) * sizeof(long long));
+    if (symbols == NULL || ticks_at == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t n = 0;
+    while (n < count) {
+        if (pos + 2 > end) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        unsigned chunk = (unsigned)p[pos] << 8 | p[pos + 1];
+        pos += 2;
+        if (!(chunk & 0x8000)) {
+            Py_ssize_t run = chunk & 0x1FFF;
+            for (Py_ssize_t i = 0; i < run && n < count; i++)
+                symbols[n++] = chunk >> 13 & 3;
+        }
+        else if (chunk & 0x4000) {
+            for (int shift = 12; shift >= 0 && n < count; shift -= 2)
+                symbols[n++] = chunk >> shift & 3;
+        }
+        else {
+            for (int shift = 13; shift >= 0 && n < count; shift--)
+                symbols[n++] = chunk >> shift & 1;
+        }
+    }
+    for (Py_ssize_t i = 0; i < count; i++)
+        if (symbols[i] == 3) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+    long long ticks = reference * 256;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (symbols[i] == 1) {
+            if (pos >= end) {
+                result = Py_NewRef(Py_None);
+                goto done;
+            }
+            ticks += p[pos++];
+        }
+        else if (symbols[i] == 2) {
+            if (pos + 2 > end) {
+                result = Py_NewRef(Py_None);
+                goto done;
+            }
+            ticks += (int16_t)((uint16_t)p[pos] << 8 | p[pos + 1]);
+            pos += 2;
+        }
+        ticks_at[i] = ticks;
+    }
+
+    const int32_t *seqs = ring->views[R_SEQS].buf;
+    const double *sent_at = ring->views[R_SENT_AT].buf;
+    const uint32_t *sizes = ring->views[R_SIZES].buf;
+    unsigned char *states = ring->views[R_STATES].buf;
+    Py_ssize_t mask = ring->mask;
+    for (Py_ssize_t i = 0; i < count; i++) {  /* what would take Python's big ints goes the Python way */
+        unsigned seq = (base_seq + (unsigned)i) & 0xFFFF;
+        if (symbols[i] != 0 && seqs[seq & mask] == (int32_t)seq && !FITS(sent_at[seq & mask] * TIMESTAMP_UNITS)) {
+            result = Py_NewRef(Py_NotImplemented);
+            goto done;
+        }
+    }
+    PyObject *last_obj = PyObject_GetAttr(estimator, last_arrival_name);
+    if (last_obj == NULL)
+        goto done;
+    int has_last = last_obj != Py_None;
+    double last_arrival_ms = has_last ? PyFloat_AsDouble(last_obj) : 0.0;
+    Py_DECREF(last_obj);
+    if (has_last && last_arrival_ms == -1.0 && PyErr_Occurred())
+        goto done;
+    groups_t g = {0};
+    acked_t a = {0};
+    if ((groups = PyObject_GetAttr(estimator, groups_name)) == NULL || read_groups(groups, &g) < 0
+            || (acked = PyObject_GetAttr(estimator, acked_name)) == NULL)
+        goto done;
+    if (acked_buffer(acked, counts_name, &counts_view) < 0)
+        goto done;
+    counts_held = 1;
+    if (acked_buffer(acked, values_name, &values_view) < 0)
+        goto done;
+    values_held = 1;
+    a.counts = counts_view.buf;
+    a.values = values_view.buf;
+    if (get_ll(acked, origin_index_name, &a.origin_index, NULL) < 0
+            || get_ll(acked, origin_ms_name, &a.origin_ms, &a.has_origin) < 0
+            || get_ll(acked, count_name, &a.count, NULL) < 0 || get_ll(acked, value_name, &a.value, NULL) < 0)
+        goto done;
+
+    PyObject *reference_time = PyFloat_FromDouble((double)reference * 0.064);
+    if (reference_time == NULL)
+        goto done;
+    offset_obj = PyObject_CallMethodOneArg(estimator, unwrap_name, reference_time);
+    Py_DECREF(reference_time);
+    if (offset_obj == NULL)
+        goto done;
+    double offset = PyFloat_AsDouble(offset_obj);
+    if (offset == -1.0 && PyErr_Occurred())
+        goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (symbols[i] == 0)
+            continue;
+        double arrival_ms = ((double)ticks_at[i] / 4000.0 + offset) * 1000.0;
+        if (!FITS(arrival_ms)) {  /* beyond any clock: after _unwrap, so not exactly the Python path's */
+            PyErr_SetString(PyExc_OverflowError, "transport_cc: an arrival time out of range");
+            goto done;
+        }
+    }
+
+    /* The estimator's loop. */
+    if ((detections = PyList_New(0)) == NULL || (lost_seqs = PyList_New(0)) == NULL)
+        goto done;
+    long long lost = 0, reported = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        unsigned seq = (base_seq + (unsigned)i) & 0xFFFF;
+        Py_ssize_t slot = seq & mask;
+        if (seqs[slot] != (int32_t)seq)
+            continue;
+        unsigned char state = states[slot];
+        if (symbols[i] == 0) {
+            PyObject *s = PyLong_FromLong((long)seq);
+            if (s == NULL || PyList_Append(lost_seqs, s) < 0) {
+                Py_XDECREF(s);
+                goto done;
+            }
+            Py_DECREF(s);
+            if (state == 0) {
+                states[slot] = 1;
+                lost++;
+                reported++;
+            }
+            continue;
+        }
+        if (state == 2)
+            continue;
+        if (state == 1)
+            lost--;
+        else
+            reported++;
+        states[slot] = 2;
+        double arrival_ms = ((double)ticks_at[i] / 4000.0 + offset) * 1000.0;
+        if (has_last && arrival_ms - last_arrival_ms > ACKED_WINDOW_MS)
+            acked_reset(&a);
+        last_arrival_ms = arrival_ms;
+        has_last = 1;
+        long long whole_ms = (long long)arrival_ms;
+        long long size = sizes[slot];
+        acked_add(&a, size, whole_ms);
+        long long timestamp = (long long)(sent_at[slot] * TIMESTAMP_UNITS) & 0xFFFFFFFFLL;
+        long long deltas[3];
+        if (groups_add(&g, timestamp, whole_ms, size, deltas)) {
+            PyObject *d = Py_BuildValue("((LLL)L)", deltas[0], deltas[1], deltas[2], whole_ms);
+            if (d == NULL || PyList_Append(detections, d) < 0) {
+                Py_XDECREF(d);
+                goto done;
+            }
+            Py_DECREF(d);
+        }
+    }
+    if (write_groups(groups, &g) < 0 || set_ll(acked, origin_index_name, a.origin_index, 1) < 0
+            || set_ll(acked, origin_ms_name, a.origin_ms, a.has_origin) < 0
+            || set_ll(acked, count_name, a.count, 1) < 0 || set_ll(acked, value_name, a.value, 1) < 0)
+        goto done;
+    PyObject *last = has_last ? PyFloat_FromDouble(last_arrival_ms) : Py_NewRef(Py_None);
+    if (last == NULL)
+        goto done;
+    result = Py_BuildValue("(LLNOO)", lost, reported, last, detections, lost_seqs);
+done:
+    if (counts_held)
+        PyBuffer_Release(&counts_view);
+    if (values_held)
+        PyBuffer_Release(&values_view);
+    PyBuffer_Release(&packet_view);
+    PyMem_Free(symbols);
+    PyMem_Free(ticks_at);
+    Py_XDECREF(detections);
+    Py_XDECREF(lost_seqs);
+    Py_XDECREF(offset_obj);
+    Py_XDECREF(groups);
+    Py_XDECREF(acked);
+    return result;
+}
 
 /* ---- the fan-out --------------------------------------------------------------------------------- */
 
@@ -526,6 +989,11 @@ static PyMethodDef methods[] = {
      "Forward one RTP packet of a stream on each of its legs, as each leg's forward(packet, payload, seq,\n"
      "ts, elements, now) would, `elements` being extensions.body(found, leg.ext_map) (b\"\" without\n"
      "`found`): the common case here, every other leg through its own forward."},
+    {"transport_cc", (PyCFunction)(void (*)(void))transport_cc, METH_FASTCALL,
+     "transport_cc(ring, packet, at, end, estimator)\n\n"
+     "The transport-cc FCI in packet[at:end] through the SendSideEstimator's per-packet loop (the ring's\n"
+     "arrays, its _AckedRate and _Groups): None when malformed, NotImplemented when the Python path must\n"
+     "take it, else (lost, reported, last_arrival_ms, [(deltas, arrival_ms)], [lost seq the ring holds])."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -546,6 +1014,15 @@ PyInit__fanout(void)
     queue_name = PyUnicode_InternFromString("_queue");
     if (port_session_name == NULL || transport_out_name == NULL || forward_name == NULL || queue_name == NULL)
         return NULL;
+    PyObject **names[] = {&unwrap_name, &groups_name, &acked_name, &last_arrival_name, &first_name, &last_name,
+                          &arrival_name, &size_name, &previous_name, &counts_name, &values_name,
+                          &origin_index_name, &origin_ms_name, &count_name, &value_name};
+    const char *const strings[] = {"_unwrap", "_groups", "_acked", "_last_arrival_ms", "first", "last", "arrival",
+                                   "size", "previous", "_counts", "_values", "_origin_index", "_origin_ms",
+                                   "_count", "_value"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if ((*names[i] = PyUnicode_InternFromString(strings[i])) == NULL)
+            return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

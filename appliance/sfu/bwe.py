@@ -31,6 +31,7 @@ _LOSS_DECREASE_INTERVAL = 0.3
 # the first 0.4 s, +13% averaged over the one-second window).
 _PROBED = 1.25
 _GROUP_LENGTH = (TIMESTAMP_GROUP_LENGTH_MS << INTER_ARRIVAL_SHIFT) // 1000  # in send-time units
+_EMPTY_WINDOW = array("q", bytes(8 * _ACKED_WINDOW_MS))
 
 
 class _Groups:
@@ -90,17 +91,18 @@ class _Kalman(OveruseEstimator):
 class _AckedRate:
     """aiortc's RateCounter (rate.py) over one second, in bit/s: bytes in 1 ms buckets. Its `add`
     runs for every packet every subscriber reports received; a gap clears what fell out of the
-    window at once rather than one millisecond at a time."""
+    window at once rather than one millisecond at a time. Its buckets are arrays that the compiled
+    feedback (_fanout.transport_cc) updates too."""
 
     __slots__ = ("_counts", "_values", "_origin_index", "_origin_ms", "_count", "_value")
 
     def __init__(self) -> None:
-        self._counts = [0] * _ACKED_WINDOW_MS
-        self._values = [0] * _ACKED_WINDOW_MS
+        self._counts = array("q", _EMPTY_WINDOW)
+        self._values = array("q", _EMPTY_WINDOW)
         self.reset()
 
     def reset(self) -> None:
-        self._counts[:] = self._values[:] = [0] * _ACKED_WINDOW_MS
+        self._counts[:] = self._values[:] = _EMPTY_WINDOW
         self._origin_index = 0
         self._origin_ms: int | None = None
         self._count = self._value = 0
@@ -144,7 +146,7 @@ class _AckedRate:
             return
         steps, counts, values, index = start - origin, self._counts, self._values, self._origin_index
         if steps >= _ACKED_WINDOW_MS:
-            counts[:] = values[:] = [0] * _ACKED_WINDOW_MS
+            counts[:] = values[:] = _EMPTY_WINDOW
             self._count = self._value = 0
         else:
             for _ in range(steps):
@@ -249,6 +251,16 @@ class SendSideEstimator:
             if deltas is not None:
                 self._detect(deltas, whole_ms)
         self._last_arrival_ms = last_arrival_ms
+        self._update_delay_based(now)
+        self._update_loss_based(lost, reported, now)
+
+    def fed_back(self, lost: int, reported: int, last_arrival_ms: float | None,
+                 detections: list[tuple[tuple[int, int, int], int]], now: float) -> None:
+        """The rest of `feedback` after the compiled per-packet loop (_fanout.transport_cc), which
+        gives its counts, the latest arrival and the groups' deltas in order."""
+        self._last_arrival_ms = last_arrival_ms
+        for deltas, arrival_ms in detections:
+            self._detect(deltas, arrival_ms)
         self._update_delay_based(now)
         self._update_loss_based(lost, reported, now)
 

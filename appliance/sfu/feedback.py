@@ -117,15 +117,22 @@ def receiver_blocks(packet: bytes) -> list[ReportBlock]:
 def transport_feedback(packet: bytes) -> list[TransportFeedback]:
     """Each transport-wide congestion control feedback in a compound RTCP packet."""
     out = []
-    for first, pt, offset, end in _parts(packet):
-        if pt == PT_RTPFB and first & 0x1F == FMT_TRANSPORT_CC:
-            feedback = _transport_feedback(packet, offset + 8, _content_end(packet, first, offset, end))
-            if feedback is not None:
-                out.append(feedback)
+    for at, end in transport_feedback_spans(packet):
+        feedback = transport_feedback_at(packet, at, end)
+        if feedback is not None:
+            out.append(feedback)
     return out
 
 
-def _transport_feedback(packet: bytes, at: int, end: int) -> TransportFeedback | None:
+def transport_feedback_spans(packet: bytes) -> list[tuple[int, int]]:
+    """Where the FCI (from its media SSRC to before any padding) of each transport-wide congestion
+    control feedback in a compound RTCP packet lies."""
+    return [(offset + 8, _content_end(packet, first, offset, end)) for first, pt, offset, end in _parts(packet)
+            if pt == PT_RTPFB and first & 0x1F == FMT_TRANSPORT_CC]
+
+
+def transport_feedback_at(packet: bytes, at: int, end: int) -> TransportFeedback | None:
+    """The feedback whose FCI is packet[at:end] (transport_feedback_spans), None when malformed."""
     if end < at + 12:
         return None
     media_ssrc, base_seq, count, reference = _TRANSPORT_CC.unpack_from(packet, at)

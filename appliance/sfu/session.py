@@ -267,9 +267,8 @@ class CallSession:
         from_receiver(packet, legs, repair, now)
         transport = self.transport_out
         if transport is not None:
-            for report in feedback.transport_feedback(packet):
-                transport.estimator.feedback(report, now)
-                for leg, out_seq, was_resend in transport.lost(report):
+            for at, end in feedback.transport_feedback_spans(packet):
+                for leg, out_seq, was_resend in transport.fed_back(packet, at, end, now):
                     if legs.get(leg.ssrc) is leg:
                         repair.resend_lost(leg, out_seq, was_resend, now)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from array import array
 from collections.abc import Callable
+from types import NotImplementedType
 from typing import TYPE_CHECKING
 
 from . import feedback
@@ -23,16 +24,25 @@ FEEDBACK_INTERVAL = 0.1  # libwebrtc's receivers report every 50-250 ms
 MAX_REPORTED = 1000  # sequence numbers per feedback; older unreported ones are dropped
 
 
-def _ring_class() -> Callable[..., object] | None:
-    """The compiled fan-out's holder of a sender's arrays (fanout.py), None without the extension."""
+# transport_cc(ring, packet, at, end, estimator): the compiled per-packet part of a feedback (_fanout.c):
+# (lost, reported, last arrival in ms, the groups' deltas with their arrival, the lost seqs the ring holds).
+FedBack = tuple[int, int, float | None, list[tuple[tuple[int, int, int], int]], list[int]]
+TransportCC = Callable[[object, bytes, int, int, SendSideEstimator], FedBack | NotImplementedType | None]
+
+
+def _compiled() -> tuple[Callable[..., object] | None, TransportCC | None]:
+    """The compiled fan-out's holder of a sender's arrays (fanout.py) and its feedback loop, None
+    without the extension."""
     try:
-        ring: Callable[..., object] = importlib.import_module("appliance.sfu._fanout").Ring
+        extension = importlib.import_module("appliance.sfu._fanout")
     except ImportError:
-        return None
-    return ring
+        return None, None
+    ring: Callable[..., object] = extension.Ring
+    transport_cc: TransportCC | None = getattr(extension, "transport_cc", None)  # None: a build from before it
+    return ring, transport_cc
 
 
-_RING = _ring_class()
+_RING, _TRANSPORT_CC = _compiled()
 
 
 class TransportReceiver:
@@ -110,6 +120,36 @@ class TransportSender:
         self._legs[slot] = leg
         self._out_seqs[slot] = out_seq
         self._resends[slot] = resend
+
+    def fed_back(self, packet: bytes, at: int, end: int, now: float) -> list[tuple[Leg, int, bool]]:
+        """The transport-cc feedback in packet[at:end] (feedback.transport_feedback_spans) through the
+        estimator; what `lost` gives for it. Compiled where the extension is, as the Python path."""
+        ring = self.ring
+        if ring is not None and _TRANSPORT_CC is not None:
+            done = _TRANSPORT_CC(ring, packet, at, end, self.estimator)
+            if done is None:  # malformed
+                return []
+            if isinstance(done, tuple):  # else values only Python's integers hold: the Python path
+                lost, reported, last_arrival_ms, detections, lost_seqs = done
+                self.estimator.fed_back(lost, reported, last_arrival_ms, detections, now)
+                return self._unnoted(lost_seqs)
+        report = feedback.transport_feedback_at(packet, at, end)
+        if report is None:
+            return []
+        self.estimator.feedback(report, now)
+        return self.lost(report)
+
+    def _unnoted(self, seqs: list[int]) -> list[tuple[Leg, int, bool]]:
+        """`lost`'s result for the reported-lost `seqs` the estimator still holds."""
+        out = []
+        legs = self._legs
+        for seq in seqs:
+            slot = seq & _SLOT
+            leg = legs[slot]
+            if leg is not None:
+                out.append((leg, self._out_seqs[slot], bool(self._resends[slot])))
+                legs[slot] = None
+        return out
 
     def lost(self, report: feedback.TransportFeedback) -> list[tuple[Leg, int, bool]]:
         """(leg, out_seq, was a retransmission) of each noted packet the report says was lost,
