@@ -74,6 +74,26 @@ def test_the_box_runs_its_workers_as_nodes_of_one_store(box):
     assert {s.labels["worker"] for s in families["edgecall_service_up"].samples} == {str(i) for i in range(WORKERS)}
 
 
+async def join_until_every_worker_holds_one(api: Api, pub_id: str, listed: list[dict],
+                                             subscribers: list[RTCPeerConnection], frames: list[Frames]) -> None:
+    """Subscribers of the publisher's track join through `api` until every worker in `listed` holds a
+    connected session (each lands on one at random), SUBSCRIBERS_AT_MOST at most; their PeerConnections
+    and decoded frames go into `subscribers` and `frames`, for the caller to close."""
+    holders: dict[str, float] = {}
+    for _ in range(SUBSCRIBERS_AT_MOST):
+        pc = RTCPeerConnection()
+        received: list = []
+        pc.on("track", received.append)
+        subscribers.append(pc)
+        await pull(api, pc, pub_id)
+        await connected(pc)
+        frames.append(Frames(received[0]))
+        holders = {w["api"]: metric(w["api"], "edgecall_sfu_connected_sessions") for w in listed}
+        if all(holders.values()):
+            return
+    raise AssertionError(f"every session landed on one worker after {len(subscribers)} subscribers: {holders}")
+
+
 async def test_a_track_crosses_workers_and_a_killed_workers_calls_go_on(box):
     api = Api(box)
     listed = workers(box)
@@ -83,19 +103,7 @@ async def test_a_track_crosses_workers_and_a_killed_workers_calls_go_on(box):
     try:
         pub_id = await publish(api, publisher, {"v": VideoStreamTrack()})
         await connected(publisher)
-        holders: dict[str, float] = {}
-        for _ in range(SUBSCRIBERS_AT_MOST):
-            pc = RTCPeerConnection()
-            received: list = []
-            pc.on("track", received.append)
-            subscribers.append(pc)
-            await pull(api, pc, pub_id)
-            await connected(pc)
-            frames.append(Frames(received[0]))
-            holders = {w["api"]: metric(w["api"], "edgecall_sfu_connected_sessions") for w in listed}
-            if all(holders.values()):
-                break
-        assert all(holders.values()), f"every session landed on one worker after {len(subscribers)} subscribers"
+        await join_until_every_worker_holds_one(api, pub_id, listed, subscribers, frames)
         for each in frames:
             await each.after(0.0, 5)
         publishing = next(w for w in listed if metric(w["api"], "edgecall_sfu_published_tracks"))

@@ -8,17 +8,14 @@ from aiortc import RTCPeerConnection
 from aiortc.mediastreams import VideoStreamTrack
 
 from tests.integration.test_cluster_calls import clustered
-from tests.integration.test_failover import Frames, pull
-from tests.integration.test_workers import WORKERS, metric, workers
+from tests.integration.test_failover import Frames
+from tests.integration.test_workers import WORKERS, join_until_every_worker_holds_one, metric, workers
 from tests.lab.appliance import healthz
 from tests.lab.calls_api import AsyncApi as Api
 from tests.lab.calls_api import connected, publish
 from tests.lab.nats import nats_servers
 
 __all__ = ["nats_servers"]  # the fixture, used below by name
-
-SUBSCRIBERS_AT_MOST = 12  # pages join box B until each of its workers holds a session (each lands at random)
-
 
 def with_workers(text: str) -> str:
     for table in ("[sfu]\n", "[turn]\n"):
@@ -40,19 +37,7 @@ async def test_a_track_published_on_one_box_reaches_every_worker_of_another(nats
     try:
         pub_id = await publish(api_a, publisher, {"v": VideoStreamTrack()})
         await connected(publisher)
-        holders: dict[str, float] = {}
-        for _ in range(SUBSCRIBERS_AT_MOST):
-            pc = RTCPeerConnection()
-            received: list = []
-            pc.on("track", received.append)
-            subscribers.append(pc)
-            await pull(api_b, pc, pub_id)
-            await connected(pc)
-            frames.append(Frames(received[0]))
-            holders = {w["api"]: metric(w["api"], "edgecall_sfu_connected_sessions") for w in b_workers}
-            if all(holders.values()):
-                break
-        assert all(holders.values()), f"every session landed on one worker of B after {len(subscribers)} subscribers"
+        await join_until_every_worker_holds_one(api_b, pub_id, b_workers, subscribers, frames)
         for each in frames:
             await each.after(0.0, 5)
         # Each worker of B receives the track on a trunk of its own: none is forwarded to it by the other.
