@@ -8,7 +8,7 @@ from aiortc.rtcdtlstransport import RTCCertificate
 from aiortc.rtcicetransport import RTCIceCandidate
 
 from ..logs import get_logger
-from ..plumbing.drops import ReceiveDropsCollector
+from ..plumbing.drops import count_drops
 from ..service import StartError
 from .dtls import DtlsContext
 from .ice import host_candidates
@@ -27,7 +27,7 @@ class MediaService:
         self.certificate = RTCCertificate.generateCertificate()
         self.port = MediaPort(DtlsContext(self.certificate))
         self.io: MediaIO | None = None
-        box.registry.register(ReceiveDropsCollector("media", lambda: self.io.udp_sockets if self.io else []))
+        count_drops(box.registry, "media", lambda: self.io.udp_sockets if self.io else [])
         self.udp: list[tuple[str, int]] = []
         self.tcp: list[tuple[str, int]] = []
 

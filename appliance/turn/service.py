@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ..logs import get_logger
-from ..plumbing.drops import ReceiveDropsCollector
+from ..plumbing.drops import count_drops
 from ..service import StartError, banner_secret
 from .credentials import REST, RevocationsFull, parse_username
 from .io import TurnIO
@@ -38,6 +38,10 @@ USAGE_METRICS = {
     "packets_to_client": "Packets relayed from peers to clients, by customIdentifier.",
     "dropped": "Packets dropped (no permission, over a rate limit), by customIdentifier.",
 }
+# Family names where the usage's own would take another family's: edgecall_turn_dropped is by reason. A
+# scrape that names a family twice is refused whole by Prometheus.
+USAGE_FAMILIES = {name: f"edgecall_turn_{name}" for name in USAGE_METRICS} | {
+    "dropped": "edgecall_turn_dropped_by_identifier"}
 
 # RFC 7443: the ALPN ids of TURN and STUN over TLS.
 ALPN = ["stun.turn", "stun.nat-discovery"]
@@ -71,7 +75,7 @@ class TurnService:
         self._shared: SharedRevocations | None = None
         self._following: asyncio.Task[None] | None = None
         box.registry.register(_TurnCollector(self))
-        box.registry.register(ReceiveDropsCollector("turn", lambda: self.io.udp_sockets if self.io else []))
+        count_drops(box.registry, "turn", lambda: self.io.udp_sockets if self.io else [])
 
     @property
     def config(self) -> TurnConfig:
@@ -257,7 +261,7 @@ class _TurnCollector:
                 refused.add_metric([issuer, quota], core.quotas.refused.get((issuer, quota), 0))
         yield refused
         families = {
-            name: CounterMetricFamily(f"edgecall_turn_{name}", help_text, labels=["identifier"])
+            name: CounterMetricFamily(USAGE_FAMILIES[name], help_text, labels=["identifier"])
             for name, help_text in USAGE_METRICS.items()
         }
         top = top_identifiers(core.usage_by_identifier(self.service.clock()), self.service.config.metrics_identifiers)

@@ -177,6 +177,10 @@ def test_turn_metrics(box, peer):
     line = next(l for l in text.splitlines() if l.startswith('edgecall_turn_bytes_to_client_total{identifier="metered"}'))
     assert float(line.split()[-1]) >= 1000
     assert 'edgecall_turn_dropped_total{reason="no_permission"}' in text
+    assert 'edgecall_turn_dropped_by_identifier_total{identifier="metered"}' in text
+    # Prometheus refuses a whole scrape that names a metric family twice.
+    families = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert len(families) == len(set(families)), sorted(f for f in families if families.count(f) > 1)
 
 
 def test_stun_binding_is_answered_on_every_listener(box):

@@ -8,7 +8,7 @@ from appliance.api.server import make_app
 from appliance.config import parse_config
 from appliance.runner import Box
 from appliance.turn import Usage
-from appliance.turn.service import USAGE_METRICS, TurnService
+from appliance.turn.service import USAGE_FAMILIES, USAGE_METRICS, TurnService
 from appliance.turn.usage import OTHER, top_identifiers
 from tests.unit.turn.harness import NOW, Lab, ok
 
@@ -42,7 +42,7 @@ def test_5000_identifiers_make_a_small_scrape_that_still_adds_up():
     families = {f.name: f for f in text_string_to_metric_families(text)}
     expected = turn.core.usage_by_identifier(NOW)
     for name in USAGE_METRICS:
-        samples = families[f"edgecall_turn_{name}"].samples
+        samples = families[USAGE_FAMILIES[name]].samples
         labels = [s.labels["identifier"] for s in samples]
         assert len(samples) == 51 and OTHER in labels
         assert set(labels) - {OTHER} == {f"user{i}" for i in range(4951, 5001)}

@@ -1,9 +1,9 @@
 """UDP listeners' receive buffers and the kernel's drops at them, on loopback sockets."""
 import socket
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
-from appliance.plumbing.drops import ReceiveDropsCollector
+from appliance.plumbing.drops import count_drops
 from appliance.plumbing.udp import grow_receive_buffer, receive_drops, udp_socket
 
 
@@ -30,7 +30,8 @@ def test_the_drops_at_a_full_buffer_are_counted_and_scraped():
     try:
         full.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # room for a few datagrams only
         registry = CollectorRegistry()
-        registry.register(ReceiveDropsCollector("media", lambda: [full, other]))
+        count_drops(registry, "media", lambda: [full])
+        count_drops(registry, "turn", lambda: [other])
         assert receive_drops([full, other]) == 0
         for _ in range(200):
             sender.sendto(b"x" * 1000, full.getsockname())
@@ -44,6 +45,9 @@ def test_the_drops_at_a_full_buffer_are_counted_and_scraped():
         assert receive_drops([full, other]) == 200 - queued > 0
         assert receive_drops([other]) == 0
         assert registry.get_sample_value("edgecall_udp_receive_drops_total", {"sockets": "media"}) == 200 - queued
+        assert registry.get_sample_value("edgecall_udp_receive_drops_total", {"sockets": "turn"}) == 0
+        # One family for both services: a scrape may name a metric family only once.
+        assert generate_latest(registry).decode().count("# TYPE edgecall_udp_receive_drops_total") == 1
     finally:
         for sock in (full, other, sender):
             sock.close()
