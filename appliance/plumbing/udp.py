@@ -78,13 +78,15 @@ def grow_receive_buffer(sock: socket.socket, size: int = RECEIVE_BUFFER) -> int:
 
 def receive_drops(socks: list[socket.socket]) -> int:
     """Datagrams the kernel dropped at these sockets since they were made (full receive buffers, bad
-    checksums), from /proc/net/udp and udp6 of this process's network namespace."""
-    inodes = set()
-    for sock in socks:
-        if sock.fileno() >= 0:
-            inodes.add(os.fstat(sock.fileno()).st_ino)
+    checksums)."""
+    return udp_drops({os.fstat(sock.fileno()).st_ino for sock in socks if sock.fileno() >= 0})
+
+
+def udp_drops(inodes: set[int], pid: int | str = "self") -> int:
+    """Datagrams the kernel dropped at the UDP sockets with these inodes, from /proc/net/udp and udp6 (the
+    last column) of `pid`'s network namespace."""
     total = 0
-    for table in ("/proc/self/net/udp", "/proc/self/net/udp6"):
+    for table in (f"/proc/{pid}/net/udp", f"/proc/{pid}/net/udp6"):
         try:
             with open(table) as lines:
                 next(lines)

@@ -530,7 +530,7 @@ class MediaPort:
         else:
             session.srtp_rx = session.srtp_tx = None
         srtp_rx = session.srtp_rx
-        session.rx_context = (recvbatch.context(srtp_rx) if srtp_rx is not None and self.recvbatch is not None
+        session.rx_context = (sendbatch.srtp_address(srtp_rx) if srtp_rx is not None and self.recvbatch is not None
                               else None)
         listener, srtp, addr = session.listener, session.srtp_tx, session.addr
         session.tx_target = (sendbatch.target(srtp, listener.sink.family, addr)

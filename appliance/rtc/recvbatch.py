@@ -11,10 +11,9 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pylibsrtp
 from pylibsrtp._binding import ffi, lib  # type: ignore[import-not-found]  # cffi's compiled module: no stubs
 
-from .sendbatch import SIGNATURE, srtp_address
+from .sendbatch import SIGNATURE
 
 Address = tuple  # as socket.recvfrom gives it: (host, port) or (host, port, flowinfo, scope_id)
 
@@ -49,7 +48,3 @@ def _load() -> RecvBatch | None:
 
 EXTENSION = _load()
 
-
-def context(srtp: pylibsrtp.Session) -> int:
-    """What `unprotect` takes for `srtp`: the address of its srtp_t (the session must outlive its use)."""
-    return srtp_address(srtp)

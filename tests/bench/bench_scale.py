@@ -41,7 +41,8 @@ import psutil
 from appliance.sfu import sdp
 from tests.bench.box import UNLIMITED_APP, tree_cpu
 from tests.bench.janus import janus_fanout, janus_missing, janus_version
-from tests.bench.leg_sink import BoxLeg, JanusLeg, Leg, Sink, udp_drops
+from appliance.plumbing.udp import udp_drops
+from tests.bench.leg_sink import BoxLeg, JanusLeg, Leg, Sink
 from tests.bench.sfu_load import AUDIO_PT, VIDEO_PT, LoadPeer
 from tests.lab.appliance import REPO, box_config, free_port
 

@@ -23,6 +23,7 @@ from typing import Protocol
 
 import psutil
 
+from appliance.plumbing.udp import udp_drops
 from appliance.sfu import extensions
 from appliance.sfu.extensions import ONE_BYTE_PROFILE
 from tests.bench.janus_peer import JanusPeer
@@ -217,16 +218,3 @@ def _enter_namespace_of(sock: socket.socket) -> None:
             raise OSError(ctypes.get_errno(), "setns into a leg's namespace")
     finally:
         os.close(namespace)
-
-
-def udp_drops(inodes: set[int], pid: int | str = "self") -> int:
-    """Datagrams the kernel dropped at these UDP sockets, by inode, from the /proc/net/udp (its last
-    column) of `pid`'s network namespace."""
-    total = 0
-    with open(f"/proc/{pid}/net/udp") as table:
-        next(table)
-        for line in table:
-            fields = line.split()
-            if int(fields[9]) in inodes:
-                total += int(fields[12])
-    return total

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.rtc import recvbatch
+from appliance.rtc import recvbatch, sendbatch
 from appliance.rtc.dtls import SrtpKeys
 from appliance.rtc.port import Listener, MediaPort
 from appliance.plumbing.udp import READ_BATCH
@@ -179,7 +179,7 @@ def unprotect_both(profile: int, inputs: list[tuple[bool, bytes]]) -> tuple[list
             python.append(by_python.unprotect_rtcp(data) if is_rtcp else by_python.unprotect(data))
         except (pylibsrtp.Error, ValueError):
             python.append(None)
-        c.append(ext.unprotect(ext.rtcp if is_rtcp else ext.rtp, recvbatch.context(by_c), data))
+        c.append(ext.unprotect(ext.rtcp if is_rtcp else ext.rtp, sendbatch.srtp_address(by_c), data))
     return python, c
 
 
