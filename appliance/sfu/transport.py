@@ -140,7 +140,8 @@ class TransportSender:
         return self.lost(report)
 
     def _unnoted(self, seqs: list[int]) -> list[tuple[Leg, int, bool]]:
-        """`lost`'s result for the reported-lost `seqs` the estimator still holds."""
+        """(leg, out_seq, was a retransmission) of each of `seqs` (reported lost, still held by the
+        estimator) whose packet is noted, each once."""
         out = []
         legs = self._legs
         for seq in seqs:
@@ -154,13 +155,5 @@ class TransportSender:
     def lost(self, report: feedback.TransportFeedback) -> list[tuple[Leg, int, bool]]:
         """(leg, out_seq, was a retransmission) of each noted packet the report says was lost,
         each once."""
-        out = []
-        holds, legs = self.estimator.holds, self._legs
-        for seq, arrival in report.packets:  # every packet sent, once: the received ones cost one test
-            if arrival is None:
-                slot = seq & _SLOT
-                leg = legs[slot]
-                if leg is not None and holds(seq):
-                    out.append((leg, self._out_seqs[slot], bool(self._resends[slot])))
-                    legs[slot] = None
-        return out
+        holds = self.estimator.holds
+        return self._unnoted([seq for seq, arrival in report.packets if arrival is None and holds(seq)])
