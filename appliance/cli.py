@@ -156,12 +156,17 @@ def cmd_announce(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from .workers import plan
+
     config = _load(args.file)
     if config is None:
         return EXIT_CONFIG
     print(f"{args.file or EMBEDDED}: OK")
     for line in summary(config):
         print(f"  {line}")
+    # On this machine: one per core (the default) depends on where it runs.
+    sfu, turn = plan.counts(config)
+    print(f"  processes here: {plan.processes(config)} (SFU in {sfu}, TURN in {turn})")
     return 0
 
 

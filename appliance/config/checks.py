@@ -105,10 +105,9 @@ def _turn(config: Config) -> Iterator[Finding]:
     if turn.stream_idle_timeout <= 0:
         yield ("turn", "stream_idle_timeout"), "expected more than 0 seconds"
     ports = turn.relay_ports.last - turn.relay_ports.first + 1
-    workers = turn.workers or usable_cores()
-    if workers > ports:
-        yield ("turn", "workers"), (f"expected at most one worker per relay port: {workers} workers cannot share "
-                                    f"the {ports} port(s) of turn.relay_ports ({turn.relay_ports})")
+    if turn.workers > ports:  # one per core (0) takes no more than there are ports
+        yield ("turn", "workers"), (f"expected at most one worker per relay port: {turn.workers} workers cannot "
+                                    f"share the {ports} port(s) of turn.relay_ports ({turn.relay_ports})")
 
 
 def _secrets(config: Config) -> Iterator[Finding]:

@@ -74,9 +74,10 @@ class SfuConfig:
     # unanswered (they fall back to keyframe requests) and publishers get none.
     retransmissions: bool = True
     # Worker processes that carry sessions (appliance/workers/): the kernel spreads the media port's
-    # flows over them. 0: one per core. With more than one, the workers share a store (the cluster's,
-    # or a nats-server of their own on loopback) and trunk tracks to each other as boxes do.
-    workers: NonNegative = 1
+    # flows over them. 0 (the default): one per core; 1: a single process. With more than one, the
+    # workers share a store (the cluster's, or a nats-server of their own on loopback) and trunk
+    # tracks to each other as boxes do.
+    workers: NonNegative = 0
 
 
 @dataclass(frozen=True)
@@ -135,10 +136,10 @@ class TurnConfig:
     # Revoked credentials held at once (each until it expires); past it a revocation answers 503.
     max_revocations: Count = 50_000
     keys: tuple[TurnKeyConfig, ...] = ()
-    # Worker processes that relay (0: one per core): each owns an equal slice of relay_ports, and
-    # the kernel spreads the listeners' flows and connections over them. Limits (quotas, max_streams)
-    # hold per worker.
-    workers: NonNegative = 1
+    # Worker processes that relay (0, the default: one per core, at most one per relay port): each
+    # owns an equal slice of relay_ports, and the kernel spreads the listeners' flows and connections
+    # over them. Limits (quotas, max_streams) hold per worker.
+    workers: NonNegative = 0
 
     @property
     def relay_addresses(self) -> tuple[IPAddr, ...]:

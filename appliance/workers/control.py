@@ -60,6 +60,8 @@ class ControlProxy:
         answers = await asyncio.gather(*(self.ask(index, line) for index in range(self.count)))
         first = next((a for a in answers if not a.get("error")), answers[0])
         combined = dict(first)
+        if "node" in combined:  # the box's, not the answering worker's (the workers are listed below)
+            combined["node"] = self.config.node.id
         combined["ok"] = all(a.get("ok") for a in answers)
         problems = [p for a in answers for p in a.get("problems", []) if p not in first.get("problems", [])]
         if problems:

@@ -22,10 +22,11 @@ PLAN = "EDGECALL_WORKER"  # the environment variable a worker finds its plan in 
 
 
 def counts(config: Config) -> tuple[int, int]:
-    """How many workers run the SFU and how many TURN (0 in the config: one per core; a disabled
-    service: none)."""
+    """How many workers run the SFU and how many TURN (0 in the config: one per core, and for TURN
+    at most one per relay port; a disabled service: none)."""
     sfu = (config.sfu.workers or usable_cores()) if config.sfu.enabled else 0
-    turn = (config.turn.workers or usable_cores()) if config.turn.enabled else 0
+    ports = config.turn.relay_ports.last - config.turn.relay_ports.first + 1
+    turn = (config.turn.workers or min(usable_cores(), ports)) if config.turn.enabled else 0
     return sfu, turn
 
 

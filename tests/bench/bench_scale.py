@@ -193,8 +193,8 @@ def _box(workers: int) -> Iterator[tuple[psutil.Process, str]]:
     with tempfile.TemporaryDirectory(prefix="edgecall-bench-") as tmp:
         config = Path(tmp) / "box.toml"
         api_port = free_port("tcp")
-        text = box_config(api_port, free_port("udp"), free_port("udp", "tcp"), UNLIMITED_APP)
-        config.write_text(text.replace("[sfu]\n", f"[sfu]\nworkers = {workers}\n", 1).replace(
+        text = box_config(api_port, free_port("udp"), free_port("udp", "tcp"), UNLIMITED_APP, workers)
+        config.write_text(text.replace(
             "edgecall-test-state", f"edgecall-bench-state-scale-{workers}"))
         proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--config", str(config), "--log-level",
                                  "warning"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

@@ -103,8 +103,7 @@ def _drive(publisher: Publisher, ssrcs: dict[str, int], subscribers: Sequence[Su
 def _box_run(n: int, workdir: Path, workers: int = 1) -> tuple[float, int]:
     config = workdir / f"box-{n}-{workers}.toml"
     api_port = free_port("tcp")
-    config.write_text(box_config(api_port, free_port("udp"), free_port("udp", "tcp")).replace(
-        "[sfu]\n", f"[sfu]\nworkers = {workers}\n", 1))
+    config.write_text(box_config(api_port, free_port("udp"), free_port("udp", "tcp"), workers=workers))
     proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--config", str(config), "--log-level",
                              "warning"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     peers: list[LoadPeer] = []

@@ -106,10 +106,10 @@ def _box(port: int, workdir: Path, workers: int = 1) -> subprocess.Popen:
     config = workdir / f"box-{workers}.toml"
     # coturn runs with no per-allocation limits and no user quota; so does the box here.
     unlimited = "rate_limit_pps = 0\nrate_limit_bps = 0\nnew_peers_per_second = 0\nuser_quota = 1000"
-    text = box_config(free_port("tcp"), free_port("udp"), port).replace(
+    text = box_config(free_port("tcp"), free_port("udp"), port, workers=workers).replace(
         'secrets = ["test-rest-secret"]', f'secrets = ["{SECRET}"]\n{unlimited}'
     )
-    config.write_text(text.replace("[sfu]", "[sfu]\nenabled = false").replace("[turn]", f"[turn]\nworkers = {workers}"))
+    config.write_text(text.replace("[sfu]", "[sfu]\nenabled = false"))
     return subprocess.Popen(
         [sys.executable, "-m", "appliance", "run", "--config", str(config), "--log-level", "warning"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(workdir / "box.log", "w"),

@@ -38,12 +38,11 @@ def tree_cpu(server: psutil.Process) -> float:
 @contextlib.contextmanager
 def running_box(extra: str = "", node: str = "test-box", workers: int = 1) -> Iterator[tuple[subprocess.Popen, str]]:
     """(the box's process, its API's base URL) while the block runs; `extra` is appended TOML; `workers`
-    SFU worker processes (appliance/workers/)."""
+    SFU and TURN worker processes (appliance/workers/)."""
     with tempfile.TemporaryDirectory(prefix="edgecall-bench-") as tmp:
         config = Path(tmp) / "box.toml"
         api_port = free_port("tcp")
-        text = box_config(api_port, free_port("udp"), free_port("udp", "tcp"), extra).replace(
-            "[sfu]\n", f"[sfu]\nworkers = {workers}\n", 1)
+        text = box_config(api_port, free_port("udp"), free_port("udp", "tcp"), extra, workers)
         config.write_text(text.replace('id = "test-box"', f'id = "{node}"', 1).replace(
             "edgecall-test-state", f"edgecall-bench-state-{node}"))
         proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--config", str(config), "--log-level",

@@ -30,7 +30,9 @@ CONFIG = """
 listen = "127.0.0.1:{api}"
 [sfu]
 udp = "127.0.0.1:{media}"
+workers = 1
 [turn]
+workers = 1
 listen = ["udp://127.0.0.1:{turn}", "tcp://127.0.0.1:{turn}"]
 secrets = ["test-rest-secret"]
 relay_ports = "61000-61999"

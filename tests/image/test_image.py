@@ -160,6 +160,10 @@ def test_the_image_boots_from_uefi_and_serves(disk, ssh_key):
         screen = guest.ssh("appliance status")
         assert screen.returncode == 0, screen.stdout + screen.stderr
         assert "node image-test: serving" in screen.stdout
+        # The config leaves [sfu]/[turn] workers at their default: one per core, two in this guest,
+        # sharing a nats-server of their own (the image's hardened service runs them all).
+        assert "worker 0 (image-test-w0" in screen.stdout and "worker 1 (image-test-w1" in screen.stdout, screen.stdout
+        assert screen.stdout.count(": ready, restarted 0 times") == 2, screen.stdout
         console = guest.console()
         assert "Serving with /etc/appliance/appliance.toml" in console
         assert "API: http://10.0.2.15:8080/" in console

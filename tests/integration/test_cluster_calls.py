@@ -29,10 +29,10 @@ SECRET = "a cluster secret for the loopback lab"
 ADMIN = "cluster-admin-token"
 
 
-def clustered(node: str, nats_url: str) -> str:
+def clustered(node: str, nats_url: str, workers: int = 1) -> str:
     api = free_port("tcp")
     text = box_config(api, free_port("udp"), free_port("udp", "tcp"),
-                      f'\n[cluster]\nnats = ["{nats_url}"]\nsecret = "{SECRET}"\n\n[meet]\napp = "test-app"\n')
+                      f'\n[cluster]\nnats = ["{nats_url}"]\nsecret = "{SECRET}"\n\n[meet]\napp = "test-app"\n', workers)
     text = text.replace(f'listen = "127.0.0.1:{api}"', f'listen = "127.0.0.1:{api}"\nadmin_token = "{ADMIN}"')
     return text.replace('id = "test-box"', f'id = "{node}"', 1)
 

@@ -42,6 +42,7 @@ listen = "127.0.0.1:8080"
 [sfu]
 enabled = false
 [turn]
+workers = 1
 listen = ["udp://192.0.2.17:3478"]
 secrets = ["lab-secret"]
 relay_address = "192.0.2.17"

@@ -36,10 +36,7 @@ SUBSCRIBERS_AT_MOST = 12  # pages join until every worker holds a session (each 
 
 
 def workers_config() -> str:
-    text = box_config(free_port("tcp"), free_port("udp"), free_port("udp", "tcp"))
-    for table in ("[sfu]\n", "[turn]\n"):
-        text = text.replace(table, f"{table}workers = {WORKERS}\n", 1)
-    return text
+    return box_config(free_port("tcp"), free_port("udp"), free_port("udp", "tcp"), workers=WORKERS)
 
 
 @pytest.fixture
@@ -49,7 +46,9 @@ def box(appliance):
 
 def workers(box) -> list[dict]:
     """What the supervisor says of each worker (the control socket: `appliance status`)."""
-    return control.request(load_config(str(box.config_path)), "status")["workers"]
+    status = control.request(load_config(str(box.config_path)), "status")
+    assert status["node"] == load_config(str(box.config_path)).node.id  # the box's name, not a worker's
+    return status["workers"]
 
 
 def metric(api: str, name: str) -> float:

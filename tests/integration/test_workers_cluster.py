@@ -17,16 +17,10 @@ from tests.lab.nats import nats_servers
 
 __all__ = ["nats_servers"]  # the fixture, used below by name
 
-def with_workers(text: str) -> str:
-    for table in ("[sfu]\n", "[turn]\n"):
-        text = text.replace(table, f"{table}workers = {WORKERS}\n", 1)
-    return text
-
-
 async def test_a_track_published_on_one_box_reaches_every_worker_of_another(nats_servers, appliance, tmp_path):
     nats = nats_servers(1)
-    box_a = appliance(with_workers(clustered("box-a", nats.urls[0]).replace("edgecall-test-state", str(tmp_path / "a"))))
-    box_b = appliance(with_workers(clustered("box-b", nats.urls[0]).replace("edgecall-test-state", str(tmp_path / "b"))))
+    box_a = appliance(clustered("box-a", nats.urls[0], WORKERS).replace("edgecall-test-state", str(tmp_path / "a")))
+    box_b = appliance(clustered("box-b", nats.urls[0], WORKERS).replace("edgecall-test-state", str(tmp_path / "b")))
     nodes = [f"box-{box}-w{i}" for box in "ab" for i in range(WORKERS)]
     assert healthz(box_b)["details"]["cluster"]["nodes"] == nodes
     api_a, api_b = Api(box_a), Api(box_b)

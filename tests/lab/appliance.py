@@ -56,8 +56,10 @@ def has_ipv6_loopback() -> bool:
         return False
 
 
-def box_config(api: int, media: int, turn: int, extra: str = "") -> str:
-    """A loopback box's TOML with the given ports; `extra` is appended as more TOML."""
+def box_config(api: int, media: int, turn: int, extra: str = "", workers: int = 1) -> str:
+    """A loopback box's TOML with the given ports; `extra` is appended as more TOML. `workers`: the
+    SFU's and TURN's worker processes (0: one per core, the product's default); tests of one box
+    run one process unless they test workers."""
     return f"""
 [node]
 id = "test-box"
@@ -76,8 +78,10 @@ secret = "other-app-secret"
 
 [sfu]
 udp = "127.0.0.1:{media}"
+workers = {workers}
 
 [turn]
+workers = {workers}
 listen = ["udp://127.0.0.1:{turn}", "tcp://127.0.0.1:{turn}"]
 secrets = ["test-rest-secret"]
 relay_ports = "61000-61999"  # outside the kernel's ephemeral range, where free_port() picks

@@ -36,6 +36,7 @@ listen = "127.0.0.1:8080"
 enabled = false
 
 [turn]
+workers = 1
 listen = ["udp://{ANY4}:{TURN_PORT}"]
 secrets = ["{SECRET}"]
 relay_address = "{ANY4}"

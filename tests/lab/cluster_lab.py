@@ -123,6 +123,7 @@ id = "test-app"
 secret = "test-app-secret"
 
 [sfu]
+workers = 1
 udp = "{ANY4}:{MEDIA_PORT}"
 public_addresses = ["{ANY4}"]
 

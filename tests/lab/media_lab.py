@@ -61,6 +61,7 @@ id = "test-app"
 secret = "test-app-secret"
 
 [sfu]
+workers = 1
 udp = "{BOX_PUB}:{MEDIA_PORT}"
 retransmissions = {str(retransmissions).lower()}
 

@@ -278,12 +278,14 @@ def test_check_config_exits_2_listing_problems(tmp_path, capsys):
     assert f"{bad}:5: bogus: unknown key" in err
 
 
-def test_check_config_exits_0_with_a_summary(tmp_path, capsys):
+def test_check_config_exits_0_with_a_summary(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("appliance.workers.plan.usable_cores", lambda: 3)
     good = tmp_path / "good.toml"
     good.write_text(GOOD)
     assert main(["check-config", str(good)]) == 0
     out = capsys.readouterr().out
     assert "OK" in out and "node ams-1" in out and "bgp: AS65010" in out and "backbone: vxlan" in out
+    assert "processes here: 3 (SFU in 3, TURN in 3)" in out  # no workers key: one per core
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from appliance.config import parse_config
+from appliance.config import embedded_default, parse_config
 from appliance.config.values import PortRange
 from appliance.workers.plan import WorkerPlan, counts, processes, relay_slice
 
@@ -46,10 +46,17 @@ def test_a_worker_started_again_is_a_node_of_its_own():
     assert WorkerPlan.decode(plan(1, life=2).encode()) == plan(1, life=2)
 
 
-def test_no_workers_key_is_one_process_and_zero_is_one_per_core(monkeypatch):
-    assert processes(parse_config("", "box.toml")) == 1
+def test_the_default_is_one_worker_per_core_and_one_is_a_single_process(monkeypatch):
     monkeypatch.setattr("appliance.workers.plan.usable_cores", lambda: 4)
+    assert counts(parse_config("", "box.toml")) == (4, 4)
     assert counts(parse_config("[sfu]\nworkers = 0\n[turn]\nenabled = false\n", "box.toml")) == (4, 0)
+    assert processes(parse_config("[sfu]\nworkers = 1\n[turn]\nworkers = 1\n", "box.toml")) == 1
+    # One per core takes no more TURN workers than there are relay ports; asked for, more is refused.
+    assert counts(parse_config('[turn]\nrelay_ports = "50000-50002"\n', "box.toml")) == (4, 3)
+
+
+def test_the_embedded_default_is_one_process():
+    assert processes(embedded_default()) == 1
 
 
 @given(st.integers(1, 65535), st.integers(0, 2000), st.integers(1, 64))
