@@ -15,7 +15,8 @@
  * resized) for each TransportSender. The GIL stays held throughout.
  *
  * transport_cc, below the Ring, is the other per-packet loop in C: the estimator's walk of each packet a
- * subscriber's transport-cc feedback reports (issue 17).
+ * subscriber's transport-cc feedback reports (issue 17). rtp and receive, at the end, are the receive
+ * side: CallSession.rtp and PublishedTrack.receive, the fan-out called from there.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -979,6 +980,446 @@ fail:
     return NULL;
 }
 
+/* ---- the receive path: what CallSession.rtp and PublishedTrack.receive do per packet ------------------
+ *
+ * rtp(session, packet, now) is CallSession.rtp: the transport-wide arrival (TransportReceiver.arrived),
+ * the stream by SSRC (else session._unbound), then the stream's track's receive. receive(track, stream,
+ * packet, now) is PublishedTrack.receive: in the common case (the next sequence number or no loss
+ * tracking, nothing missing, no leg waiting for a keyframe) the stream's records here and the fan-out
+ * called in C; any other packet through track.receive_in_python, before anything is touched. Objects of
+ * other types than the configured ones take the Python path too (a subclass may override what is
+ * done here). */
+
+enum { ST_TRACK, ST_STATS, ST_CACHE, ST_LOSSES, ST_LEGS, ST_WAITING, ST_OCTETS, ST_LAST_PACKET, ST_COUNT };
+static const char *const stream_names[ST_COUNT] = {"track", "stats", "cache", "losses", "legs", "waiting", "octets",
+                                                   "last_packet"};
+enum { LT_HIGHEST, LT_MISSING, LT_COUNT };
+static const char *const losses_names[LT_COUNT] = {"highest", "missing"};
+enum { C_MASK, C_SEQS, C_PACKETS, C_TIMES, C_COUNT };
+static const char *const cache_names[C_COUNT] = {"mask", "seqs", "packets", "times"};
+enum { RS_CLOCK_RATE, RS_MAX_SEQ, RS_CYCLES, RS_BASE_SEQ, RS_RECEIVED, RS_JITTER, RS_TRANSIT, RS_COUNT };
+static const char *const stats_names[RS_COUNT] = {"clock_rate", "max_seq", "cycles", "base_seq", "received", "jitter",
+                                                  "transit"};
+enum { TR_EXT_ID, TR_ARRIVALS, TR_NEXT_SEQ, TR_HIGHEST, TR_COUNT };
+static const char *const receiver_names[TR_COUNT] = {"ext_id", "arrivals", "next_seq", "highest"};
+
+static layout_t stream_layout, losses_layout, cache_layout, stats_layout, receiver_layout;
+static PyTypeObject *track_type; /* PublishedTrack: a dataclass without slots, its attributes read by name */
+static PyObject *reads_extensions_name, *level_id_name, *audio_level_name, *receive_in_python_name,
+    *receive_name, *transport_in_name, *by_ssrc_name, *rtp_in_python_name, *unbound_name;
+
+#define PACKET_OVERHEAD 38  /* streams.PACKET_OVERHEAD */
+#define BOUND (1LL << 62)   /* the magnitude of ints the C arithmetic here takes */
+
+/* An exact int within +-BOUND: 1 with *out; 0 (no exception) for anything else. */
+static inline int
+signed_int(PyObject *value, long long *out)
+{
+    if (value == NULL || !PyLong_CheckExact(value))
+        return 0;
+    int overflow;
+    long long x = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow || x > BOUND || x < -BOUND)
+        return 0;
+    *out = x;
+    return 1;
+}
+
+static PyObject *
+configure_receive(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *track, *stream, *losses, *cache, *stats, *receiver;
+    if (!PyArg_UnpackTuple(args, "configure_receive", 6, 6, &track, &stream, &losses, &cache, &stats, &receiver))
+        return NULL;
+    if (!PyType_Check(track)) {
+        PyErr_SetString(PyExc_TypeError, "configure_receive takes classes");
+        return NULL;
+    }
+    if (find_layout(stream, stream_names, ST_COUNT, &stream_layout) < 0
+            || find_layout(losses, losses_names, LT_COUNT, &losses_layout) < 0
+            || find_layout(cache, cache_names, C_COUNT, &cache_layout) < 0
+            || find_layout(stats, stats_names, RS_COUNT, &stats_layout) < 0
+            || find_layout(receiver, receiver_names, TR_COUNT, &receiver_layout) < 0)
+        return NULL;
+    Py_XSETREF(track_type, (PyTypeObject *)Py_NewRef(track));
+    Py_RETURN_NONE;
+}
+
+/* forward.payload_offset: where the payload starts, -1 for a packet too short. */
+static Py_ssize_t
+payload_offset(const unsigned char *p, Py_ssize_t length)
+{
+    Py_ssize_t offset = 12 + 4 * (p[0] & 0x0F);
+    if (p[0] & 0x10) {
+        if (length < offset + 4)
+            return -1;
+        offset += 4 + 4 * (p[offset + 2] << 8 | p[offset + 3]);
+    }
+    return offset <= length ? offset : -1;
+}
+
+/* Where extensions.find and elements start walking: the one-byte block's elements in p[*at:*end]; 0
+ * without such a block. */
+static int
+one_byte_block(const unsigned char *p, Py_ssize_t length, Py_ssize_t *at, Py_ssize_t *end)
+{
+    Py_ssize_t offset = 12 + 4 * (p[0] & 0x0F);
+    if (!(p[0] & 0x10) || length < offset + 4 || p[offset] != 0xBE || p[offset + 1] != 0xDE)
+        return 0;
+    Py_ssize_t stop = offset + 4 + 4 * (Py_ssize_t)(p[offset + 2] << 8 | p[offset + 3]);
+    *at = offset + 4;
+    *end = stop < length ? stop : length;
+    return 1;
+}
+
+/* extensions.find_two: a two-byte element's value, -1 without one. */
+static long
+find_two(const unsigned char *p, Py_ssize_t length, long ext_id)
+{
+    if (length > 18 && p[0] == 0x90 && p[16] == (ext_id << 4 | 1) && p[12] == 0xBE && p[13] == 0xDE
+            && (p[14] || p[15]))
+        return p[17] << 8 | p[18];
+    Py_ssize_t i, end;
+    if (!one_byte_block(p, length, &i, &end))
+        return -1;
+    while (i < end) {
+        unsigned char head = p[i];
+        if (head == 0) {
+            i++;
+            continue;
+        }
+        Py_ssize_t size = (head & 0x0F) + 1;
+        if (head >> 4 == ext_id)
+            return i + 1 + size <= end && size == 2 ? p[i + 1] << 8 | p[i + 2] : -1;
+        if (head >> 4 == 15)
+            return -1;
+        i += 1 + size;
+    }
+    return -1;
+}
+
+/* extensions.elements: the one-byte elements by id, a new dict; None without a block. */
+static PyObject *
+elements(const unsigned char *p, Py_ssize_t length)
+{
+    Py_ssize_t i, end;
+    if (!one_byte_block(p, length, &i, &end))
+        Py_RETURN_NONE;
+    PyObject *out = PyDict_New();
+    if (out == NULL)
+        return NULL;
+    while (i < end) {
+        unsigned char head = p[i];
+        if (head == 0) {
+            i++;
+            continue;
+        }
+        Py_ssize_t size = (head & 0x0F) + 1;
+        if (head >> 4 == 15 || i + 1 + size > end)
+            break;
+        PyObject *key = PyLong_FromLong(head >> 4), *data = PyBytes_FromStringAndSize((const char *)p + i + 1, size);
+        int rc = key == NULL || data == NULL ? -1 : PyDict_SetItem(out, key, data);
+        Py_XDECREF(key);
+        Py_XDECREF(data);
+        if (rc < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        i += 1 + size;
+    }
+    return out;
+}
+
+static inline void
+list_set(PyObject *list, Py_ssize_t i, PyObject *value)
+{
+    PyObject *old = PyList_GET_ITEM(list, i);
+    PyList_SET_ITEM(list, i, Py_NewRef(value));
+    Py_XDECREF(old);
+}
+
+/* PublishedTrack.receive for a track of the configured class: a new reference to None, NULL with an
+ * exception. */
+static PyObject *
+track_receive(PyObject *track, PyObject *stream, PyObject *packet, PyObject *now_object)
+{
+    if (Py_TYPE(stream) != stream_layout.type || !PyBytes_CheckExact(packet) || PyBytes_GET_SIZE(packet) < 12
+            || !PyFloat_CheckExact(now_object))
+        goto python;
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(packet);
+    Py_ssize_t length = PyBytes_GET_SIZE(packet);
+    long seq = p[2] << 8 | p[3];
+    long long ts = (long long)p[4] << 24 | p[5] << 16 | p[6] << 8 | p[7];
+    double now = PyFloat_AS_DOUBLE(now_object);
+
+    /* Everything that decides the path, read before anything is written. */
+    long long octets;
+    PyObject *waiting = SLOT(stream, stream_layout, ST_WAITING), *legs = SLOT(stream, stream_layout, ST_LEGS),
+             *stats = SLOT(stream, stream_layout, ST_STATS), *losses = SLOT(stream, stream_layout, ST_LOSSES),
+             *cache = SLOT(stream, stream_layout, ST_CACHE);
+    if (!signed_int(SLOT(stream, stream_layout, ST_OCTETS), &octets) || waiting == NULL
+            || !PyList_CheckExact(waiting) || PyList_GET_SIZE(waiting) != 0 || legs == NULL
+            || !PyList_CheckExact(legs) || stats == NULL || Py_TYPE(stats) != stats_layout.type || losses == NULL
+            || cache == NULL)
+        goto python;
+    int repairs = losses != Py_None && cache != Py_None;
+    Py_ssize_t cache_index = 0;
+    if (repairs) {
+        long long highest, mask;
+        PyObject *missing = SLOT(losses, losses_layout, LT_MISSING);
+        if (Py_TYPE(losses) != losses_layout.type || Py_TYPE(cache) != cache_layout.type
+                || !signed_int(SLOT(losses, losses_layout, LT_HIGHEST), &highest)
+                || (highest >= 0 && ((seq - highest) & 0xFFFF) != 1) || missing == NULL
+                || !PyDict_CheckExact(missing) || PyDict_GET_SIZE(missing) != 0
+                || !signed_int(SLOT(cache, cache_layout, C_MASK), &mask) || mask < 0)
+            goto python;
+        cache_index = (Py_ssize_t)(seq & mask);
+        for (int i = C_SEQS; i <= C_TIMES; i++) {
+            PyObject *list = SLOT(cache, cache_layout, i);
+            if (list == NULL || !PyList_CheckExact(list) || PyList_GET_SIZE(list) <= cache_index)
+                goto python;
+        }
+    }
+    long long clock_rate, max_seq, cycles, received, last_transit = 0;
+    PyObject *jitter = SLOT(stats, stats_layout, RS_JITTER), *transit = SLOT(stats, stats_layout, RS_TRANSIT);
+    if (!signed_int(SLOT(stats, stats_layout, RS_CLOCK_RATE), &clock_rate)
+            || !signed_int(SLOT(stats, stats_layout, RS_MAX_SEQ), &max_seq)
+            || !signed_int(SLOT(stats, stats_layout, RS_CYCLES), &cycles)
+            || !signed_int(SLOT(stats, stats_layout, RS_RECEIVED), &received) || SLOT(stats, stats_layout,
+            RS_BASE_SEQ) == NULL || jitter == NULL || !PyFloat_CheckExact(jitter) || transit == NULL
+            || (transit != Py_None && !signed_int(transit, &last_transit)))
+        goto python;
+    double scaled = now * (double)clock_rate;
+    if (!FITS(scaled) || clock_rate > (1LL << 53))
+        goto python;
+    PyObject *reads = PyObject_GetAttr(track, reads_extensions_name);
+    if (reads == NULL)
+        return NULL;
+    Py_DECREF(reads); /* the track holds it: only compared */
+    if (reads != Py_True && reads != Py_False)
+        goto python;
+    Py_ssize_t offset = payload_offset(p, length);
+    if (offset < 0 && PyList_GET_SIZE(legs) != 0)
+        goto python;
+
+    PyObject *seq_object = PyLong_FromLong(seq);
+    if (seq_object == NULL)
+        return NULL;
+    slot_set(stream, &stream_layout, ST_LAST_PACKET, Py_NewRef(now_object));
+    if (slot_set_long(stream, &stream_layout, ST_OCTETS, octets + length + PACKET_OVERHEAD) < 0)
+        goto fail;
+    if (repairs) { /* losses.received says NEW; cache.put */
+        slot_set(losses, &losses_layout, LT_HIGHEST, Py_NewRef(seq_object));
+        list_set(SLOT(cache, cache_layout, C_SEQS), cache_index, seq_object);
+        list_set(SLOT(cache, cache_layout, C_PACKETS), cache_index, packet);
+        list_set(SLOT(cache, cache_layout, C_TIMES), cache_index, now_object);
+    }
+    /* stats.update */
+    if (received == 0) {
+        slot_set(stats, &stats_layout, RS_BASE_SEQ, Py_NewRef(seq_object));
+        slot_set(stats, &stats_layout, RS_MAX_SEQ, Py_NewRef(seq_object));
+    } else if (seq == max_seq + 1) {
+        slot_set(stats, &stats_layout, RS_MAX_SEQ, Py_NewRef(seq_object));
+    } else if (((seq - max_seq) & 0xFFFF) < 0x8000) {
+        if (seq < max_seq && slot_set_long(stats, &stats_layout, RS_CYCLES, cycles + 0x10000) < 0)
+            goto fail;
+        slot_set(stats, &stats_layout, RS_MAX_SEQ, Py_NewRef(seq_object));
+    }
+    if (slot_set_long(stats, &stats_layout, RS_RECEIVED, received + 1) < 0)
+        goto fail;
+    long long arrival = (long long)scaled - ts;
+    if (transit != Py_None) {
+        long long d = arrival - last_transit;
+        if (d < -0x80000000LL || d >= 0x80000000LL)
+            d = py_mod(d + 0x80000000LL, 0x100000000LL) - 0x80000000LL;
+        double value = PyFloat_AS_DOUBLE(jitter);
+        PyObject *updated = PyFloat_FromDouble(value + ((double)(d >= 0 ? d : -d) - value) / 16);
+        if (updated == NULL)
+            goto fail;
+        slot_set(stats, &stats_layout, RS_JITTER, updated);
+    }
+    if (slot_set_long(stats, &stats_layout, RS_TRANSIT, arrival) < 0)
+        goto fail;
+
+    PyObject *found = Py_None;
+    if (reads == Py_True) {
+        found = elements(p, length);
+        if (found == NULL)
+            goto fail;
+        if (found != Py_None && PyDict_GET_SIZE(found) != 0) {
+            PyObject *level_id = PyObject_GetAttr(track, level_id_name);
+            PyObject *level = level_id != NULL ? PyDict_GetItemWithError(found, level_id) : NULL;
+            Py_XDECREF(level_id);
+            if (level == NULL && PyErr_Occurred()) {
+                Py_DECREF(found);
+                goto fail;
+            }
+            if (level != NULL) {
+                PyObject *value = PyLong_FromLong(((const unsigned char *)PyBytes_AS_STRING(level))[0] & 0x7F);
+                int rc = value != NULL ? PyObject_SetAttr(track, audio_level_name, value) : -1;
+                Py_XDECREF(value);
+                if (rc < 0) {
+                    Py_DECREF(found);
+                    goto fail;
+                }
+            }
+        }
+    } else {
+        Py_INCREF(found);
+    }
+    PyObject *result = NULL;
+    if (PyList_GET_SIZE(legs) == 0) {
+        result = Py_NewRef(Py_None);
+    } else {
+        PyObject *legs_ref = Py_NewRef(legs); /* the fan-out may run a leg's Python */
+        PyObject *payload = PyBytes_FromStringAndSize((const char *)p + offset, length - offset);
+        PyObject *ts_object = PyLong_FromLongLong(ts);
+        if (payload != NULL && ts_object != NULL) {
+            PyObject *call[] = {legs_ref, packet, payload, seq_object, ts_object, found, now_object};
+            result = fanout(NULL, call, 7);
+        }
+        Py_XDECREF(payload);
+        Py_XDECREF(ts_object);
+        Py_DECREF(legs_ref);
+    }
+    Py_DECREF(found);
+    Py_DECREF(seq_object);
+    return result;
+fail:
+    Py_DECREF(seq_object);
+    return NULL;
+python:
+    {
+        PyObject *call[] = {track, stream, packet, now_object};
+        return PyObject_VectorcallMethod(receive_in_python_name, call, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    }
+}
+
+static PyObject *
+receive(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "receive(track, stream, packet, now) takes 4 arguments");
+        return NULL;
+    }
+    if (track_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "receive before configure_receive");
+        return NULL;
+    }
+    if (Py_TYPE(args[0]) != track_type) {
+        PyObject *call[] = {args[0], args[1], args[2], args[3]};
+        return PyObject_VectorcallMethod(receive_in_python_name, call, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    }
+    return track_receive(args[0], args[1], args[2], args[3]);
+}
+
+/* TransportReceiver.arrived(seq, now), for a receiver whose state `arrival_plan` took. */
+static int
+arrived(PyObject *receiver, long seq, long long highest, int has_next, long long next_seq, PyObject *now_object)
+{
+    long long full = highest < 0 ? seq : highest + ((seq - highest + 0x8000) & 0xFFFF) - 0x8000;
+    if (!has_next) {
+        if (slot_set_long(receiver, &receiver_layout, TR_NEXT_SEQ, full) < 0)
+            return -1;
+        next_seq = full;
+    }
+    if (full < next_seq)
+        return 0;
+    PyObject *key = PyLong_FromLongLong(full);
+    if (key == NULL)
+        return -1;
+    int rc = PyDict_SetItem(SLOT(receiver, receiver_layout, TR_ARRIVALS), key, now_object);
+    if (rc == 0 && full > highest)
+        slot_set(receiver, &receiver_layout, TR_HIGHEST, key);
+    else
+        Py_DECREF(key);
+    return rc;
+}
+
+static PyObject *
+rtp(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "rtp(session, packet, now) takes 3 arguments");
+        return NULL;
+    }
+    if (track_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "rtp before configure_receive");
+        return NULL;
+    }
+    PyObject *session = args[0], *packet = args[1], *now_object = args[2];
+    if (!PyBytes_CheckExact(packet) || PyBytes_GET_SIZE(packet) < 12)
+        goto python;
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(packet);
+    Py_ssize_t length = PyBytes_GET_SIZE(packet);
+    PyObject *receiver = PyObject_GetAttr(session, transport_in_name);
+    if (receiver == NULL)
+        return NULL;
+    long transport_seq = -1;
+    long long highest = 0, next_seq = 0;
+    int has_next = 0;
+    if (receiver != Py_None) {
+        long long ext_id;
+        PyObject *arrivals = SLOT(receiver, receiver_layout, TR_ARRIVALS),
+                 *next = SLOT(receiver, receiver_layout, TR_NEXT_SEQ);
+        if (Py_TYPE(receiver) != receiver_layout.type
+                || !signed_int(SLOT(receiver, receiver_layout, TR_EXT_ID), &ext_id) || ext_id < 0 || ext_id > 0xFF
+                || arrivals == NULL || !PyDict_CheckExact(arrivals) || next == NULL
+                || !signed_int(SLOT(receiver, receiver_layout, TR_HIGHEST), &highest)
+                || (next != Py_None && !signed_int(next, &next_seq))) {
+            Py_DECREF(receiver);
+            goto python;
+        }
+        has_next = next != Py_None;
+        transport_seq = find_two(p, length, (long)ext_id);
+    }
+    PyObject *by_ssrc = PyObject_GetAttr(session, by_ssrc_name);
+    if (by_ssrc == NULL || !PyDict_CheckExact(by_ssrc)) {
+        Py_DECREF(receiver);
+        if (by_ssrc == NULL)
+            return NULL;
+        Py_DECREF(by_ssrc);
+        goto python;
+    }
+    int rc = transport_seq >= 0 ? arrived(receiver, transport_seq, highest, has_next, next_seq, now_object) : 0;
+    Py_DECREF(receiver);
+    if (rc < 0) {
+        Py_DECREF(by_ssrc);
+        return NULL;
+    }
+    PyObject *ssrc = PyLong_FromUnsignedLong((unsigned long)p[8] << 24 | p[9] << 16 | p[10] << 8 | p[11]);
+    PyObject *stream = ssrc != NULL ? PyDict_GetItemWithError(by_ssrc, ssrc) : NULL;
+    Py_XDECREF(ssrc);
+    Py_XINCREF(stream);
+    Py_DECREF(by_ssrc);
+    if (stream == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        PyObject *call[] = {session, packet, now_object};
+        return PyObject_VectorcallMethod(unbound_name, call, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    }
+    PyObject *track = Py_TYPE(stream) == stream_layout.type ? Py_XNewRef(SLOT(stream, stream_layout, ST_TRACK))
+                                                             : PyObject_GetAttrString(stream, "track");
+    PyObject *result = NULL;
+    if (track == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_AttributeError, "a stream without its track");
+    } else if (Py_TYPE(track) == track_type) {
+        result = track_receive(track, stream, packet, now_object);
+    } else {
+        PyObject *call[] = {track, stream, packet, now_object};
+        result = PyObject_VectorcallMethod(receive_name, call, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    }
+    Py_XDECREF(track);
+    Py_DECREF(stream);
+    return result;
+python:
+    {
+        PyObject *call[] = {session, packet, now_object};
+        return PyObject_VectorcallMethod(rtp_in_python_name, call, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    }
+}
+
 static PyMethodDef methods[] = {
     {"configure", (PyCFunction)configure, METH_VARARGS,
      "configure(Leg, port Session, Listener, TransportSender, MediaPort.send_rtp, extensions.body)\n\n"
@@ -994,6 +1435,17 @@ static PyMethodDef methods[] = {
      "The transport-cc FCI in packet[at:end] through the SendSideEstimator's per-packet loop (the ring's\n"
      "arrays, its _AckedRate and _Groups): None when malformed, NotImplemented when the Python path must\n"
      "take it, else (lost, reported, last_arrival_ms, [(deltas, arrival_ms)], [lost seq the ring holds])."},
+    {"configure_receive", (PyCFunction)configure_receive, METH_VARARGS,
+     "configure_receive(PublishedTrack, Stream, LossTracker, RetransmissionCache, ReceiveStats, TransportReceiver)\n\n"
+     "The classes whose objects the receive path takes in its common case."},
+    {"receive", (PyCFunction)(void (*)(void))receive, METH_FASTCALL,
+     "receive(track, stream, packet, now)\n\n"
+     "PublishedTrack.receive: the common case here (fan-out included), any other packet through\n"
+     "track.receive_in_python."},
+    {"rtp", (PyCFunction)(void (*)(void))rtp, METH_FASTCALL,
+     "rtp(session, packet, now)\n\n"
+     "CallSession.rtp: the transport-wide arrival, the stream by SSRC (else session._unbound) and the\n"
+     "track's receive as `receive` does it; session.rtp_in_python where the session is outside the common case."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1016,10 +1468,14 @@ PyInit__fanout(void)
         return NULL;
     PyObject **names[] = {&unwrap_name, &groups_name, &acked_name, &last_arrival_name, &first_name, &last_name,
                           &arrival_name, &size_name, &previous_name, &counts_name, &values_name,
-                          &origin_index_name, &origin_ms_name, &count_name, &value_name};
+                          &origin_index_name, &origin_ms_name, &count_name, &value_name, &reads_extensions_name,
+                          &level_id_name, &audio_level_name, &receive_in_python_name, &receive_name,
+                          &transport_in_name, &by_ssrc_name, &rtp_in_python_name, &unbound_name};
     const char *const strings[] = {"_unwrap", "_groups", "_acked", "_last_arrival_ms", "first", "last", "arrival",
                                    "size", "previous", "_counts", "_values", "_origin_index", "_origin_ms",
-                                   "_count", "_value"};
+                                   "_count", "_value", "reads_extensions", "level_id", "audio_level",
+                                   "receive_in_python", "receive", "transport_in", "by_ssrc", "rtp_in_python",
+                                   "_unbound"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*names[i] = PyUnicode_InternFromString(strings[i])) == NULL)
             return NULL;

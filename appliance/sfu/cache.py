@@ -30,6 +30,7 @@ class RetransmissionCache:
         return cls(*(VIDEO if kind == "video" else AUDIO))
 
     def put(self, seq: int, packet: bytes, now: float) -> None:
+        # Also done by the compiled receive path (_fanout.c): a change here is one there.
         i = seq & self.mask
         self.seqs[i] = seq
         self.packets[i] = packet

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from types import ModuleType
 
 from ..rtc.port import Listener, MediaPort, Session
 from . import extensions
@@ -22,14 +23,13 @@ from .transport import TransportSender
 Fanout = Callable[[list[Leg], bytes, bytes, int, int, dict[int, bytes] | None, float], None]
 
 
-def _load() -> Fanout | None:
+def _load() -> ModuleType | None:
     try:
         extension = importlib.import_module("appliance.sfu._fanout")
     except ImportError:
         return None
     extension.configure(Leg, Session, Listener, TransportSender, MediaPort.send_rtp, extensions.body)
-    fanout: Fanout = extension.fanout
-    return fanout
+    return extension
 
 
 def forward_in_python(legs: list[Leg], packet: bytes, payload: bytes, seq: int, ts: int,
@@ -48,5 +48,6 @@ def forward_in_python(legs: list[Leg], packet: bytes, payload: bytes, seq: int, 
         leg.forward(packet, payload, seq, ts, elements, now)
 
 
-FANOUT = _load()  # the compiled fan-out, None without the extension
+EXTENSION = _load()  # tracks.py configures its receive path, which calls the fan-out in C
+FANOUT: Fanout | None = None if EXTENSION is None else EXTENSION.fanout  # None without the extension
 fan_out: Fanout = FANOUT or forward_in_python

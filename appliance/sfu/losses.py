@@ -29,6 +29,8 @@ class LossTracker:
         self.nacked = self.recovered = self.given_up = 0
 
     def received(self, seq: int, now: float) -> int:
+        # The compiled receive path (_fanout.c) takes the next seq (NEW) itself: a change here is one
+        # there (tests/unit/sfu/test_receive_compiled.py compares them).
         highest = self.highest
         diff = (seq - highest) & 0xFFFF
         if diff == 1 or highest < 0:

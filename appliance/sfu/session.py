@@ -13,7 +13,7 @@ from typing import Protocol
 from ..rtc.ice import new_credentials
 from ..rtc.port import Event, MediaPort
 from ..rtc.port import Session as PortSession
-from . import extensions, feedback, rtcp, rtx
+from . import extensions, feedback, rtcp, rtx, tracks
 from .codecs import PayloadTypes
 from .datachannels import SessionChannels
 from .forward import Leg
@@ -188,6 +188,15 @@ class CallSession:
     # --- the port's handler: the hot path first -------------------------------------------------
 
     def rtp(self, packet: bytes, now: float) -> None:
+        """One decrypted RTP packet from the client: compiled where the extension is (tracks.RTP),
+        which does what `rtp_in_python` does."""
+        compiled = tracks.RTP
+        if compiled is not None:
+            compiled(self, packet, now)
+        else:
+            self.rtp_in_python(packet, now)
+
+    def rtp_in_python(self, packet: bytes, now: float) -> None:
         transport = self.transport_in
         if transport is not None:
             seq = extensions.find_two(packet, transport.ext_id)

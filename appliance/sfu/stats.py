@@ -22,6 +22,8 @@ class ReceiveStats:
 
     def update(self, seq: int, ts: int, now: float) -> None:
         # Once per packet: attributes read once; the next sequence number needs no wrap arithmetic.
+        # The compiled receive path (_fanout.c) does the same: a change here is one
+        # there (tests/unit/sfu/test_receive_compiled.py compares them).
         max_seq = self.max_seq
         if self.received == 0:
             self.base_seq = self.max_seq = seq

@@ -8,16 +8,20 @@ NACKs, receiver reports): the publishing session's PeerConnection, or a trunk fr
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import extensions
+from .cache import RetransmissionCache
 from .codecs import Codec
 from .extensions import AUDIO_LEVEL
-from .fanout import fan_out
+from .fanout import EXTENSION, fan_out
 from .forward import Leg, payload_offset
-from .losses import DUPLICATE, JUMP
+from .losses import DUPLICATE, JUMP, LossTracker
+from .stats import ReceiveStats
 from .streams import PACKET_OVERHEAD, Stream
+from .transport import TransportReceiver
 
 if TYPE_CHECKING:  # they act on tracks' streams and import this module
     from .repair import Repair
@@ -116,7 +120,15 @@ class PublishedTrack:
     def receive(self, stream: Stream, packet: bytes, now: float) -> None:
         """One RTP packet of `stream` (already decrypted and demultiplexed by the upstream): repair
         and statistics, a waiting layer switch, then out on every leg that forwards the stream. The
-        hot path: one call per packet, shared work done once for all legs."""
+        hot path: one call per packet, shared work done once for all legs; compiled where the
+        extension is (its common case, the others through `receive_in_python`)."""
+        if RECEIVE is not None:
+            RECEIVE(self, stream, packet, now)
+        else:
+            self.receive_in_python(stream, packet, now)
+
+    def receive_in_python(self, stream: Stream, packet: bytes, now: float) -> None:
+        """What `receive` does, in Python."""
         seq = packet[2] << 8 | packet[3]
         ts = int.from_bytes(packet[4:8], "big")
         stream.last_packet = now
@@ -145,3 +157,20 @@ class PublishedTrack:
             self.plane.ingest.malformed += 1
             return
         fan_out(legs, packet, packet[offset:], seq, ts, found, now)  # the payload cut once for every leg
+
+
+# receive(track, stream, packet, now): PublishedTrack.receive; rtp(session, packet, now): CallSession.rtp
+# (session.py). Compiled in _fanout.c, None without the extension or in a build from before them.
+Receive = Callable[[PublishedTrack, Stream, bytes, float], None]
+Rtp = Callable[[Any, bytes, float], None]
+
+
+def _receive_path() -> tuple[Receive | None, Rtp | None]:
+    if EXTENSION is None or not hasattr(EXTENSION, "receive"):
+        return None, None
+    EXTENSION.configure_receive(PublishedTrack, Stream, LossTracker, RetransmissionCache, ReceiveStats,
+                                TransportReceiver)
+    return EXTENSION.receive, EXTENSION.rtp
+
+
+RECEIVE, RTP = _receive_path()

@@ -58,6 +58,8 @@ class TransportReceiver:
         self.count = 0
 
     def arrived(self, seq: int, now: float) -> None:
+        # Also done by the compiled receive path (_fanout.c): a change here is one
+        # there (tests/unit/sfu/test_receive_compiled.py compares them).
         highest = self.highest
         if highest < 0:
             full = seq
