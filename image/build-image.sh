@@ -26,6 +26,9 @@ say() { printf 'image: %s\n' "$*" >&2; }
 step() { say "$1 ($(( SECONDS - started )) s so far)"; }
 started=$SECONDS
 
+# mmdebstrap unmounts the root's /sys and /proc when it ends, unless something held them busy then (a
+# process walking build/): never let rm -rf walk into a live mount that a build left.
+findmnt -rno TARGET | awk -v work="$WORK/" 'index($0, work) == 1' | sort -r | while read -r target; do umount -l "$target"; done
 rm -rf "$WORK"
 mkdir -p "$WORK"/{hook,staging/esp/grub,staging/esp/EFI/BOOT,staging/config,grub}
 
