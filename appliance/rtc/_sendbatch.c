@@ -9,15 +9,29 @@
  * srtp_protect as pylibsrtp's copy of libsrtp has it, and each packet's srtp_t (sendbatch.py finds
  * both and checks the function's signature). The GIL stays held: a call is a few microseconds of
  * work, and the static buffers below rely on no two calls running at once.
+ *
+ * Consecutive packets to one UDP address (a leg's run: a video frame's packets are mostly of one size)
+ * go as one message with UDP generic segmentation offload (UDP_SEGMENT, Linux 4.18): the kernel builds,
+ * routes and queues one buffer and cuts it into the same datagrams only at the device, or on loopback
+ * at the receiving socket. A segment size is the run's first packet's; only the last may be shorter. A
+ * message the kernel refuses with segmentation is sent again packet by packet.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <errno.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103 /* linux/udp.h */
+#endif
 
 /* pylibsrtp's bound: its 1500-byte buffer less SRTP_MAX_TRAILER_LEN, so that both paths refuse the same
  * packets. */
@@ -26,6 +40,8 @@
 #define SLOT (MAX_PACKET + MAX_TRAILER)
 #define CHUNK 64 /* datagrams per sendmmsg */
 #define SEND_ATTEMPTS 4 /* sendmmsg calls interrupted by a signal before a chunk's remainder is dropped */
+#define GSO_SEGMENTS 64 /* UDP_MAX_SEGMENTS of older kernels */
+#define GSO_BYTES 65000 /* what one UDP datagram, so one segmented message, may carry */
 
 /* srtp_err_status_t srtp_protect(srtp_t ctx, void *rtp_hdr, int *len_ptr), libsrtp 2 (an enum is an int). */
 typedef int (*protect_fn)(void *ctx, void *rtp_hdr, int *len_ptr);
@@ -33,6 +49,14 @@ typedef int (*protect_fn)(void *ctx, void *rtp_hdr, int *len_ptr);
 static unsigned char buffers[CHUNK][SLOT];
 static struct mmsghdr messages[CHUNK];
 static struct iovec vectors[CHUNK];
+static const char *names[CHUNK]; /* each protected packet's sockaddr */
+static socklen_t name_lengths[CHUNK];
+static int segments[CHUNK]; /* packets each message carries: vectors[first[m]..first[m] + segments[m]) */
+static int first[CHUNK];
+static union {
+    char space[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+} controls[CHUNK];
 
 /* One item, checked: (target, packet) where target is (srtp_t address, sockaddr bytes, ...). */
 typedef struct {
@@ -79,29 +103,108 @@ read_item(PyObject *item, item_t *out)
     return 0;
 }
 
-/* Send messages[0..count): the sent count, the rest are send errors. On a full socket buffer (EAGAIN) the
- * remainder is dropped: each further try would cost a system call and fail the same way. */
+/* One packet of a refused segmented message, alone: 1 when sent. */
 static int
+send_one(int fd, int packet)
+{
+    struct msghdr header;
+    memset(&header, 0, sizeof(header));
+    header.msg_name = (void *)names[packet];
+    header.msg_namelen = name_lengths[packet];
+    header.msg_iov = &vectors[packet];
+    header.msg_iovlen = 1;
+    for (int attempt = 0; attempt < SEND_ATTEMPTS; attempt++) {
+        if (sendmsg(fd, &header, MSG_DONTWAIT) >= 0)
+            return 1;
+        if (errno != EINTR)
+            break;
+    }
+    return 0;
+}
+
+/* Send messages[0..count): the packets sent; the others are send errors. On a full socket buffer
+ * (EAGAIN) the remainder is dropped: each further try would cost a system call and fail the same way. */
+static Py_ssize_t
 send_chunk(int fd, int count, Py_ssize_t *send_errors)
 {
-    int done = 0, sent = 0, interrupted = 0;
+    int done = 0, interrupted = 0;
+    Py_ssize_t sent = 0;
     while (done < count) {
         int n = sendmmsg(fd, messages + done, (unsigned int)(count - done), MSG_DONTWAIT);
         if (n > 0) {
+            for (int m = done; m < done + n; m++)
+                sent += segments[m];
             done += n;
-            sent += n;
         } else if (n < 0 && errno == EINTR && ++interrupted < SEND_ATTEMPTS) {
             continue;
         } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-            /* This datagram's own failure (an unreachable address, a refused size): skip it. */
-            *send_errors += 1;
+            /* This message's own failure (an unreachable address, a refused size, segmentation the
+             * route cannot do): a single datagram is skipped, a segmented one goes packet by packet. */
+            if (segments[done] == 1) {
+                *send_errors += 1;
+            } else {
+                for (int k = 0; k < segments[done]; k++) {
+                    int ok = send_one(fd, first[done] + k);
+                    sent += ok;
+                    *send_errors += !ok;
+                }
+            }
             done += 1;
         } else {
-            *send_errors += count - done;
+            for (int m = done; m < count; m++)
+                *send_errors += segments[m];
             break;
         }
     }
     return sent;
+}
+
+/* Whether packets i and j go to the same address, one that UDP segmentation serves. */
+static inline int
+same_udp_address(int i, int j)
+{
+    sa_family_t family = ((const struct sockaddr *)names[i])->sa_family;
+    return (family == AF_INET || family == AF_INET6) && name_lengths[i] == name_lengths[j]
+           && memcmp(names[i], names[j], name_lengths[i]) == 0;
+}
+
+/* Messages for protected packets 0..count: runs to one address as segmented messages. The count. */
+static int
+build_messages(int count)
+{
+    int m = 0;
+    for (int i = 0; i < count; m++) {
+        int size = (int)vectors[i].iov_len, k = 1, bytes = size;
+        while (i + k < count && k < GSO_SEGMENTS && same_udp_address(i, i + k)
+               && (int)vectors[i + k].iov_len <= size && bytes + (int)vectors[i + k].iov_len <= GSO_BYTES) {
+            bytes += (int)vectors[i + k].iov_len;
+            k++;
+            if ((int)vectors[i + k - 1].iov_len < size) /* a shorter one ends the run */
+                break;
+        }
+        struct msghdr *header = &messages[m].msg_hdr;
+        memset(header, 0, sizeof(*header));
+        /* Read by the kernel only; the bytes object lives in `items` for the whole call. */
+        header->msg_name = (void *)names[i];
+        header->msg_namelen = name_lengths[i];
+        header->msg_iov = &vectors[i];
+        header->msg_iovlen = (size_t)k;
+        if (k > 1) {
+            header->msg_control = controls[m].space;
+            header->msg_controllen = sizeof(controls[m].space);
+            struct cmsghdr *control = CMSG_FIRSTHDR(header);
+            control->cmsg_level = SOL_UDP;
+            control->cmsg_type = UDP_SEGMENT;
+            control->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+            uint16_t segment = (uint16_t)size;
+            memcpy(CMSG_DATA(control), &segment, sizeof(segment));
+        }
+        messages[m].msg_len = 0;
+        segments[m] = k;
+        first[m] = i;
+        i += k;
+    }
+    return m;
 }
 
 static PyObject *
@@ -155,18 +258,12 @@ protect_and_send(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
             }
             vectors[count].iov_base = buffer;
             vectors[count].iov_len = (size_t)length;
-            struct msghdr *header = &messages[count].msg_hdr;
-            memset(header, 0, sizeof(*header));
-            /* Read by the kernel only; the bytes object lives in `items` for the whole call. */
-            header->msg_name = (void *)item.address;
-            header->msg_namelen = (socklen_t)item.address_length;
-            header->msg_iov = &vectors[count];
-            header->msg_iovlen = 1;
-            messages[count].msg_len = 0;
+            names[count] = item.address;
+            name_lengths[count] = (socklen_t)item.address_length;
             count++;
         }
         if (count > 0)
-            sent += send_chunk((int)fd, count, &send_errors);
+            sent += send_chunk((int)fd, build_messages(count), &send_errors);
     }
     return Py_BuildValue("(nnn)", sent, srtp_errors, send_errors);
 }
@@ -178,7 +275,8 @@ static PyMethodDef methods[] = {
      "srtp_t its target names, and send them from socket `fd` with sendmmsg, each to its target's\n"
      "sockaddr. items: [(target, packet)], target: (srtp_t address, sockaddr bytes, ...), the srtp_t\n"
      "kept alive by the caller. A packet over 1356 bytes or refused by libsrtp is an SRTP error; a\n"
-     "datagram the socket refuses (its buffer full: the rest of its chunk) is a send error."},
+     "datagram the socket refuses (its buffer full: the rest of its chunk) is a send error. Consecutive\n"
+     "packets to one UDP address go as one message with UDP segmentation (UDP_SEGMENT)."},
     {NULL, NULL, 0, NULL},
 };
 

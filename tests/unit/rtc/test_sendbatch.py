@@ -7,6 +7,7 @@ failure here; the tests that need it are skipped only where no compiler could ha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import shutil
@@ -40,6 +41,7 @@ LOOPBACKS = [(socket.AF_INET, "127.0.0.1"), pytest.param(
 KEY = bytes(range(30))  # AES_CM_128_HMAC_SHA1_80: 16 bytes of key, 14 of salt (AEAD_AES_128_GCM: the first 28)
 CM, GCM = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80, pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM
 SSRC = 0x5EED5EED
+SO_NO_CHECK = 11  # asm-generic/socket.h; Python's socket module does not name it
 
 
 def extension() -> tuple[sendbatch.ProtectAndSend, int]:
@@ -142,6 +144,57 @@ def test_the_extension_protects_any_packet_as_pylibsrtp_does(profile, batch):
         target = sendbatch.target(srtp, socket.AF_INET, rx.getsockname())
         assert send(tx, [(target, p) for p in packets]) == (len(expected), len(packets) - len(expected), 0)
         assert arrived(rx) == expected
+
+
+@contextmanager
+def receivers(family: int, host: str, count: int) -> Iterator[list[socket.socket]]:
+    with contextlib.ExitStack() as stack:
+        out = []
+        for _ in range(count):
+            rx = stack.enter_context(socket.socket(family, socket.SOCK_DGRAM))
+            rx.bind((host, 0))
+            rx.setblocking(False)
+            rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+            out.append(rx)
+        yield out
+
+
+def send_to_each(family: int, host: str, batch: list[tuple[int, int]], no_checksum: bool = False) -> None:
+    """Send `batch` ((receiver, size) pairs) in one call: each receiver gets its own packets, whole, in
+    order, each its own datagram, however the runs to one address were segmented (UDP_SEGMENT)."""
+    srtp, twin = sender(), sender()
+    packets = [packet(seq, size) for seq, (_, size) in enumerate(batch, start=1)]
+    expected = [twin.protect(p) for p in packets]
+    with socket.socket(family, socket.SOCK_DGRAM) as tx, receivers(family, host, 3) as rxs:
+        tx.bind((host, 0))
+        tx.setblocking(False)
+        if no_checksum:  # the kernel refuses to segment for a socket that sends without UDP checksums
+            tx.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+        targets = [sendbatch.target(srtp, family, rx.getsockname()) for rx in rxs]
+        assert send(tx, [(targets[to], p) for (to, _), p in zip(batch, packets)]) == (len(batch), 0, 0)
+        for i, rx in enumerate(rxs):
+            assert arrived(rx) == [data for (to, _), data in zip(batch, expected) if to == i]
+
+
+@needs_extension
+@pytest.mark.parametrize("family, host", LOOPBACKS)
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.one_of(st.sampled_from([200, 1100, 1356]), st.integers(12, 1356))),
+                min_size=1, max_size=150))
+def test_runs_to_one_address_arrive_as_the_datagrams_they_were(family, host, batch):
+    send_to_each(family, host, batch)
+
+
+@needs_extension
+def test_a_run_longer_than_one_segmented_message_holds_arrives_whole():
+    # 150 packets of 1356 bytes to one address: past one message's segments and bytes, and past a chunk.
+    send_to_each(socket.AF_INET, "127.0.0.1", [(0, 1356)] * 150 + [(1, 100)] + [(0, 1356)] * 3 + [(0, 12)])
+
+
+@needs_extension
+def test_a_run_the_kernel_will_not_segment_goes_packet_by_packet():
+    send_to_each(socket.AF_INET, "127.0.0.1", [(0, 1100)] * 10 + [(1, 200), (1, 200), (0, 1100), (0, 50)],
+                 no_checksum=True)
 
 
 @needs_extension
