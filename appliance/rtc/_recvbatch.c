@@ -1,9 +1,12 @@
-/* The media port's compiled receive path (issue 17): read a socket's waiting datagrams with recvmmsg,
- * and SRTP-unprotect a packet with libsrtp's own srtp_unprotect.
+/* The media port's compiled receive path (issue 17): `receive` reads a socket's waiting datagrams with
+ * recvmmsg; SRTP and SRTCP from a session's selected path are unprotected with libsrtp's own
+ * srtp_unprotect where recvmmsg put them and go straight to the session's handler; every other datagram
+ * goes to the port's Python.
  *
  * Per datagram, Python's recvfrom cost a system call and a 64 KiB buffer allocated then shrunk, and
- * pylibsrtp's unprotect a Python wrapper and two cffi buffer copies. Here one recvmmsg reads up to
- * CHUNK datagrams, and an unprotect is one copy in, libsrtp, one bytes object out.
+ * pylibsrtp's unprotect a Python wrapper and two cffi buffer copies, and the port's loop over them its
+ * bytecode. Here one recvmmsg reads up to CHUNK datagrams, and an SRTP packet becomes one bytes object,
+ * the plain packet.
  *
  * libsrtp is not linked: as in _sendbatch.c, the caller passes the address of srtp_unprotect (or
  * srtp_unprotect_rtcp) as pylibsrtp's copy of libsrtp has it, and the session's srtp_t (recvbatch.py
@@ -36,7 +39,6 @@ static unsigned char buffers[CHUNK][RECV_SIZE];
 static struct sockaddr_storage names[CHUNK];
 static struct mmsghdr messages[CHUNK];
 static struct iovec vectors[CHUNK];
-static unsigned char srtp_buffer[MAX_SRTP];
 
 /* The address as Python's recvfrom gives it: (host, port) for IPv4, (host, port, flowinfo, scope_id)
  * for IPv6; None for another family (not one a UDP socket of the port has). */
@@ -60,41 +62,117 @@ address(const struct sockaddr_storage *name)
     Py_RETURN_NONE;
 }
 
-/* Append messages[0..count) to `out` as (bytes, address) tuples; -1 with an exception set on failure.
- * A run of datagrams from one source (the usual case: one peer's burst) shares one address tuple. */
+static PyObject *rtp_name, *rtcp_name, *handler_name, *rx_context_name, *unmatched_name, *srtp_errors_name;
+
+/* counters.<name> += add, keeping any exception already set; -1 when it cannot. */
 static int
-append_received(PyObject *out, int count)
+count(PyObject *counters, PyObject *name, Py_ssize_t add)
+{
+    if (add == 0)
+        return 0;
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyObject *old = PyObject_GetAttr(counters, name);
+    PyObject *addend = old != NULL ? PyLong_FromSsize_t(add) : NULL;
+    PyObject *sum = addend != NULL ? PyNumber_Add(old, addend) : NULL;
+    int rc = sum != NULL ? PyObject_SetAttr(counters, name, sum) : -1;
+    Py_XDECREF(old);
+    Py_XDECREF(addend);
+    Py_XDECREF(sum);
+    if (type != NULL) {
+        PyErr_Clear();
+        PyErr_Restore(type, value, traceback);
+    }
+    return rc;
+}
+
+typedef struct {
+    PyObject *sessions, *fallback, *listener, *now;
+    unprotect_fn rtp, rtcp;
+    Py_ssize_t unmatched, srtp_errors;
+} dispatch_t;
+
+/* Datagram i of the last recvmmsg, from `source`, as MediaPort.datagram_received would take it: -1
+ * with an exception (from a handler or the port). */
+static int
+dispatch_one(dispatch_t *d, int i, PyObject *source)
+{
+    unsigned char *data = buffers[i];
+    int length = (int)messages[i].msg_len;
+    if (length >= 12 && data[0] > 127 && data[0] < 192) {
+        PyObject *session = PyDict_GetItemWithError(d->sessions, source);
+        if (session == NULL && PyErr_Occurred())
+            return -1;
+        if (session != NULL) {
+            Py_INCREF(session); /* the handler may close it */
+            PyObject *context = PyObject_GetAttr(session, rx_context_name);
+            PyObject *handler = context != NULL ? PyObject_GetAttr(session, handler_name) : NULL;
+            Py_DECREF(session);
+            if (handler == NULL) {
+                Py_XDECREF(context);
+                return -1;
+            }
+            int rc = 0;
+            if (context == Py_None) {
+                d->unmatched++;
+            } else {
+                void *srtp = PyLong_AsVoidPtr(context);
+                /* RFC 5761 4: RTCP packet types 192-223 sit where RTP's marker bit and payload types
+                 * 64-95 would. */
+                int rtcp = data[1] > 191 && data[1] < 224, out = length;
+                if (srtp == NULL) {
+                    rc = -1;
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_ValueError, "a null srtp_t");
+                } else if (length > MAX_SRTP || (rtcp ? d->rtcp : d->rtp)(srtp, data, &out) != 0 || out < 0
+                           || out > length) {
+                    d->srtp_errors++;
+                } else {
+                    PyObject *packet = PyBytes_FromStringAndSize((const char *)data, out);
+                    PyObject *call[] = {handler, packet, d->now};
+                    PyObject *result = packet != NULL ? PyObject_VectorcallMethod(rtcp ? rtcp_name : rtp_name, call,
+                                                                                  3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                                                                  NULL) : NULL;
+                    Py_XDECREF(packet);
+                    rc = result != NULL ? 0 : -1;
+                    Py_XDECREF(result);
+                }
+            }
+            Py_DECREF(context);
+            Py_DECREF(handler);
+            return rc;
+        }
+    }
+    PyObject *bytes = PyBytes_FromStringAndSize((const char *)data, length);
+    if (bytes == NULL)
+        return -1;
+    PyObject *call[] = {d->listener, bytes, source, d->now};
+    PyObject *result = PyObject_Vectorcall(d->fallback, call, 4, NULL);
+    Py_DECREF(bytes);
+    Py_XDECREF(result);
+    return result != NULL ? 0 : -1;
+}
+
+/* Datagrams 0..count of the last recvmmsg through dispatch_one, a run from one source sharing one
+ * address tuple; -1 with an exception. */
+static int
+dispatch_received(dispatch_t *d, int count)
 {
     PyObject *previous = NULL;
     socklen_t previous_length = 0;
     const struct sockaddr_storage *previous_name = NULL;
     for (int i = 0; i < count; i++) {
         socklen_t length = messages[i].msg_hdr.msg_namelen;
-        PyObject *source;
-        if (previous != NULL && length == previous_length && memcmp(&names[i], previous_name, length) == 0) {
-            source = Py_NewRef(previous);
-        } else {
-            source = address(&names[i]);
+        if (previous == NULL || length != previous_length || memcmp(&names[i], previous_name, length) != 0) {
+            PyObject *source = address(&names[i]);
             if (source == NULL)
                 goto failed;
-            Py_XDECREF(previous);
-            previous = Py_NewRef(source);
+            Py_XSETREF(previous, source);
             previous_length = length;
             previous_name = &names[i];
         }
-        PyObject *data = PyBytes_FromStringAndSize((const char *)buffers[i], (Py_ssize_t)messages[i].msg_len);
-        if (data == NULL) {
-            Py_DECREF(source);
+        if (dispatch_one(d, i, previous) < 0)
             goto failed;
-        }
-        PyObject *item = PyTuple_Pack(2, data, source);
-        Py_DECREF(data);
-        Py_DECREF(source);
-        if (item == NULL || PyList_Append(out, item) < 0) {
-            Py_XDECREF(item);
-            goto failed;
-        }
-        Py_DECREF(item);
     }
     Py_XDECREF(previous);
     return 0;
@@ -104,33 +182,41 @@ failed:
 }
 
 static PyObject *
-recv_batch(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+receive(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "recv_batch(fd, limit) takes 2 arguments");
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError,
+                        "receive(fd, limit, sessions, rtp, rtcp, fallback, listener, counters, now) takes 9 arguments");
         return NULL;
     }
     long fd = PyLong_AsLong(args[0]);
     if (fd == -1 && PyErr_Occurred())
         return NULL;
-    if (fd < 0 || fd > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "fd is not a file descriptor");
-        return NULL;
-    }
     long limit = PyLong_AsLong(args[1]);
     if (limit == -1 && PyErr_Occurred())
         return NULL;
-    if (limit < 0 || limit > CHUNK) {
-        PyErr_Format(PyExc_ValueError, "limit must be 0 to %d", CHUNK);
+    if (fd < 0 || fd > INT_MAX || limit < 0 || limit > CHUNK) {
+        PyErr_Format(PyExc_ValueError, "fd must be a file descriptor and limit 0 to %d", CHUNK);
         return NULL;
     }
-    PyObject *out = PyList_New(0);
-    if (out == NULL)
+    dispatch_t d = {args[2], args[5], args[6], args[8], NULL, NULL, 0, 0};
+    d.rtp = (unprotect_fn)(uintptr_t)PyLong_AsVoidPtr(args[3]);
+    d.rtcp = d.rtp != NULL ? (unprotect_fn)(uintptr_t)PyLong_AsVoidPtr(args[4]) : NULL;
+    if (d.rtp == NULL || d.rtcp == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "a null function");
         return NULL;
-    /* Like the Python loop it stands for: each datagram and each error (an ICMP error queued on the
-     * socket, given by one call and then cleared) uses one of `limit`'s turns. */
+    }
+    if (!PyDict_CheckExact(d.sessions)) {
+        PyErr_SetString(PyExc_TypeError, "sessions is a dict");
+        return NULL;
+    }
+    /* Like the Python loop it stands for (MediaIO._on_readable without the extension): each datagram and
+     * each error (an ICMP error queued on the socket, given by one call and then cleared) uses one of
+     * `limit`'s turns. */
     long left = limit;
-    while (left > 0) {
+    int failed = 0;
+    while (left > 0 && !failed) {
         int want = (int)left;
         for (int i = 0; i < want; i++) {
             vectors[i].iov_base = buffers[i];
@@ -150,61 +236,30 @@ recv_batch(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
             left -= 1;
             continue;
         }
-        if (append_received(out, n) < 0) {
-            Py_DECREF(out);
-            return NULL;
-        }
+        failed = dispatch_received(&d, n) < 0;
         left -= n;
         if (n < want) /* the queue is empty (or an error waits: the next readiness reads it) */
             break;
     }
-    return out;
-}
-
-static PyObject *
-unprotect(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "unprotect(function, srtp, data) takes 3 arguments");
+    PyObject *counters = args[7];
+    if (count(counters, unmatched_name, d.unmatched) < 0 || count(counters, srtp_errors_name, d.srtp_errors) < 0)
+        failed = 1;
+    if (failed)
         return NULL;
-    }
-    unprotect_fn function = (unprotect_fn)(uintptr_t)PyLong_AsVoidPtr(args[0]);
-    if (function == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "a null function");
-        return NULL;
-    }
-    void *srtp = PyLong_AsVoidPtr(args[1]);
-    if (srtp == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "a null srtp_t");
-        return NULL;
-    }
-    if (!PyBytes_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "data is bytes");
-        return NULL;
-    }
-    Py_ssize_t size = PyBytes_GET_SIZE(args[2]);
-    if (size > MAX_SRTP)
-        Py_RETURN_NONE;
-    int length = (int)size;
-    memcpy(srtp_buffer, PyBytes_AS_STRING(args[2]), (size_t)length);
-    if (function(srtp, srtp_buffer, &length) != 0 || length < 0 || length > (int)size)
-        Py_RETURN_NONE;
-    return PyBytes_FromStringAndSize((const char *)srtp_buffer, length);
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
-    {"recv_batch", (PyCFunction)(void (*)(void))recv_batch, METH_FASTCALL,
-     "recv_batch(fd, limit) -> [(data, address)]\n\n"
-     "Read up to `limit` (at most 64) datagrams waiting on the non-blocking UDP socket `fd` with\n"
-     "recvmmsg, each with its source address as socket.recvfrom gives it. An error queued on the socket\n"
-     "(ICMP) is skipped and uses one of the `limit` turns; an empty queue ends the batch."},
-    {"unprotect", (PyCFunction)(void (*)(void))unprotect, METH_FASTCALL,
-     "unprotect(function, srtp, data) -> bytes | None\n\n"
-     "SRTP- or SRTCP-unprotect `data` with `function` (the address of srtp_unprotect or\n"
-     "srtp_unprotect_rtcp) under the srtp_t at address `srtp`, kept alive by the caller. None where\n"
-     "pylibsrtp would raise: a packet over 1500 bytes, or one libsrtp refuses."},
+    {"receive", (PyCFunction)(void (*)(void))receive, METH_FASTCALL,
+     "receive(fd, limit, sessions, rtp, rtcp, fallback, listener, counters, now)\n\n"
+     "Read up to `limit` (at most 64) datagrams waiting on the non-blocking UDP socket `fd` with recvmmsg\n"
+     "(an error queued on the socket, ICMP, is skipped and uses a turn) and handle each: SRTP (SRTCP)\n"
+     "from an address in `sessions` unprotected in place with the function at address `rtp` (`rtcp`)\n"
+     "under the session's rx_context (an srtp_t's address, kept alive by the caller) and handed to\n"
+     "session.handler.rtp (rtcp)(packet, now); one over 1500 bytes or refused by libsrtp counted on\n"
+     "counters.srtp_errors, one for a session without a context on counters.unmatched; any other\n"
+     "datagram to fallback(listener, data, address, now), the address as recvfrom gives it. An exception\n"
+     "from a handler or `fallback` ends the call."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -217,5 +272,11 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__recvbatch(void)
 {
+    PyObject **interned[] = {&rtp_name, &rtcp_name, &handler_name, &rx_context_name, &unmatched_name,
+                             &srtp_errors_name};
+    const char *const strings[] = {"rtp", "rtcp", "handler", "rx_context", "unmatched", "srtp_errors"};
+    for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++)
+        if ((*interned[i] = PyUnicode_InternFromString(strings[i])) == NULL)
+            return NULL;
     return PyModule_Create(&module);
 }

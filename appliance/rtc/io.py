@@ -1,8 +1,9 @@
 """The asyncio shell of the media port: sockets in, datagrams to the port, its timer armed.
 
 UDP follows the TURN shell (appliance/turn/io.py): a plain non-blocking socket per
-configured address, read from the event loop's reader callback (with one recvmmsg where the
-compiled receive path, recvbatch.py, is built), each datagram going
+configured address, read from the event loop's reader callback (with recvmmsg where the
+compiled receive path, recvbatch.py, is built, which also unprotects SRTP from a selected
+path and hands it to its session's handler), each datagram going
 through one synchronous `MediaPort.datagram_received` call that also does the sendto
 of whatever it forwards, or queues it for the port's `flush`: at the end of the readiness
 callback, or from the loop's next round for RTP sent from anywhere else (timers, the API,
@@ -92,8 +93,8 @@ class MediaIO:
         self._reading = True
         try:
             extension = port.recvbatch
-            if extension is not None:  # one recvmmsg for what waits, up to READ_BATCH datagrams
-                port.datagrams_received(listener, extension.recv_batch(sock.fileno(), READ_BATCH), now)
+            if extension is not None:  # recvmmsg for what waits, up to READ_BATCH datagrams, handled in C
+                port.read_datagrams(listener, sock.fileno(), READ_BATCH, now)
                 return
             received = port.datagram_received
             for _ in range(READ_BATCH):

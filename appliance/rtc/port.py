@@ -156,7 +156,7 @@ class MediaPort:
         # while it is set batch their RTP, if the compiled send path is here.
         self.flush_soon: Callable[[], None] | None = None
         self._sendbatch = sendbatch.EXTENSION
-        # The compiled receive path, read by the shell (whether to read batches) and `datagrams_received`.
+        # The compiled receive path, read by the shell (whether to read batches) and `read_datagrams`.
         self.recvbatch = recvbatch.EXTENSION
         self._queued: list[Listener] = []  # the listeners whose `pending` is not empty
 
@@ -393,39 +393,15 @@ class MediaPort:
         else:
             self.counters.malformed += 1
 
-    def datagrams_received(self, listener: Listener, datagrams: list[tuple[bytes, Address]], now: float) -> None:
-        """What the shell read from `listener` at once (recvbatch's `recv_batch`): as `datagram_received`
-        of each, with SRTP and SRTCP on a selected path unprotected by the compiled path, in one loop."""
+    def read_datagrams(self, listener: Listener, fd: int, limit: int, now: float) -> None:
+        """Read up to `limit` datagrams waiting on `listener`'s UDP socket `fd` and handle each as
+        `datagram_received` does, in one call of the compiled receive path (the shell calls this where
+        `recvbatch` is built): SRTP and SRTCP on a selected path are unprotected where they were read
+        and go to the session's handler; everything else goes through `datagram_received`."""
         extension = self.recvbatch
-        if extension is None:
-            for data, addr in datagrams:
-                self.datagram_received(listener, data, addr, now)
-            return
-        unprotect, unprotect_rtp, unprotect_rtcp = extension.unprotect, extension.rtp, extension.rtcp
-        sessions, counters = listener.sessions, self.counters
-        for data, addr in datagrams:
-            if len(data) >= 12 and 127 < data[0] < 192:
-                session = sessions.get(addr)
-                if session is not None:
-                    context = session.rx_context
-                    if context is None:
-                        counters.unmatched += 1
-                        continue
-                    # RFC 5761 4, as in `datagram_received`.
-                    if 191 < data[1] < 224:
-                        packet = unprotect(unprotect_rtcp, context, data)
-                        if packet is None:
-                            counters.srtp_errors += 1
-                        else:
-                            session.handler.rtcp(packet, now)
-                    else:
-                        packet = unprotect(unprotect_rtp, context, data)
-                        if packet is None:
-                            counters.srtp_errors += 1
-                        else:
-                            session.handler.rtp(packet, now)
-                    continue
-            self.datagram_received(listener, data, addr, now)
+        assert extension is not None, "the shell reads batches only where the extension is built"
+        extension.receive(fd, limit, listener.sessions, extension.rtp, extension.rtcp, self.datagram_received,
+                          listener, self.counters, now)
 
     def listener_closed(self, listener: Listener, now: float) -> None:
         """An ICE-TCP connection is gone: its sessions lose their selected path."""

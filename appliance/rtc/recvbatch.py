@@ -1,5 +1,5 @@
 """The Python side of the compiled receive path (_recvbatch.c, issue 17): finds the extension and the
-addresses of pylibsrtp's srtp_unprotect and srtp_unprotect_rtcp.
+addresses of pylibsrtp's srtp_unprotect and srtp_unprotect_rtcp, which its `receive` calls.
 
 The extension is optional, like the send path's (sendbatch.py): without it, or beside a pylibsrtp
 whose functions are not the libsrtp 2 ones it was written for, `EXTENSION` is None and the media
@@ -15,15 +15,12 @@ from pylibsrtp._binding import ffi, lib  # type: ignore[import-not-found]  # cff
 
 from .sendbatch import SIGNATURE
 
-Address = tuple  # as socket.recvfrom gives it: (host, port) or (host, port, flowinfo, scope_id)
-
-
 @dataclass(frozen=True, slots=True)
 class RecvBatch:
-    # recv_batch(fd, limit) -> [(datagram, source address)], at most `limit` (<= 64) of them
-    recv_batch: Callable[[int, int], list[tuple[bytes, Address]]]
-    # unprotect(function, srtp_t address, data) -> the packet, or None where pylibsrtp would raise
-    unprotect: Callable[[int, int, bytes], bytes | None]
+    # receive(fd, limit, sessions, rtp, rtcp, fallback, listener, counters, now): read up to `limit`
+    # (<= 64) datagrams and handle each (MediaPort.read_datagrams); any datagram not SRTP from a
+    # session in `sessions` goes to fallback(listener, data, source address, now).
+    receive: Callable[..., None]
     rtp: int  # srtp_unprotect's address
     rtcp: int  # srtp_unprotect_rtcp's address
 
@@ -43,7 +40,7 @@ def _load() -> RecvBatch | None:
     rtp, rtcp = _function("srtp_unprotect"), _function("srtp_unprotect_rtcp")
     if rtp is None or rtcp is None:
         return None
-    return RecvBatch(extension.recv_batch, extension.unprotect, rtp, rtcp)
+    return RecvBatch(extension.receive, rtp, rtcp)
 
 
 EXTENSION = _load()

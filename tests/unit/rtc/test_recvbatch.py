@@ -1,6 +1,6 @@
-"""The compiled receive path (appliance/rtc/_recvbatch.c) against what it stands for: socket.recvfrom
-for its reads, pylibsrtp for its unprotect, and the media port's own per-datagram path for the port's
-batch API. Real sockets on loopback.
+"""The compiled receive path (appliance/rtc/_recvbatch.c, `receive`) against what it stands for:
+socket.recvfrom for its reads, pylibsrtp for its unprotect, and the media port's own per-datagram path
+(`datagram_received`) for the port's batch API (`read_datagrams`). Real sockets on loopback.
 
 Where a C compiler is on the machine `./build.sh setup` builds the extension, so it missing is a
 failure here; the tests that need it are skipped only where no compiler could have built it.
@@ -23,7 +23,7 @@ from appliance.rtc.dtls import SrtpKeys
 from appliance.rtc.port import Listener, MediaPort
 from appliance.plumbing.udp import READ_BATCH
 from tests.lab.appliance import has_ipv6_loopback
-from tests.unit.rtc.harness import ADDR, PEER_CONTEXT, PEER_UFRAG, PORT_CONTEXT, PWD, UFRAG, Handler, Sink
+from tests.unit.rtc.harness import PEER_CONTEXT, PEER_UFRAG, PORT_CONTEXT, PWD, UFRAG, Handler, Sink
 
 needs_extension = pytest.mark.skipif(recvbatch.EXTENSION is None and shutil.which("cc") is None,
                                      reason="no C compiler: the extension cannot have been built")
@@ -34,7 +34,6 @@ KEY = bytes(range(30))  # AES_CM_128_HMAC_SHA1_80: 16 bytes of key, 14 of salt (
 CM, GCM = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80, pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM
 PROFILE_NAMES = {CM: "SRTP_AES128_CM_SHA1_80", GCM: "SRTP_AEAD_AES_128_GCM"}
 SSRC = 0x5EED5EED
-STRANGER = ("192.0.2.99", 40000)  # a source no session has selected
 
 
 def extension() -> recvbatch.RecvBatch:
@@ -71,6 +70,20 @@ def sockets(family: int, host: str, count: int) -> Iterator[list[socket.socket]]
             sock.close()
 
 
+class Counters:
+    def __init__(self) -> None:
+        self.unmatched = self.srtp_errors = 0
+
+
+def receive(sock: socket.socket, limit: int = READ_BATCH, sessions: dict | None = None,
+            counters: Counters | None = None) -> list[tuple[bytes, tuple]]:
+    """What one `receive` call hands its fallback (every datagram, with no session in `sessions`)."""
+    ext, got = extension(), []
+    ext.receive(sock.fileno(), limit, sessions or {}, ext.rtp, ext.rtcp,
+                lambda listener, data, addr, now: got.append((data, addr)), None, counters or Counters(), 0.0)
+    return got
+
+
 def recvfrom_loop(sock: socket.socket, limit: int = READ_BATCH) -> list[tuple[bytes, tuple]]:
     """The Python path the extension stands for (MediaIO._on_readable without it)."""
     got = []
@@ -84,15 +97,15 @@ def recvfrom_loop(sock: socket.socket, limit: int = READ_BATCH) -> list[tuple[by
     return got
 
 
-# --- recv_batch ----------------------------------------------------------------------------------------
+# --- reading ---------------------------------------------------------------------------------------------
 
 
 @needs_extension
 @pytest.mark.parametrize("family, host", LOOPBACKS)
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 1), st.binary(max_size=1500)), max_size=80), st.integers(1, READ_BATCH))
-def test_recv_batch_reads_what_recvfrom_reads(family, host, sent, limit):
-    """The same datagrams from two sources into two sockets, one read with recv_batch and one with the
+def test_receive_reads_what_recvfrom_reads(family, host, sent, limit):
+    """The same datagrams from two sources into two sockets, one read by `receive` and one with the
     recvfrom loop: the same datagrams, the same addresses, the same count per batch, in order."""
     with sockets(family, host, 4) as (first, second, by_c, by_python):
         for source, data in sent:
@@ -100,7 +113,7 @@ def test_recv_batch_reads_what_recvfrom_reads(family, host, sent, limit):
                 (first, second)[source].sendto(data, target.getsockname())
         batches_c, batches_python = [], []
         while True:
-            batch_c, batch_python = extension().recv_batch(by_c.fileno(), limit), recvfrom_loop(by_python, limit)
+            batch_c, batch_python = receive(by_c, limit), recvfrom_loop(by_python, limit)
             batches_c.append(batch_c)
             batches_python.append(batch_python)
             if not batch_c and not batch_python:
@@ -115,7 +128,7 @@ def test_a_datagram_of_any_size_is_read_whole():
         sizes = (0, 1, 1500, 9000, 65507)
         for size in sizes:
             tx.sendto(bytes([size & 0xFF]) * size, rx.getsockname())
-        got = extension().recv_batch(rx.fileno(), READ_BATCH)
+        got = receive(rx)
         assert [len(data) for data, _ in got] == list(sizes)
         assert all(addr == tx.getsockname() for _, addr in got)
 
@@ -125,13 +138,12 @@ def test_a_batch_stops_at_its_limit_and_the_rest_waits():
     with sockets(socket.AF_INET, "127.0.0.1", 2) as (tx, rx):
         for seq in range(5):
             tx.sendto(bytes([seq]), rx.getsockname())
-        read = extension().recv_batch
-        assert [data for data, _ in read(rx.fileno(), 3)] == [b"\x00", b"\x01", b"\x02"]
-        assert read(rx.fileno(), 0) == []
-        assert [data for data, _ in read(rx.fileno(), 3)] == [b"\x03", b"\x04"]
-        assert read(rx.fileno(), 3) == []
+        assert [data for data, _ in receive(rx, 3)] == [b"\x00", b"\x01", b"\x02"]
+        assert receive(rx, 0) == []
+        assert [data for data, _ in receive(rx, 3)] == [b"\x03", b"\x04"]
+        assert receive(rx, 3) == []
         with pytest.raises(ValueError):
-            read(rx.fileno(), READ_BATCH + 1)
+            receive(rx, READ_BATCH + 1)
 
 
 @contextmanager
@@ -158,7 +170,7 @@ def test_the_icmp_error_is_there_to_skip():
 @needs_extension
 def test_an_icmp_error_queued_on_the_socket_is_skipped_and_what_follows_is_read():
     """Both paths skip the error and read the datagrams behind it."""
-    for read in (lambda sock: extension().recv_batch(sock.fileno(), READ_BATCH), recvfrom_loop):
+    for read in (receive, recvfrom_loop):
         with refused() as (local, back):
             back.sendto(b"after the error", local.getsockname())
             assert read(local) == [(b"after the error", back.getsockname())]
@@ -167,20 +179,47 @@ def test_an_icmp_error_queued_on_the_socket_is_skipped_and_what_follows_is_read(
 # --- unprotect -----------------------------------------------------------------------------------------
 
 
-def unprotect_both(profile: int, inputs: list[tuple[bool, bytes]]) -> tuple[list, list]:
-    """What pylibsrtp and the extension make of the same inputs, each on its own receiving session
-    under the same key (the replay window moves alike): packets, None where pylibsrtp raises."""
-    by_python, by_c = srtp_session(profile, pylibsrtp.Policy.SSRC_ANY_INBOUND), srtp_session(
-        profile, pylibsrtp.Policy.SSRC_ANY_INBOUND)
-    ext = extension()
-    python, c = [], []
-    for is_rtcp, data in inputs:
+class Recorder:
+    """A session as `receive` reads one: its srtp_t's address and a handler that records."""
+
+    def __init__(self, srtp: pylibsrtp.Session) -> None:
+        self.srtp = srtp  # kept alive while its address is used
+        self.rx_context = sendbatch.srtp_address(srtp)
+        self.handler = self
+        self.packets: list[tuple[str, bytes]] = []
+
+    def rtp(self, packet: bytes, now: float) -> None:
+        self.packets.append(("rtp", packet))
+
+    def rtcp(self, packet: bytes, now: float) -> None:
+        self.packets.append(("rtcp", packet))
+
+
+def unprotect_both(profile: int, inputs: list[bytes]) -> tuple[tuple, tuple]:
+    """What pylibsrtp and `receive` make of the same datagrams from a session's address, each on its
+    own receiving session under the same key (the replay window moves alike): the packets handed to
+    the handler, the refusals counted, and what is not SRTP (left to the port's Python)."""
+    by_python = srtp_session(profile, pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    python: list[tuple[str, bytes]] = []
+    refused, others = 0, []
+    for data in inputs:
+        if len(data) < 12 or not 127 < data[0] < 192:
+            others.append(data)
+            continue
+        is_rtcp = 191 < data[1] < 224
         try:
-            python.append(by_python.unprotect_rtcp(data) if is_rtcp else by_python.unprotect(data))
+            python.append(("rtcp", by_python.unprotect_rtcp(data)) if is_rtcp else ("rtp", by_python.unprotect(data)))
         except (pylibsrtp.Error, ValueError):
-            python.append(None)
-        c.append(ext.unprotect(ext.rtcp if is_rtcp else ext.rtp, sendbatch.srtp_address(by_c), data))
-    return python, c
+            refused += 1
+    with sockets(socket.AF_INET, "127.0.0.1", 2) as (tx, rx):
+        for data in inputs:
+            tx.sendto(data, rx.getsockname())
+        session, counters = Recorder(srtp_session(profile, pylibsrtp.Policy.SSRC_ANY_INBOUND)), Counters()
+        got: list[tuple[bytes, tuple]] = []
+        for _ in range(len(inputs) + 1):  # a call reads one datagram at least while any waits
+            got += receive(rx, READ_BATCH, {tx.getsockname(): session}, counters)
+        assert counters.unmatched == 0
+        return (python, refused, others), (session.packets, counters.srtp_errors, [data for data, _ in got])
 
 
 @needs_extension
@@ -189,27 +228,28 @@ def unprotect_both(profile: int, inputs: list[tuple[bool, bytes]]) -> tuple[list
     st.sampled_from(["rtp", "rtcp", "replay", "swap", "tamper", "raw"]), st.integers(0, 0xFFFF), st.integers(12, 1600),
     st.binary(min_size=1, max_size=1600)), max_size=12))
 def test_unprotect_gives_what_pylibsrtp_gives(profile, steps):
-    """Protected RTP and RTCP, replays, a flipped bit, any bytes, over-long packets: the extension's
-    result is pylibsrtp's, and None exactly where pylibsrtp raises."""
+    """Protected RTP and RTCP, replays, a flipped bit, any bytes, over-long packets: the extension hands
+    over what pylibsrtp's unprotect gives, counts a refusal exactly where pylibsrtp raises, and leaves
+    what is not SRTP to the port's Python."""
     sender = srtp_session(profile, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
-    inputs: list[tuple[bool, bytes]] = []
+    inputs: list[bytes] = []
     next_seq = 0
     for kind, step, size, data in steps:
         if kind == "rtp":  # forward in steps of 1 to 4 (a sender refuses to go back); "swap" reorders
             next_seq += 1 + step % 4
-            inputs.append((False, sender.protect(rtp(next_seq, min(size, 1356)))))
+            inputs.append(sender.protect(rtp(next_seq, min(size, 1356))))
         elif kind == "rtcp":
-            inputs.append((True, sender.protect_rtcp(rtcp())))
+            inputs.append(sender.protect_rtcp(rtcp()))
         elif kind == "replay" and inputs:
             inputs.append(inputs[-1])
         elif kind == "swap" and len(inputs) > 1:
             inputs[-2:] = inputs[:-3:-1]
         elif kind == "tamper" and inputs:
-            is_rtcp, last = inputs[-1]
+            last = inputs[-1]
             at = step % len(last)
-            inputs.append((is_rtcp, last[:at] + bytes([last[at] ^ 0x40]) + last[at + 1:]))
-        else:
-            inputs.append((step & 1 == 1, bytes([0x80 | data[0] & 0x3F]) + data[1:]))
+            inputs.append(last[:at] + bytes([last[at] ^ 0x40]) + last[at + 1:])
+        else:  # any bytes, RTP- or RTCP-looking (RFC 5761), or neither
+            inputs.append(bytes([(0x80 | data[0] & 0x3F) if step % 5 else data[0]]) + data[1:])
     python, c = unprotect_both(profile, inputs)
     assert c == python
 
@@ -219,16 +259,16 @@ def test_unprotect_reads_a_valid_packet_and_refuses_its_replay_and_an_overlong_o
     # A check that the property above is not vacuous: real packets do come out.
     sender = srtp_session(GCM, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
     packet = sender.protect(rtp(7))
-    python, c = unprotect_both(GCM, [(False, packet), (False, packet), (False, packet + bytes(1500))])
-    assert c == python == [rtp(7), None, None]
+    python, c = unprotect_both(GCM, [packet, packet, packet + bytes(1500)])
+    assert c == python == ([("rtp", rtp(7))], 2, [])
 
 
 # --- the port's batch API --------------------------------------------------------------------------------
 
 
-def resumed_port(profile: int, compiled: bool) -> tuple[MediaPort, Handler, Listener]:
-    """A port carrying on a session under fixed keys (no handshake), so that two ports read the same
-    datagrams alike: one with the compiled receive path, one without."""
+def resumed_port(profile: int, compiled: bool, addr: tuple) -> tuple[MediaPort, Handler, Listener]:
+    """A port carrying on a session on `addr` under fixed keys (no handshake), so that two ports read the
+    same datagrams alike: one with the compiled receive path, one without."""
     port = MediaPort(PORT_CONTEXT)
     if not compiled:
         port.recvbatch = None
@@ -238,9 +278,33 @@ def resumed_port(profile: int, compiled: bool) -> tuple[MediaPort, Handler, List
     listener = Listener(Sink())
     port.add_udp(listener, ("192.0.2.1", 3478))
     key = KEY if profile == CM else KEY[:28]
-    port.resume(handler.session, listener, ADDR, SrtpKeys(PROFILE_NAMES[profile], rx=key, tx=key[::-1]), {}, {}, {},
+    port.resume(handler.session, listener, addr, SrtpKeys(PROFILE_NAMES[profile], rx=key, tx=key[::-1]), {}, {}, {},
                 now=1.0)
     return port, handler, listener
+
+
+def read_both(profile: int, datagrams: list[tuple[bytes, int]]) -> list[tuple]:
+    """The same datagrams (data, from the session's address 0 or a stranger's 1) through a port's
+    `read_datagrams` off a real socket and through another port's `datagram_received`: what each
+    port's handler heard and what each port counted and sent."""
+    outcomes = []
+    with sockets(socket.AF_INET, "127.0.0.1", 3) as (path, stranger, rx):
+        sources = (path, stranger)
+        for compiled in (True, False):
+            port, handler, listener = resumed_port(profile, compiled, path.getsockname())
+            assert (handler.session.rx_context is not None) == compiled
+            if compiled:
+                for data, source in datagrams:
+                    sources[source].sendto(data, rx.getsockname())
+                for _ in range(len(datagrams) + 1):  # a call reads one datagram at least while any waits
+                    port.read_datagrams(listener, rx.fileno(), READ_BATCH, 2.0)
+            else:
+                for data, source in datagrams:
+                    port.datagram_received(listener, data, sources[source].getsockname(), 2.0)
+            # Events hold each port's own objects: compared by kind and address.
+            events = [(type(event).__name__, getattr(event, "addr", None)) for event in handler.events]
+            outcomes.append((handler.rtp_packets, handler.rtcp_packets, events, port.counters, listener.sink.sent))
+    return outcomes
 
 
 @needs_extension
@@ -252,15 +316,15 @@ def test_the_batch_api_does_what_datagram_received_does(profile, steps):
     """The same datagrams, SRTP and not, from the session's path and from elsewhere: the handler hears
     the same packets and events, the port counts the same and sends the same."""
     sender = srtp_session(profile, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
-    datagrams: list[tuple[bytes, tuple]] = []
+    datagrams: list[tuple[bytes, int]] = []
     next_seq = 0
     for kind, step, size, data in steps:
         if kind in ("rtp", "stranger"):
             next_seq += 1 + step % 4
         if kind == "rtp":
-            datagrams.append((sender.protect(rtp(next_seq, min(size, 1356))), ADDR))
+            datagrams.append((sender.protect(rtp(next_seq, min(size, 1356))), 0))
         elif kind == "rtcp":
-            datagrams.append((sender.protect_rtcp(rtcp()), ADDR))
+            datagrams.append((sender.protect_rtcp(rtcp()), 0))
         elif kind == "replay" and datagrams:
             datagrams.append(datagrams[-1])
         elif kind == "swap" and len(datagrams) > 1:
@@ -268,28 +332,22 @@ def test_the_batch_api_does_what_datagram_received_does(profile, steps):
         elif kind == "tamper" and datagrams:
             last = datagrams[-1][0]
             at = step % len(last)
-            datagrams.append((last[:at] + bytes([last[at] ^ 0x01]) + last[at + 1:], ADDR))
+            datagrams.append((last[:at] + bytes([last[at] ^ 0x01]) + last[at + 1:], 0))
         elif kind == "stranger":
-            datagrams.append((sender.protect(rtp(next_seq, min(size, 1356))), STRANGER))
+            datagrams.append((sender.protect(rtp(next_seq, min(size, 1356))), 1))
         else:
-            datagrams.append((data, ADDR))
-    outcomes = []
-    for compiled in (True, False):
-        port, handler, listener = resumed_port(profile, compiled)
-        assert (handler.session.rx_context is not None) == compiled
-        port.datagrams_received(listener, datagrams, 2.0)
-        # Events hold each port's own objects: compared by kind and address.
-        events = [(type(event).__name__, getattr(event, "addr", None)) for event in handler.events]
-        outcomes.append((handler.rtp_packets, handler.rtcp_packets, events, port.counters, listener.sink.sent))
-    assert outcomes[0] == outcomes[1]
+            datagrams.append((data, 0))
+    compiled, python = read_both(profile, datagrams)
+    assert compiled == python
 
 
 @needs_extension
 def test_the_batch_api_hands_over_packets_and_counts_refusals():
     # The property above compares the two paths; this pins what they both do.
     sender = srtp_session(GCM, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
-    port, handler, listener = resumed_port(GCM, compiled=True)
     first, report = sender.protect(rtp(1)), sender.protect_rtcp(rtcp())
-    port.datagrams_received(listener, [(first, ADDR), (report, ADDR), (first, ADDR), (b"\x80" * 11, ADDR)], 2.0)
-    assert handler.rtp_packets == [rtp(1)] and handler.rtcp_packets == [rtcp()]
-    assert (port.counters.srtp_errors, port.counters.malformed) == (1, 1)
+    compiled, python = read_both(GCM, [(first, 0), (report, 0), (first, 0), (b"\x80" * 11, 0)])
+    rtp_packets, rtcp_packets, _, counters, _ = compiled
+    assert compiled == python
+    assert rtp_packets == [rtp(1)] and rtcp_packets == [rtcp()]
+    assert (counters.srtp_errors, counters.malformed) == (1, 1)
