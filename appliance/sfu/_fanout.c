@@ -16,7 +16,8 @@
  *
  * transport_cc, below the Ring, is the other per-packet loop in C: the estimator's walk of each packet a
  * subscriber's transport-cc feedback reports (issue 17). rtp and receive, at the end, are the receive
- * side: CallSession.rtp and PublishedTrack.receive, the fan-out called from there.
+ * side: CallSession.rtp and PublishedTrack.receive, the fan-out called from there; transport_report is
+ * the feedback the receive side sends its publisher (TransportReceiver.report).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -796,8 +797,8 @@ leg_elements(PyObject *leg, PyObject *found, PyObject *bodies)
 
 /* Send one packet on a common-case leg: 0, or -1 with an exception. */
 static int
-forward_leg(PyObject *leg, const plan_t *plan, PyObject *packet, const unsigned char *head, PyObject *payload,
-            long long seq, long long ts, PyObject *elements, double now)
+forward_leg(PyObject *leg, const plan_t *plan, PyObject *packet, const unsigned char *head, const char *payload,
+            Py_ssize_t payload_length, long long seq, long long ts, PyObject *elements, double now)
 {
     long long behind = (seq - plan->base_seq) & 0xFFFF;
     if (behind >= 0x8000)
@@ -811,7 +812,6 @@ forward_leg(PyObject *leg, const plan_t *plan, PyObject *packet, const unsigned 
             return -1;
         slot_set(leg, &leg_layout, L_SENT_PACKET, Py_NewRef(packet));
     }
-    Py_ssize_t payload_length = PyBytes_GET_SIZE(payload);
     if (slot_set_long(leg, &leg_layout, L_PACKETS, plan->packets + 1) < 0
             || slot_set_long(leg, &leg_layout, L_OCTETS, plan->octets + payload_length) < 0)
         return -1;
@@ -855,7 +855,7 @@ forward_leg(PyObject *leg, const plan_t *plan, PyObject *packet, const unsigned 
         }
         memset(at, 0, (size_t)(4 * words - total_elements));
     }
-    memcpy(out + header, PyBytes_AS_STRING(payload), (size_t)payload_length);
+    memcpy(out + header, payload, (size_t)payload_length);
     if (transport != NULL && slot_set_long(transport, &transport_layout, T_SEQ, transport_seq) < 0) {
         Py_DECREF(data);
         return -1;
@@ -913,21 +913,15 @@ forward_leg(PyObject *leg, const plan_t *plan, PyObject *packet, const unsigned 
     return 0;
 }
 
+/* The fan-out of `packet`, whose payload is payload_data[0..payload_length): `payload` is that as bytes,
+ * or NULL to cut it only where a leg's Python `forward` needs it (the compiled legs copy from the
+ * packet). A new reference to None, NULL with an exception. */
 static PyObject *
-fanout(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+fan_out(PyObject *legs, PyObject *packet, const char *payload_data, Py_ssize_t payload_length, PyObject *payload,
+        PyObject *seq_object, PyObject *ts_object, PyObject *found, PyObject *now_object)
 {
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "fanout(legs, packet, payload, seq, ts, found, now) takes 7 arguments");
-        return NULL;
-    }
-    PyObject *legs = args[0], *packet = args[1], *payload = args[2], *seq_object = args[3], *ts_object = args[4],
-             *found = args[5], *now_object = args[6];
     if (leg_layout.type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "fanout before configure");
-        return NULL;
-    }
-    if (!PyList_Check(legs) || !PyBytes_Check(packet) || PyBytes_GET_SIZE(packet) < 12 || !PyBytes_Check(payload)) {
-        PyErr_SetString(PyExc_TypeError, "fanout takes a list of legs, an RTP packet and its payload as bytes");
         return NULL;
     }
     long long seq = small_int(seq_object), ts = small_int(ts_object);
@@ -945,6 +939,7 @@ fanout(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
     PyObject *bodies = with_elements ? PyDict_New() : NULL;
+    Py_XINCREF(payload);
     if (in_pt == NULL || empty == NULL || (with_elements && bodies == NULL))
         goto fail;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(legs); i++) { /* a leg's Python path may change the list */
@@ -956,11 +951,15 @@ fanout(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
             elements = leg_elements(leg, found, bodies);
         int status = common < 0 || elements == NULL ? -1 : 0;
         if (status == 0 && common == 1) {
-            status = forward_leg(leg, &plan, packet, head, payload, seq, ts, elements, now);
+            status = forward_leg(leg, &plan, packet, head, payload_data, payload_length, seq, ts, elements, now);
         } else if (status == 0 && !unmapped) {
-            PyObject *call[] = {leg, packet, payload, seq_object, ts_object, elements, now_object};
-            PyObject *result = PyObject_VectorcallMethod(forward_name, call, 7 | PY_VECTORCALL_ARGUMENTS_OFFSET,
-                                                         NULL);
+            if (payload == NULL)
+                payload = PyBytes_FromStringAndSize(payload_data, payload_length);
+            PyObject *result = NULL;
+            if (payload != NULL) {
+                PyObject *call[] = {leg, packet, payload, seq_object, ts_object, elements, now_object};
+                result = PyObject_VectorcallMethod(forward_name, call, 7 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            }
             status = result == NULL ? -1 : 0;
             Py_XDECREF(result);
         }
@@ -972,12 +971,30 @@ fanout(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     Py_DECREF(in_pt);
     Py_DECREF(empty);
     Py_XDECREF(bodies);
+    Py_XDECREF(payload);
     Py_RETURN_NONE;
 fail:
     Py_XDECREF(in_pt);
     Py_XDECREF(empty);
     Py_XDECREF(bodies);
+    Py_XDECREF(payload);
     return NULL;
+}
+
+static PyObject *
+fanout(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "fanout(legs, packet, payload, seq, ts, found, now) takes 7 arguments");
+        return NULL;
+    }
+    PyObject *legs = args[0], *packet = args[1], *payload = args[2];
+    if (!PyList_Check(legs) || !PyBytes_Check(packet) || PyBytes_GET_SIZE(packet) < 12 || !PyBytes_Check(payload)) {
+        PyErr_SetString(PyExc_TypeError, "fanout takes a list of legs, an RTP packet and its payload as bytes");
+        return NULL;
+    }
+    return fan_out(legs, packet, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), payload, args[3], args[4],
+                   args[5], args[6]);
 }
 
 /* ---- the receive path: what CallSession.rtp and PublishedTrack.receive do per packet ------------------
@@ -1000,8 +1017,8 @@ static const char *const cache_names[C_COUNT] = {"mask", "seqs", "packets", "tim
 enum { RS_CLOCK_RATE, RS_MAX_SEQ, RS_CYCLES, RS_BASE_SEQ, RS_RECEIVED, RS_JITTER, RS_TRANSIT, RS_COUNT };
 static const char *const stats_names[RS_COUNT] = {"clock_rate", "max_seq", "cycles", "base_seq", "received", "jitter",
                                                   "transit"};
-enum { TR_EXT_ID, TR_ARRIVALS, TR_NEXT_SEQ, TR_HIGHEST, TR_COUNT };
-static const char *const receiver_names[TR_COUNT] = {"ext_id", "arrivals", "next_seq", "highest"};
+enum { TR_EXT_ID, TR_ARRIVALS, TR_NEXT_SEQ, TR_HIGHEST, TR_FEEDBACK_COUNT, TR_COUNT };
+static const char *const receiver_names[TR_COUNT] = {"ext_id", "arrivals", "next_seq", "highest", "count"};
 
 static layout_t stream_layout, losses_layout, cache_layout, stats_layout, receiver_layout;
 static PyTypeObject *track_type; /* PublishedTrack: a dataclass without slots, its attributes read by name */
@@ -1272,13 +1289,10 @@ track_receive(PyObject *track, PyObject *stream, PyObject *packet, PyObject *now
         result = Py_NewRef(Py_None);
     } else {
         PyObject *legs_ref = Py_NewRef(legs); /* the fan-out may run a leg's Python */
-        PyObject *payload = PyBytes_FromStringAndSize((const char *)p + offset, length - offset);
         PyObject *ts_object = PyLong_FromLongLong(ts);
-        if (payload != NULL && ts_object != NULL) {
-            PyObject *call[] = {legs_ref, packet, payload, seq_object, ts_object, found, now_object};
-            result = fanout(NULL, call, 7);
-        }
-        Py_XDECREF(payload);
+        if (ts_object != NULL)
+            result = fan_out(legs_ref, packet, (const char *)p + offset, length - offset, NULL, seq_object,
+                             ts_object, found, now_object);
         Py_XDECREF(ts_object);
         Py_DECREF(legs_ref);
     }
@@ -1420,6 +1434,185 @@ python:
     }
 }
 
+/* ---- TransportReceiver.report: the transport-cc feedback toward a publisher (issue 17) ----------------
+ *
+ * transport_report(receiver, sender_ssrc, media_ssrc, max_reported) is TransportReceiver.report, with
+ * feedback.transport_feedback_packet and _chunks: the same state left, the same bytes. A receiver outside
+ * the common case (another class, keys or times that are not exact ints and floats, times that are not
+ * finite or so large that the Python path's exact ints would matter) gets NotImplemented before anything
+ * is touched, and the Python path takes it. */
+
+#define TICKS_PER_SECOND 4000.0 /* feedback._TICKS_PER_SECOND */
+#define TIME_BOUND 1.0e12       /* seconds: well within the 2**53 ticks a double holds exactly */
+
+/* feedback._chunks: the packet status chunks of symbols[0..count), big-endian at out; how many. */
+static Py_ssize_t
+status_chunks(const unsigned char *symbols, Py_ssize_t count, unsigned char *out)
+{
+    Py_ssize_t i = 0, n = 0;
+    while (i < count) {
+        unsigned symbol = symbols[i], chunk;
+        Py_ssize_t run = 1;
+        while (i + run < count && run < 0x1FFF && symbols[i + run] == symbol)
+            run++;
+        int wide = 0;
+        for (Py_ssize_t k = i; k < i + 14 && k < count; k++)
+            wide |= symbols[k] == 2;
+        if (run >= 14 || (run >= 7 && wide)) {
+            chunk = symbol << 13 | (unsigned)run;
+            i += run;
+        } else if (!wide) {
+            chunk = 0x8000;
+            for (Py_ssize_t k = 0; k < 14 && i + k < count; k++)
+                chunk |= (unsigned)symbols[i + k] << (13 - k);
+            i += 14;
+        } else {
+            chunk = 0xC000;
+            for (Py_ssize_t k = 0; k < 7 && i + k < count; k++)
+                chunk |= (unsigned)symbols[i + k] << (12 - 2 * k);
+            i += 7;
+        }
+        out[2 * n] = (unsigned char)(chunk >> 8);
+        out[2 * n + 1] = (unsigned char)chunk;
+        n++;
+    }
+    return n;
+}
+
+static inline void
+put32(unsigned char *at, unsigned long long value)
+{
+    at[0] = (unsigned char)(value >> 24);
+    at[1] = (unsigned char)(value >> 16);
+    at[2] = (unsigned char)(value >> 8);
+    at[3] = (unsigned char)value;
+}
+
+static PyObject *
+transport_report(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "transport_report(receiver, sender_ssrc, media_ssrc, max_reported)");
+        return NULL;
+    }
+    PyObject *receiver = args[0];
+    if (receiver_layout.type == NULL || Py_TYPE(receiver) != receiver_layout.type)
+        Py_RETURN_NOTIMPLEMENTED;
+    PyObject *arrivals = SLOT(receiver, receiver_layout, TR_ARRIVALS),
+             *next = SLOT(receiver, receiver_layout, TR_NEXT_SEQ);
+    if (arrivals == NULL || !PyDict_CheckExact(arrivals) || next == NULL)
+        Py_RETURN_NOTIMPLEMENTED;
+    if (PyDict_GET_SIZE(arrivals) == 0 || next == Py_None)
+        Py_RETURN_NONE;
+    long long next_seq, highest, count, sender_ssrc, media_ssrc, max_reported;
+    if (!signed_int(next, &next_seq) || !signed_int(SLOT(receiver, receiver_layout, TR_HIGHEST), &highest)
+            || !signed_int(SLOT(receiver, receiver_layout, TR_FEEDBACK_COUNT), &count)
+            || !signed_int(args[1], &sender_ssrc) || sender_ssrc < 0 || sender_ssrc > 0xFFFFFFFFLL
+            || !signed_int(args[2], &media_ssrc) || media_ssrc < 0 || media_ssrc > 0xFFFFFFFFLL
+            || !signed_int(args[3], &max_reported))
+        Py_RETURN_NOTIMPLEMENTED;
+    long long start = highest - max_reported + 1 > next_seq ? highest - max_reported + 1 : next_seq;
+    long long span = highest - start + 1;
+    if (span <= 0 || span > 0xFFFF) /* the Python path raises */
+        Py_RETURN_NOTIMPLEMENTED;
+
+    /* The arrival time of each of start..highest (symbols[i] != 0: arrived), and the earliest. */
+    Py_ssize_t n = (Py_ssize_t)span;
+    double *times = PyMem_Malloc((size_t)n * sizeof(double));
+    unsigned char *symbols = PyMem_Calloc((size_t)n, 1), *deltas = PyMem_Malloc(2 * (size_t)n),
+                  *chunks = PyMem_Malloc(2 * ((size_t)n / 7 + 1));
+    PyObject *result = NULL;
+    if (times == NULL || symbols == NULL || deltas == NULL || chunks == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    double reference_time = 0.0;
+    int any = 0;
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(arrivals, &pos, &key, &value)) {
+        long long seq;
+        if (!signed_int(key, &seq)) {
+            result = Py_NewRef(Py_NotImplemented);
+            goto done;
+        }
+        if (seq < start || seq > highest)
+            continue;
+        double t = PyFloat_CheckExact(value) ? PyFloat_AS_DOUBLE(value) : NAN;
+        if (!(fabs(t) < TIME_BOUND)) {
+            result = Py_NewRef(Py_NotImplemented);
+            goto done;
+        }
+        times[seq - start] = t;
+        symbols[seq - start] = 1;
+        if (!any || t < reference_time)
+            reference_time = t;
+        any = 1;
+    }
+    if (!any) { /* nothing in the range: the Python path raises */
+        result = Py_NewRef(Py_NotImplemented);
+        goto done;
+    }
+
+    /* The receiver's state, as the Python path leaves it whether or not the feedback can be built. */
+    PyObject *next_object = PyLong_FromLongLong(highest + 1), *count_object = PyLong_FromLongLong((count + 1) & 0xFF);
+    if (next_object == NULL || count_object == NULL) {
+        Py_XDECREF(next_object);
+        Py_XDECREF(count_object);
+        goto done;
+    }
+    slot_set(receiver, &receiver_layout, TR_NEXT_SEQ, next_object);
+    PyDict_Clear(arrivals);
+    slot_set(receiver, &receiver_layout, TR_FEEDBACK_COUNT, count_object);
+
+    long long reference = (long long)floor(reference_time / 0.064 + 1e-9);
+    long long ticks = reference * 256; /* feedback._TICKS_PER_REFERENCE */
+    Py_ssize_t delta_length = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!symbols[i])
+            continue;
+        long long arrived = (long long)nearbyint(times[i] * TICKS_PER_SECOND); /* round(): half to even */
+        long long delta = arrived - ticks;
+        ticks = arrived;
+        if (delta >= 0 && delta <= 0xFF) {
+            deltas[delta_length++] = (unsigned char)delta;
+        } else if (delta >= -0x8000 && delta < 0x8000) {
+            symbols[i] = 2;
+            deltas[delta_length++] = (unsigned char)((unsigned long long)delta >> 8);
+            deltas[delta_length++] = (unsigned char)delta;
+        } else { /* the Python path's ValueError: a stalled publisher, started over next time */
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+    }
+    Py_ssize_t chunk_count = status_chunks(symbols, n, chunks);
+    Py_ssize_t content = 12 + 2 * chunk_count + delta_length, padded = content + (-content & 3);
+    result = PyBytes_FromStringAndSize(NULL, 8 + padded);
+    if (result == NULL)
+        goto done;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    out[0] = 0x80 | 15; /* FMT_TRANSPORT_CC */
+    out[1] = 205;       /* PT_RTPFB */
+    out[2] = (unsigned char)((1 + padded / 4) >> 8);
+    out[3] = (unsigned char)(1 + padded / 4);
+    put32(out + 4, (unsigned long long)sender_ssrc);
+    put32(out + 8, (unsigned long long)media_ssrc);
+    out[12] = (unsigned char)((unsigned long long)start >> 8);
+    out[13] = (unsigned char)start;
+    out[14] = (unsigned char)(span >> 8);
+    out[15] = (unsigned char)span;
+    put32(out + 16, (unsigned long long)((reference & 0xFFFFFF) << 8 | ((count + 1) & 0xFF)));
+    memcpy(out + 20, chunks, 2 * (size_t)chunk_count);
+    memcpy(out + 20 + 2 * chunk_count, deltas, (size_t)delta_length);
+    memset(out + 8 + content, 0, (size_t)(padded - content));
+done:
+    PyMem_Free(times);
+    PyMem_Free(symbols);
+    PyMem_Free(deltas);
+    PyMem_Free(chunks);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"configure", (PyCFunction)configure, METH_VARARGS,
      "configure(Leg, port Session, Listener, TransportSender, MediaPort.send_rtp, extensions.body)\n\n"
@@ -1446,6 +1639,10 @@ static PyMethodDef methods[] = {
      "rtp(session, packet, now)\n\n"
      "CallSession.rtp: the transport-wide arrival, the stream by SSRC (else session._unbound) and the\n"
      "track's receive as `receive` does it; session.rtp_in_python where the session is outside the common case."},
+    {"transport_report", (PyCFunction)(void (*)(void))transport_report, METH_FASTCALL,
+     "transport_report(receiver, sender_ssrc, media_ssrc, max_reported)\n\n"
+     "TransportReceiver.report for a receiver of the class configure_receive took: the feedback's bytes,\n"
+     "None, or NotImplemented when the Python path must take it."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -28,21 +28,26 @@ MAX_REPORTED = 1000  # sequence numbers per feedback; older unreported ones are 
 # (lost, reported, last arrival in ms, the groups' deltas with their arrival, the lost seqs the ring holds).
 FedBack = tuple[int, int, float | None, list[tuple[tuple[int, int, int], int]], list[int]]
 TransportCC = Callable[[object, bytes, int, int, SendSideEstimator], FedBack | NotImplementedType | None]
+# transport_report(receiver, sender_ssrc, media_ssrc, max_reported): TransportReceiver.report compiled
+# (_fanout.c), NotImplemented where the Python path must take it (as before tracks.py configured it).
+TransportReport = Callable[["TransportReceiver", int, int, int], bytes | NotImplementedType | None]
 
 
-def _compiled() -> tuple[Callable[..., object] | None, TransportCC | None]:
-    """The compiled fan-out's holder of a sender's arrays (fanout.py) and its feedback loop, None
-    without the extension."""
+def _compiled() -> tuple[Callable[..., object] | None, TransportCC | None, TransportReport | None]:
+    """The compiled fan-out's holder of a sender's arrays (fanout.py), its feedback loop and the
+    receiver's report, None without the extension."""
     try:
         extension = importlib.import_module("appliance.sfu._fanout")
     except ImportError:
-        return None, None
+        return None, None, None
     ring: Callable[..., object] = extension.Ring
-    transport_cc: TransportCC | None = getattr(extension, "transport_cc", None)  # None: a build from before it
-    return ring, transport_cc
+    # None: a build from before them
+    transport_cc: TransportCC | None = getattr(extension, "transport_cc", None)
+    transport_report: TransportReport | None = getattr(extension, "transport_report", None)
+    return ring, transport_cc, transport_report
 
 
-_RING, _TRANSPORT_CC = _compiled()
+_RING, _TRANSPORT_CC, _TRANSPORT_REPORT = _compiled()
 
 
 class TransportReceiver:
@@ -74,7 +79,17 @@ class TransportReceiver:
             self.highest = full
 
     def report(self, sender_ssrc: int, media_ssrc: int) -> bytes | None:
-        """The feedback for everything since the last report, or None when nothing arrived."""
+        """The feedback for everything since the last report, or None when nothing arrived. Compiled
+        where the extension is, as report_in_python."""
+        if _TRANSPORT_REPORT is not None:
+            done = _TRANSPORT_REPORT(self, sender_ssrc, media_ssrc, MAX_REPORTED)
+            if not isinstance(done, NotImplementedType):
+                return done
+        return self.report_in_python(sender_ssrc, media_ssrc)
+
+    def report_in_python(self, sender_ssrc: int, media_ssrc: int) -> bytes | None:
+        # Also done by the compiled transport_report (_fanout.c): a change here is one there
+        # (tests/unit/sfu/test_transport_report_compiled.py compares them).
         arrivals, next_seq = self.arrivals, self.next_seq
         if not arrivals or next_seq is None:
             return None
