@@ -11,8 +11,10 @@ servers from config files instead, as the image does (where they listen is then 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -101,6 +103,16 @@ class NatsServer:
             return "(no log)"
 
 
+def distinct_ports(count: int) -> list[int]:
+    """`count` different TCP ports free on 127.0.0.1: each held until all are picked (free_port, once
+    its socket is closed, may give the same port again: a cluster's servers then collide)."""
+    with contextlib.ExitStack() as stack:
+        held = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in held:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in held]
+
+
 class NatsCluster:
     """`n` nats-servers with JetStream (unless `jetstream` is false), routed to each other when
     n > 1. `close()` (also run at interpreter exit) stops them and removes their files."""
@@ -112,8 +124,9 @@ class NatsCluster:
         self.servers: list[NatsServer] = []
         atexit.register(self.close)
         try:
+            ports = distinct_ports(3 * n)
             self.servers += [
-                NatsServer(f"n{i}", free_port(), free_port(), free_port(), self.dir / f"n{i}") for i in range(n)
+                NatsServer(f"n{i}", *ports[3 * i:3 * i + 3], self.dir / f"n{i}") for i in range(n)
             ]
             for server in self.servers:
                 self._start(server, name, jetstream)
