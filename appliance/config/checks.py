@@ -104,7 +104,7 @@ def _turn(config: Config) -> Iterator[Finding]:
             yield ("turn", "keys", i, "id"), "expected an id other than \"rest\", the issuer name of turn.secrets"
     if turn.stream_idle_timeout <= 0:
         yield ("turn", "stream_idle_timeout"), "expected more than 0 seconds"
-    ports = turn.relay_ports.last - turn.relay_ports.first + 1
+    ports = len(turn.relay_ports)
     if turn.workers > ports:  # one per core (0) takes no more than there are ports
         yield ("turn", "workers"), (f"expected at most one worker per relay port: {turn.workers} workers cannot "
                                     f"share the {ports} port(s) of turn.relay_ports ({turn.relay_ports})")
@@ -205,14 +205,6 @@ def _cluster(config: Config) -> Iterator[Finding]:
         yield ("cluster", "nats"), "a cluster needs [cluster] secret: it seals the store and authenticates trunks"
     if cluster.secret is not None and len(cluster.secret) < 16:
         yield ("cluster", "secret"), "expected at least 16 characters (a random string shared by every box)"
-
-
-def usable_cores() -> int:
-    """The cores this process may run on: what `workers = 0` (one per core) means."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except OSError:  # a seccomp filter may refuse it
-        return os.cpu_count() or 1
 
 
 def findings(config: Config) -> list[Finding]:

@@ -15,18 +15,24 @@ import re
 from dataclasses import dataclass
 
 from ..config import Config
-from ..config.checks import usable_cores
 from ..config.values import Endpoint, PortRange
 
 PLAN = "EDGECALL_WORKER"  # the environment variable a worker finds its plan in (JSON)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: what `workers = 0` (one per core) means."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except OSError:  # a seccomp filter may refuse it
+        return os.cpu_count() or 1
 
 
 def counts(config: Config) -> tuple[int, int]:
     """How many workers run the SFU and how many TURN (0 in the config: one per core, and for TURN
     at most one per relay port; a disabled service: none)."""
     sfu = (config.sfu.workers or usable_cores()) if config.sfu.enabled else 0
-    ports = config.turn.relay_ports.last - config.turn.relay_ports.first + 1
-    turn = (config.turn.workers or min(usable_cores(), ports)) if config.turn.enabled else 0
+    turn = (config.turn.workers or min(usable_cores(), len(config.turn.relay_ports))) if config.turn.enabled else 0
     return sfu, turn
 
 
@@ -37,9 +43,9 @@ def processes(config: Config) -> int:
 
 def relay_slice(ports: PortRange, index: int, count: int) -> PortRange:
     """The `index`th of `count` equal slices of `ports` (the last takes what does not divide)."""
-    size = (ports.last - ports.first + 1) // count
+    size = len(ports) // count
     if size < 1:
-        raise ValueError(f"{count} TURN workers cannot share {ports.last - ports.first + 1} relay ports")
+        raise ValueError(f"{count} TURN workers cannot share {len(ports)} relay ports")
     first = ports.first + index * size
     last = ports.last if index == count - 1 else first + size - 1
     return PortRange(first, last)
