@@ -17,6 +17,7 @@ import asyncio
 import socket
 from typing import Any
 
+from ..coretimer import CoreTimer
 from ..plumbing.listeners import tcp_listener, udp_listener
 from ..plumbing.udp import READ_BATCH, RECV_SIZE, grow_receive_buffer
 from .framing import Rfc4571Framer, frame
@@ -62,10 +63,7 @@ class MediaIO:
         self._sockets: list[socket.socket] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._streams: set[_IceTcpStream] = set()
-        self._timer: asyncio.Handle | None = None
-        # The time `_timer` is armed for: uvloop's call_at gives a plain Handle, without `when()`, for
-        # a time already past.
-        self._timer_when = 0.0
+        self._timer = CoreTimer(loop, self._on_timer)
 
     @property
     def udp_sockets(self) -> list[socket.socket]:
@@ -114,24 +112,15 @@ class MediaIO:
             self.loop.call_soon(self.port.flush)
 
     def _wake(self, when: float) -> None:
-        if self._timer is None or when < self._timer_when:
-            self._arm(when)
+        if self._timer.when is None or when < self._timer.when:
+            self._timer.set(when)
 
-    def _arm(self, when: float | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if when is not None:
-            self._timer = self.loop.call_at(when, self._on_timer)
-            self._timer_when = when
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self.port.handle_timer(self.loop.time())
-        self._arm(self.port.get_timer())
+    def _on_timer(self, now: float) -> None:
+        self.port.handle_timer(now)
+        self._timer.set(self.port.get_timer())
 
     async def close(self) -> None:
-        self._arm(None)
+        self._timer.cancel()
         self.port.flush()  # while the sockets are open
         for sock in self._sockets:
             self.loop.remove_reader(sock.fileno())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from ..coretimer import CoreTimer
 from ..logs import get_logger
 from ..rtc.port import Session as PortSession
 from ..rtc.sctp import Association, Message
@@ -26,13 +27,14 @@ class SfuService:
         self.sfu = Sfu(self.media.port, self.media.candidates, self._associate, box.config.sfu.retransmissions)
         box.registry.register(SfuCollector(self.sfu))
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: CoreTimer | None = None
 
     async def start(self) -> None:
         await self.media.start()
         self._loop = asyncio.get_running_loop()
         self.sfu.start(self._loop.time())
-        self._arm()
+        self._timer = CoreTimer(self._loop, self._on_timer)
+        self._timer.set(self.sfu.get_timer())
 
     async def stop(self) -> None:
         if self._timer is not None:
@@ -43,16 +45,11 @@ class SfuService:
             self.sfu.close_session(session)
         await self.media.stop()
 
-    def _arm(self) -> None:
-        when = self.sfu.get_timer()
-        if self._loop is not None and when is not None:
-            self._timer = self._loop.call_at(when, self._on_timer)
-
-    def _on_timer(self) -> None:
-        if self._loop is None:
+    def _on_timer(self, now: float) -> None:
+        if self._timer is None:
             return
-        self.sfu.handle_timer(self._loop.time())
-        self._arm()
+        self.sfu.handle_timer(now)
+        self._timer.set(self.sfu.get_timer())
 
     def _associate(self, port_session: PortSession, remote_port: int, max_message_size: int | None,
                    on_message: Callable[[DataChannel, Message], None]) -> Association[DataChannel]:

@@ -24,6 +24,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
+from ..coretimer import CoreTimer
 from ..logs import get_logger
 from ..plumbing.streams import StreamSink
 from ..plumbing.listeners import tcp_listener, udp_listener
@@ -147,8 +148,7 @@ class TurnIO:
         self._connected = 0
         self._connected_budget = _connected_budget()
         self._servers: list[asyncio.AbstractServer] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_when: float | None = None  # the core deadline `_timer` is armed for
+        self._timer = CoreTimer(loop, self._on_timer)
         self.send_errors = 0
         self.core = make_core(self)
 
@@ -374,22 +374,10 @@ class TurnIO:
                 event.sink.close()
             elif isinstance(event, ConnectToPeer):
                 self.loop.create_task(self._connect_to_peer(event))
-        self._arm_timer()
+        self._timer.set(self.core.get_timer())
 
-    def _arm_timer(self) -> None:
-        when = self.core.get_timer()
-        if when == self._timer_when and self._timer is not None:
-            return  # the usual case on a stream's every read: the deadline has not moved
-        self._timer_when = when
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if when is not None:
-            self._timer = self.loop.call_at(when, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = self._timer_when = None
-        self.core.handle_timer(self.loop.time())
+    def _on_timer(self, now: float) -> None:
+        self.core.handle_timer(now)
         self.flush()
 
     def _close_relay(self, relay_id: int) -> None:
@@ -429,8 +417,7 @@ class TurnIO:
         self.flush()
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         for server in self._servers:
             server.close()
         for relay_id in list(self._relay_addr):
