@@ -14,7 +14,10 @@
  * go as one message with UDP generic segmentation offload (UDP_SEGMENT, Linux 4.18): the kernel builds,
  * routes and queues one buffer and cuts it into the same datagrams only at the device, or on loopback
  * at the receiving socket. A segment size is the run's first packet's; only the last may be shorter. A
- * message the kernel refuses with segmentation is sent again packet by packet.
+ * message the kernel refuses with segmentation is sent again packet by packet. A fan-out queues packet by
+ * packet, leg by leg (each packet to every leg, then the next), so the items are first grouped by target:
+ * each target's packets keep their order and the targets the order they first appear in, so that a leg's
+ * packets are consecutive. Order matters only per target (one 5-tuple, one SRTP context).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -100,6 +103,58 @@ read_item(PyObject *item, item_t *out)
     }
     out->packet = PyBytes_AS_STRING(packet);
     out->length = PyBytes_GET_SIZE(packet);
+    return 0;
+}
+
+/* The order to send items in: grouped by target object (a session's target is one tuple), each
+ * target's items in their order, the targets in the order they first appear. `order` has `total` places;
+ * -1 with MemoryError when the scratch space cannot be had. */
+static int
+group_by_target(PyObject *items, Py_ssize_t total, Py_ssize_t *order)
+{
+    Py_ssize_t slots = 16;
+    while (slots < 2 * total)
+        slots *= 2;
+    /* An open-addressed table of the targets seen: each slot's key, its group's first and last item. */
+    PyObject **keys = PyMem_Calloc((size_t)slots, sizeof(PyObject *));
+    Py_ssize_t *heads = PyMem_Malloc((size_t)slots * sizeof(Py_ssize_t));
+    Py_ssize_t *tails = PyMem_Malloc((size_t)slots * sizeof(Py_ssize_t));
+    Py_ssize_t *next = PyMem_Malloc((size_t)total * sizeof(Py_ssize_t)); /* each item's successor in its group */
+    Py_ssize_t *groups = PyMem_Malloc((size_t)total * sizeof(Py_ssize_t)); /* slots, by first appearance */
+    if (keys == NULL || heads == NULL || tails == NULL || next == NULL || groups == NULL) {
+        PyMem_Free(keys);
+        PyMem_Free(heads);
+        PyMem_Free(tails);
+        PyMem_Free(next);
+        PyMem_Free(groups);
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t count = 0;
+    for (Py_ssize_t i = 0; i < total; i++) {
+        PyObject *target = PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 0);
+        Py_ssize_t slot = (Py_ssize_t)(((uintptr_t)target >> 4) * 0x9E3779B97F4A7C15ULL >> 20) & (slots - 1);
+        while (keys[slot] != NULL && keys[slot] != target)
+            slot = (slot + 1) & (slots - 1);
+        next[i] = -1;
+        if (keys[slot] == NULL) {
+            keys[slot] = target;
+            heads[slot] = tails[slot] = i;
+            groups[count++] = slot;
+        } else {
+            next[tails[slot]] = i;
+            tails[slot] = i;
+        }
+    }
+    Py_ssize_t k = 0;
+    for (Py_ssize_t g = 0; g < count; g++)
+        for (Py_ssize_t i = heads[groups[g]]; i >= 0; i = next[i])
+            order[k++] = i;
+    PyMem_Free(keys);
+    PyMem_Free(heads);
+    PyMem_Free(tails);
+    PyMem_Free(next);
+    PyMem_Free(groups);
     return 0;
 }
 
@@ -239,12 +294,19 @@ protect_and_send(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
         if (read_item(PyList_GET_ITEM(items, i), &item) < 0)
             return NULL;
     }
+    Py_ssize_t *order = PyMem_Malloc((size_t)(total > 0 ? total : 1) * sizeof(Py_ssize_t));
+    if (order == NULL)
+        return PyErr_NoMemory();
+    if (group_by_target(items, total, order) < 0) {
+        PyMem_Free(order);
+        return NULL;
+    }
     Py_ssize_t sent = 0, srtp_errors = 0, send_errors = 0;
     Py_ssize_t next = 0;
     while (next < total) {
         int count = 0;
         for (; next < total && count < CHUNK; next++) {
-            read_item(PyList_GET_ITEM(items, next), &item); /* checked above: cannot fail */
+            read_item(PyList_GET_ITEM(items, order[next]), &item); /* checked above: cannot fail */
             if (item.length > MAX_PACKET) {
                 srtp_errors++;
                 continue;
@@ -265,6 +327,7 @@ protect_and_send(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
         if (count > 0)
             sent += send_chunk((int)fd, build_messages(count), &send_errors);
     }
+    PyMem_Free(order);
     return Py_BuildValue("(nnn)", sent, srtp_errors, send_errors);
 }
 
@@ -276,7 +339,8 @@ static PyMethodDef methods[] = {
      "sockaddr. items: [(target, packet)], target: (srtp_t address, sockaddr bytes, ...), the srtp_t\n"
      "kept alive by the caller. A packet over 1356 bytes or refused by libsrtp is an SRTP error; a\n"
      "datagram the socket refuses (its buffer full: the rest of its chunk) is a send error. Consecutive\n"
-     "packets to one UDP address go as one message with UDP segmentation (UDP_SEGMENT)."},
+     "packets to one UDP address go as one message with UDP segmentation (UDP_SEGMENT). Items go grouped\n"
+     "by target object: each target's in their order, the targets in the order they first appear."},
     {NULL, NULL, 0, NULL},
 };
 

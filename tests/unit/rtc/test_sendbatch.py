@@ -198,6 +198,23 @@ def test_a_run_the_kernel_will_not_segment_goes_packet_by_packet():
 
 
 @needs_extension
+@pytest.mark.parametrize("family, host", LOOPBACKS)
+def test_a_fan_outs_batch_reaches_each_leg_whole_and_in_order(family, host):
+    # As the SFU queues: each packet to every leg in turn, each leg its own session and SRTP context;
+    # the extension groups them by target, so each leg's packets leave in one segmented message.
+    legs = 5
+    packets = [packet(seq, 1100 if seq % 4 else 160) for seq in range(1, 41)]
+    senders, twins = [sender(GCM) for _ in range(legs)], [sender(GCM) for _ in range(legs)]
+    with socket.socket(family, socket.SOCK_DGRAM) as tx, receivers(family, host, legs) as rxs:
+        tx.bind((host, 0))
+        tx.setblocking(False)
+        targets = [sendbatch.target(srtp, family, rx.getsockname()) for srtp, rx in zip(senders, rxs)]
+        assert send(tx, [(target, p) for p in packets for target in targets]) == (legs * len(packets), 0, 0)
+        for rx, twin in zip(rxs, twins):
+            assert arrived(rx) == [twin.protect(p) for p in packets]
+
+
+@needs_extension
 def test_a_full_socket_drops_the_rest_of_the_chunk_and_counts_it():
     """On a full socket buffer sendmmsg says EAGAIN: the datagrams it did not take are dropped and
     counted. A local datagram socket stands in for UDP here: loopback UDP never fills, the kernel
