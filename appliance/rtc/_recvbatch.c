@@ -153,32 +153,36 @@ dispatch_one(dispatch_t *d, int i, PyObject *source)
     return result != NULL ? 0 : -1;
 }
 
+/* The address tuple made last, kept across calls: a call's datagrams mostly come from the source the
+ * last one's came from (a publisher), so its tuple is made once, not once per readiness. */
+static PyObject *last_source;
+static struct sockaddr_storage last_name;
+static socklen_t last_length;
+
 /* Datagrams 0..count of the last recvmmsg through dispatch_one, a run from one source sharing one
  * address tuple; -1 with an exception. */
 static int
 dispatch_received(dispatch_t *d, int count)
 {
-    PyObject *previous = NULL;
-    socklen_t previous_length = 0;
-    const struct sockaddr_storage *previous_name = NULL;
     for (int i = 0; i < count; i++) {
         socklen_t length = messages[i].msg_hdr.msg_namelen;
-        if (previous == NULL || length != previous_length || memcmp(&names[i], previous_name, length) != 0) {
+        if (length > (socklen_t)sizeof(names[i]))
+            length = (socklen_t)sizeof(names[i]);
+        if (last_source == NULL || length != last_length || memcmp(&names[i], &last_name, length) != 0) {
             PyObject *source = address(&names[i]);
             if (source == NULL)
-                goto failed;
-            Py_XSETREF(previous, source);
-            previous_length = length;
-            previous_name = &names[i];
+                return -1;
+            Py_XSETREF(last_source, source);
+            memcpy(&last_name, &names[i], length);
+            last_length = length;
         }
-        if (dispatch_one(d, i, previous) < 0)
-            goto failed;
+        PyObject *source = Py_NewRef(last_source); /* held while the handlers run Python */
+        int rc = dispatch_one(d, i, source);
+        Py_DECREF(source);
+        if (rc < 0)
+            return -1;
     }
-    Py_XDECREF(previous);
     return 0;
-failed:
-    Py_XDECREF(previous);
-    return -1;
 }
 
 static PyObject *

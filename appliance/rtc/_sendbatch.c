@@ -328,7 +328,12 @@ protect_and_send(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
             sent += send_chunk((int)fd, build_messages(count), &send_errors);
     }
     PyMem_Free(order);
-    return Py_BuildValue("(nnn)", sent, srtp_errors, send_errors);
+    PyObject *counts[3] = {PyLong_FromSsize_t(sent), PyLong_FromSsize_t(srtp_errors), PyLong_FromSsize_t(send_errors)};
+    PyObject *result = counts[0] != NULL && counts[1] != NULL && counts[2] != NULL
+                       ? PyTuple_Pack(3, counts[0], counts[1], counts[2]) : NULL;
+    for (int i = 0; i < 3; i++)
+        Py_XDECREF(counts[i]);
+    return result; /* not Py_BuildValue: its format is parsed anew on every call */
 }
 
 static PyMethodDef methods[] = {
