@@ -1,6 +1,6 @@
 """SFU forwarding cost: the box's CPU seconds per million forwarded packets, one publisher (audio +
-video) fanned out to N subscribers, against an anchor measured in the same run: the same datagrams
-fanned out by a bare Python UDP loop (recvfrom + N sendto, no SRTP, no rewriting), the floor of
+video) fanned out to N subscribers, against an anchor measured in the same run (each the median of
+REPEATS runs, alternating): the same datagrams fanned out by a bare Python UDP loop (recvfrom + N sendto, no SRTP, no rewriting), the floor of
 any Python forwarder on this machine. Beside them the same load into Janus (Debian's package, its
 VideoRoom plugin, in a lab namespace: tests/bench/janus.py) with each of its threading settings, and
 after the table how many times the box's CPU per delivered packet is Janus's best.
@@ -26,6 +26,10 @@ from tests.bench.sfu_load import AUDIO_PT, VIDEO_PT, LoadPeer
 from tests.lab.appliance import REPO, box_config, free_port
 
 FANOUT = (1, 10, 50)
+# The anchor and the one-worker box run this many times at each N, alternating so that a drift of the
+# machine reaches both, and each prints its median run with the range of all of them: on these VMs the
+# box's figure moves about 15% from run to run (with how many packets each wakeup finds), the anchor's less.
+REPEATS = 3
 FORWARDED = 100_000  # forwarded packets per run: inbound = FORWARDED / N
 FORWARD_RATE = 60_000  # forwarded packets per second asked of either forwarder: inbound rate = this / N
 
@@ -179,11 +183,26 @@ def _anchor_run(n: int) -> tuple[float, int]:
             sink.close()
 
 
-def _row(n: int, forwarder: str, cpu: float, got: int, anchor: float) -> float:
-    """Print one row of the table; the forwarder's CPU seconds per million packets delivered."""
-    per_mpkt = cpu / max(got, 1) * 1e6
-    print(f"{n:>3} {forwarder:<10} {got:>9} {cpu:>7.2f} {per_mpkt:>11.2f} {per_mpkt / anchor:>8.2f}x")
+def _per_mpkt(cpu: float, got: int) -> float:
+    return cpu / max(got, 1) * 1e6
+
+
+def _row(n: int, forwarder: str, cpu: float, got: int, anchor: float, runs: list[tuple[float, int]] | None = None
+         ) -> float:
+    """Print one row of the table; the forwarder's CPU seconds per million packets delivered (and, for
+    a median of several runs, the range of theirs)."""
+    per_mpkt = _per_mpkt(cpu, got)
+    spread = ""
+    if runs is not None and len(runs) > 1:
+        figures = sorted(_per_mpkt(*run) for run in runs)
+        spread = f"  median of {len(runs)}: {figures[0]:.2f} to {figures[-1]:.2f}"
+    print(f"{n:>3} {forwarder:<10} {got:>9} {cpu:>7.2f} {per_mpkt:>11.2f} {per_mpkt / anchor:>8.2f}x{spread}")
     return per_mpkt
+
+
+def _median(runs: list[tuple[float, int]]) -> tuple[float, int]:
+    """The run whose CPU per packet is the median (the lower middle one of an even count)."""
+    return sorted(runs, key=lambda run: _per_mpkt(*run))[(len(runs) - 1) // 2]
 
 
 def _janus_label(event_loops: int | None) -> str:
@@ -202,11 +221,14 @@ def main() -> None:
     ratios: list[tuple[int, float]] = []
     with tempfile.TemporaryDirectory(prefix="edgecall-bench-") as tmp:
         for n in FANOUT:
-            anchor_cpu, anchor_got = _anchor_run(n)
-            box_cpu, box_got = _box_run(n, Path(tmp))
-            anchor = anchor_cpu / max(anchor_got, 1) * 1e6
-            _row(n, "anchor", anchor_cpu, anchor_got, anchor)
-            box = _row(n, "edgecall", box_cpu, box_got, anchor)
+            anchor_runs: list[tuple[float, int]] = []
+            box_runs: list[tuple[float, int]] = []
+            for _ in range(REPEATS):
+                anchor_runs.append(_anchor_run(n))
+                box_runs.append(_box_run(n, Path(tmp)))
+            anchor = _per_mpkt(*_median(anchor_runs))
+            _row(n, "anchor", *_median(anchor_runs), anchor, anchor_runs)
+            box = _row(n, "edgecall", *_median(box_runs), anchor, box_runs)
             # Every core: the subscribers land on workers at random, and a track crosses to the
             # publisher's other workers on local trunks (one copy each).
             _row(n, f"edgecall×{WORKERS}", *_box_run(n, Path(tmp), WORKERS), anchor)
