@@ -109,12 +109,12 @@ def _read_any_send(data: bytes) -> tuple[bytes | str, int, int, int] | None:
     if peer is None or start < 0:
         return None
     size = len(peer)
+    if not (size == 8 and peer[1] == 1 or size == 20 and peer[1] == 2):
+        return None  # another family, or a length that holds no address (one too short even for its port)
     port = (peer[2] << 8 | peer[3]) ^ _PORT_XOR
-    if size == 8 and peer[1] == 1:
+    if size == 8:
         return peer[4:], port, start, end
-    if size == 20 and peer[1] == 2:
-        return socket.inet_ntop(socket.AF_INET6, xor_value(peer, data[8:20])[4:]), port, start, end
-    return None
+    return socket.inet_ntop(socket.AF_INET6, xor_value(peer, data[8:20])[4:]), port, start, end
 
 
 def xor_peer_address(host: str, transaction_id: bytes) -> bytes:

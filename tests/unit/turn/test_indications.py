@@ -1,5 +1,7 @@
 """Send indications on the relay hot path: the usual layouts are read without the full scan, and
 read as the full scan reads them."""
+import struct
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -41,3 +43,12 @@ def test_the_shortcut_reads_what_the_scan_reads(attributes, fingerprint, flip_at
     flipped[flip_at % len(flipped)] ^= 1 << bit
     for data in (message, bytes(flipped), message[:-1], message + bytes(4)):
         assert read_send(data) == indications._read_any_send(data)
+
+
+@pytest.mark.parametrize("length", [0, 1, 2, 3, 4, 7, 9, 19])
+def test_an_xor_peer_address_too_short_or_long_is_no_send_indication(length):
+    # A flipped length bit made one 2 bytes long: reading its port raised IndexError in the relay path.
+    attributes = struct.pack("!HH", Attr.XOR_PEER_ADDRESS, length) + bytes([0, 1, 0x12, 0x34]) * 5
+    attributes = attributes[:4 + length] + bytes(-length % 4) + struct.pack("!HH", Attr.DATA, 5) + b"hello" + bytes(3)
+    message = struct.pack("!HHI", 0x0016, len(attributes), 0x2112A442) + bytes(12) + attributes
+    assert read_send(message) is None

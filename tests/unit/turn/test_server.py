@@ -482,8 +482,10 @@ def raw_send(*attributes):
         Message(Method.SEND, Class.INDICATION, None, [(Attr.XOR_PEER_ADDRESS, PEER2), (Attr.DATA, b"x")]).encode(),
         Message(Method.SEND, Class.INDICATION, None, [(Attr.XOR_PEER_ADDRESS, (PEER[0], 0)), (Attr.DATA, b"x")]).encode(),
         Message(Method.SEND, Class.INDICATION, None, [(Attr.XOR_PEER_ADDRESS, PEER), (Attr.DATA, b"x")]).encode()[:-4],
-        Message(Method.SEND, Class.INDICATION, None, [(Attr.XOR_PEER_ADDRESS, PEER), (Attr.DATA, b"x")]).encode(
-            fingerprint=True)[:-1] + b"\x00",  # bad FINGERPRINT
+        # Bad FINGERPRINT: its last byte flipped (set to 0, it was right one time in 256).
+        (lambda m: m[:-1] + bytes([m[-1] ^ 0xFF]))(Message(
+            Method.SEND, Class.INDICATION, None, [(Attr.XOR_PEER_ADDRESS, PEER), (Attr.DATA, b"x")]).encode(
+            fingerprint=True)),
         raw_send(struct.pack(">HHI", Attr.FINGERPRINT, 4, 0), XOR_PEER_RAW),  # FINGERPRINT not last
         raw_send(XOR_PEER_RAW[:5] + b"\x03" + XOR_PEER_RAW[6:]),  # address family 3
         raw_send(XOR_PEER_RAW[:2] + b"\x00\x0c" + XOR_PEER_RAW[4:] + bytes(4)),  # IPv4 family, 12 bytes
