@@ -22,7 +22,7 @@ import resource
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..coretimer import CoreTimer
 from ..logs import get_logger
@@ -31,6 +31,7 @@ from ..plumbing.listeners import tcp_listener, udp_listener
 from ..plumbing.udp import (
     READ_BATCH, RECV_SIZE, connected_udp_socket, grow_receive_buffer, set_dont_fragment, udp_socket,
 )
+from . import relay
 from .clients import StreamClient, UdpListener
 from .server import TurnServer
 from .shell import CloseConnected, CloseRelay, CloseStream, ConnectToPeer
@@ -105,14 +106,34 @@ class _ConnectedSink:
     """The sink of a UDP socket connected to its one remote: the address the core gives back is that
     remote, so the datagram is sent without one."""
 
-    __slots__ = ("sock", "_send")
+    __slots__ = ("sock", "_send", "fd")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._send = sock.send
+        # What the compiled relay sends on; -1 once the socket is closed, so that it fails there too.
+        self.fd = sock.fileno()
 
     def sendto(self, data: bytes, addr: Any = None) -> None:
         self._send(data)
+
+
+# The compiled relay where it is built (relay.py): it reads and writes this module's sinks too.
+_RELAY = relay.configure(_ConnectedSink)
+
+
+class _Reading(NamedTuple):
+    """How a connected socket is read: by its Python callback, or by the compiled relay's with what its
+    Reader needs (the table the allocation is found in and its key there, the peer of a channel)."""
+
+    callback: Callable[[socket.socket, Any], None]
+    fallback: Callable[[bytes, Any], None]
+    arg: tuple
+    unconnected: Callable[[Any, bytes, Any, float], Any]
+    compiled: Callable[[Any], None] | None
+    table: dict
+    key: Any
+    peer: Any
 
 
 def _read_all(sock: socket.socket) -> list[tuple[bytes, Any]]:
@@ -167,7 +188,7 @@ class TurnIO:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         self._relay_udp[relay_id] = sock
         self._relay_addr[relay_id] = (address, port)
-        self._watch(sock, self._on_relay_readable, relay_id)
+        self._watch(sock, self._on_relay_readable, sock, relay_id)
         return sock
 
     def listen_tcp(self, relay_id: int, address: str, port: int) -> bool:
@@ -194,19 +215,20 @@ class TurnIO:
         if ipaddress.ip_address(listener.address[0]).is_unspecified:
             return None  # the client's datagrams may come to any of the box's addresses: only the listener knows
         # SO_REUSEADDR, as the listener has: a member of the workers' SO_REUSEPORT group would rehash their flows.
-        return self._connect(listener.address, remote, socket.SO_REUSEADDR, False,
-                             self._on_connected_client_readable, (listener, remote), self.core.from_client)
+        return self._connect(listener.address, remote, socket.SO_REUSEADDR, False, _Reading(
+            self._on_connected_client_readable, self._client_datagram, (listener, remote), self.core.from_client,
+            None if _RELAY is None else _RELAY.client_readable, listener.allocations, remote, None))
 
     def connect_peer(self, relay_id: int, peer: Any) -> object | None:
         local = self._relay_addr.get(relay_id)
         if local is None:
             return None
-        return self._connect(local, peer, socket.SO_REUSEPORT, relay_id in self._relay_df,
-                             self._on_connected_peer_readable, (relay_id, peer), self.core.from_peer)
+        return self._connect(local, peer, socket.SO_REUSEPORT, relay_id in self._relay_df, _Reading(
+            self._on_connected_peer_readable, self._peer_datagram, (relay_id, peer), self.core.from_peer,
+            None if _RELAY is None else _RELAY.peer_readable, self.core.relays, relay_id, peer))
 
     def _connect(self, local: tuple[str, int], remote: Any, share: int, dont_fragment: bool,
-                 callback: Callable[[socket.socket, Any], None], arg: tuple,
-                 unconnected: Callable[[Any, bytes, Any, float], Any]) -> _ConnectedSink | None:
+                 reading: _Reading) -> _ConnectedSink | None:
         if self._connected >= self._connected_budget:
             return None
         try:
@@ -219,11 +241,15 @@ class TurnIO:
         # once the core's call that asked for this socket has returned.
         strays = _read_all(sock)
         if strays:
-            self.loop.call_soon(self._strays, unconnected, arg[0], strays)
+            self.loop.call_soon(self._strays, reading.unconnected, reading.arg[0], strays)
         if dont_fragment:
             set_dont_fragment(sock)
         self._connected += 1
-        self._watch(sock, callback, arg)
+        if _RELAY is None or reading.compiled is None:
+            self._watch(sock, reading.callback, sock, reading.arg)
+        else:
+            self._watch(sock, reading.compiled, _RELAY.Reader(sock.fileno(), self, reading.fallback, reading.arg,
+                                                              reading.table, reading.key, reading.peer))
         return _ConnectedSink(sock)
 
     def _strays(self, unconnected: Callable[[Any, bytes, Any, float], Any], via: Any,
@@ -258,16 +284,16 @@ class TurnIO:
         sock = udp_listener(host, port, reuse=True)
         grow_receive_buffer(sock)
         listener = self.core.udp_listener(sock.getsockname()[:2], sock)
-        self._watch(sock, self._on_client_readable, listener)
+        self._watch(sock, self._on_client_readable, sock, listener)
 
     async def open_stream_listener(self, transport: str, host: str, port: int, tls: ssl.SSLContext | None) -> None:
         server = await self.loop.create_server(lambda: _ClientStream(self, transport, tls),
                                                sock=tcp_listener(host, port))
         self._servers.append(server)
 
-    def _watch(self, sock: socket.socket, callback, arg) -> None:
+    def _watch(self, sock: socket.socket, callback: Callable[..., None], *args: Any) -> None:
         self._udp[sock.fileno()] = sock
-        self.loop.add_reader(sock.fileno(), callback, sock, arg)
+        self.loop.add_reader(sock.fileno(), callback, *args)
 
     def _unwatch(self, sock: socket.socket) -> None:
         fd = sock.fileno()
@@ -320,14 +346,19 @@ class TurnIO:
 
     # A connected socket carries one remote's datagrams, seldom more than one at a time: it is read
     # once per callback (the loop calls again while more wait), which spares the failed read that
-    # ends a batch.
+    # ends a batch. Where the compiled relay is built, its readers stand in for these two callbacks and
+    # hand what they do not relay to the *_datagram methods.
 
     def _on_connected_client_readable(self, sock: socket.socket, client: tuple[UdpListener, Any]) -> None:
-        listener, remote = client
         try:
             data = sock.recv(RECV_SIZE)
         except OSError:  # nothing after all, or the client's port refused an earlier datagram (ICMP)
             return
+        self._client_datagram(data, client)
+
+    def _client_datagram(self, data: bytes, client: tuple[UdpListener, Any]) -> None:
+        """A datagram read from a client's connected socket (the compiled relay's fallback too)."""
+        listener, remote = client
         out = self.core.from_client(listener, data, remote, self.loop.time())
         if out is None:
             self.flush()
@@ -338,11 +369,15 @@ class TurnIO:
             self.send_errors += 1
 
     def _on_connected_peer_readable(self, sock: socket.socket, channel: tuple[int, Any]) -> None:
-        relay_id, peer = channel
         try:
             data = sock.recv(RECV_SIZE)
         except OSError:  # nothing after all, or the peer's port refused an earlier datagram (ICMP)
             return
+        self._peer_datagram(data, channel)
+
+    def _peer_datagram(self, data: bytes, channel: tuple[int, Any]) -> None:
+        """A datagram read from a channel's socket connected to its peer (the compiled relay's fallback too)."""
+        relay_id, peer = channel
         out = self.core.from_peer(relay_id, data, peer, self.loop.time())
         if out is None:
             return
@@ -369,6 +404,7 @@ class TurnIO:
                 self._close_relay(event.relay_id)
             elif isinstance(event, CloseConnected):
                 self._connected -= 1
+                event.sink.fd = -1
                 self._unwatch(event.sink.sock)
             elif isinstance(event, CloseStream):
                 event.sink.close()

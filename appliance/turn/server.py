@@ -213,6 +213,12 @@ class TurnServer:
             out.setdefault(allocation.auth.issuer, Usage()).add(allocation.usage(now))
         return out
 
+    @property
+    def relays(self) -> dict[int, Allocation]:
+        """The allocations by relay id, as `from_peer` finds them: the compiled relay (relay.py) reads
+        this dict itself."""
+        return self._relays
+
     # --- clients ----------------------------------------------------------------------------
 
     def udp_listener(self, address: tuple[str, int], sink: Any) -> UdpListener:
