@@ -95,6 +95,29 @@ def test_an_interrupted_run_still_cleans_up():
     assert not any(alive(int(pid)) for pid in pids)
 
 
+@pytest.mark.lab
+def test_a_killed_runs_lab_is_swept_by_the_next_lab():
+    # SIGKILL (a CI job's or a session's end) runs no teardown: the next lab made removes what it left.
+    if reason := lab_unavailable():
+        pytest.skip(reason)
+    script = textwrap.dedent("""
+        import os, signal
+        from tests.lab.netns import Lab
+        lab = Lab()
+        host = lab.host("x")
+        forked = host.run(["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"]).stdout.strip()
+        print(host.netns, lab.dir, forked, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    netns, directory, forked = result.stdout.split()
+    assert netns in netns_names() and alive(int(forked))  # left behind
+    with Lab() as lab:
+        lab.host("y")
+        assert netns not in netns_names()
+        assert not Path(directory).exists() and not alive(int(forked))
+
+
 def edge_config(neighbor: str, bfd: bool, password: str | None, control_socket: str) -> Config:
     password_line = f'password = "{password}"' if password else ""
     return parse_config(f"""

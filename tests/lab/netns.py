@@ -1,4 +1,5 @@
-"""Fixture: the lab, network namespaces joined by veth pairs, torn down whatever happens.
+"""Fixture: the lab, network namespaces joined by veth pairs, torn down whatever happens (a run killed
+outright tears down nothing: the next lab made sweeps what it left, `sweep_orphans`).
 
 Network safety (../shared/TESTING.md): everything the lab makes lives inside its own
 namespaces. It never touches the machine's interfaces, never adds a route or a rule in the root
@@ -29,6 +30,8 @@ LAB_NETWORKS = tuple(
     ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
 )
 STOP_TIMEOUT = 5.0
+OWNER = "owner"  # in a lab's directory: the pid of the process that made the lab, written before any namespace
+NETNS_DIR = Path("/run/netns")  # where `ip netns` names namespaces
 T = TypeVar("T")
 
 
@@ -125,8 +128,10 @@ class Lab:
     """A set of hosts for one test. `close()` (also run at interpreter exit) removes all of it."""
 
     def __init__(self) -> None:
+        sweep_orphans()
         self.id = "ec" + secrets.token_hex(3)
         self.dir = Path(tempfile.mkdtemp(prefix=f"{self.id}-"))
+        (self.dir / OWNER).write_text(str(os.getpid()))
         # Daemons that drop root (FRR runs as `frr`) must reach their files below it.
         self.dir.chmod(0o755)
         self.hosts: dict[str, Host] = {}
@@ -177,13 +182,46 @@ class Lab:
             _stop(process)
         self._processes.clear()
         for host in self.hosts.values():
-            # Anything a process left behind in the namespace (a forked child) goes too.
-            pids = _run(["ip", "netns", "pids", host.netns], check=False).stdout.split()
-            for pid in pids:
-                _kill(int(pid))
-            _run(["ip", "netns", "delete", host.netns], check=False)
+            _delete_netns(host.netns)
         self.hosts.clear()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def sweep_orphans() -> None:
+    """Remove what labs of processes that are gone left: a run killed outright (SIGKILL, a session's
+    end) runs neither its fixtures' teardown nor atexit, and its namespaces would outlive it. A lab is
+    an orphan when the process its owner file names is not alive, or it has no owner file (one is
+    written before any namespace is made; labs of older test code had none)."""
+    names = [path.name for path in NETNS_DIR.iterdir()] if NETNS_DIR.is_dir() else []
+    for lab_id in {name.split("-")[0] for name in names if re.fullmatch(r"ec[0-9a-f]{6}-[a-z][a-z0-9]{0,15}", name)}:
+        dirs = list(Path(tempfile.gettempdir()).glob(f"{lab_id}-*"))
+        owners = [directory / OWNER for directory in dirs if (directory / OWNER).is_file()]
+        if any(_alive(int(owner.read_text() or 0)) for owner in owners):
+            continue
+        for name in names:
+            if name.startswith(f"{lab_id}-"):
+                _delete_netns(name)
+        for directory in dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _delete_netns(netns: str) -> None:
+    # Anything a process left behind in the namespace (a forked child) goes too.
+    for pid in _run(["ip", "netns", "pids", netns], check=False).stdout.split():
+        _kill(int(pid))
+    _run(["ip", "netns", "delete", netns], check=False)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process, but alive
+        return True
+    return True
 
 
 def _stop(process: subprocess.Popen) -> None:
