@@ -67,7 +67,7 @@ setup_debian() {
 setup_venv() {
     local stamp=$VENV/.edgecall-stamp want
     # The compiled helpers' sources too: pip builds them at install, and an edit needs a new build.
-    want=$(cat pyproject.toml $(find appliance -name '*.c' | sort) | sha256sum | cut -c1-16)
+    want=$(cat pyproject.toml $(find appliance -name '*.[ch]' | sort) | sha256sum | cut -c1-16)
     if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
         return 0
     fi

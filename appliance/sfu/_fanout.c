@@ -23,6 +23,8 @@
 #include <Python.h>
 #include <structmember.h>
 
+#include "../_slots.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -40,27 +42,10 @@ static const char *const listener_names[P_COUNT] = {"pending"};
 enum { T_ELEMENT, T_SEQ, T_LEGS, T_RING, T_COUNT };
 static const char *const transport_names[T_COUNT] = {"element", "seq", "_legs", "ring"};
 
-typedef struct {
-    PyTypeObject *type;
-    Py_ssize_t offsets[L_COUNT]; /* the largest of the lists */
-} layout_t;
-
 static layout_t leg_layout, session_layout, listener_layout, transport_layout;
 static PyObject *send_rtp;  /* MediaPort.send_rtp, the function a leg's bound `send` must be */
 static PyObject *body;      /* extensions.body(found, mapping) */
 static PyObject *port_session_name, *transport_out_name, *forward_name, *queue_name;
-
-#define SLOT(object, layout, index) (*(PyObject **)((char *)(object) + (layout).offsets[index]))
-
-/* Replace a slot's value, taking a new reference to `value`. */
-static inline void
-slot_set(PyObject *object, const layout_t *layout, int index, PyObject *value)
-{
-    PyObject **at = (PyObject **)((char *)object + layout->offsets[index]);
-    PyObject *old = *at;
-    *at = value;
-    Py_XDECREF(old);
-}
 
 /* Set a slot to a new int; -1 with an exception if it cannot be made. */
 static inline int
@@ -70,33 +55,6 @@ slot_set_long(PyObject *object, const layout_t *layout, int index, long long val
     if (number == NULL)
         return -1;
     slot_set(object, layout, index, number);
-    return 0;
-}
-
-static int
-find_layout(PyObject *type, const char *const *names, int count, layout_t *out)
-{
-    if (!PyType_Check(type)) {
-        PyErr_SetString(PyExc_TypeError, "configure takes classes");
-        return -1;
-    }
-    for (int i = 0; i < count; i++) {
-        PyObject *descriptor = PyObject_GetAttrString(type, names[i]);
-        if (descriptor == NULL)
-            return -1;
-        int ok = Py_IS_TYPE(descriptor, &PyMemberDescr_Type)
-                 && ((PyMemberDescrObject *)descriptor)->d_common.d_type == (PyTypeObject *)type
-                 && ((PyMemberDescrObject *)descriptor)->d_member->type == T_OBJECT_EX;
-        if (ok)
-            out->offsets[i] = ((PyMemberDescrObject *)descriptor)->d_member->offset;
-        Py_DECREF(descriptor);
-        if (!ok) {
-            PyErr_Format(PyExc_TypeError, "%s.%s is not a slot of that class", ((PyTypeObject *)type)->tp_name,
-                         names[i]);
-            return -1;
-        }
-    }
-    Py_XSETREF(out->type, (PyTypeObject *)Py_NewRef(type));
     return 0;
 }
 

@@ -16,6 +16,8 @@
 #include <Python.h>
 #include <structmember.h>
 
+#include "../_slots.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
@@ -40,53 +42,8 @@ static const char *const channel_names[C_COUNT] = {"number", "peer", "host", "si
 enum { S_FD, S_COUNT };
 static const char *const sink_names[S_COUNT] = {"fd"};
 
-typedef struct {
-    PyTypeObject *type;
-    Py_ssize_t offsets[A_COUNT]; /* the largest of the lists */
-} layout_t;
-
 static layout_t allocation_layout, channel_layout, sink_layout;
 static PyObject *sendto_name, *send_errors_name;
-
-#define SLOT(object, layout, index) (*(PyObject **)((char *)(object) + (layout).offsets[index]))
-
-/* Replace a slot's value, taking over the reference to `value`. */
-static inline void
-slot_set(PyObject *object, const layout_t *layout, int index, PyObject *value)
-{
-    PyObject **at = (PyObject **)((char *)object + layout->offsets[index]);
-    PyObject *old = *at;
-    *at = value;
-    Py_XDECREF(old);
-}
-
-/* Slots may come from a base class (Allocation's tokens are RelayBudget's): any class in the MRO. */
-static int
-find_layout(PyObject *type, const char *const *names, int count, layout_t *out)
-{
-    if (!PyType_Check(type)) {
-        PyErr_SetString(PyExc_TypeError, "configure takes classes");
-        return -1;
-    }
-    for (int i = 0; i < count; i++) {
-        PyObject *descriptor = PyObject_GetAttrString(type, names[i]);
-        if (descriptor == NULL)
-            return -1;
-        int ok = Py_IS_TYPE(descriptor, &PyMemberDescr_Type)
-                 && PyType_IsSubtype((PyTypeObject *)type, ((PyMemberDescrObject *)descriptor)->d_common.d_type)
-                 && ((PyMemberDescrObject *)descriptor)->d_member->type == T_OBJECT_EX;
-        if (ok)
-            out->offsets[i] = ((PyMemberDescrObject *)descriptor)->d_member->offset;
-        Py_DECREF(descriptor);
-        if (!ok) {
-            PyErr_Format(PyExc_TypeError, "%s.%s is not a slot of that class", ((PyTypeObject *)type)->tp_name,
-                         names[i]);
-            return -1;
-        }
-    }
-    Py_XSETREF(out->type, (PyTypeObject *)Py_NewRef(type));
-    return 0;
-}
 
 static PyObject *
 configure(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
